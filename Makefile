@@ -1,0 +1,38 @@
+# lab: WSL-style interop, reproduced on a stock Linux host.
+# `make demo` and `make test` install what they need (scripts/deps.sh) and are safe to re-run.
+
+GO      ?= go
+BIN     := bin
+VERSION := $(shell git describe --always --dirty 2>/dev/null || echo dev)
+LDFLAGS := -s -w -X main.version=$(VERSION)
+
+.PHONY: all build deps test vet demo fuzz clean
+
+all: build
+
+deps:
+	@./scripts/deps.sh
+
+# lab-interop runs inside the guest: static, no cgo.
+build:
+	CGO_ENABLED=0 $(GO) build -trimpath -ldflags '$(LDFLAGS)' -o $(BIN)/ ./cmd/...
+
+vet:
+	$(GO) vet ./...
+
+test: deps vet
+	$(GO) test -race -timeout 40m ./...
+
+demo: deps build
+	./$(BIN)/lab demo
+
+# Short fuzzing of every decoder (the seeds also run as part of `make test`).
+fuzz:
+	@for pkg in $$($(GO) list ./...); do \
+	  for f in $$($(GO) test -list 'Fuzz.*' $$pkg 2>/dev/null | grep '^Fuzz'); do \
+	    $(GO) test -run '^$$' -fuzz "^$$f$$" -fuzztime 20s $$pkg || exit 1; \
+	  done; \
+	done
+
+clean:
+	rm -rf $(BIN)

@@ -1,0 +1,39 @@
+#!/usr/bin/env bash
+# Installs what `make test` and `make demo` need on a Debian/Ubuntu host, and nothing
+# that is already there. Safe to run again. Packages come from the host's own apt sources.
+set -euo pipefail
+
+need_pkgs=()
+have() { command -v "$1" >/dev/null 2>&1; }
+want() { # want COMMAND PACKAGE: install PACKAGE when COMMAND is missing
+	have "$1" || need_pkgs+=("$2")
+}
+
+want qemu-system-x86_64 qemu-system-x86
+want socat socat
+want xz xz-utils
+want ssh openssh-client
+want sshd openssh-server
+want apt-get apt
+want dpkg-deb dpkg
+want gcc gcc
+[ -e /usr/share/qemu/qboot.rom ] || need_pkgs+=(qemu-system-data)
+
+if [ ${#need_pkgs[@]} -gt 0 ]; then
+	echo "deps: installing ${need_pkgs[*]}" >&2
+	sudo=""
+	if [ "$(id -u)" != 0 ]; then
+		have sudo || { echo "deps: need root or sudo to install: ${need_pkgs[*]}" >&2; exit 1; }
+		sudo="sudo -n"
+	fi
+	export DEBIAN_FRONTEND=noninteractive
+	$sudo apt-get update -qq
+	$sudo apt-get install -y -qq --no-install-recommends "${need_pkgs[@]}" >/dev/null
+fi
+
+# The host sshd package enables a service on install; lab only runs its own throwaway sshd.
+if ! have go; then
+	echo "deps: Go is not installed; install Go >= $(sed -n 's/^go //p' "$(dirname "$0")/../go.mod") and retry" >&2
+	exit 1
+fi
+go mod download
