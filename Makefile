@@ -20,8 +20,9 @@ build:
 vet:
 	$(GO) vet ./...
 
+# LAB_REQUIRE_VM=1: a missing QEMU or guest kernel fails the VM tests instead of skipping them.
 test: deps vet
-	$(GO) test -race -timeout 40m ./...
+	LAB_REQUIRE_VM=1 $(GO) test -race -timeout 40m ./...
 
 demo: deps build
 	./$(BIN)/lab demo
