@@ -1,0 +1,32 @@
+// Command lab-interop runs inside the guest. It is one static binary
+// (CGO_ENABLED=0) with two names, chosen by the basename of argv[0]:
+//
+//   - installed as the binfmt_misc interpreter (any other name), the
+//     kernel runs it as `lab-interop /full/path argv0 args...` (flag P) and
+//     it runs the program on the host through the relay (lab/guest.Main);
+//   - as `labpath` (a symlink), it translates paths between guest and host
+//     like wslpath (lab/guest.LabpathMain).
+package main
+
+import (
+	"os"
+	"path/filepath"
+
+	"lab/guest"
+)
+
+func main() {
+	if filepath.Base(os.Args[0]) == "labpath" {
+		os.Exit(labpath())
+	}
+	os.Exit(guest.Main(os.Args))
+}
+
+func labpath() int {
+	cwd, _ := os.Getwd()
+	load := func() (*guest.Config, error) {
+		c, _, err := guest.LoadConfig(os.Getenv)
+		return c, err
+	}
+	return guest.LabpathMain(os.Args[1:], cwd, load, os.Stdout, os.Stderr)
+}

@@ -1,0 +1,51 @@
+package guest
+
+import (
+	"fmt"
+	"strings"
+
+	"lab/wire"
+)
+
+// Default install locations in the guest.
+const (
+	DefaultInterpreter = "/usr/local/lib/lab/interop"
+	DefaultLabpath     = "/usr/local/bin/labpath" // a symlink to the interpreter
+)
+
+// Binfmt rule names, as they appear under /proc/sys/fs/binfmt_misc.
+const (
+	RulePE   = "lab-pe"
+	RuleHost = "lab-host"
+)
+
+// BinfmtRules returns the binfmt_misc register strings for the built-in
+// formats with interpreter interp. Flags: P keeps argv[0] (the
+// interpreter gets `interp /full/path argv0 args...`), F opens the
+// interpreter at registration so the rules work in other mount namespaces
+// and chroots (as WSL's rule does). Each string is written on its own to
+// /proc/sys/fs/binfmt_misc/register.
+func BinfmtRules(interp string) ([]string, error) {
+	if !strings.HasPrefix(interp, "/") || len(interp) > 127 || strings.ContainsAny(interp, ":\n") {
+		return nil, fmt.Errorf("guest: interpreter path %q must be absolute, at most 127 bytes, without ':'", interp)
+	}
+	return []string{
+		":" + RulePE + ":M::MZ::" + interp + ":PF",
+		":" + RuleHost + ":M::" + binfmtEscape(wire.StubMagic) + "::" + interp + ":PF",
+	}, nil
+}
+
+// binfmtEscape writes bytes binfmt_misc cannot take literally (':' is the
+// delimiter, '\\' the escape, and non-printables) as \xNN.
+func binfmtEscape(s string) string {
+	var b strings.Builder
+	for i := 0; i < len(s); i++ {
+		c := s[i]
+		if c <= ' ' || c >= 0x7f || c == ':' || c == '\\' {
+			fmt.Fprintf(&b, `\x%02x`, c)
+		} else {
+			b.WriteByte(c)
+		}
+	}
+	return b.String()
+}

@@ -1,0 +1,325 @@
+package guest
+
+import (
+	"bufio"
+	"bytes"
+	"encoding/hex"
+	"errors"
+	"fmt"
+	"io"
+	"path"
+	"strconv"
+	"strings"
+	"time"
+
+	"lab/wire"
+)
+
+// Defaults of the interpreter's configuration.
+const (
+	DefaultConfigPath       = "/etc/lab/interop.conf"
+	DefaultTokenFile        = "/etc/lab/token"
+	DefaultConnectTimeout   = 5 * time.Second
+	DefaultHandshakeTimeout = 10 * time.Second
+	// ConfigEnv names a config file to use instead of DefaultConfigPath.
+	// It is honoured only for a file owned by the caller's uid (or root)
+	// and writable by nobody else, so it can never make one user's
+	// launches read another user's file (see LoadConfig).
+	ConfigEnv = "LAB_INTEROP_CONFIG"
+)
+
+// DefaultRelay is the relay address when the config names none: the host
+// (vsock CID 2) on the default port.
+var DefaultRelay = "vsock:2:" + strconv.Itoa(wire.DefaultPort)
+
+// Config is the interpreter's configuration, read from a root-owned file
+// of `key = value` lines ('#' starts a comment):
+//
+//	relay             = vsock:2:5555          # or unix:/path/to/socket
+//	token_file        = /etc/lab/token
+//	share             = /mnt/c /home/me/.wine/drive_c C:   # GUEST HOST [DRIVE]
+//	format            = elf-arm64 0 7f454c460201 ffffffffffff   # NAME OFFSET MAGIC [MASK]
+//	connect_timeout   = 5s
+//	handshake_timeout = 10s
+//
+// Paths with spaces are written as Go-quoted strings ("...").
+type Config struct {
+	Relay            string        // "vsock:CID:PORT" or "unix:PATH"; zero: DefaultRelay
+	TokenFile        string        // zero: DefaultTokenFile
+	Shares           []Share       // guest path -> host path, for labpath (the relay has its own copy)
+	Formats          []Format      // extra formats, tried after the built-in pe and host
+	ConnectTimeout   time.Duration // zero: DefaultConnectTimeout
+	HandshakeTimeout time.Duration // zero: DefaultHandshakeTimeout
+}
+
+// Share maps a guest directory to a host directory.
+type Share struct {
+	Guest string // absolute guest path (the 9p mount point)
+	Host  string // absolute host path
+	Drive string // optional Windows drive ("C:") for -w/-m under the Windows personality
+}
+
+// Format is a magic-number rule for a configured format (the built-ins are
+// "pe", magic MZ, and "host", wire.StubMagic).
+type Format struct {
+	Name   string
+	Offset int
+	Magic  []byte
+	Mask   []byte // nil: all bits
+}
+
+// maxMagicEnd matches binfmt_misc: a magic must lie in the first 128 bytes.
+const maxMagicEnd = 128
+
+func (c *Config) setDefaults() {
+	if c.Relay == "" {
+		c.Relay = DefaultRelay
+	}
+	if c.TokenFile == "" {
+		c.TokenFile = DefaultTokenFile
+	}
+	if c.ConnectTimeout == 0 {
+		c.ConnectTimeout = DefaultConnectTimeout
+	}
+	if c.HandshakeTimeout == 0 {
+		c.HandshakeTimeout = DefaultHandshakeTimeout
+	}
+}
+
+// maxConfig bounds the config file.
+const maxConfig = 64 << 10
+
+// ParseConfig reads a config (defaults applied). name is used in errors.
+func ParseConfig(r io.Reader, name string) (*Config, error) {
+	data, err := io.ReadAll(io.LimitReader(r, maxConfig+1))
+	if err != nil {
+		return nil, fmt.Errorf("guest: read %s: %w", name, err)
+	}
+	if len(data) > maxConfig {
+		return nil, fmt.Errorf("guest: %s: larger than %d bytes", name, maxConfig)
+	}
+	c := &Config{}
+	sc := bufio.NewScanner(bytes.NewReader(data))
+	sc.Buffer(nil, maxConfig)
+	for line := 1; sc.Scan(); line++ {
+		if err := c.parseLine(sc.Text()); err != nil {
+			return nil, fmt.Errorf("guest: %s:%d: %w", name, line, err)
+		}
+	}
+	if err := sc.Err(); err != nil {
+		return nil, fmt.Errorf("guest: %s: %w", name, err)
+	}
+	if _, _, err := ParseAddr(c.Relay); c.Relay != "" && err != nil {
+		return nil, fmt.Errorf("guest: %s: %w", name, err)
+	}
+	c.setDefaults()
+	return c, nil
+}
+
+func (c *Config) parseLine(s string) error {
+	s = strings.TrimSpace(s)
+	if s == "" || s[0] == '#' {
+		return nil
+	}
+	key, val, ok := strings.Cut(s, "=")
+	if !ok {
+		return fmt.Errorf("expected `key = value`, got %q", s)
+	}
+	key = strings.TrimSpace(key)
+	fields, err := splitFields(val)
+	if err != nil {
+		return fmt.Errorf("%s: %w", key, err)
+	}
+	one := func() (string, error) {
+		if len(fields) != 1 {
+			return "", fmt.Errorf("%s takes one value, got %d", key, len(fields))
+		}
+		return fields[0], nil
+	}
+	switch key {
+	case "relay":
+		v, err := one()
+		if err != nil {
+			return err
+		}
+		c.Relay = v
+	case "token_file":
+		v, err := one()
+		if err != nil {
+			return err
+		}
+		if !path.IsAbs(v) {
+			return fmt.Errorf("token_file must be an absolute path, got %q", v)
+		}
+		c.TokenFile = v
+	case "connect_timeout", "handshake_timeout":
+		v, err := one()
+		if err != nil {
+			return err
+		}
+		d, err := time.ParseDuration(v)
+		if err != nil || d <= 0 {
+			return fmt.Errorf("%s: want a positive duration like 5s, got %q", key, v)
+		}
+		if key == "connect_timeout" {
+			c.ConnectTimeout = d
+		} else {
+			c.HandshakeTimeout = d
+		}
+	case "share":
+		if len(fields) != 2 && len(fields) != 3 {
+			return fmt.Errorf("share wants GUEST HOST [DRIVE], got %d values", len(fields))
+		}
+		sh := Share{Guest: path.Clean(fields[0]), Host: fields[1]}
+		if !path.IsAbs(sh.Guest) || !path.IsAbs(sh.Host) {
+			return fmt.Errorf("share paths must be absolute, got %q %q", fields[0], fields[1])
+		}
+		sh.Host = path.Clean(sh.Host)
+		if len(fields) == 3 {
+			d := strings.ToUpper(fields[2])
+			if len(d) != 2 || d[1] != ':' || d[0] < 'A' || d[0] > 'Z' {
+				return fmt.Errorf("share drive must look like C:, got %q", fields[2])
+			}
+			sh.Drive = d
+		}
+		c.Shares = append(c.Shares, sh)
+	case "format":
+		if len(fields) != 3 && len(fields) != 4 {
+			return fmt.Errorf("format wants NAME OFFSET MAGIC [MASK] (magic and mask in hex), got %d values", len(fields))
+		}
+		f := Format{Name: fields[0]}
+		if f.Name == "" || len(f.Name) > wire.MaxFormat || f.Name == wire.FormatPE || f.Name == wire.FormatHost {
+			return fmt.Errorf("format name %q is empty, too long or built in", f.Name)
+		}
+		off, err := strconv.Atoi(fields[1])
+		if err != nil || off < 0 {
+			return fmt.Errorf("format offset must be a number >= 0, got %q", fields[1])
+		}
+		f.Offset = off
+		if f.Magic, err = hex.DecodeString(fields[2]); err != nil || len(f.Magic) == 0 {
+			return fmt.Errorf("format magic must be non-empty hex, got %q", fields[2])
+		}
+		if len(fields) == 4 {
+			if f.Mask, err = hex.DecodeString(fields[3]); err != nil || len(f.Mask) != len(f.Magic) {
+				return fmt.Errorf("format mask must be hex as long as the magic, got %q", fields[3])
+			}
+		}
+		if off > maxMagicEnd || off+len(f.Magic) > maxMagicEnd {
+			return fmt.Errorf("format magic must lie in the first %d bytes", maxMagicEnd)
+		}
+		c.Formats = append(c.Formats, f)
+	default:
+		return fmt.Errorf("unknown key %q", key)
+	}
+	return nil
+}
+
+// splitFields splits on blanks; a field may be a Go-quoted string.
+func splitFields(s string) ([]string, error) {
+	var out []string
+	for {
+		s = strings.TrimLeft(s, " \t")
+		if s == "" || s[0] == '#' {
+			return out, nil
+		}
+		if s[0] == '"' {
+			q, err := strconv.QuotedPrefix(s)
+			if err != nil {
+				return nil, fmt.Errorf("bad quoted string in %q", s)
+			}
+			v, _ := strconv.Unquote(q)
+			out = append(out, v)
+			s = s[len(q):]
+			continue
+		}
+		i := strings.IndexAny(s, " \t")
+		if i < 0 {
+			i = len(s)
+		}
+		out = append(out, s[:i])
+		s = s[i:]
+	}
+}
+
+// ParseAddr splits a relay address: "unix:PATH" or "vsock:CID:PORT".
+// It returns the network ("unix" or "vsock") and, for vsock, cid and port
+// in addr as "CID:PORT".
+func ParseAddr(a string) (network, addr string, err error) {
+	network, addr, ok := strings.Cut(a, ":")
+	if !ok {
+		return "", "", fmt.Errorf("relay address %q: want unix:PATH or vsock:CID:PORT", a)
+	}
+	switch network {
+	case "unix":
+		if addr == "" {
+			return "", "", fmt.Errorf("relay address %q: empty socket path", a)
+		}
+		return network, addr, nil
+	case "vsock":
+		if _, _, err := vsockAddr(addr); err != nil {
+			return "", "", fmt.Errorf("relay address %q: %w", a, err)
+		}
+		return network, addr, nil
+	}
+	return "", "", fmt.Errorf("relay address %q: unknown transport %q (want unix or vsock)", a, network)
+}
+
+func vsockAddr(s string) (cid, port uint32, err error) {
+	c, p, ok := strings.Cut(s, ":")
+	if !ok {
+		return 0, 0, errors.New("want CID:PORT")
+	}
+	ci, err1 := strconv.ParseUint(c, 10, 32)
+	pi, err2 := strconv.ParseUint(p, 10, 32)
+	if err1 != nil || err2 != nil {
+		return 0, 0, errors.New("CID and PORT must be numbers")
+	}
+	return uint32(ci), uint32(pi), nil
+}
+
+// MarshalText writes c in the config file syntax (for provisioning);
+// ParseConfig reads it back to an equal Config.
+func (c *Config) MarshalText() ([]byte, error) {
+	var b strings.Builder
+	q := func(s string) string {
+		if s == "" || strings.ContainsAny(s, " \t\"#\\") || !strconv.CanBackquote(s) {
+			return strconv.Quote(s)
+		}
+		return s
+	}
+	b.WriteString("# lab guest interop configuration (owned by root, not writable by others)\n")
+	if c.Relay != "" {
+		if _, _, err := ParseAddr(c.Relay); err != nil {
+			return nil, fmt.Errorf("guest: %w", err)
+		}
+		fmt.Fprintf(&b, "relay = %s\n", q(c.Relay))
+	}
+	if c.TokenFile != "" {
+		fmt.Fprintf(&b, "token_file = %s\n", q(c.TokenFile))
+	}
+	for _, s := range c.Shares {
+		fmt.Fprintf(&b, "share = %s %s", q(s.Guest), q(s.Host))
+		if s.Drive != "" {
+			fmt.Fprintf(&b, " %s", s.Drive)
+		}
+		b.WriteByte('\n')
+	}
+	for _, f := range c.Formats {
+		fmt.Fprintf(&b, "format = %s %d %x", q(f.Name), f.Offset, f.Magic)
+		if f.Mask != nil {
+			fmt.Fprintf(&b, " %x", f.Mask)
+		}
+		b.WriteByte('\n')
+	}
+	if c.ConnectTimeout != 0 {
+		fmt.Fprintf(&b, "connect_timeout = %v\n", c.ConnectTimeout)
+	}
+	if c.HandshakeTimeout != 0 {
+		fmt.Fprintf(&b, "handshake_timeout = %v\n", c.HandshakeTimeout)
+	}
+	out := []byte(b.String())
+	if _, err := ParseConfig(strings.NewReader(b.String()), "generated"); err != nil {
+		return nil, err
+	}
+	return out, nil
+}

@@ -1,0 +1,407 @@
+package guest
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"net"
+	"os"
+	"os/signal"
+	"path/filepath"
+	"sync"
+	"syscall"
+	"time"
+
+	"github.com/mdlayher/vsock"
+	"golang.org/x/sys/unix"
+	"golang.org/x/term"
+
+	"lab/wire"
+)
+
+// Exit statuses of the interpreter when the program did not run.
+const (
+	ExitCannotRun = 126 // relay unreachable, refused, protocol error
+	ExitNotFound  = 127 // the relay says the program does not exist
+)
+
+// forwarded are the signals the interpreter passes to the host process
+// group. SIGWINCH becomes a Resize.
+var forwarded = []os.Signal{syscall.SIGINT, syscall.SIGTERM, syscall.SIGHUP, syscall.SIGQUIT, syscall.SIGWINCH}
+
+// giveUpAfter: after this many terminating signals with no Exit from the
+// relay, the interpreter leaves (closing the connection, which makes the
+// relay kill the process group).
+const giveUpAfter = 3
+
+// Main is the binfmt interpreter: args is its argv (`interp PATH ARGV0
+// ARGS...`). It runs the program through the relay, with fds 0, 1 and 2
+// as the program's stdio, and returns the exit status to exit with. The
+// terminal is restored before it returns, on every path.
+func Main(args []string) int {
+	in := &interp{stderr: os.Stderr}
+	return in.run(args)
+}
+
+type interp struct {
+	stderr  io.Writer
+	relay   string
+	restore func() // puts the terminal back; set while it is raw
+}
+
+// fail restores the terminal, prints one line and returns code.
+func (in *interp) fail(code int, format string, a ...any) int {
+	if in.restore != nil {
+		in.restore()
+	}
+	fmt.Fprintf(in.stderr, "lab-interop: "+format+"\n", a...)
+	return code
+}
+
+func (in *interp) run(args []string) int {
+	file, argv, err := BinfmtArgv(args)
+	if err != nil {
+		return in.fail(ExitCannotRun, "%v", err)
+	}
+	cfg, cfgPath, err := LoadConfig(os.Getenv)
+	if err != nil {
+		return in.fail(ExitCannotRun, "interop is not configured: %v (run `lab provision` on the host)", trimPrefix(err))
+	}
+	in.relay = cfg.Relay
+	cwd, err := os.Getwd()
+	if err != nil {
+		cwd = "" // the relay falls back to its default directory
+	}
+	req, code, err := buildLaunch(file, argv, cwd, cfg)
+	if err != nil {
+		if code == ExitCannotRun && errors.Is(err, errUnknownFormat) {
+			return in.fail(code, "%s: %v (no rule in %s matches)", file, err, cfgPath)
+		}
+		return in.fail(code, "%s: %v", file, err)
+	}
+	token, err := ReadToken(cfg)
+	if err != nil {
+		return in.fail(ExitCannotRun, "cannot read the interop token: %v (is this user allowed to run host programs?)", trimPrefix(err))
+	}
+	tty, rows, cols := foregroundTTY()
+	if tty {
+		req.Flags |= wire.LaunchTTY
+		req.Rows, req.Cols = rows, cols
+	}
+
+	ctx, cancel := context.WithTimeout(context.Background(), cfg.ConnectTimeout)
+	conn, err := Dial(ctx, cfg.Relay)
+	cancel()
+	if err != nil {
+		return in.fail(ExitCannotRun, "cannot reach the relay at %s: %v", cfg.Relay, dialReason(err, cfg.ConnectTimeout))
+	}
+	s := wire.NewSession(conn, wire.RoleGuest)
+	defer s.Close()
+
+	// Handshake, bounded: Hello + Launch out in one write, Hello and
+	// LaunchResult back.
+	s.SetDeadline(time.Now().Add(cfg.HandshakeTimeout))
+	if err := s.Send(wire.NewHello(token), req); err != nil {
+		return in.handshakeFailed(err, cfg.HandshakeTimeout)
+	}
+	var result *wire.LaunchResult
+	for result == nil {
+		m, err := s.Recv(context.Background())
+		if err != nil {
+			return in.handshakeFailed(err, cfg.HandshakeTimeout)
+		}
+		switch m := m.(type) {
+		case *wire.Hello:
+			if err := wire.CheckVersion(m); err != nil {
+				return in.fail(ExitCannotRun, "%v", trimPrefix(err))
+			}
+		case *wire.LaunchResult:
+			result = m
+		default:
+			return in.fail(ExitCannotRun, "relay at %s sent %v before the launch result", cfg.Relay, m.Type())
+		}
+	}
+	if result.Errno != 0 {
+		// The relay's message is a whole line naming the program.
+		if result.Message != "" {
+			return in.fail(ExitCodeFor(result.Errno), "%s (relay at %s)", oneLine(result.Message), cfg.Relay)
+		}
+		return in.fail(ExitCodeFor(result.Errno), "%s: %v (relay at %s)", file, result.Errno, cfg.Relay)
+	}
+	s.SetDeadline(time.Time{})
+
+	// The program runs.
+	signal.Ignore(syscall.SIGPIPE) // a closed stdout becomes EPIPE, passed on as CloseRead
+	sigc := make(chan os.Signal, 8)
+	signal.Notify(sigc, forwarded...)
+	defer signal.Stop(sigc)
+	if tty {
+		if old, err := term.MakeRaw(0); err == nil {
+			in.restore = sync.OnceFunc(func() { term.Restore(0, old) })
+			defer in.restore()
+		}
+	}
+
+	go copyIn(s.Writer(wire.Stdin), os.Stdin)
+	outDone := make(chan error, 2)
+	go func() { outDone <- copyOut(s.Reader(wire.Stdout), os.Stdout) }()
+	go func() { outDone <- copyOut(s.Reader(wire.Stderr), os.Stderr) }()
+
+	exitc := make(chan *wire.Exit, 1)
+	errc := make(chan error, 1)
+	go func() {
+		for {
+			m, err := s.Recv(context.Background())
+			if err != nil {
+				errc <- err
+				return
+			}
+			if e, ok := m.(*wire.Exit); ok {
+				exitc <- e
+				return
+			}
+		}
+	}()
+
+	kills := 0
+	for {
+		select {
+		case sig := <-sigc:
+			if sig == syscall.SIGWINCH {
+				if tty {
+					if ws, err := unix.IoctlGetWinsize(0, unix.TIOCGWINSZ); err == nil {
+						s.Send(&wire.Resize{Rows: ws.Row, Cols: ws.Col, XPixel: ws.Xpixel, YPixel: ws.Ypixel})
+					}
+				}
+				continue
+			}
+			signo := sig.(syscall.Signal)
+			s.Send(&wire.Signal{Signo: uint8(signo)})
+			if kills++; kills >= giveUpAfter {
+				return in.fail(128+int(signo), "the program did not stop after %d signals; leaving it to the relay to kill", kills)
+			}
+		case e := <-exitc:
+			// stdout and stderr ended before Exit (same ordered
+			// connection); wait until they are written out.
+			<-outDone
+			<-outDone
+			return e.Status()
+		case err := <-errc:
+			<-outDone
+			<-outDone
+			if errors.Is(err, io.EOF) {
+				return in.fail(ExitCannotRun, "the relay at %s closed the connection before the program exited", cfg.Relay)
+			}
+			return in.fail(ExitCannotRun, "lost the relay at %s: %v", cfg.Relay, trimPrefix(err))
+		}
+	}
+}
+
+func (in *interp) handshakeFailed(err error, timeout time.Duration) int {
+	var ne net.Error
+	switch {
+	case errors.As(err, &ne) && ne.Timeout():
+		return in.fail(ExitCannotRun, "the relay at %s did not answer within %v", in.relay, timeout)
+	case errors.Is(err, io.EOF), errors.Is(err, syscall.ECONNRESET), errors.Is(err, syscall.EPIPE):
+		return in.fail(ExitCannotRun, "the relay at %s closed the connection during the handshake (wrong token or version? see the relay's log)", in.relay)
+	}
+	return in.fail(ExitCannotRun, "handshake with the relay at %s failed: %v", in.relay, trimPrefix(err))
+}
+
+var errUnknownFormat = errors.New("unknown executable format")
+
+// buildLaunch reads the file's head, picks the format and fills the
+// request. The int is the exit status for the error.
+func buildLaunch(file string, argv []string, cwd string, cfg *Config) (*wire.Launch, int, error) {
+	head, err := readHead(file)
+	if err != nil {
+		if errors.Is(err, os.ErrNotExist) {
+			return nil, ExitNotFound, errors.New("no such file or directory")
+		}
+		return nil, ExitCannotRun, err
+	}
+	req := &wire.Launch{Argv: argv, Cwd: cwd, Env: SelectEnv(os.LookupEnv)}
+	req.Format = DetectFormat(head, cfg.Formats)
+	switch req.Format {
+	case "":
+		return nil, ExitCannotRun, errUnknownFormat
+	case wire.FormatHost:
+		name, err := wire.ParseStub(head)
+		if err != nil {
+			return nil, ExitCannotRun, trimPrefix(err)
+		}
+		req.Path = name
+	default:
+		req.Path = resolvePath(file, cwd)
+	}
+	return req, 0, nil
+}
+
+// readHead reads the first headSize bytes of the file (fewer if shorter).
+func readHead(file string) ([]byte, error) {
+	f, err := os.Open(file)
+	if err != nil {
+		var pe *os.PathError
+		if errors.As(err, &pe) {
+			err = pe.Err
+		}
+		return nil, err
+	}
+	defer f.Close()
+	buf := make([]byte, headSize+1)
+	n, err := io.ReadFull(f, buf)
+	if err != nil && err != io.ErrUnexpectedEOF && err != io.EOF {
+		return nil, err
+	}
+	return buf[:n], nil
+}
+
+// resolvePath makes the kernel's path (as given to execve, maybe
+// relative) absolute and resolves guest symlinks, which the host cannot
+// see. When resolution fails the absolute path is sent as is.
+func resolvePath(file, cwd string) string {
+	if !filepath.IsAbs(file) && cwd != "" {
+		file = filepath.Join(cwd, file)
+	}
+	if r, err := filepath.EvalSymlinks(file); err == nil && filepath.IsAbs(r) {
+		return r
+	}
+	return filepath.Clean(file)
+}
+
+// Dial connects to a relay address ("unix:PATH" or "vsock:CID:PORT")
+// within ctx.
+func Dial(ctx context.Context, addr string) (net.Conn, error) {
+	network, a, err := ParseAddr(addr)
+	if err != nil {
+		return nil, err
+	}
+	if network == "vsock" {
+		cid, port, _ := vsockAddr(a)
+		return vsock.DialContext(ctx, cid, port, nil)
+	}
+	var d net.Dialer
+	return d.DialContext(ctx, "unix", a)
+}
+
+// dialReason turns a dial error into its plain reason.
+func dialReason(err error, timeout time.Duration) string {
+	if errors.Is(err, context.DeadlineExceeded) || os.IsTimeout(err) {
+		return fmt.Sprintf("no connection within %v", timeout)
+	}
+	var se *os.SyscallError
+	if errors.As(err, &se) {
+		return se.Err.Error()
+	}
+	return trimPrefix(err).Error()
+}
+
+// trimPrefix drops our package prefixes so a printed line has only one
+// "lab-interop:" in front.
+func trimPrefix(err error) error {
+	s := err.Error()
+	for _, p := range []string{"guest: ", "wire: "} {
+		if len(s) > len(p) && s[:len(p)] == p {
+			return errors.New(s[len(p):])
+		}
+	}
+	return err
+}
+
+// foregroundTTY reports whether fds 0, 1 and 2 are the same terminal, its
+// foreground process group is ours and it has a size (WSL's conditions
+// for a pseudoconsole), and the size.
+func foregroundTTY() (ok bool, rows, cols uint16) {
+	var dev uint64
+	for fd := 0; fd < 3; fd++ {
+		if !term.IsTerminal(fd) {
+			return false, 0, 0
+		}
+		var st unix.Stat_t
+		if unix.Fstat(fd, &st) != nil {
+			return false, 0, 0
+		}
+		if fd == 0 {
+			dev = st.Rdev
+		} else if st.Rdev != dev {
+			return false, 0, 0
+		}
+	}
+	pgrp, err := unix.IoctlGetInt(0, unix.TIOCGPGRP)
+	if err != nil || pgrp != unix.Getpgrp() {
+		return false, 0, 0
+	}
+	ws, err := unix.IoctlGetWinsize(0, unix.TIOCGWINSZ)
+	if err != nil || ws.Row == 0 || ws.Col == 0 {
+		return false, 0, 0
+	}
+	return true, ws.Row, ws.Col
+}
+
+// copyIn sends stdin until EOF, then half-closes the stream. A read error
+// (a hung-up terminal, a closed fd) counts as EOF; a stream error (the
+// relay stopped reading stdin, the session ended) just stops.
+func copyIn(w *wire.Writer, f *os.File) {
+	r := &fdReader{f: f}
+	_, err := w.ReadFrom(r)
+	if err != nil && r.err == nil {
+		return
+	}
+	w.CloseWrite()
+}
+
+// fdReader remembers read errors so they can be told apart from stream
+// errors in ReadFrom.
+type fdReader struct {
+	f   *os.File
+	err error
+}
+
+func (r *fdReader) Read(p []byte) (int, error) {
+	n, err := r.f.Read(p)
+	if err != nil && err != io.EOF {
+		r.err = err
+	}
+	return n, err
+}
+
+// fdWriter remembers write errors so they can be told apart from stream
+// errors in WriteTo.
+type fdWriter struct {
+	f   *os.File
+	err error
+}
+
+func (w *fdWriter) Write(p []byte) (int, error) {
+	n, err := w.f.Write(p)
+	if err != nil {
+		w.err = err
+	}
+	return n, err
+}
+
+// copyOut writes a stream to f until EOF. When f fails (a closed pipe)
+// it tells the relay to stop the stream, so the host program gets EPIPE
+// as it would locally, and keeps waiting for the exit status.
+func copyOut(r *wire.Reader, f *os.File) error {
+	w := &fdWriter{f: f}
+	_, err := r.WriteTo(w)
+	if err != nil && w.err != nil {
+		r.CloseRead()
+		return nil
+	}
+	return err
+}
+
+// oneLine keeps a relay's message on one line and free of control
+// characters (it goes to the user's terminal).
+func oneLine(s string) string {
+	b := []byte(s)
+	for i, c := range b {
+		if c < ' ' || c == 0x7f {
+			b[i] = ' '
+		}
+	}
+	return string(b)
+}

@@ -1,0 +1,552 @@
+package guest
+
+import (
+	"bytes"
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"net"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strings"
+	"syscall"
+	"testing"
+	"time"
+
+	"lab/wire"
+)
+
+// The interpreter runs as a real process: this test binary re-executed
+// with helperEnv set becomes lab-interop (argv exactly as binfmt_misc
+// passes it), so stdio, signals, exit statuses and the terminal are the
+// real ones.
+const helperEnv = "LAB_GUEST_TEST_INTERP"
+
+func TestMain(m *testing.M) {
+	switch os.Getenv(helperEnv) {
+	case "1":
+		os.Exit(Main(os.Args))
+	case "sockcat", "sockcat-splice": // baselines of BenchmarkStdout: a plain socket to stdout
+		c, err := net.Dial("unix", os.Args[1])
+		if err != nil {
+			os.Exit(1)
+		}
+		if os.Getenv(helperEnv) == "sockcat-splice" {
+			io.Copy(os.Stdout, c) // os.File.ReadFrom splices socket -> pipe: no user-space copy
+		} else {
+			buf := make([]byte, 32<<10)
+			for {
+				n, err := c.Read(buf)
+				if n > 0 {
+					os.Stdout.Write(buf[:n])
+				}
+				if err != nil {
+					break
+				}
+			}
+		}
+		os.Exit(0)
+	}
+	os.Exit(m.Run())
+}
+
+const testToken = "s3cret-token"
+
+// relayFunc scripts the host side of one launch after the handshake's
+// first two messages were read.
+type relayFunc func(t *testing.T, s *wire.Session, h *wire.Hello, l *wire.Launch)
+
+// fixture is a temp dir with a config, a token, a fake PE and a relay.
+type fixture struct {
+	dir, config, exe, sock string
+}
+
+func newFixture(t testing.TB, extraConf string) *fixture {
+	t.Helper()
+	// Unix socket paths are limited to 108 bytes: keep the dir short.
+	dir, err := os.MkdirTemp("", "lg")
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { os.RemoveAll(dir) })
+	f := &fixture{dir: dir, config: filepath.Join(dir, "interop.conf"), exe: filepath.Join(dir, "prog.exe"), sock: filepath.Join(dir, "r.sock")}
+	write(t, filepath.Join(dir, "token"), testToken+"\n", 0o600)
+	write(t, f.exe, "MZ\x90\x00fake pe", 0o755)
+	write(t, f.config, fmt.Sprintf("relay = unix:%s\ntoken_file = %s\nconnect_timeout = 2s\nhandshake_timeout = 2s\n%s",
+		f.sock, filepath.Join(dir, "token"), extraConf), 0o644)
+	return f
+}
+
+func write(t testing.TB, name, data string, mode os.FileMode) {
+	t.Helper()
+	if err := os.WriteFile(name, []byte(data), mode); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.Chmod(name, mode); err != nil { // past the umask
+		t.Fatal(err)
+	}
+}
+
+// serve accepts one connection on the fixture's socket and runs fn on it.
+// It returns a channel closed when fn is done.
+func (f *fixture) serve(t *testing.T, fn relayFunc) <-chan struct{} {
+	t.Helper()
+	l, err := net.Listen("unix", f.sock)
+	if err != nil {
+		t.Fatal(err)
+	}
+	done := make(chan struct{})
+	t.Cleanup(func() { l.Close(); <-done })
+	go func() {
+		defer close(done)
+		c, err := l.Accept()
+		if err != nil {
+			t.Error(err)
+			return
+		}
+		s := wire.NewSession(c, wire.RoleHost)
+		defer s.Close()
+		ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
+		defer cancel()
+		m1, err := s.Recv(ctx)
+		if err != nil {
+			t.Errorf("relay: %v", err)
+			return
+		}
+		m2, err := s.Recv(ctx)
+		if err != nil {
+			t.Errorf("relay: %v", err)
+			return
+		}
+		h, ok1 := m1.(*wire.Hello)
+		l, ok2 := m2.(*wire.Launch)
+		if !ok1 || !ok2 {
+			t.Errorf("relay: got %T, %T; want Hello, Launch", m1, m2)
+			return
+		}
+		fn(t, s, h, l)
+	}()
+	return done
+}
+
+// accept replies Hello + started.
+func accept(t *testing.T, s *wire.Session) {
+	if err := s.Send(wire.NewHello(nil), &wire.LaunchResult{}); err != nil {
+		t.Errorf("relay: %v", err)
+	}
+}
+
+type result struct {
+	stdout, stderr string
+	code           int
+}
+
+// interpCmd prepares the interpreter as binfmt_misc would start it for
+// execve(file, argv).
+func (f *fixture) interpCmd(t *testing.T, file string, argv ...string) *exec.Cmd {
+	t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	t.Cleanup(cancel)
+	cmd := exec.CommandContext(ctx, os.Args[0], append([]string{file}, argv...)...)
+	cmd.Env = append(os.Environ(), helperEnv+"=1", ConfigEnv+"="+f.config)
+	cmd.Dir = f.dir
+	return cmd
+}
+
+func run(t *testing.T, cmd *exec.Cmd, stdin io.Reader) result {
+	t.Helper()
+	var out, errb bytes.Buffer
+	cmd.Stdin, cmd.Stdout, cmd.Stderr = stdin, &out, &errb
+	err := cmd.Run()
+	code := 0
+	var ee *exec.ExitError
+	if errors.As(err, &ee) {
+		code = ee.ExitCode()
+	} else if err != nil {
+		t.Fatal(err)
+	}
+	return result{out.String(), errb.String(), code}
+}
+
+func TestInterpStreamsAndExit(t *testing.T) {
+	f := newFixture(t, "")
+	var got *wire.Launch
+	var gotToken string
+	done := f.serve(t, func(t *testing.T, s *wire.Session, h *wire.Hello, l *wire.Launch) {
+		got, gotToken = l, string(h.Token)
+		accept(t, s)
+		// Echo stdin upper-cased on stdout, after its EOF; one line on stderr.
+		in, err := io.ReadAll(s.Reader(wire.Stdin))
+		if err != nil {
+			t.Errorf("relay stdin: %v", err)
+		}
+		io.WriteString(s.Writer(wire.Stderr), "to stderr\n")
+		s.Writer(wire.Stdout).Write(bytes.ToUpper(in))
+		s.Writer(wire.Stdout).CloseWrite()
+		s.Writer(wire.Stderr).CloseWrite()
+		s.Send(&wire.Exit{Code: 0x2A03}) // only the low byte reaches the guest's shell
+	})
+	cmd := f.interpCmd(t, f.exe, f.exe, "arg 1", "")
+	cmd.Env = append(cmd.Env, "LABENV=WINPATH/p:GONE", "WINPATH=/mnt/c/x")
+	r := run(t, cmd, strings.NewReader("hello\nworld\n"))
+	<-done
+	if r.code != 3 || r.stdout != "HELLO\nWORLD\n" || r.stderr != "to stderr\n" {
+		t.Fatalf("got %+v", r)
+	}
+	if gotToken != testToken {
+		t.Errorf("token %q", gotToken)
+	}
+	want := &wire.Launch{
+		Format: wire.FormatPE, Path: mustEval(t, f.exe), Argv: []string{"prog.exe", "arg 1", ""}, Cwd: mustEval(t, f.dir),
+		Env: []wire.EnvVar{
+			{Name: "LABENV", Value: "WINPATH/p:GONE"},
+			{Name: "WINPATH", Value: "/mnt/c/x", Flags: wire.EnvPath},
+			{Name: "GONE", Flags: wire.EnvUnset},
+		},
+	}
+	if fmt.Sprint(got) != fmt.Sprint(want) {
+		t.Errorf("launch\n got %+v\nwant %+v", got, want)
+	}
+}
+
+func mustEval(t *testing.T, p string) string {
+	r, err := filepath.EvalSymlinks(p)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return r
+}
+
+// A relative path and a symlink in the guest reach the relay resolved.
+func TestInterpResolvesPath(t *testing.T) {
+	f := newFixture(t, "")
+	link := filepath.Join(f.dir, "link.exe")
+	if err := os.Symlink(f.exe, link); err != nil {
+		t.Fatal(err)
+	}
+	var got *wire.Launch
+	done := f.serve(t, func(t *testing.T, s *wire.Session, h *wire.Hello, l *wire.Launch) {
+		got = l
+		accept(t, s)
+		s.Writer(wire.Stdout).CloseWrite()
+		s.Writer(wire.Stderr).CloseWrite()
+		s.Send(&wire.Exit{})
+	})
+	r := run(t, f.interpCmd(t, "./link.exe", "./link.exe"), nil)
+	<-done
+	if r.code != 0 || got.Path != mustEval(t, f.exe) || got.Argv[0] != "link.exe" {
+		t.Fatalf("%+v, launch %+v", r, got)
+	}
+}
+
+func TestInterpHostStub(t *testing.T) {
+	f := newFixture(t, "")
+	stub, _ := wire.FormatStub("notify-send")
+	write(t, filepath.Join(f.dir, "notify-send"), string(stub), 0o755)
+	var got *wire.Launch
+	done := f.serve(t, func(t *testing.T, s *wire.Session, h *wire.Hello, l *wire.Launch) {
+		got = l
+		accept(t, s)
+		s.Writer(wire.Stdout).CloseWrite()
+		s.Writer(wire.Stderr).CloseWrite()
+		s.Send(&wire.Exit{})
+	})
+	stubPath := filepath.Join(f.dir, "notify-send")
+	r := run(t, f.interpCmd(t, stubPath, "notify-send", "hi"), nil)
+	<-done
+	if r.code != 0 || got.Format != wire.FormatHost || got.Path != "notify-send" || fmt.Sprint(got.Argv) != "[notify-send hi]" {
+		t.Fatalf("%+v, launch %+v", r, got)
+	}
+}
+
+func TestInterpExitStatuses(t *testing.T) {
+	for _, tc := range []struct {
+		exit wire.Exit
+		want int
+	}{
+		{wire.Exit{}, 0},
+		{wire.Exit{Code: 1}, 1},
+		{wire.Exit{Code: 0xC0000005}, 5},
+		{wire.Exit{Signal: 9}, 137},
+		{wire.Exit{Signal: 15}, 143},
+	} {
+		t.Run(fmt.Sprint(tc.want), func(t *testing.T) {
+			f := newFixture(t, "")
+			done := f.serve(t, func(t *testing.T, s *wire.Session, h *wire.Hello, l *wire.Launch) {
+				accept(t, s)
+				s.Writer(wire.Stdout).CloseWrite()
+				s.Writer(wire.Stderr).CloseWrite()
+				e := tc.exit
+				s.Send(&e)
+			})
+			r := run(t, f.interpCmd(t, f.exe, f.exe), nil)
+			<-done
+			if r.code != tc.want || r.stderr != "" {
+				t.Fatalf("got %+v, want exit %d", r, tc.want)
+			}
+		})
+	}
+}
+
+func TestInterpRefused(t *testing.T) {
+	for _, tc := range []struct {
+		res  wire.LaunchResult
+		code int
+		line string
+	}{
+		{wire.LaunchResult{Errno: wire.ENOENT, Message: "lab relay: /x/prog.exe: no such file on the host"}, 127, "lab-interop: lab relay: /x/prog.exe: no such file on the host (relay at unix:"},
+		{wire.LaunchResult{Errno: wire.EPERM, Message: "lab relay: /x/prog.exe: not inside a share"}, 126, "lab-interop: lab relay: /x/prog.exe: not inside a share (relay at unix:"},
+		{wire.LaunchResult{Errno: wire.EACCES}, 126, "prog.exe: permission denied (relay at unix:"},
+		{wire.LaunchResult{Errno: wire.EACCES, Message: "two\nlines\x1b[31m"}, 126, "lab-interop: two lines [31m (relay at unix:"},
+	} {
+		t.Run(fmt.Sprint(tc.res.Errno), func(t *testing.T) {
+			f := newFixture(t, "")
+			done := f.serve(t, func(t *testing.T, s *wire.Session, h *wire.Hello, l *wire.Launch) {
+				res := tc.res
+				s.Send(wire.NewHello(nil), &res)
+			})
+			r := run(t, f.interpCmd(t, f.exe, f.exe), nil)
+			<-done
+			checkOneLine(t, r, tc.code, tc.line)
+		})
+	}
+}
+
+// checkOneLine: the interpreter failed with code and printed exactly one
+// line containing want.
+func checkOneLine(t *testing.T, r result, code int, want ...string) {
+	t.Helper()
+	if r.code != code || strings.Count(r.stderr, "\n") != 1 || !strings.HasPrefix(r.stderr, "lab-interop: ") {
+		t.Fatalf("got %+v; want exit %d and one line", r, code)
+	}
+	for _, w := range want {
+		if !strings.Contains(r.stderr, w) {
+			t.Fatalf("stderr %q does not contain %q", r.stderr, w)
+		}
+	}
+}
+
+func TestInterpRelayGone(t *testing.T) {
+	f := newFixture(t, "")
+	done := f.serve(t, func(t *testing.T, s *wire.Session, h *wire.Hello, l *wire.Launch) {
+		accept(t, s)
+		io.WriteString(s.Writer(wire.Stdout), "partial output\n")
+		s.Conn().Close() // the relay dies mid-run
+	})
+	r := run(t, f.interpCmd(t, f.exe, f.exe), nil)
+	<-done
+	if r.stdout != "partial output\n" {
+		t.Errorf("stdout %q", r.stdout)
+	}
+	checkOneLine(t, r, 126, "unix:"+f.sock, "closed the connection before the program exited")
+}
+
+func TestInterpNoRelay(t *testing.T) {
+	t.Run("no socket", func(t *testing.T) {
+		f := newFixture(t, "")
+		r := run(t, f.interpCmd(t, f.exe, f.exe), nil)
+		checkOneLine(t, r, 126, "cannot reach the relay at unix:"+f.sock, "no such file or directory")
+	})
+	t.Run("dead socket", func(t *testing.T) {
+		f := newFixture(t, "")
+		l, err := net.Listen("unix", f.sock)
+		if err != nil {
+			t.Fatal(err)
+		}
+		l.(*net.UnixListener).SetUnlinkOnClose(false)
+		l.Close() // the socket file stays, nobody listens
+		r := run(t, f.interpCmd(t, f.exe, f.exe), nil)
+		checkOneLine(t, r, 126, "cannot reach the relay at unix:"+f.sock, "connection refused")
+	})
+	t.Run("silent relay", func(t *testing.T) {
+		// Accepts (the kernel does, from the backlog) and never answers:
+		// the handshake deadline ends it.
+		f := newFixture(t, "handshake_timeout = 300ms\n")
+		l, err := net.Listen("unix", f.sock)
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer l.Close()
+		r := run(t, f.interpCmd(t, f.exe, f.exe), nil)
+		checkOneLine(t, r, 126, "unix:"+f.sock, "did not answer within 300ms")
+	})
+	t.Run("vsock", func(t *testing.T) {
+		f := newFixture(t, "relay = vsock:2:5555\nconnect_timeout = 300ms\n")
+		r := run(t, f.interpCmd(t, f.exe, f.exe), nil)
+		checkOneLine(t, r, 126, "cannot reach the relay at vsock:2:5555")
+	})
+	t.Run("relay hangs up", func(t *testing.T) {
+		f := newFixture(t, "")
+		done := f.serve(t, func(t *testing.T, s *wire.Session, h *wire.Hello, l *wire.Launch) {})
+		r := run(t, f.interpCmd(t, f.exe, f.exe), nil)
+		<-done
+		checkOneLine(t, r, 126, "closed the connection during the handshake")
+	})
+	t.Run("version mismatch", func(t *testing.T) {
+		f := newFixture(t, "")
+		done := f.serve(t, func(t *testing.T, s *wire.Session, h *wire.Hello, l *wire.Launch) {
+			s.Send(&wire.Hello{Major: 9})
+		})
+		r := run(t, f.interpCmd(t, f.exe, f.exe), nil)
+		<-done
+		checkOneLine(t, r, 126, "peer speaks 9.0, this side speaks 1.0")
+	})
+}
+
+func TestInterpLocalErrors(t *testing.T) {
+	f := newFixture(t, "")
+	write(t, filepath.Join(f.dir, "script"), "#!/bin/sh\n", 0o755)
+	for _, tc := range []struct {
+		name string
+		args []string
+		env  []string
+		code int
+		want []string
+	}{
+		{"missing file", []string{filepath.Join(f.dir, "nope.exe"), "nope.exe"}, nil, 127, []string{"nope.exe: no such file or directory"}},
+		{"unknown format", []string{filepath.Join(f.dir, "script"), "script"}, nil, 126, []string{"unknown executable format", f.config}},
+		{"not binfmt", []string{f.exe}, nil, 126, []string{"binfmt_misc"}},
+		{"no config", []string{f.exe, f.exe}, []string{ConfigEnv + "=" + filepath.Join(f.dir, "none.conf")}, 126, []string{"interop is not configured", "none.conf"}},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			cmd := f.interpCmd(t, tc.args[0], tc.args[1:]...)
+			cmd.Env = append(cmd.Env, tc.env...)
+			checkOneLine(t, run(t, cmd, nil), tc.code, tc.want...)
+		})
+	}
+}
+
+func TestInterpForwardsSignals(t *testing.T) {
+	for _, sig := range []syscall.Signal{syscall.SIGINT, syscall.SIGTERM, syscall.SIGHUP, syscall.SIGQUIT} {
+		t.Run(sig.String(), func(t *testing.T) {
+			f := newFixture(t, "")
+			done := f.serve(t, func(t *testing.T, s *wire.Session, h *wire.Hello, l *wire.Launch) {
+				accept(t, s)
+				io.WriteString(s.Writer(wire.Stdout), "ready\n")
+				ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
+				defer cancel()
+				m, err := s.Recv(ctx)
+				if err != nil {
+					t.Errorf("relay: %v", err)
+					return
+				}
+				got, ok := m.(*wire.Signal)
+				if !ok || syscall.Signal(got.Signo) != sig {
+					t.Errorf("relay got %#v, want signal %d", m, sig)
+				}
+				s.Writer(wire.Stdout).CloseWrite()
+				s.Writer(wire.Stderr).CloseWrite()
+				s.Send(&wire.Exit{Signal: got.Signo})
+			})
+			cmd := f.interpCmd(t, f.exe, f.exe)
+			var errb bytes.Buffer
+			cmd.Stderr = &errb
+			stdout, err := cmd.StdoutPipe()
+			if err != nil {
+				t.Fatal(err)
+			}
+			pr, pw, err := os.Pipe() // stdin stays open: the program "runs"
+			if err != nil {
+				t.Fatal(err)
+			}
+			defer pw.Close()
+			cmd.Stdin = pr
+			if err := cmd.Start(); err != nil {
+				t.Fatal(err)
+			}
+			pr.Close()
+			// The interpreter copies stdout only once its signal
+			// handlers are in place: "ready" on stdout means signals
+			// will be forwarded.
+			buf := make([]byte, 6)
+			if _, err := io.ReadFull(stdout, buf); err != nil || string(buf) != "ready\n" {
+				t.Fatalf("read %q, %v", buf, err)
+			}
+			cmd.Process.Signal(sig)
+			io.Copy(io.Discard, stdout)
+			err = cmd.Wait()
+			<-done
+			var ee *exec.ExitError
+			if !errors.As(err, &ee) || ee.ExitCode() != 128+int(sig) {
+				t.Fatalf("exit %v, stderr %q; want %d", err, errb.String(), 128+int(sig))
+			}
+		})
+	}
+}
+
+// `prog | head -1`: when the guest's stdout is closed the relay is told
+// to stop the stream (and the host program would get EPIPE).
+func TestInterpClosedStdout(t *testing.T) {
+	f := newFixture(t, "")
+	done := f.serve(t, func(t *testing.T, s *wire.Session, h *wire.Hello, l *wire.Launch) {
+		accept(t, s)
+		line := bytes.Repeat([]byte("y\n"), 4096)
+		for {
+			if _, err := s.Writer(wire.Stdout).Write(line); err != nil {
+				if !errors.Is(err, wire.ErrStreamClosed) {
+					t.Errorf("relay write: %v, want ErrStreamClosed", err)
+				}
+				break
+			}
+		}
+		s.Writer(wire.Stdout).CloseWrite()
+		s.Writer(wire.Stderr).CloseWrite()
+		s.Send(&wire.Exit{Signal: uint8(syscall.SIGPIPE)})
+	})
+	cmd := f.interpCmd(t, f.exe, f.exe)
+	pr, pw, err := os.Pipe()
+	if err != nil {
+		t.Fatal(err)
+	}
+	cmd.Stdout = pw
+	var errb bytes.Buffer
+	cmd.Stderr = &errb
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	pw.Close()
+	buf := make([]byte, 2)
+	if _, err := io.ReadFull(pr, buf); err != nil || string(buf) != "y\n" {
+		t.Fatalf("read %q, %v", buf, err)
+	}
+	pr.Close() // head -1 exits
+	err = cmd.Wait()
+	<-done
+	var ee *exec.ExitError
+	if !errors.As(err, &ee) || ee.ExitCode() != 141 {
+		t.Fatalf("exit %v, stderr %q; want 141", err, errb.String())
+	}
+}
+
+// Large streams in both directions at once, byte-exact (no deadlock when
+// neither side reads until it has written everything).
+func TestInterpBulk(t *testing.T) {
+	f := newFixture(t, "")
+	const size = 8 << 20
+	done := f.serve(t, func(t *testing.T, s *wire.Session, h *wire.Hello, l *wire.Launch) {
+		accept(t, s)
+		errc := make(chan error, 1)
+		go func() {
+			_, err := io.Copy(s.Writer(wire.Stdout), s.Reader(wire.Stdin)) // cat
+			s.Writer(wire.Stdout).CloseWrite()
+			errc <- err
+		}()
+		s.Writer(wire.Stderr).Write(bytes.Repeat([]byte("e"), size))
+		s.Writer(wire.Stderr).CloseWrite()
+		if err := <-errc; err != nil {
+			t.Errorf("relay cat: %v", err)
+		}
+		s.Send(&wire.Exit{})
+	})
+	in := make([]byte, size)
+	for i := range in {
+		in[i] = byte(i * 7)
+	}
+	r := run(t, f.interpCmd(t, f.exe, f.exe), bytes.NewReader(in))
+	<-done
+	if r.code != 0 || r.stdout != string(in) || r.stderr != strings.Repeat("e", size) {
+		t.Fatalf("exit %d, stdout %d bytes (equal %v), stderr %d bytes", r.code, len(r.stdout), r.stdout == string(in), len(r.stderr))
+	}
+}

@@ -1,0 +1,127 @@
+package guest
+
+import (
+	"bytes"
+	"errors"
+	"path"
+	"strings"
+
+	"lab/wire"
+)
+
+// ErrNotBinfmt: the interpreter was not started the way binfmt_misc with
+// flag P starts it.
+var ErrNotBinfmt = errors.New("expected to be started by binfmt_misc (flag P): interp /full/path argv0 [args...]")
+
+// BinfmtArgv splits the interpreter's own argv, `interp PATH ARGV0 ARGS...`
+// (binfmt_misc flag P), into the program's path and the argv to send.
+// As WSL does, an argv0 equal to the path is replaced by its basename
+// (programs such as cmd.exe misread a Linux-style argv[0]).
+func BinfmtArgv(args []string) (file string, argv []string, err error) {
+	if len(args) < 3 {
+		return "", nil, ErrNotBinfmt
+	}
+	file = args[1]
+	argv = make([]string, len(args)-2)
+	copy(argv, args[2:])
+	if argv[0] == file {
+		argv[0] = path.Base(file)
+	}
+	return file, argv, nil
+}
+
+// LabEnv is the variable listing what crosses to the host (WSLENV syntax).
+const LabEnv = "LABENV"
+
+// SelectEnv returns the environment entries LABENV selects, LABENV itself
+// first. Each entry of LABENV is NAME or NAME/FLAGS with flags among p
+// (path), l (path list), u (host to guest only: not sent), w (guest to
+// host only); an entry with an unknown flag is skipped, as WSL does. An
+// unset variable is sent with EnvUnset so the host removes it.
+func SelectEnv(getenv func(string) (string, bool)) []wire.EnvVar {
+	spec, ok := getenv(LabEnv)
+	if !ok {
+		return nil
+	}
+	out := []wire.EnvVar{{Name: LabEnv, Value: spec}}
+	seen := map[string]bool{LabEnv: true}
+	for _, ent := range strings.Split(spec, ":") {
+		name, flags, _ := strings.Cut(ent, "/")
+		if name == "" || seen[name] || strings.ContainsAny(name, "=\x00") {
+			continue
+		}
+		var f wire.EnvFlag
+		valid := true
+		for _, c := range flags {
+			switch c {
+			case 'p':
+				f |= wire.EnvPath
+			case 'l':
+				f |= wire.EnvPathList
+			case 'u':
+				f |= wire.EnvToGuest
+			case 'w':
+				f |= wire.EnvToHost
+			default:
+				valid = false
+			}
+		}
+		if !valid || f&wire.EnvToGuest != 0 && f&wire.EnvToHost == 0 {
+			continue
+		}
+		seen[name] = true
+		v, set := getenv(name)
+		if !set {
+			f |= wire.EnvUnset
+			v = ""
+		} else if strings.IndexByte(v, 0) >= 0 {
+			continue
+		}
+		out = append(out, wire.EnvVar{Name: name, Value: v, Flags: f})
+	}
+	return out
+}
+
+// headSize is how much of a file format detection reads.
+const headSize = wire.MaxStub
+
+// DetectFormat names the format of a file from its first bytes: "pe"
+// (MZ), "host" (a stub), or a configured format; "" when none matches.
+func DetectFormat(head []byte, formats []Format) string {
+	switch {
+	case bytes.HasPrefix(head, []byte(wire.StubMagic)):
+		return wire.FormatHost
+	case bytes.HasPrefix(head, []byte("MZ")):
+		return wire.FormatPE
+	}
+	for _, f := range formats {
+		if f.Offset+len(f.Magic) > len(head) {
+			continue
+		}
+		b := head[f.Offset : f.Offset+len(f.Magic)]
+		match := true
+		for i := range b {
+			m := byte(0xff)
+			if f.Mask != nil {
+				m = f.Mask[i]
+			}
+			if b[i]&m != f.Magic[i]&m {
+				match = false
+				break
+			}
+		}
+		if match {
+			return f.Name
+		}
+	}
+	return ""
+}
+
+// ExitCodeFor maps a refused launch to the interpreter's exit status, as
+// a shell does: 127 when the program was not found, 126 otherwise.
+func ExitCodeFor(e wire.Errno) int {
+	if e == wire.ENOENT {
+		return 127
+	}
+	return 126
+}

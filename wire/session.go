@@ -1,0 +1,764 @@
+package wire
+
+import (
+	"bufio"
+	"context"
+	"encoding/binary"
+	"errors"
+	"fmt"
+	"io"
+	"net"
+	"sync"
+	"time"
+)
+
+// Role says which end of a launch a Session is; it fixes the direction of
+// each stream.
+type Role uint8
+
+const (
+	RoleGuest Role = iota + 1 // sends Stdin; receives Stdout, Stderr
+	RoleHost                  // receives Stdin; sends Stdout, Stderr
+)
+
+// StreamID names one of the three byte streams of a launch.
+type StreamID uint8
+
+const (
+	Stdin  StreamID = 0
+	Stdout StreamID = 1
+	Stderr StreamID = 2
+
+	numStreams = 3
+)
+
+func (id StreamID) String() string {
+	switch id {
+	case Stdin:
+		return "stdin"
+	case Stdout:
+		return "stdout"
+	case Stderr:
+		return "stderr"
+	}
+	return fmt.Sprintf("stream-%d", uint8(id))
+}
+
+// Errors of the stream layer.
+var (
+	// ErrStreamClosed: the peer called CloseRead on this stream (for
+	// stdout: the guest's reader went away, as in `prog | head -1`). A
+	// relay treats it like EPIPE.
+	ErrStreamClosed = errors.New("wire: stream closed by the reader")
+	// ErrWriteClosed: Write after CloseWrite.
+	ErrWriteClosed = errors.New("wire: write after CloseWrite")
+	// ErrReadClosed: Read after CloseRead.
+	ErrReadClosed = errors.New("wire: read after CloseRead")
+	// ErrSessionClosed: the session was closed locally.
+	ErrSessionClosed = errors.New("wire: session closed")
+	// ErrConnLost: the connection ended before the stream's EOF frame.
+	ErrConnLost = errors.New("wire: connection ended before the end of the stream")
+)
+
+// ProtocolError is a frame the peer should never have sent. The session
+// ends with it.
+type ProtocolError struct{ Msg string }
+
+func (e *ProtocolError) Error() string { return "wire: protocol error: " + e.Msg }
+
+func protoErr(format string, args ...any) error {
+	return &ProtocolError{Msg: fmt.Sprintf(format, args...)}
+}
+
+// maxQueued bounds control messages received but not yet taken by Recv.
+const maxQueued = 1024
+
+// Session multiplexes one launch over one connection: control messages
+// (Send, Recv) and the three streams, each with its own credit window.
+// A goroutine reads frames from the connection for the session's
+// lifetime; it never blocks on the application, so a stream nobody reads
+// never stalls the others.
+type Session struct {
+	conn net.Conn
+	role Role
+	br   *bufio.Reader
+
+	wmu  sync.Mutex // one frame at a time on conn
+	wbuf []byte     // control frames; under wmu
+	werr error      // first write error; under wmu
+
+	cmu   sync.Mutex
+	cq    []Message
+	cwake chan struct{}
+
+	done      chan struct{}
+	err       error // why the read loop ended; valid once done is closed
+	closeOnce sync.Once
+	closed    chan struct{}
+
+	readers [numStreams]*Reader
+	writers [numStreams]*Writer
+}
+
+// NewSession starts a session over c for the given role. The session owns
+// c from now on: Close closes it.
+func NewSession(c net.Conn, role Role) *Session {
+	s := &Session{
+		conn:   c,
+		role:   role,
+		br:     bufio.NewReaderSize(c, MaxFrame),
+		cwake:  make(chan struct{}, 1),
+		done:   make(chan struct{}),
+		closed: make(chan struct{}),
+	}
+	for id := StreamID(0); id < numStreams; id++ {
+		if (id == Stdin) == (role == RoleHost) {
+			r := &Reader{s: s, id: id}
+			r.cond.L = &r.mu
+			s.readers[id] = r
+		} else {
+			w := &Writer{s: s, id: id, credit: InitialWindow}
+			w.cond.L = &w.mu
+			s.writers[id] = w
+		}
+	}
+	go s.readLoop()
+	return s
+}
+
+// Role returns the role the session was created with.
+func (s *Session) Role() Role { return s.role }
+
+// Conn returns the underlying connection (for addresses and deadlines).
+func (s *Session) Conn() net.Conn { return s.conn }
+
+// SetDeadline sets the connection's read and write deadline (use it to
+// bound the handshake; a zero time clears it). A deadline that fires ends
+// the session.
+func (s *Session) SetDeadline(t time.Time) error { return s.conn.SetDeadline(t) }
+
+// Reader returns the receiving end of stream id. It panics when this
+// role sends on id (Stdin on the guest, Stdout or Stderr on the host).
+func (s *Session) Reader(id StreamID) *Reader {
+	if id >= numStreams || s.readers[id] == nil {
+		panic(fmt.Sprintf("wire: %v is not readable by this role", id))
+	}
+	return s.readers[id]
+}
+
+// Writer returns the sending end of stream id. It panics when this role
+// receives on id.
+func (s *Session) Writer(id StreamID) *Writer {
+	if id >= numStreams || s.writers[id] == nil {
+		panic(fmt.Sprintf("wire: %v is not writable by this role", id))
+	}
+	return s.writers[id]
+}
+
+// Send writes control messages, all in one write.
+func (s *Session) Send(msgs ...Message) error {
+	s.wmu.Lock()
+	defer s.wmu.Unlock()
+	b := s.wbuf[:0]
+	for _, m := range msgs {
+		var err error
+		if b, err = AppendMessage(b, m); err != nil {
+			return err
+		}
+	}
+	s.wbuf = b
+	return s.writeLocked(b)
+}
+
+// writeFrame writes one complete frame.
+func (s *Session) writeFrame(b []byte) error {
+	s.wmu.Lock()
+	defer s.wmu.Unlock()
+	return s.writeLocked(b)
+}
+
+func (s *Session) writeLocked(b []byte) error {
+	if s.werr != nil {
+		return s.werr
+	}
+	if _, err := s.conn.Write(b); err != nil {
+		select {
+		case <-s.closed:
+			err = ErrSessionClosed
+		default:
+			err = fmt.Errorf("wire: write: %w", err)
+		}
+		s.werr = err
+		return err
+	}
+	return nil
+}
+
+func (s *Session) sendStreamFrame(t Type, id StreamID, n uint32) error {
+	var b [HeaderSize + 5]byte
+	size := HeaderSize + 1
+	if t == TypeWindow {
+		binary.BigEndian.PutUint32(b[HeaderSize+1:], n)
+		size += 4
+	}
+	putLen(b[:], size-HeaderSize)
+	b[4] = byte(t)
+	b[5] = byte(id)
+	return s.writeFrame(b[:size])
+}
+
+// Recv returns the next control message. When the connection has ended
+// and every queued message was taken, it returns io.EOF for a clean end
+// by the peer or the error that ended the session.
+func (s *Session) Recv(ctx context.Context) (Message, error) {
+	for {
+		s.cmu.Lock()
+		if len(s.cq) > 0 {
+			m := s.cq[0]
+			s.cq[0] = nil
+			s.cq = s.cq[1:]
+			s.cmu.Unlock()
+			return m, nil
+		}
+		s.cmu.Unlock()
+		select {
+		case <-s.cwake:
+		case <-s.done:
+			s.cmu.Lock()
+			n := len(s.cq)
+			s.cmu.Unlock()
+			if n == 0 {
+				return nil, s.err
+			}
+		case <-ctx.Done():
+			return nil, ctx.Err()
+		}
+	}
+}
+
+// Done is closed when the session has ended (connection closed, failed or
+// a protocol error).
+func (s *Session) Done() <-chan struct{} { return s.done }
+
+// Err is why the session ended: io.EOF when the peer closed the
+// connection, ErrSessionClosed after Close, a *ProtocolError, or a
+// transport error. Nil while it runs.
+func (s *Session) Err() error {
+	select {
+	case <-s.done:
+		return s.err
+	default:
+		return nil
+	}
+}
+
+// Close closes the connection; pending and later calls fail.
+func (s *Session) Close() error {
+	var err error
+	s.closeOnce.Do(func() {
+		close(s.closed)
+		err = s.conn.Close()
+	})
+	<-s.done
+	return err
+}
+
+func (s *Session) readLoop() {
+	err := s.readFrames()
+	select {
+	case <-s.closed:
+		err = ErrSessionClosed
+	default:
+		if err != io.EOF {
+			if errors.Is(err, io.EOF) || errors.Is(err, io.ErrUnexpectedEOF) {
+				err = fmt.Errorf("wire: connection ended in the middle of a frame: %w", io.ErrUnexpectedEOF)
+			} else if _, ok := err.(*ProtocolError); !ok && !errors.Is(err, ErrFrameTooLarge) {
+				err = fmt.Errorf("wire: read: %w", err)
+			}
+		}
+	}
+	s.err = err
+	close(s.done)
+	if err != io.EOF {
+		s.closeOnce.Do(func() {
+			close(s.closed)
+			s.conn.Close()
+		})
+	}
+	for _, r := range s.readers {
+		if r != nil {
+			r.mu.Lock()
+			r.cond.Broadcast()
+			r.mu.Unlock()
+		}
+	}
+	for _, w := range s.writers {
+		if w != nil {
+			w.mu.Lock()
+			w.cond.Broadcast()
+			w.mu.Unlock()
+		}
+	}
+}
+
+func (s *Session) readFrames() error {
+	for {
+		h, err := s.br.Peek(HeaderSize)
+		if err != nil {
+			if err == io.EOF && len(h) > 0 {
+				return io.ErrUnexpectedEOF
+			}
+			return err
+		}
+		t, n, err := parseHeader(h)
+		if err != nil {
+			return err
+		}
+		s.br.Discard(HeaderSize)
+		p, err := s.br.Peek(n)
+		if err != nil {
+			if err == io.EOF {
+				return io.ErrUnexpectedEOF
+			}
+			return err
+		}
+		if err := s.handle(t, p); err != nil {
+			return err
+		}
+		s.br.Discard(n)
+	}
+}
+
+// controlFrom lists the control messages each role may receive.
+func (s *Session) acceptsControl(t Type) bool {
+	switch t {
+	case TypeHello:
+		return true
+	case TypeLaunch, TypeResize, TypeSignal:
+		return s.role == RoleHost
+	case TypeLaunchResult, TypeExit:
+		return s.role == RoleGuest
+	}
+	return false
+}
+
+func (s *Session) handle(t Type, p []byte) error {
+	switch t {
+	case TypeData, TypeEOF, TypeWindow, TypeCloseRead:
+		if len(p) < 1 {
+			return protoErr("%v frame without a stream id", t)
+		}
+		id := StreamID(p[0])
+		if id >= numStreams {
+			return protoErr("%v frame for unknown stream %d", t, p[0])
+		}
+		switch t {
+		case TypeData, TypeEOF:
+			r := s.readers[id]
+			if r == nil {
+				return protoErr("%v frame for %v, which this side sends", t, id)
+			}
+			if t == TypeEOF {
+				if len(p) != 1 {
+					return protoErr("eof frame of %d bytes", len(p)+HeaderSize)
+				}
+				return r.gotEOF()
+			}
+			return r.gotData(p[1:])
+		default:
+			w := s.writers[id]
+			if w == nil {
+				return protoErr("%v frame for %v, which this side receives", t, id)
+			}
+			if t == TypeCloseRead {
+				if len(p) != 1 {
+					return protoErr("close-read frame of %d bytes", len(p)+HeaderSize)
+				}
+				w.gotCloseRead()
+				return nil
+			}
+			if len(p) != 5 {
+				return protoErr("window frame of %d bytes", len(p)+HeaderSize)
+			}
+			return w.gotWindow(binary.BigEndian.Uint32(p[1:]))
+		}
+	}
+	if !s.acceptsControl(t) {
+		return protoErr("unexpected %v message", t)
+	}
+	m, err := Unmarshal(t, p)
+	if err != nil {
+		return err
+	}
+	s.cmu.Lock()
+	if len(s.cq) >= maxQueued {
+		s.cmu.Unlock()
+		return protoErr("more than %d control messages queued", maxQueued)
+	}
+	s.cq = append(s.cq, m)
+	s.cmu.Unlock()
+	select {
+	case s.cwake <- struct{}{}:
+	default:
+	}
+	return nil
+}
+
+// Reader is the receiving end of a stream: an io.Reader with WriteTo, and
+// CloseRead to tell the sender to stop. Use it from one goroutine at a time.
+type Reader struct {
+	s  *Session
+	id StreamID
+
+	mu      sync.Mutex
+	cond    sync.Cond
+	ring    []byte // InitialWindow bytes, allocated with the first data
+	r, w    uint64 // bytes consumed, bytes received
+	unacked int    // consumed but not yet granted back
+	eof     bool
+	closed  bool
+}
+
+var (
+	_ io.Reader   = (*Reader)(nil)
+	_ io.WriterTo = (*Reader)(nil)
+)
+
+// ID returns the stream this Reader receives.
+func (r *Reader) ID() StreamID { return r.id }
+
+func (r *Reader) gotData(p []byte) error {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	if r.eof {
+		return protoErr("data on %v after its eof", r.id)
+	}
+	if r.closed {
+		return nil // the sender has not seen our close-read yet
+	}
+	if len(p) > MaxData {
+		return protoErr("data frame of %d bytes on %v (limit %d)", len(p), r.id, MaxData)
+	}
+	granted := r.r - uint64(r.unacked)
+	if r.w+uint64(len(p)) > granted+InitialWindow {
+		return protoErr("peer overran the %v window", r.id)
+	}
+	if len(p) == 0 {
+		return nil
+	}
+	if r.ring == nil {
+		r.ring = make([]byte, InitialWindow)
+	}
+	off := int(r.w % InitialWindow)
+	n := copy(r.ring[off:], p)
+	copy(r.ring, p[n:])
+	r.w += uint64(len(p))
+	r.cond.Broadcast()
+	return nil
+}
+
+func (r *Reader) gotEOF() error {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	if r.eof {
+		return protoErr("second eof on %v", r.id)
+	}
+	r.eof = true
+	r.cond.Broadcast()
+	return nil
+}
+
+// wait blocks until there is data, EOF, a local close or a session end;
+// it returns with r.mu held and the error to return if there is no data.
+func (r *Reader) wait() error {
+	for r.w == r.r && !r.eof && !r.closed {
+		if isDone(r.s.done) {
+			return r.sessionErr()
+		}
+		r.cond.Wait()
+	}
+	if r.closed {
+		return ErrReadClosed
+	}
+	if r.w == r.r {
+		return io.EOF
+	}
+	return nil
+}
+
+func isDone(c <-chan struct{}) bool {
+	select {
+	case <-c:
+		return true
+	default:
+		return false
+	}
+}
+
+func (r *Reader) sessionErr() error {
+	err := r.s.err
+	if err == io.EOF {
+		return fmt.Errorf("wire: %v: %w", r.id, ErrConnLost)
+	}
+	return err
+}
+
+// consumed records n bytes taken and returns a credit to grant, if due.
+func (r *Reader) consumed(n int) uint32 {
+	r.r += uint64(n)
+	r.unacked += n
+	if r.unacked >= InitialWindow/2 && !r.eof {
+		g := r.unacked
+		r.unacked = 0
+		return uint32(g)
+	}
+	return 0
+}
+
+func (r *Reader) grant(g uint32) {
+	if g > 0 {
+		// An error here means the session is ending; the next
+		// Read reports it.
+		_ = r.s.sendStreamFrame(TypeWindow, r.id, g)
+	}
+}
+
+// Read reads buffered stream data; io.EOF after the peer's EOF frame.
+func (r *Reader) Read(p []byte) (int, error) {
+	if len(p) == 0 {
+		return 0, nil
+	}
+	r.mu.Lock()
+	if err := r.wait(); err != nil {
+		r.mu.Unlock()
+		return 0, err
+	}
+	avail := int(r.w - r.r)
+	off := int(r.r % InitialWindow)
+	n := copy(p[:min(len(p), avail)], r.ring[off:])
+	if n < len(p) && n < avail {
+		n += copy(p[n:min(len(p), avail)], r.ring)
+	}
+	g := r.consumed(n)
+	r.mu.Unlock()
+	r.grant(g)
+	return n, nil
+}
+
+// WriteTo writes the stream to w until EOF, straight from the receive
+// buffer. It returns nil at EOF.
+func (r *Reader) WriteTo(w io.Writer) (int64, error) {
+	var total int64
+	for {
+		r.mu.Lock()
+		if err := r.wait(); err != nil {
+			r.mu.Unlock()
+			if err == io.EOF {
+				err = nil
+			}
+			return total, err
+		}
+		off := int(r.r % InitialWindow)
+		end := min(off+int(r.w-r.r), InitialWindow)
+		// The read loop only writes outside [r, w), so this slice is
+		// stable without the lock.
+		seg := r.ring[off:end]
+		r.mu.Unlock()
+		n, err := w.Write(seg)
+		r.mu.Lock()
+		g := uint32(0)
+		if !r.closed {
+			g = r.consumed(n)
+		}
+		r.mu.Unlock()
+		r.grant(g)
+		total += int64(n)
+		if err != nil {
+			return total, err
+		}
+		if n < len(seg) {
+			return total, io.ErrShortWrite
+		}
+	}
+}
+
+// CloseRead discards buffered and future data and tells the sender to
+// stop (its writes fail with ErrStreamClosed). Idempotent.
+func (r *Reader) CloseRead() error {
+	r.mu.Lock()
+	if r.closed || r.eof {
+		r.closed = true
+		r.mu.Unlock()
+		return nil
+	}
+	r.closed = true
+	r.r = r.w
+	r.cond.Broadcast()
+	r.mu.Unlock()
+	return r.s.sendStreamFrame(TypeCloseRead, r.id, 0)
+}
+
+// Writer is the sending end of a stream: an io.Writer with ReadFrom, and
+// CloseWrite to send EOF. Writes block while the peer's window is full.
+type Writer struct {
+	s  *Session
+	id StreamID
+
+	mu         sync.Mutex // guards the fields below
+	cond       sync.Cond
+	credit     int64
+	peerClosed bool
+	closed     bool
+
+	wlock sync.Mutex // one Write, ReadFrom or CloseWrite at a time
+	frame []byte     // HeaderSize+1+MaxData, allocated with the first write
+}
+
+var (
+	_ io.WriteCloser = (*Writer)(nil)
+	_ io.ReaderFrom  = (*Writer)(nil)
+)
+
+// ID returns the stream this Writer sends.
+func (w *Writer) ID() StreamID { return w.id }
+
+const maxCredit = 1 << 31
+
+func (w *Writer) gotWindow(n uint32) error {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	if n == 0 {
+		return protoErr("zero window update on %v", w.id)
+	}
+	w.credit += int64(n)
+	if w.credit > maxCredit {
+		return protoErr("window of %v grew past %d bytes", w.id, int64(maxCredit))
+	}
+	w.cond.Broadcast()
+	return nil
+}
+
+func (w *Writer) gotCloseRead() {
+	w.mu.Lock()
+	w.peerClosed = true
+	w.cond.Broadcast()
+	w.mu.Unlock()
+}
+
+// acquire waits for credit and takes up to max bytes of it.
+func (w *Writer) acquire(max int) (int, error) {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	for {
+		switch {
+		case w.closed:
+			return 0, ErrWriteClosed
+		case w.peerClosed:
+			return 0, fmt.Errorf("wire: %v: %w", w.id, ErrStreamClosed)
+		}
+		if isDone(w.s.done) {
+			err := w.s.err
+			if err == io.EOF {
+				err = fmt.Errorf("wire: %v: %w", w.id, ErrConnLost)
+			}
+			return 0, err
+		}
+		if w.credit > 0 {
+			n := int(min(int64(max), w.credit))
+			w.credit -= int64(n)
+			return n, nil
+		}
+		w.cond.Wait()
+	}
+}
+
+func (w *Writer) release(n int) {
+	if n > 0 {
+		w.mu.Lock()
+		w.credit += int64(n)
+		w.mu.Unlock()
+	}
+}
+
+func (w *Writer) buf() []byte {
+	if w.frame == nil {
+		w.frame = make([]byte, HeaderSize+1+MaxData)
+		w.frame[4] = byte(TypeData)
+		w.frame[5] = byte(w.id)
+	}
+	return w.frame
+}
+
+func (w *Writer) send(n int) error {
+	putLen(w.frame, n+1)
+	return w.s.writeFrame(w.frame[:HeaderSize+1+n])
+}
+
+// Write sends p as Data frames of at most MaxData bytes.
+func (w *Writer) Write(p []byte) (int, error) {
+	w.wlock.Lock()
+	defer w.wlock.Unlock()
+	f := w.buf()
+	total := 0
+	for len(p) > 0 {
+		n, err := w.acquire(min(len(p), MaxData))
+		if err != nil {
+			return total, err
+		}
+		copy(f[HeaderSize+1:], p[:n])
+		if err := w.send(n); err != nil {
+			return total, err
+		}
+		p = p[n:]
+		total += n
+	}
+	return total, nil
+}
+
+// ReadFrom sends everything src yields until io.EOF, reading straight into
+// the frame buffer (no copy). It does not send EOF: call CloseWrite.
+func (w *Writer) ReadFrom(src io.Reader) (int64, error) {
+	w.wlock.Lock()
+	defer w.wlock.Unlock()
+	f := w.buf()
+	var total int64
+	for {
+		n, err := w.acquire(MaxData)
+		if err != nil {
+			return total, err
+		}
+		m, rerr := src.Read(f[HeaderSize+1 : HeaderSize+1+n])
+		w.release(n - m)
+		if m > 0 {
+			if err := w.send(m); err != nil {
+				return total, err
+			}
+			total += int64(m)
+		}
+		if rerr == io.EOF {
+			return total, nil
+		}
+		if rerr != nil {
+			return total, rerr
+		}
+	}
+}
+
+// CloseWrite sends the EOF frame: the peer's Reader returns io.EOF after
+// the data sent before. Idempotent.
+func (w *Writer) CloseWrite() error {
+	w.wlock.Lock()
+	defer w.wlock.Unlock()
+	w.mu.Lock()
+	if w.closed {
+		w.mu.Unlock()
+		return nil
+	}
+	w.closed = true
+	w.cond.Broadcast()
+	w.mu.Unlock()
+	return w.s.sendStreamFrame(TypeEOF, w.id, 0)
+}
+
+// Close is CloseWrite.
+func (w *Writer) Close() error { return w.CloseWrite() }
