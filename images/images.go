@@ -1,0 +1,557 @@
+package images
+
+import (
+	"archive/tar"
+	"context"
+	"crypto/sha256"
+	"encoding/hex"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"runtime"
+	"strings"
+	"time"
+
+	"golang.org/x/sync/errgroup"
+	"golang.org/x/sys/unix"
+)
+
+// Options configure Build.
+type Options struct {
+	CacheDir string    // zero: $XDG_CACHE_HOME/lab or ~/.cache/lab
+	Kernel   string    // optional: a kernel (bzImage/vmlinuz or vmlinux); zero: from the host's apt sources
+	Modules  string    // optional: the /lib/modules/VERSION dir matching Kernel
+	Rebuild  bool      // build again even when the cache has the image (downloads are kept)
+	Progress io.Writer // nil: silent; a terminal: progress bars; otherwise plain lines
+
+	// SSHServer is Dropbear or OpenSSH; zero: DefaultSSHServer.
+	SSHServer string
+}
+
+// DefaultSSHServer is the SSH server of the default image: OpenSSH, because
+// Debian 12's dropbear (2022.83) aborts the handshake with Go's x/crypto/ssh
+// clients unless they restrict HostKeyAlgorithms to the key it has
+// (mkj/dropbear#219); dropbear's gains (about 0.2 s per new connection,
+// 4 MB) are small. docs/DESIGN.md has the measurements.
+const DefaultSSHServer = OpenSSH
+
+// Image is a built guest image in the cache.
+type Image struct {
+	Dir           string   // cache dir of this build
+	Kernel        string   // uncompressed vmlinux with the PVH note (boot with qboot: -bios /usr/share/qemu/qboot.rom)
+	KernelVersion string   // e.g. "6.1.0-56-amd64"
+	Initrd        string   // base initramfs, a raw (uncompressed) newc cpio
+	Cmdline       string   // the kernel command line the image's init expects
+	Manifest      Manifest // also written as manifest.json in Dir
+}
+
+// Manifest says what an image holds and where it came from.
+type Manifest struct {
+	Recipe        string         `json:"recipe"`
+	Key           string         `json:"key"`
+	SSHServer     string         `json:"ssh_server"`
+	KernelVersion string         `json:"kernel_version"`
+	KernelOrigin  string         `json:"kernel_origin"`
+	KernelPVH     bool           `json:"kernel_pvh"` // false: Kernel is a bzImage (no PVH note found)
+	Cmdline       string         `json:"cmdline"`
+	Packages      []Package      `json:"packages"`
+	Modules       []string       `json:"modules"` // load order
+	Files         []ManifestFile `json:"files"`
+	InitrdSize    int64          `json:"initrd_size"`
+	Built         time.Time      `json:"built"`
+	BuildSeconds  float64        `json:"build_seconds"` // excluding downloads
+}
+
+// ManifestFile is one entry of the initramfs.
+type ManifestFile struct {
+	Path    string `json:"path"`
+	Mode    string `json:"mode"`
+	Size    int    `json:"size,omitempty"`
+	Link    string `json:"link,omitempty"`
+	Package string `json:"package,omitempty"`
+}
+
+// DefaultCmdline is the kernel command line of the image; callers append
+// their own words (lab.mount=TAG:PATH, ...). The tuning words trim about a
+// second off a TCG boot (research/images.md).
+const DefaultCmdline = "console=ttyS0 quiet panic=-1 cryptomgr.notests=1 mitigations=off no_timer_check tsc=reliable"
+
+// DefaultCacheDir is $XDG_CACHE_HOME/lab, or ~/.cache/lab.
+func DefaultCacheDir() (string, error) {
+	if d := os.Getenv("XDG_CACHE_HOME"); d != "" {
+		return filepath.Join(d, "lab"), nil
+	}
+	home, err := os.UserHomeDir()
+	if err != nil {
+		return "", fmt.Errorf("images: no cache dir: set XDG_CACHE_HOME or HOME: %w", err)
+	}
+	return filepath.Join(home, ".cache", "lab"), nil
+}
+
+// Build returns the guest image for opts, building it unless the cache
+// already holds it. Packages come from the host's apt sources
+// (apt-get download, no root needed, nothing installed on the host);
+// downloaded .debs stay in the cache.
+func Build(ctx context.Context, opts Options) (*Image, error) {
+	img, err := build(ctx, opts)
+	if err != nil {
+		return nil, fmt.Errorf("images: %w", err)
+	}
+	return img, nil
+}
+
+func build(ctx context.Context, opts Options) (*Image, error) {
+	if runtime.GOARCH != "amd64" {
+		return nil, fmt.Errorf("building a guest image is supported on amd64 hosts only (this is %s)", runtime.GOARCH)
+	}
+	pr := newProgress(opts.Progress)
+	server := opts.SSHServer
+	if server == "" {
+		server = DefaultSSHServer
+	}
+	rc, err := newRecipe(server)
+	if err != nil {
+		return nil, err
+	}
+	cache := opts.CacheDir
+	if cache == "" {
+		if cache, err = DefaultCacheDir(); err != nil {
+			return nil, err
+		}
+	}
+	if err := os.MkdirAll(cache, 0o755); err != nil {
+		return nil, err
+	}
+	unlock, err := lockDir(ctx, cache, pr)
+	if err != nil {
+		return nil, err
+	}
+	defer unlock()
+
+	// Which kernel.
+	var ks *kernelSource
+	switch {
+	case opts.Kernel != "":
+		if ks, err = kernelFromFlags(opts.Kernel, opts.Modules); err != nil {
+			return nil, err
+		}
+	case opts.Modules != "":
+		return nil, errors.New("--modules needs --kernel")
+	}
+	a := &apt{progress: pr}
+	if err := a.available(); err != nil {
+		// A cache copied from another host still serves its images.
+		if ks == nil && !opts.Rebuild {
+			if img, ok := newestImage(cache, server); ok {
+				pr.line("%v: using the cached image %s built %s", err, img.Dir, img.Manifest.Built.Format(time.RFC3339))
+				return img, nil
+			}
+		}
+		return nil, fmt.Errorf("%w: lab builds the guest's userland from Debian packages (%s) with apt-get download: run it on a Debian or Ubuntu host (--kernel and --modules replace only the linux-image package)", err, strings.Join(rc.packages, ", "))
+	}
+	wantKernel := ks == nil
+	pr.line("resolving packages")
+	res, err := a.resolve(ctx, cache, rc.packages, wantKernel)
+	if err != nil && wantKernel {
+		// No kernel package in apt's sources: the host's own kernel will do
+		// when both its image and its modules are there.
+		if hk, ok := hostKernel(); ok {
+			pr.line("no kernel package from apt (%v): using the host's %s", err, hk.Image)
+			ks, wantKernel = hk, false
+			res, err = a.resolve(ctx, cache, rc.packages, false)
+		} else {
+			err = fmt.Errorf("%w (or pass --kernel and --modules)", err)
+		}
+	}
+	if err != nil {
+		return nil, err
+	}
+	pkgs, kernelPkg := res.Packages, res.Kernel
+	debDir := filepath.Join(cache, "debs")
+	if err := a.download(ctx, debDir, pkgs); err != nil {
+		return nil, err
+	}
+	start := time.Now()
+
+	// The cache key: recipe, packages (by SHA256), kernel, command line.
+	h := sha256.New()
+	fmt.Fprintf(h, "%s\n%s\n%s\n%s\n%s\n%q\n", recipeVersion, server, DefaultCmdline, rcS, rc.inittab, moduleRoots)
+	for _, f := range rc.extra {
+		fmt.Fprintf(h, "%s %v %s %x\n", f.Path, f.Mode, f.Linkname, sha256.Sum256(f.Data))
+	}
+	for _, p := range pkgs {
+		fmt.Fprintf(h, "pkg %s %s %s %s\n", p.Name, p.Version, p.Arch, p.SHA256)
+	}
+	if ks != nil {
+		id, err := kernelIdentity(ks)
+		if err != nil {
+			return nil, err
+		}
+		fmt.Fprintf(h, "kernel %s\n", id)
+	}
+	key := hex.EncodeToString(h.Sum(nil))[:20]
+	dir := filepath.Join(cache, "images", key)
+	if !opts.Rebuild {
+		if img, err := loadImage(dir); err == nil {
+			pr.line("image %s is up to date", dir)
+			return img, nil
+		}
+	}
+
+	// Kernel and userland are unpacked in parallel.
+	var kernelDir string
+	var t *tree
+	g, gctx := errgroup.WithContext(ctx)
+	byName := map[string]Package{}
+	for _, p := range pkgs {
+		byName[p.Name] = p
+	}
+	var total int64
+	for _, p := range pkgs {
+		total += p.Size
+	}
+	if ks == nil && !opts.Rebuild {
+		kp := byName[kernelPkg]
+		if _, err := os.Stat(filepath.Join(kernelPkgDir(cache, kp), ".complete")); err == nil {
+			total -= kp.Size // unpacked already
+		}
+	}
+	// One bar for both jobs: two bars on one terminal line would garble.
+	bar := pr.bar(fmt.Sprintf("unpacking %d packages", len(pkgs)), total, "bytes")
+	if ks == nil {
+		kp := byName[kernelPkg]
+		kernelDir = kernelPkgDir(cache, kp)
+		if opts.Rebuild {
+			os.RemoveAll(kernelDir)
+		}
+		g.Go(func() error {
+			// vmlinux is extracted while the modules are unpacked.
+			vmTmp := kernelDir + ".vmlinux.tmp"
+			vmErr := make(chan error, 1)
+			started := false
+			var err error
+			ks, err = unpackKernelDeb(gctx, filepath.Join(debDir, kp.debFile()), kernelDir, bar.add, func(data []byte) {
+				started = true
+				go func() { vmErr <- extractVmlinuxData(gctx, data, vmTmp) }()
+			})
+			if started {
+				if e := <-vmErr; err == nil && e != nil {
+					err = fmt.Errorf("extracting vmlinux: %w", e)
+				}
+				if err == nil {
+					err = os.Rename(vmTmp, filepath.Join(kernelDir, "vmlinux"))
+				}
+				os.Remove(vmTmp)
+			}
+			if err == nil {
+				ks.Origin = fmt.Sprintf("package %s %s", kp.Name, kp.Version)
+				err = ensureVmlinux(gctx, ks, kernelDir, false)
+			}
+			return err
+		})
+	} else {
+		id, _ := kernelIdentity(ks)
+		kernelDir = filepath.Join(cache, "kernels", "file-"+id[:20])
+		if opts.Rebuild {
+			os.RemoveAll(kernelDir)
+		}
+		g.Go(func() error { return ensureVmlinux(gctx, ks, kernelDir, opts.Rebuild) })
+	}
+	g.Go(func() error {
+		var err error
+		t, err = unpackTree(gctx, debDir, pkgs, kernelPkg, bar.add)
+		return err
+	})
+	err = g.Wait()
+	bar.finish()
+	if err != nil {
+		return nil, err
+	}
+
+	// Contents.
+	ms, err := openModules(ks.ModulesDir)
+	if err != nil {
+		return nil, err
+	}
+	mods, err := ms.closure(rc.modules)
+	if err != nil {
+		return nil, err
+	}
+	progs, err := t.closure(rc.programs)
+	if err != nil {
+		return nil, err
+	}
+	applets, err := busyboxApplets(t, cache)
+	if err != nil {
+		pr.line("warning: %v; the guest installs busybox's applets at boot instead", err)
+	}
+	entries := map[string]File{}
+	pkgOf := map[string]string{}
+	for _, f := range busyboxLinks(applets) {
+		entries[f.Path] = f
+		pkgOf[f.Path] = "busybox-static"
+	}
+	for _, f := range t.files(progs) {
+		entries[f.Path] = f
+		pkgOf[f.Path] = t.nodes[f.Path].pkg
+	}
+	modNames := make([]string, len(mods))
+	for i, m := range mods {
+		p := "/lib/modules/" + ks.Version + "/" + m.Path
+		entries[p] = File{Path: p, Mode: 0o644, Data: m.Data}
+		modNames[i] = m.Name
+	}
+	for _, f := range rc.baseFiles(ks.Version, mods) {
+		entries[f.Path] = f
+		delete(pkgOf, f.Path)
+	}
+	files := make([]File, 0, len(entries))
+	for _, f := range entries {
+		files = append(files, f)
+	}
+	sortFiles(files)
+
+	tmp := dir + ".tmp"
+	os.RemoveAll(tmp)
+	if err := os.MkdirAll(tmp, 0o755); err != nil {
+		return nil, err
+	}
+	defer os.RemoveAll(tmp)
+	var size int64
+	for _, f := range files {
+		size += int64(len(f.Data))
+	}
+	bar = pr.bar("packing initramfs", size, "bytes")
+	initrd := filepath.Join(tmp, "initrd.cpio")
+	out, err := os.Create(initrd)
+	if err != nil {
+		return nil, err
+	}
+	cw := &countingWriter{w: out, fn: bar.add}
+	err = WriteCPIO(cw, files)
+	if cerr := out.Close(); err == nil {
+		err = cerr
+	}
+	bar.finish()
+	if err != nil {
+		return nil, err
+	}
+	if err := linkOrCopy(filepath.Join(kernelDir, "vmlinux"), filepath.Join(tmp, "vmlinux")); err != nil {
+		return nil, err
+	}
+	pvh, err := hasPVHNote(filepath.Join(tmp, "vmlinux"))
+	if err != nil {
+		return nil, fmt.Errorf("vmlinux: %w", err)
+	}
+	if !pvh {
+		// QEMU boots an ELF kernel only through the PVH note: use the
+		// bzImage itself, slower but bootable.
+		pr.line("warning: %s has no PVH entry note: booting the compressed kernel (slower)", ks.Image)
+		os.Remove(filepath.Join(tmp, "vmlinux"))
+		if err := linkOrCopy(ks.Image, filepath.Join(tmp, "vmlinux")); err != nil {
+			return nil, err
+		}
+	}
+	m := Manifest{
+		Recipe: recipeVersion, Key: key, SSHServer: server,
+		KernelVersion: ks.Version, KernelOrigin: ks.Origin, KernelPVH: pvh,
+		Cmdline: DefaultCmdline, Packages: pkgs, Modules: modNames,
+		InitrdSize: cw.n, Built: time.Now().UTC().Truncate(time.Second),
+		BuildSeconds: time.Since(start).Seconds(),
+	}
+	for _, f := range files {
+		m.Files = append(m.Files, ManifestFile{Path: f.Path, Mode: f.Mode.String(), Size: len(f.Data), Link: f.Linkname, Package: pkgOf[f.Path]})
+	}
+	mj, err := json.MarshalIndent(m, "", "  ")
+	if err != nil {
+		return nil, err
+	}
+	if err := os.WriteFile(filepath.Join(tmp, "manifest.json"), append(mj, '\n'), 0o644); err != nil {
+		return nil, err
+	}
+	os.RemoveAll(dir)
+	if err := os.Rename(tmp, dir); err != nil {
+		return nil, err
+	}
+	pr.line("built %s (%d files, initramfs %.1f MB, kernel %s) in %.1fs", dir, len(files), float64(cw.n)/1e6, ks.Version, m.BuildSeconds)
+	return loadImage(dir)
+}
+
+// kernelPkgDir is where a kernel package is unpacked in the cache.
+func kernelPkgDir(cache string, p Package) string {
+	return filepath.Join(cache, "kernels", p.Name+"_"+strings.ReplaceAll(p.Version, ":", "_"))
+}
+
+// unpackTree unpacks the userland packages (all but skip) in memory.
+func unpackTree(ctx context.Context, debDir string, pkgs []Package, skip string, progress func(int64)) (*tree, error) {
+	t := newTree()
+	for _, p := range pkgs {
+		if p.Name == skip {
+			continue
+		}
+		err := walkDeb(ctx, filepath.Join(debDir, p.debFile()), progress, func(h *tar.Header, r io.Reader) error {
+			if strings.HasPrefix(h.Name, "./usr/share/") { // docs, man pages, locales
+				return nil
+			}
+			return t.add(p.Name, h, r)
+		})
+		if err != nil {
+			return nil, err
+		}
+	}
+	return t, nil
+}
+
+// newestImage finds the most recently built complete image for server
+// in the cache.
+func newestImage(cache, server string) (*Image, bool) {
+	dirs, _ := filepath.Glob(filepath.Join(cache, "images", "*"))
+	var best *Image
+	for _, d := range dirs {
+		img, err := loadImage(d)
+		if err != nil || img.Manifest.SSHServer != server {
+			continue
+		}
+		if best == nil || img.Manifest.Built.After(best.Manifest.Built) {
+			best = img
+		}
+	}
+	return best, best != nil
+}
+
+// loadImage reads a complete image dir.
+func loadImage(dir string) (*Image, error) {
+	b, err := os.ReadFile(filepath.Join(dir, "manifest.json"))
+	if err != nil {
+		return nil, err
+	}
+	var m Manifest
+	if err := json.Unmarshal(b, &m); err != nil {
+		return nil, fmt.Errorf("%s: %w", dir, err)
+	}
+	img := &Image{
+		Dir: dir, Kernel: filepath.Join(dir, "vmlinux"), KernelVersion: m.KernelVersion,
+		Initrd: filepath.Join(dir, "initrd.cpio"), Cmdline: m.Cmdline, Manifest: m,
+	}
+	for _, p := range []string{img.Kernel, img.Initrd} {
+		if _, err := os.Stat(p); err != nil {
+			return nil, err
+		}
+	}
+	return img, nil
+}
+
+// ensureVmlinux extracts vmlinux into kernelDir once.
+func ensureVmlinux(ctx context.Context, ks *kernelSource, kernelDir string, rebuild bool) error {
+	out := filepath.Join(kernelDir, "vmlinux")
+	if _, err := os.Stat(out); err == nil && !rebuild {
+		return nil
+	}
+	if err := os.MkdirAll(kernelDir, 0o755); err != nil {
+		return err
+	}
+	return extractVmlinux(ctx, ks.Image, out)
+}
+
+// kernelIdentity names a kernel given by path: its content hash and the
+// modules dir with its modules.order (or builtin) timestamp.
+func kernelIdentity(ks *kernelSource) (string, error) {
+	f, err := os.Open(ks.Image)
+	if err != nil {
+		return "", err
+	}
+	defer f.Close()
+	h := sha256.New()
+	if _, err := io.Copy(h, f); err != nil {
+		return "", err
+	}
+	fmt.Fprintf(h, "%s\n", ks.ModulesDir)
+	for _, n := range []string{"modules.order", "modules.builtin", "modules.dep"} {
+		if st, err := os.Stat(filepath.Join(ks.ModulesDir, n)); err == nil {
+			fmt.Fprintf(h, "%s %d %d\n", n, st.Size(), st.ModTime().UnixNano())
+		}
+	}
+	return hex.EncodeToString(h.Sum(nil)), nil
+}
+
+// busyboxApplets runs the packaged busybox (static, so it runs on the
+// host) to list its applets with their install paths.
+func busyboxApplets(t *tree, cache string) (string, error) {
+	final, _, err := t.resolve("/bin/busybox")
+	if err != nil {
+		return "", fmt.Errorf("busybox: %w", err)
+	}
+	tmp, err := os.MkdirTemp(cache, "busybox-")
+	if err != nil {
+		return "", err
+	}
+	defer os.RemoveAll(tmp)
+	bin := filepath.Join(tmp, "busybox")
+	if err := os.WriteFile(bin, t.nodes[final].data, 0o755); err != nil {
+		return "", err
+	}
+	out, err := exec.Command(bin, "--list-full").Output()
+	if err != nil {
+		return "", fmt.Errorf("listing busybox applets: %w", err)
+	}
+	return string(out), nil
+}
+
+func linkOrCopy(src, dst string) error {
+	os.Remove(dst)
+	if err := os.Link(src, dst); err == nil {
+		return nil
+	}
+	data, err := os.ReadFile(src)
+	if err != nil {
+		return err
+	}
+	return os.WriteFile(dst, data, 0o644)
+}
+
+type countingWriter struct {
+	w  io.Writer
+	n  int64
+	fn func(int64)
+}
+
+func (c *countingWriter) Write(p []byte) (int, error) {
+	n, err := c.w.Write(p)
+	c.n += int64(n)
+	c.fn(int64(n))
+	return n, err
+}
+
+// lockDir serialises builds sharing a cache dir (two test packages, two
+// shells) with an flock on CACHE/.lock.
+func lockDir(ctx context.Context, dir string, pr *progress) (func(), error) {
+	f, err := os.OpenFile(filepath.Join(dir, ".lock"), os.O_CREATE|os.O_RDWR, 0o644)
+	if err != nil {
+		return nil, err
+	}
+	said := false
+	for {
+		err := unix.Flock(int(f.Fd()), unix.LOCK_EX|unix.LOCK_NB)
+		if err == nil {
+			return func() { unix.Flock(int(f.Fd()), unix.LOCK_UN); f.Close() }, nil
+		}
+		if !errors.Is(err, unix.EWOULDBLOCK) {
+			f.Close()
+			return nil, fmt.Errorf("locking %s: %w", dir, err)
+		}
+		if !said {
+			pr.line("waiting for another lab image build in %s", dir)
+			said = true
+		}
+		select {
+		case <-ctx.Done():
+			f.Close()
+			return nil, ctx.Err()
+		case <-time.After(200 * time.Millisecond):
+		}
+	}
+}
