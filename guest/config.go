@@ -37,7 +37,8 @@ var DefaultRelay = "vsock:2:" + strconv.Itoa(wire.DefaultPort)
 //
 //	relay             = vsock:2:5555          # or unix:/path/to/socket
 //	token_file        = /etc/lab/token
-//	share             = /mnt/c /home/me/.wine/drive_c C:   # GUEST HOST [DRIVE]
+//	share             = /mnt/host /home/me/share           # GUEST HOST [DRIVE]
+//	drive             = C: /mnt/c                          # DRIVE GUEST (or C:/mnt/c)
 //	format            = elf-arm64 0 7f454c460201 ffffffffffff   # NAME OFFSET MAGIC [MASK]
 //	connect_timeout   = 5s
 //	handshake_timeout = 10s
@@ -47,6 +48,7 @@ type Config struct {
 	Relay            string        // "vsock:CID:PORT" or "unix:PATH"; zero: DefaultRelay
 	TokenFile        string        // zero: DefaultTokenFile
 	Shares           []Share       // guest path -> host path, for labpath (the relay has its own copy)
+	Drives           []Drive       // Windows drive -> guest path (the Windows personality), for labpath
 	Formats          []Format      // extra formats, tried after the built-in pe and host
 	ConnectTimeout   time.Duration // zero: DefaultConnectTimeout
 	HandshakeTimeout time.Duration // zero: DefaultHandshakeTimeout
@@ -57,6 +59,15 @@ type Share struct {
 	Guest string // absolute guest path (the 9p mount point)
 	Host  string // absolute host path
 	Drive string // optional Windows drive ("C:") for -w/-m under the Windows personality
+}
+
+// Drive maps a Windows drive letter to the guest directory that shows it, as WSL mounts C:
+// at /mnt/c: under the Windows personality /mnt/c is the Wine prefix's drive_c. labpath -w/-m
+// turn guest paths below Guest into DRIVE\... paths and -u turns DRIVE\... back, whether or
+// not a share line names the host directory too.
+type Drive struct {
+	Letter string // "C:" (upper case)
+	Guest  string // absolute guest path, e.g. "/mnt/c"
 }
 
 // Format is a magic-number rule for a configured format (the built-ins are
@@ -183,6 +194,32 @@ func (c *Config) parseLine(s string) error {
 			sh.Drive = d
 		}
 		c.Shares = append(c.Shares, sh)
+	case "drive":
+		var letter, guest string
+		switch len(fields) {
+		case 1: // C:/mnt/c
+			if len(fields[0]) > 2 {
+				letter, guest = fields[0][:2], fields[0][2:]
+			}
+		case 2:
+			letter, guest = fields[0], fields[1]
+		}
+		if letter == "" {
+			return fmt.Errorf("drive wants DRIVE GUEST (C: /mnt/c), got %d values", len(fields))
+		}
+		d := strings.ToUpper(letter)
+		if len(d) != 2 || d[1] != ':' || d[0] < 'A' || d[0] > 'Z' {
+			return fmt.Errorf("drive must look like C:, got %q", letter)
+		}
+		if !path.IsAbs(guest) {
+			return fmt.Errorf("drive %s: the guest path must be absolute, got %q", d, guest)
+		}
+		for _, o := range c.Drives {
+			if o.Letter == d {
+				return fmt.Errorf("drive %s is mapped twice", d)
+			}
+		}
+		c.Drives = append(c.Drives, Drive{Letter: d, Guest: path.Clean(guest)})
 	case "format":
 		if len(fields) != 3 && len(fields) != 4 {
 			return fmt.Errorf("format wants NAME OFFSET MAGIC [MASK] (magic and mask in hex), got %d values", len(fields))
@@ -303,6 +340,9 @@ func (c *Config) MarshalText() ([]byte, error) {
 			fmt.Fprintf(&b, " %s", s.Drive)
 		}
 		b.WriteByte('\n')
+	}
+	for _, d := range c.Drives {
+		fmt.Fprintf(&b, "drive = %s %s\n", d.Letter, q(d.Guest))
 	}
 	for _, f := range c.Formats {
 		fmt.Fprintf(&b, "format = %s %d %x", q(f.Name), f.Offset, f.Magic)

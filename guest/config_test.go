@@ -37,6 +37,15 @@ handshake_timeout = 2s
 		{name: "vsock", in: "relay = vsock:2:6000", want: &Config{
 			Relay: "vsock:2:6000", TokenFile: DefaultTokenFile,
 			ConnectTimeout: DefaultConnectTimeout, HandshakeTimeout: DefaultHandshakeTimeout}},
+		{name: "drives", in: "drive = c: /mnt/c\ndrive = D:/mnt/d\ndrive = E: \"/mnt/my e\"\n", want: &Config{
+			Relay: "vsock:2:5555", TokenFile: DefaultTokenFile,
+			Drives:         []Drive{{Letter: "C:", Guest: "/mnt/c"}, {Letter: "D:", Guest: "/mnt/d"}, {Letter: "E:", Guest: "/mnt/my e"}},
+			ConnectTimeout: DefaultConnectTimeout, HandshakeTimeout: DefaultHandshakeTimeout}},
+		{name: "drive twice", in: "drive = C: /mnt/c\ndrive = c: /mnt/x", err: "mapped twice"},
+		{name: "drive relative", in: "drive = C: mnt/c", err: "absolute"},
+		{name: "drive bad letter", in: "drive = CC /mnt/c", err: "look like C:"},
+		{name: "drive no path", in: "drive = C:", err: "DRIVE GUEST"},
+		{name: "drive arity", in: "drive = C: /a /b", err: "DRIVE GUEST"},
 		{name: "no equals", in: "relay unix:/x", err: ":1: expected `key = value`"},
 		{name: "unknown key", in: "\nrealy = unix:/x", err: ":2: unknown key \"realy\""},
 		{name: "bad transport", in: "relay = tcp:1.2.3.4:5", err: "unknown transport"},
@@ -85,6 +94,7 @@ func TestParseConfigTooLarge(t *testing.T) {
 func FuzzParseConfig(f *testing.F) {
 	f.Add("relay = unix:/x\nshare = /a /b C:\nformat = x 0 4d5a\n")
 	f.Add(`share = "/a b" "/c\td"`)
+	f.Add("drive = C: /mnt/c\ndrive = d:/x/../y\n")
 	f.Fuzz(func(t *testing.T, in string) {
 		c, err := ParseConfig(strings.NewReader(in), "fuzz")
 		if err != nil {
@@ -96,6 +106,11 @@ func FuzzParseConfig(f *testing.F) {
 		for _, s := range c.Shares {
 			if s.Guest == "" || s.Guest[0] != '/' || s.Host == "" || s.Host[0] != '/' {
 				t.Fatalf("accepted share %+v", s)
+			}
+		}
+		for _, d := range c.Drives {
+			if len(d.Letter) != 2 || d.Letter[1] != ':' || d.Guest == "" || d.Guest[0] != '/' {
+				t.Fatalf("accepted drive %+v", d)
 			}
 		}
 		b, err := c.MarshalText()
@@ -116,6 +131,7 @@ func TestConfigMarshalText(t *testing.T) {
 			{Guest: "/mnt/c", Host: "/home/me/.wine/drive_c", Drive: "C:"},
 			{Guest: "/mnt/my share", Host: `/home/me/odd "dir"#1`},
 		},
+		Drives:           []Drive{{Letter: "C:", Guest: "/mnt/c"}, {Letter: "E:", Guest: "/mnt/my e"}},
 		Formats:          []Format{{Name: "elf", Offset: 0, Magic: []byte("\x7fELF"), Mask: []byte{0xff, 0xff, 0xff, 0xff}}},
 		ConnectTimeout:   3 * time.Second,
 		HandshakeTimeout: 1500 * time.Millisecond,

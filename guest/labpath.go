@@ -56,6 +56,33 @@ func TranslatePath(shares []Share, mode PathMode, p, cwd string, abs bool) (stri
 	return "", fmt.Errorf("unknown translation %q", mode)
 }
 
+// Translate is TranslatePath through the config's shares and drives.
+func (c *Config) Translate(mode PathMode, p, cwd string, abs bool) (string, error) {
+	return TranslatePath(c.pathShares(), mode, p, cwd, abs)
+}
+
+// pathShares merges the drives into the shares: a drive whose guest path is a share's gives
+// that share its letter (so host paths under it translate too); another drive becomes a
+// share with no host side, used only for drive paths.
+func (c *Config) pathShares() []Share {
+	if len(c.Drives) == 0 {
+		return c.Shares
+	}
+	out := append([]Share(nil), c.Shares...)
+	for _, d := range c.Drives {
+		merged := false
+		for i := range out {
+			if out[i].Guest == d.Guest {
+				out[i].Drive, merged = d.Letter, true
+			}
+		}
+		if !merged {
+			out = append(out, Share{Guest: d.Guest, Drive: d.Letter})
+		}
+	}
+	return out
+}
+
 func isLetter(c byte) bool { return 'a' <= c && c <= 'z' || 'A' <= c && c <= 'Z' }
 
 func hasDrive(shares []Share) bool {
@@ -121,6 +148,9 @@ func hostToGuest(shares []Share, p string, isDrive bool) (string, error) {
 	best := -1
 	var rest string
 	for i, s := range shares {
+		if s.Host == "" {
+			continue // a drive only
+		}
 		if r, ok := within(p, s.Host); ok && (best < 0 || len(s.Host) > len(shares[best].Host)) {
 			best, rest = i, r
 		}
@@ -137,7 +167,8 @@ const labpathUsage = `Usage: labpath [-a] [-u|-w|-m] PATH
     -w    translate from a guest path to a host path
     -m    translate from a guest path to a host path, with '/' instead of '\'
 
-Shares come from the interop config (share = GUEST HOST [DRIVE]).
+Shares and drives come from the interop config (share = GUEST HOST [DRIVE],
+drive = C: /mnt/c).
 `
 
 // LabpathMain is labpath (like wslpath): args without the program name.
@@ -179,7 +210,7 @@ func LabpathMain(args []string, cwd string, load func() (*Config, error), stdout
 		fmt.Fprintf(stderr, "labpath: %v\n", err)
 		return 1
 	}
-	out, err := TranslatePath(c.Shares, mode, paths[0], cwd, abs)
+	out, err := c.Translate(mode, paths[0], cwd, abs)
 	if err != nil {
 		fmt.Fprintf(stderr, "labpath: %s: %v\n", paths[0], err)
 		return 1

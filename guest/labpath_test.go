@@ -89,3 +89,81 @@ func TestLabpathMain(t *testing.T) {
 		t.Errorf("config error: %d %q", code, errb.String())
 	}
 }
+
+// TestTranslateDrives: the Windows personality's `drive = C: /mnt/c` (WSL's /mnt/c), alone
+// and beside shares.
+func TestTranslateDrives(t *testing.T) {
+	drivesOnly := &Config{Drives: []Drive{{Letter: "C:", Guest: "/mnt/c"}}}
+	mixed := &Config{
+		Shares: []Share{
+			{Guest: "/mnt/c", Host: "/home/me/.local/state/lab/default/wine/drive_c"},
+			{Guest: "/mnt/host", Host: "/home/me/share"},
+		},
+		Drives: []Drive{{Letter: "C:", Guest: "/mnt/c"}, {Letter: "D:", Guest: "/mnt/host/data"}},
+	}
+	for _, tc := range []struct {
+		name     string
+		c        *Config
+		mode     PathMode
+		abs      bool
+		in, want string
+		err      error
+	}{
+		{"w", drivesOnly, ToHost, false, "/mnt/c/x", `C:\x`, nil},
+		{"w root", drivesOnly, ToHost, false, "/mnt/c", `C:\`, nil},
+		{"w nested", drivesOnly, ToHost, false, "/mnt/c/windows/system32/cmd.exe", `C:\windows\system32\cmd.exe`, nil},
+		{"w spaces utf8", drivesOnly, ToHost, false, "/mnt/c/Program Files/ü", `C:\Program Files\ü`, nil},
+		{"m", drivesOnly, ToHostMixed, false, "/mnt/c/x", "C:/x", nil},
+		{"m root", drivesOnly, ToHostMixed, false, "/mnt/c/", "C:/", nil},
+		{"w outside", drivesOnly, ToHost, false, "/mnt/cx/y", "", ErrNotRepresentable},
+		{"w home", drivesOnly, ToHost, false, "/root", "", ErrNotRepresentable},
+		{"w abs from cwd", drivesOnly, ToHost, true, "y", `C:\work\y`, nil},
+		{"w relative", drivesOnly, ToHost, false, "a/b", `a\b`, nil},
+		{"u", drivesOnly, ToGuest, false, `C:\x`, "/mnt/c/x", nil},
+		{"u lower slash", drivesOnly, ToGuest, false, `c:/x/y`, "/mnt/c/x/y", nil},
+		{"u root", drivesOnly, ToGuest, false, `C:\`, "/mnt/c", nil},
+		{"u climb", drivesOnly, ToGuest, false, `C:\..\etc`, "/mnt/c/etc", nil},
+		{"u other drive", drivesOnly, ToGuest, false, `D:\x`, "", ErrNotRepresentable},
+		{"u host path, no share", drivesOnly, ToGuest, false, "/home/me/x", "", ErrNotRepresentable},
+		{"mixed w drive", mixed, ToHost, false, "/mnt/c/Users", `C:\Users`, nil},
+		{"mixed w share", mixed, ToHost, false, "/mnt/host/a", "/home/me/share/a", nil},
+		{"mixed w second drive wins (longest)", mixed, ToHost, false, "/mnt/host/data/f", `D:\f`, nil},
+		{"mixed m second drive", mixed, ToHostMixed, false, "/mnt/host/data/f", "D:/f", nil},
+		{"mixed u drive", mixed, ToGuest, false, `D:\f`, "/mnt/host/data/f", nil},
+		{"mixed u host path of drive_c", mixed, ToGuest, false, "/home/me/.local/state/lab/default/wine/drive_c/x", "/mnt/c/x", nil},
+		{"mixed u host path of share", mixed, ToGuest, false, "/home/me/share/q", "/mnt/host/q", nil},
+	} {
+		got, err := tc.c.Translate(tc.mode, tc.in, "/mnt/c/work", tc.abs)
+		if !errors.Is(err, tc.err) || got != tc.want {
+			t.Errorf("%s: -%c abs=%v %q = %q, %v; want %q, %v", tc.name, tc.mode, tc.abs, tc.in, got, err, tc.want, tc.err)
+		}
+	}
+	// The config is not changed by merging.
+	if mixed.Shares[0].Drive != "" {
+		t.Errorf("Translate changed the config's shares: %+v", mixed.Shares)
+	}
+}
+
+func TestLabpathMainDrive(t *testing.T) {
+	cfg, err := ParseConfig(strings.NewReader("drive = C:/mnt/c\n"), "t")
+	if err != nil {
+		t.Fatal(err)
+	}
+	load := func() (*Config, error) { return cfg, nil }
+	for _, tc := range []struct {
+		args   []string
+		code   int
+		stdout string
+	}{
+		{[]string{"-w", "/mnt/c/x"}, 0, "C:\\x\n"},
+		{[]string{"-u", `C:\x`}, 0, "/mnt/c/x\n"},
+		{[]string{`C:\x`}, 0, "/mnt/c/x\n"},
+		{[]string{"-m", "/mnt/c/x"}, 0, "C:/x\n"},
+		{[]string{"-w", "/tmp"}, 1, ""},
+	} {
+		var out, errb bytes.Buffer
+		if code := LabpathMain(tc.args, "/mnt/c", load, &out, &errb); code != tc.code || out.String() != tc.stdout {
+			t.Errorf("labpath %q = %d, %q (stderr %q); want %d, %q", tc.args, code, out.String(), errb.String(), tc.code, tc.stdout)
+		}
+	}
+}

@@ -17,6 +17,9 @@ want sshd openssh-server
 want apt-get apt
 want dpkg-deb dpkg
 want gcc gcc
+# Wine is the Windows side of the `pe` format (issue: the Windows personality).
+want wine wine
+[ -x /usr/lib/wine/wine64 ] || need_pkgs+=(wine64)
 [ -e /usr/share/qemu/qboot.rom ] || need_pkgs+=(qemu-system-data)
 
 if [ ${#need_pkgs[@]} -gt 0 ]; then

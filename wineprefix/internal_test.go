@@ -1,0 +1,241 @@
+package wineprefix
+
+import (
+	"context"
+	"fmt"
+	"os"
+	"path/filepath"
+	"slices"
+	"strings"
+	"syscall"
+	"testing"
+	"time"
+)
+
+func TestWindowsPath(t *testing.T) {
+	const c = "/state/lab/vm/wine/drive_c"
+	for _, tc := range []struct{ in, want, err string }{
+		{c, `C:\`, ""},
+		{c + "/", `C:\`, ""},
+		{c + "/work/a b/ü.txt", `C:\work\a b\ü.txt`, ""},
+		{c + "/windows/system32/cmd.exe", `C:\windows\system32\cmd.exe`, ""},
+		{"/state/lab/vm/wine/drive_cx/y", `Z:\state\lab\vm\wine\drive_cx\y`, ""},
+		{"/home/me/share", `Z:\home\me\share`, ""},
+		{"/", `Z:\`, ""},
+		{c + "/../x", `Z:\state\lab\vm\wine\x`, ""},
+		{"rel/x", "", "not an absolute path"},
+	} {
+		got, err := windowsPath(c, tc.in)
+		if got != tc.want || (err == nil) != (tc.err == "") || (err != nil && !strings.Contains(err.Error(), tc.err)) {
+			t.Errorf("windowsPath(%q) = %q, %v; want %q, %q", tc.in, got, err, tc.want, tc.err)
+		}
+	}
+}
+
+func TestUnixPath(t *testing.T) {
+	const c = "/p/drive_c"
+	for _, tc := range []struct{ in, want, err string }{
+		{`C:\`, c, ""},
+		{`C:`, c, ""},
+		{`c:/Users/me`, c + "/Users/me", ""},
+		{`C:\windows\system32\cmd.exe`, c + "/windows/system32/cmd.exe", ""},
+		{`C:\..\..\etc`, c + "/etc", ""}, // cannot climb out of the drive
+		{`Z:\home\me`, "/home/me", ""},
+		{`z:/`, "/", ""},
+		{`D:\x`, "", "not mapped"},
+		{`C:x`, "", "not an absolute Windows path"},
+		{`\x`, "", "not an absolute Windows path"},
+	} {
+		got, err := unixPath(c, tc.in)
+		if got != tc.want || (err == nil) != (tc.err == "") || (err != nil && !strings.Contains(err.Error(), tc.err)) {
+			t.Errorf("unixPath(%q) = %q, %v; want %q, %q", tc.in, got, err, tc.want, tc.err)
+		}
+	}
+}
+
+func TestEnviron(t *testing.T) {
+	p := &Prefix{Dir: "/x/prefix"}
+	for _, tc := range []struct {
+		base       []string
+		wantLCAll  bool
+		wantAbsent string
+	}{
+		{[]string{"PATH=/bin", "LANG=C"}, true, ""},
+		{[]string{"LANG=de_DE.UTF-8"}, false, ""},
+		{[]string{"LC_ALL=C", "LANG=en_US.UTF-8"}, true, ""}, // LC_ALL wins over LANG
+		{[]string{"LC_ALL=C.utf8"}, false, ""},
+		{[]string{"WINEPREFIX=/home/me/.wine", "WINEDEBUG=+relay"}, true, "WINEPREFIX=/home/me/.wine"},
+	} {
+		env := p.Environ(tc.base)
+		for _, want := range []string{"WINEPREFIX=/x/prefix", "WINEDEBUG=-all", "WINEDLLOVERRIDES=" + DLLOverrides} {
+			if !slices.Contains(env, want) {
+				t.Errorf("Environ(%q) = %q: missing %s", tc.base, env, want)
+			}
+		}
+		if got := slices.Contains(env, "LC_ALL=C.UTF-8"); got != tc.wantLCAll {
+			t.Errorf("Environ(%q) = %q: LC_ALL=C.UTF-8 set %v, want %v", tc.base, env, got, tc.wantLCAll)
+		}
+		if tc.wantAbsent != "" && slices.Contains(env, tc.wantAbsent) {
+			t.Errorf("Environ(%q) kept %s", tc.base, tc.wantAbsent)
+		}
+	}
+}
+
+func TestCopyTree(t *testing.T) {
+	src, dst := t.TempDir(), filepath.Join(t.TempDir(), "dst")
+	must := func(err error) {
+		t.Helper()
+		if err != nil {
+			t.Fatal(err)
+		}
+	}
+	must(os.MkdirAll(filepath.Join(src, "drive_c/windows/system32"), 0o755))
+	must(os.WriteFile(filepath.Join(src, "drive_c/windows/system32/a.dll"), []byte(strings.Repeat("x", 1<<20)), 0o644))
+	must(os.WriteFile(filepath.Join(src, "system.reg"), []byte("reg"), 0o600))
+	must(os.WriteFile(filepath.Join(src, serverFile), []byte("wine-abcdef"), 0o400))
+	must(os.MkdirAll(filepath.Join(src, "dosdevices"), 0o755))
+	must(os.Symlink("../drive_c", filepath.Join(src, "dosdevices/c:")))
+	must(os.Symlink("/", filepath.Join(src, "dosdevices/z:")))
+	must(os.Chmod(filepath.Join(src, "dosdevices"), 0o555)) // filled before its mode is set
+	old := time.Date(2020, 1, 2, 3, 4, 5, 0, time.UTC)
+	must(os.Chtimes(filepath.Join(src, "system.reg"), old, old))
+	must(os.Chtimes(filepath.Join(src, "drive_c"), old, old))
+	t.Cleanup(func() {
+		os.Chmod(filepath.Join(src, "dosdevices"), 0o755)
+		os.Chmod(filepath.Join(dst, "dosdevices"), 0o755)
+	})
+
+	must(os.Mkdir(dst, 0o755))
+	must(copyTree(context.Background(), src, dst, map[string]bool{serverFile: true}))
+
+	b, err := os.ReadFile(filepath.Join(dst, "drive_c/windows/system32/a.dll"))
+	must(err)
+	if len(b) != 1<<20 {
+		t.Errorf("a.dll: %d bytes", len(b))
+	}
+	if l, err := os.Readlink(filepath.Join(dst, "dosdevices/c:")); err != nil || l != "../drive_c" {
+		t.Errorf("c: link = %q, %v", l, err)
+	}
+	if l, err := os.Readlink(filepath.Join(dst, "dosdevices/z:")); err != nil || l != "/" {
+		t.Errorf("z: link = %q, %v", l, err)
+	}
+	if _, err := os.Lstat(filepath.Join(dst, serverFile)); !os.IsNotExist(err) {
+		t.Errorf("skipped file copied: %v", err)
+	}
+	for name, mode := range map[string]os.FileMode{"system.reg": 0o600, "dosdevices": 0o555 | os.ModeDir, "drive_c/windows/system32/a.dll": 0o644} {
+		fi, err := os.Stat(filepath.Join(dst, name))
+		must(err)
+		if fi.Mode() != mode {
+			t.Errorf("%s: mode %v, want %v", name, fi.Mode(), mode)
+		}
+	}
+	for _, name := range []string{"system.reg", "drive_c"} {
+		fi, err := os.Stat(filepath.Join(dst, name))
+		must(err)
+		if !fi.ModTime().Equal(old) {
+			t.Errorf("%s: mtime %v, want %v", name, fi.ModTime(), old)
+		}
+	}
+}
+
+func TestCleanServerDir(t *testing.T) {
+	tmp := t.TempDir()
+	t.Setenv("TMPDIR", tmp)
+	prefix := filepath.Join(t.TempDir(), "prefix")
+	if err := os.Mkdir(prefix, 0o755); err != nil {
+		t.Fatal(err)
+	}
+	var st syscall.Stat_t
+	if err := syscall.Stat(prefix, &st); err != nil {
+		t.Fatal(err)
+	}
+	ours := fmt.Sprintf("server-%x-%x", st.Dev, st.Ino)
+	mk := func(name string, servers ...string) string {
+		d := filepath.Join(tmp, name)
+		for _, s := range servers {
+			if err := os.MkdirAll(filepath.Join(d, s), 0o700); err != nil {
+				t.Fatal(err)
+			}
+		}
+		return d
+	}
+	record := func(name string) {
+		if err := os.WriteFile(filepath.Join(prefix, serverFile), []byte(name+"\n"), 0o400); err != nil {
+			t.Fatal(err)
+		}
+	}
+	exists := func(d string) bool { _, err := os.Stat(d); return err == nil }
+
+	own := mk("wine-AbC123", ours)
+	record("wine-AbC123")
+	if err := cleanServerDir(prefix); err != nil || exists(own) {
+		t.Errorf("own server dir: err %v, still there %v", err, exists(own))
+	}
+	os.Remove(filepath.Join(prefix, serverFile))
+
+	shared := mk("wine-Shared", ours, "server-fe00-1")
+	record("wine-Shared")
+	if err := cleanServerDir(prefix); err != nil || !exists(shared) {
+		t.Errorf("a directory holding another prefix's server must stay: err %v, there %v", err, exists(shared))
+	}
+	os.Remove(filepath.Join(prefix, serverFile))
+
+	record("../../etc") // never follow a name that is not Wine's pattern
+	if err := cleanServerDir(prefix); err != nil {
+		t.Error(err)
+	}
+}
+
+func TestFindNoWine(t *testing.T) {
+	_, _, err := Find(Options{Wine: "/nonexistent/wine"})
+	if err != ErrNoWine || !strings.Contains(err.Error(), "apt-get install --no-install-recommends wine64 wine") {
+		t.Errorf("Find with a missing wine = %v, want ErrNoWine naming the apt-get command", err)
+	}
+	_, err = Ensure(context.Background(), Options{Dir: t.TempDir(), Wine: "/nonexistent/wine", CacheDir: t.TempDir()})
+	if err != ErrNoWine {
+		t.Errorf("Ensure with a missing wine = %v, want ErrNoWine", err)
+	}
+}
+
+func TestEnsureRefusesForeignDir(t *testing.T) {
+	if _, _, err := Find(Options{}); err != nil {
+		if os.Getenv("LAB_REQUIRE_VM") == "1" {
+			t.Fatal(err)
+		}
+		t.Skipf("skipped: %v", err)
+	}
+	dir := t.TempDir()
+	if err := os.WriteFile(filepath.Join(dir, "mine.txt"), nil, 0o644); err != nil {
+		t.Fatal(err)
+	}
+	_, err := Ensure(context.Background(), Options{Dir: dir, CacheDir: t.TempDir()})
+	if err == nil || !strings.Contains(err.Error(), "is not a Wine prefix") {
+		t.Errorf("Ensure on a directory with files = %v", err)
+	}
+}
+
+// FuzzUnixPath: an accepted Windows path gives a clean absolute host path that translates
+// back to a Windows path naming the same host path.
+func FuzzUnixPath(f *testing.F) {
+	for _, s := range []string{`C:\`, `c:/x/../y`, `Z:\p\drive_c\x`, `Z:\`, `C:\a\\b\.\c`, `D:\x`, `C:`, "C:\\\x00"} {
+		f.Add(s)
+	}
+	const c = "/p/drive_c"
+	f.Fuzz(func(t *testing.T, w string) {
+		u, err := unixPath(c, w)
+		if err != nil {
+			return
+		}
+		if !filepath.IsAbs(u) || filepath.Clean(u) != u {
+			t.Fatalf("unixPath(%q) = %q: not clean and absolute", w, u)
+		}
+		back, err := windowsPath(c, u)
+		if err != nil {
+			t.Fatalf("windowsPath(%q): %v", u, err)
+		}
+		again, err := unixPath(c, back)
+		if err != nil || again != u {
+			t.Fatalf("%q -> %q -> %q -> %q, %v", w, u, back, again, err)
+		}
+	})
+}

@@ -1,0 +1,89 @@
+package wineprefix
+
+import (
+	"context"
+	"fmt"
+	"io"
+	"os"
+	"path/filepath"
+	"syscall"
+	"time"
+)
+
+// ensureTemplate returns the template prefix for this Wine version, creating it under
+// cache/wine-template when it is missing or was made by another Wine version. An flock on
+// cache/wine-template.lock serialises concurrent callers (several test packages, several VMs).
+func ensureTemplate(ctx context.Context, cache, loader, server, version string, prog io.Writer) (string, error) {
+	if err := os.MkdirAll(cache, 0o755); err != nil {
+		return "", fmt.Errorf("wineprefix: %w", err)
+	}
+	dir := filepath.Join(cache, templateDir)
+	unlock, err := lockFile(ctx, dir+".lock")
+	if err != nil {
+		return "", err
+	}
+	defer unlock()
+	if s, ok := readStamp(filepath.Join(dir, templateStamp)); ok && s.WineVersion == version {
+		return dir, nil
+	}
+	progress(prog, "wine: creating the prefix template in %s (%s; about 10 s, once per Wine version)", dir, version)
+	start := time.Now()
+	tmp := dir + ".tmp"
+	if err := os.RemoveAll(tmp); err != nil {
+		return "", fmt.Errorf("wineprefix: %w", err)
+	}
+	if err := os.Mkdir(tmp, 0o755); err != nil {
+		return "", fmt.Errorf("wineprefix: %w", err)
+	}
+	// wineboot -i returns while the services it started still write the registry; wait for
+	// the server to exit by itself (it saves the registry then) rather than killing it.
+	if err := internal(ctx, tmp, loader, "wineboot", "-i"); err != nil {
+		_ = internal(context.Background(), tmp, server, "-k")
+		return "", err
+	}
+	if err := internal(ctx, tmp, server, "-w"); err != nil {
+		return "", err
+	}
+	if _, err := os.Stat(filepath.Join(tmp, "drive_c", "windows", "system32")); err != nil {
+		return "", fmt.Errorf("wineprefix: wineboot -i made no prefix in %s: %w", tmp, err)
+	}
+	if err := cleanServerDir(tmp); err != nil {
+		return "", err
+	}
+	os.Remove(filepath.Join(tmp, serverFile)) // each copy gets its own server directory
+	if err := writeStamp(filepath.Join(tmp, templateStamp), version); err != nil {
+		return "", err
+	}
+	if err := os.RemoveAll(dir); err != nil {
+		return "", fmt.Errorf("wineprefix: %w", err)
+	}
+	if err := os.Rename(tmp, dir); err != nil {
+		return "", fmt.Errorf("wineprefix: %w", err)
+	}
+	progress(prog, "wine: template ready in %.1fs", time.Since(start).Seconds())
+	return dir, nil
+}
+
+// lockFile takes an exclusive flock on path, polling so that ctx can end the wait.
+func lockFile(ctx context.Context, path string) (func(), error) {
+	f, err := os.OpenFile(path, os.O_RDWR|os.O_CREATE, 0o644)
+	if err != nil {
+		return nil, fmt.Errorf("wineprefix: %w", err)
+	}
+	for {
+		err := syscall.Flock(int(f.Fd()), syscall.LOCK_EX|syscall.LOCK_NB)
+		if err == nil {
+			return func() { f.Close() }, nil
+		}
+		if err != syscall.EWOULDBLOCK {
+			f.Close()
+			return nil, fmt.Errorf("wineprefix: lock %s: %w", path, err)
+		}
+		select {
+		case <-ctx.Done():
+			f.Close()
+			return nil, fmt.Errorf("wineprefix: waiting for %s: %w", path, ctx.Err())
+		case <-time.After(100 * time.Millisecond):
+		}
+	}
+}

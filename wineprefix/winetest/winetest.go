@@ -1,0 +1,84 @@
+// Package winetest gives a test package one warm lab Wine prefix, shared by its tests and
+// removed by TestMain, and the project's skip rule: without Wine a test skips with the command
+// that installs it, unless LAB_REQUIRE_VM=1 (make test), where a missing Wine fails the test.
+package winetest
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"os"
+	"path/filepath"
+	"sync"
+	"testing"
+	"time"
+
+	"lab/wineprefix"
+)
+
+// Required reports whether missing tools are failures (LAB_REQUIRE_VM=1).
+func Required() bool { return os.Getenv("LAB_REQUIRE_VM") == "1" }
+
+// NeedWine skips (or, when Required, fails) tb when Wine is not installed.
+func NeedWine(tb testing.TB) {
+	tb.Helper()
+	if _, _, err := wineprefix.Find(wineprefix.Options{}); err != nil {
+		if Required() {
+			tb.Fatalf("%v (LAB_REQUIRE_VM=1: Wine is required)", err)
+		}
+		tb.Skipf("skipped: %v", err)
+	}
+}
+
+// Shared is one prefix for a test package: Get makes it on first use (template from the
+// user's cache, copy in a temporary directory, warmed); Close, from TestMain, removes it.
+type Shared struct {
+	once   sync.Once
+	p      *wineprefix.Prefix
+	tmp    string
+	err    error
+	Copied time.Duration // how long Ensure took (template creation included when it ran)
+}
+
+// Get returns the warm prefix, skipping or failing tb as NeedWine does.
+func (s *Shared) Get(tb testing.TB) *wineprefix.Prefix {
+	tb.Helper()
+	NeedWine(tb)
+	s.once.Do(func() {
+		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Minute)
+		defer cancel()
+		s.tmp, s.err = os.MkdirTemp("", "lab-winetest-")
+		if s.err != nil {
+			return
+		}
+		start := time.Now()
+		s.p, s.err = wineprefix.Ensure(ctx, wineprefix.Options{Dir: filepath.Join(s.tmp, "prefix")})
+		s.Copied = time.Since(start)
+		if s.err == nil {
+			s.err = s.p.Warm(ctx)
+		}
+	})
+	if s.err != nil {
+		if errors.Is(s.err, wineprefix.ErrNoWine) && !Required() {
+			tb.Skipf("skipped: %v", s.err)
+		}
+		tb.Fatal(s.err)
+	}
+	return s.p
+}
+
+// Close shuts the prefix down and removes it.
+func (s *Shared) Close() error {
+	var err error
+	if s.p != nil {
+		ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+		defer cancel()
+		err = s.p.Shutdown(ctx)
+	}
+	if s.tmp != "" {
+		if rerr := os.RemoveAll(s.tmp); err == nil && rerr != nil {
+			err = fmt.Errorf("winetest: %w", rerr)
+		}
+	}
+	return err
+}
