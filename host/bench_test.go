@@ -1,0 +1,143 @@
+package host_test
+
+import (
+	"io"
+	"net"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strconv"
+	"testing"
+)
+
+// The speed figures: run both pairs in one invocation so each figure has its baseline from
+// the same run on the same machine:
+//
+//	go test -run '^$' -bench 'Launch|Stdout' -benchtime 2s ./host
+//
+// Launch: a trivial host program exec'd directly vs through lab-interop + lab relay over a
+// Unix socket (the difference is the interop launch overhead). Stdout: MB/s of a host
+// program's stdout through interop vs the same path with plain read/write copies in place of
+// the relay and the interpreter: program -> pipe -> copy -> Unix socket -> copy -> pipe.
+
+// benchWorld is a relay that logs at its default level (warn), as a user runs it.
+func benchWorld(b *testing.B) *world {
+	return newWorld(b, "--log-level", "warn")
+}
+
+func BenchmarkLaunchDirect(b *testing.B) {
+	w := benchWorld(b)
+	prog := filepath.Join(w.hostShare, "bin", "true")
+	b.ResetTimer()
+	for b.Loop() {
+		cmd := exec.Command(prog)
+		cmd.Dir = w.hostShare
+		if err := cmd.Run(); err != nil {
+			b.Fatal(err)
+		}
+	}
+}
+
+func BenchmarkLaunchInterop(b *testing.B) {
+	w := benchWorld(b)
+	b.ResetTimer()
+	for b.Loop() {
+		// stdio as in BenchmarkLaunchDirect (/dev/null): the harness does the same work.
+		if err := w.interop("true", "true").Run(); err != nil {
+			out, _ := w.interop("true", "true").CombinedOutput()
+			b.Fatalf("%v: %s", err, out)
+		}
+	}
+}
+
+// stdoutBytes is what one iteration moves.
+const stdoutBytes = 256 << 20
+
+func BenchmarkStdoutUnixCopy(b *testing.B) {
+	w := benchWorld(b)
+	prog := filepath.Join(w.hostShare, "bin", "zeros")
+	b.SetBytes(stdoutBytes)
+	b.ResetTimer()
+	for b.Loop() {
+		// The interop path with plain copies in place of the relay and the interpreter:
+		// program -> pipe -> copy -> Unix socket -> copy -> pipe -> reader.
+		fds, err := socketpair()
+		if err != nil {
+			b.Fatal(err)
+		}
+		cmd := exec.Command(prog, strconv.Itoa(stdoutBytes))
+		out, err := cmd.StdoutPipe()
+		if err != nil {
+			b.Fatal(err)
+		}
+		pr, pw, err := os.Pipe()
+		if err != nil {
+			b.Fatal(err)
+		}
+		if err := cmd.Start(); err != nil {
+			b.Fatal(err)
+		}
+		go func() {
+			plainCopy(fds[0], out)
+			fds[0].(*net.UnixConn).CloseWrite()
+		}()
+		go func() {
+			plainCopy(pw, fds[1])
+			pw.Close()
+		}()
+		n, _ := io.Copy(io.Discard, pr)
+		if err := cmd.Wait(); err != nil || n != stdoutBytes {
+			b.Fatalf("%v, %d bytes", err, n)
+		}
+		pr.Close()
+		fds[0].Close()
+		fds[1].Close()
+	}
+}
+
+func BenchmarkStdoutInterop(b *testing.B) {
+	w := benchWorld(b)
+	b.SetBytes(stdoutBytes)
+	b.ResetTimer()
+	for b.Loop() {
+		cmd := w.interop("zeros", "zeros", strconv.Itoa(stdoutBytes))
+		out, err := cmd.StdoutPipe()
+		if err != nil {
+			b.Fatal(err)
+		}
+		if err := cmd.Start(); err != nil {
+			b.Fatal(err)
+		}
+		n, _ := io.Copy(io.Discard, out)
+		if err := cmd.Wait(); err != nil || n != stdoutBytes {
+			b.Fatalf("%v, %d bytes", err, n)
+		}
+	}
+}
+
+// plainCopy copies with read(2)/write(2) through a 32 KiB buffer, as socat does and as the
+// relay must (its frames interleave three streams), rather than io.Copy's splice(2)
+// shortcut between pipes and sockets, which no framed protocol can use.
+func plainCopy(dst io.Writer, src io.Reader) (int64, error) {
+	return io.CopyBuffer(struct{ io.Writer }{dst}, struct{ io.Reader }{src}, make([]byte, 32<<10))
+}
+
+// socketpair returns a connected pair of Unix stream sockets.
+func socketpair() ([2]net.Conn, error) {
+	var c [2]net.Conn
+	dir, err := os.MkdirTemp("", "sp")
+	if err != nil {
+		return c, err
+	}
+	defer os.RemoveAll(dir)
+	l, err := net.Listen("unix", filepath.Join(dir, "s"))
+	if err != nil {
+		return c, err
+	}
+	defer l.Close()
+	if c[0], err = net.Dial("unix", l.Addr().String()); err != nil {
+		return c, err
+	}
+	c[1], err = l.Accept()
+	return c, err
+}

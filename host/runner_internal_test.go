@@ -1,0 +1,96 @@
+package host
+
+import (
+	"os"
+	"path/filepath"
+	"reflect"
+	"testing"
+)
+
+func TestDetectFormat(t *testing.T) {
+	dir := t.TempDir()
+	tests := map[string]struct {
+		data string
+		want Format
+	}{
+		"pe":     {"MZ\x90\x00rest", FormatPE},
+		"elf":    {"\x7fELF\x02\x01", FormatNative},
+		"script": {"#!/bin/sh\n", FormatNative},
+		"short":  {"M", FormatNative},
+		"empty":  {"", FormatNative},
+	}
+	for name, tt := range tests {
+		p := filepath.Join(dir, name)
+		os.WriteFile(p, []byte(tt.data), 0o755)
+		got, err := DetectFormat(p)
+		if err != nil || got != tt.want {
+			t.Errorf("%s: DetectFormat = %v, %v; want %v", name, got, err, tt.want)
+		}
+	}
+	if _, err := DetectFormat(filepath.Join(dir, "missing")); err == nil {
+		t.Error("DetectFormat of a missing file succeeded")
+	}
+}
+
+func TestCommandNative(t *testing.T) {
+	c := &Config{}
+	cmd, _, err := c.command(launch{Program: "/bin/echo", Args: []string{"./echo", "a b", ""}, Dir: "/tmp", Env: []string{"A=1"}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if cmd.Path != "/bin/echo" || !reflect.DeepEqual(cmd.Args, []string{"./echo", "a b", ""}) || cmd.Dir != "/tmp" || !reflect.DeepEqual(cmd.Env, []string{"A=1"}) {
+		t.Errorf("native command: %q %q dir %q env %q", cmd.Path, cmd.Args, cmd.Dir, cmd.Env)
+	}
+}
+
+func TestCommandWine(t *testing.T) {
+	dir := t.TempDir()
+	c, err := Config{Token: make([]byte, 16), Wine: WineConfig{Path: "/opt/wine/bin/wine", Prefix: filepath.Join(dir, "state", "wine")}}.withDefaults()
+	if err != nil {
+		t.Fatal(err)
+	}
+	cmd, delay, err := c.command(launch{
+		Program: "/share/app.exe", Args: []string{"app.exe", "x y", "ü€"}, Dir: "/share",
+		Env:    []string{"PATH=/usr/bin", "WINEPREFIX=/home/u/.wine", "WINEDEBUG=+all", "LANG=C"},
+		Format: FormatPE,
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if cmd.Path != "/opt/wine/bin/wine" {
+		t.Errorf("path %q", cmd.Path)
+	}
+	if want := []string{"/opt/wine/bin/wine", "/share/app.exe", "x y", "ü€"}; !reflect.DeepEqual(cmd.Args, want) {
+		t.Errorf("args %q, want %q", cmd.Args, want)
+	}
+	wantEnv := []string{"PATH=/usr/bin", "LANG=C",
+		"WINEPREFIX=" + filepath.Join(dir, "state", "wine"), "WINEDEBUG=-all",
+		"WINEDLLOVERRIDES=" + DefaultWineDLLOverrides, "LC_ALL=C.UTF-8"}
+	if !reflect.DeepEqual(cmd.Env, wantEnv) {
+		t.Errorf("env\n got %q\nwant %q", cmd.Env, wantEnv)
+	}
+	if delay != c.Wine.WaitDelay || delay <= 0 {
+		t.Errorf("drain %v, want the wine WaitDelay %v", delay, c.Wine.WaitDelay)
+	}
+	if _, err := os.Stat(filepath.Join(dir, "state")); err != nil {
+		t.Errorf("the prefix's parent was not created: %v", err)
+	}
+	// A UTF-8 locale is kept as it is.
+	env := wineEnv([]string{"LANG=en_US.UTF-8"}, c.Wine)
+	for _, kv := range env {
+		if kv == "LC_ALL=C.UTF-8" {
+			t.Errorf("LC_ALL forced over a UTF-8 LANG: %q", env)
+		}
+	}
+}
+
+func TestWineMissing(t *testing.T) {
+	t.Setenv("PATH", t.TempDir())
+	if _, err := os.Stat("/usr/lib/wine/wine64"); err == nil {
+		t.Skip("wine64 is installed here")
+	}
+	c, _ := Config{Token: make([]byte, 16), Wine: WineConfig{Prefix: "/tmp/x"}}.withDefaults()
+	if _, _, err := c.command(launch{Program: "/x.exe", Args: []string{"x"}, Format: FormatPE}); err == nil {
+		t.Error("wine command built without wine installed")
+	}
+}

@@ -1,0 +1,405 @@
+package host
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"io/fs"
+	"log/slog"
+	"net"
+	"os"
+	"os/exec"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"syscall"
+	"time"
+
+	"lab/wire"
+)
+
+// refusal is a request the relay answers with an error and closes.
+type refusal struct {
+	errno wire.Errno
+	msg   string // one line for the user, sent to the guest
+	log   error  // what the log says (may say more than the guest is told)
+}
+
+func (e *refusal) Error() string { return e.msg }
+
+func refuse(errno wire.Errno, log error, format string, args ...any) *refusal {
+	return &refusal{errno: errno, msg: fmt.Sprintf(format, args...), log: log}
+}
+
+// accessDenied is the same reply for a wrong token and a wrong peer CID, so a prober
+// cannot tell which check failed.
+const accessDenied = "lab relay: access denied (the token or the VM does not match this relay; rerun `lab provision`)"
+
+// serveConn runs one connection: handshake, launch, streams, exit.
+func (r *Relay) serveConn(ctx context.Context, conn net.Conn) {
+	id := r.nextID.Add(1)
+	log := r.cfg.Logger.With("session", id, "peer", addrString(conn.RemoteAddr()))
+	r.sessions.Add(1)
+	r.active.Add(1)
+	defer r.active.Add(-1)
+	start := time.Now()
+
+	l, req, rf := r.handshake(conn, log)
+	if rf != nil {
+		r.refused.Add(1)
+		log.Warn("relay: refused", "errno", uint32(rf.errno), "reason", rf.log)
+		r.reply(conn, rf)
+		lingerClose(conn)
+		return
+	}
+	conn.SetDeadline(time.Time{})
+	s := wire.NewSession(conn, wire.RoleHost)
+	defer s.Close()
+
+	status, err := r.run(ctx, s, l, req, log)
+	if err != nil {
+		r.errs.Add(1)
+		log.Error("relay: session failed", "err", err, "duration", time.Since(start))
+		return
+	}
+	log.Info("relay: exit", "status", status.String(), "duration", time.Since(start))
+}
+
+func addrString(a net.Addr) string {
+	if a == nil {
+		return "?"
+	}
+	if s := a.String(); s != "" && s != "@" {
+		return a.Network() + ":" + s
+	}
+	return a.Network()
+}
+
+// lingerClose half-closes conn and discards what the peer still sends (bounded in time
+// and bytes) before closing: closing a socket with unread data resets the connection, and
+// the peer could lose the reply it has not read yet.
+func lingerClose(conn net.Conn) {
+	defer conn.Close()
+	// Without a half-close (some net.Conn wrappers) the peer still sees the reply and
+	// closes: the interpreter exits after a refusal.
+	if cw, ok := conn.(interface{ CloseWrite() error }); ok {
+		cw.CloseWrite()
+	}
+	conn.SetReadDeadline(time.Now().Add(time.Second))
+	io.CopyN(io.Discard, conn, 1<<20)
+}
+
+// reply sends the relay's Hello and a failed LaunchResult on a raw connection.
+func (r *Relay) reply(conn net.Conn, rf *refusal) {
+	msg := rf.msg
+	if len(msg) > wire.MaxMessage {
+		msg = msg[:wire.MaxMessage]
+	}
+	b, err := wire.AppendMessage(nil, wire.NewHello(nil))
+	if err == nil {
+		b, err = wire.AppendMessage(b, &wire.LaunchResult{Errno: rf.errno, Message: msg})
+	}
+	if err != nil {
+		return
+	}
+	conn.SetWriteDeadline(time.Now().Add(time.Second))
+	conn.Write(b)
+}
+
+// handshake reads Hello and Launch straight from the connection (exactly two frames, so
+// nothing the guest sends after them is consumed) under the handshake deadline, and
+// authenticates and authorises the request. Reading them before the session starts lets a
+// malformed or hostile first frame still get an error reply.
+func (r *Relay) handshake(conn net.Conn, log *slog.Logger) (launch, *wire.Launch, *refusal) {
+	conn.SetDeadline(time.Now().Add(r.cfg.HandshakeTimeout))
+	if err := r.cfg.checkPeer(conn.RemoteAddr()); err != nil {
+		return launch{}, nil, refuse(wire.EACCES, err, accessDenied)
+	}
+	buf := framePool.Get().(*[]byte)
+	defer framePool.Put(buf)
+
+	m, rf := readMessage(conn, *buf)
+	if rf != nil {
+		return launch{}, nil, rf
+	}
+	hello, ok := m.(*wire.Hello)
+	if !ok {
+		return launch{}, nil, refuse(wire.EINVAL, fmt.Errorf("first message is %v", m.Type()), "lab relay: protocol error: the first message must be a hello")
+	}
+	if err := r.cfg.checkToken(hello.Token); err != nil {
+		return launch{}, nil, refuse(wire.EACCES, err, accessDenied)
+	}
+	m, rf = readMessage(conn, *buf)
+	if rf != nil {
+		return launch{}, nil, rf
+	}
+	req, ok := m.(*wire.Launch)
+	if !ok {
+		return launch{}, nil, refuse(wire.EINVAL, fmt.Errorf("second message is %v", m.Type()), "lab relay: protocol error: expected a launch request")
+	}
+	l, rf := r.authorise(req)
+	if rf != nil {
+		return launch{}, nil, rf
+	}
+	log.Info("relay: launch", "guest_path", req.Path, "program", l.Program, "format", req.Format,
+		"runner", l.Format.String(), "args", len(req.Argv), "guest_cwd", req.Cwd, "tty", req.Flags&wire.LaunchTTY != 0)
+	return l, req, nil
+}
+
+var framePool = sync.Pool{New: func() any { b := make([]byte, wire.MaxPayload); return &b }}
+
+// readMessage reads one control frame and maps every failure to a refusal.
+func readMessage(conn net.Conn, buf []byte) (wire.Message, *refusal) {
+	t, p, err := wire.ReadFrame(conn, buf)
+	if err != nil {
+		var ne net.Error
+		switch {
+		case errors.Is(err, wire.ErrFrameTooLarge):
+			return nil, refuse(wire.E2BIG, err, "lab relay: request refused: a frame is larger than the %d-byte limit", wire.MaxFrame)
+		case errors.As(err, &ne) && ne.Timeout():
+			return nil, refuse(wire.EINVAL, err, "lab relay: handshake timed out")
+		default:
+			return nil, refuse(wire.EINVAL, err, "lab relay: protocol error: %v", err)
+		}
+	}
+	switch t {
+	case wire.TypeHello, wire.TypeLaunch:
+	default:
+		return nil, refuse(wire.EINVAL, fmt.Errorf("unexpected %v frame in the handshake", t), "lab relay: protocol error: unexpected %v frame", t)
+	}
+	m, err := wire.Unmarshal(t, p)
+	if err != nil {
+		var ve *wire.VersionError
+		if errors.As(err, &ve) {
+			return nil, refuse(wire.EPROTO, err, "lab relay: %v", err)
+		}
+		if errors.Is(err, wire.ErrNotLab) {
+			return nil, refuse(wire.EPROTO, err, "lab relay: %v", err)
+		}
+		return nil, refuse(wire.EINVAL, err, "lab relay: malformed request: %v", err)
+	}
+	return m, nil
+}
+
+// authorise turns a launch request into a host launch, or refuses it.
+func (r *Relay) authorise(req *wire.Launch) (launch, *refusal) {
+	var program string
+	var err error
+	if req.Format == wire.FormatHost {
+		program, err = r.cfg.resolveExposed(req.Path)
+	} else {
+		program, err = r.cfg.resolveProgram(req.Path)
+	}
+	if err != nil {
+		var de *DeniedError
+		switch {
+		case errors.As(err, &de):
+			return launch{}, refuse(wire.EPERM, err, "lab relay: %s: %s", de.Path, de.Reason)
+		case errors.Is(err, errNotFound), errors.Is(err, fs.ErrNotExist):
+			return launch{}, refuse(wire.ENOENT, err, "lab relay: %s: no such file on the host", req.Path)
+		default:
+			return launch{}, refuse(wire.EACCES, err, "lab relay: %s: %s", req.Path, strings.TrimPrefix(err.Error(), "host: "))
+		}
+	}
+	format, err := DetectFormat(program)
+	if err != nil {
+		return launch{}, refuse(wire.EACCES, err, "lab relay: %s: cannot read the program", req.Path)
+	}
+	return launch{
+		Program: program,
+		Args:    req.Argv,
+		Env:     hostEnv(r.cfg.Env, req.Env, r.cfg.guestToHostPath),
+		Format:  format,
+	}, nil
+}
+
+// run starts the program and serves the session until the program's exit status is sent
+// or the connection is lost.
+func (r *Relay) run(ctx context.Context, s *wire.Session, l launch, req *wire.Launch, log *slog.Logger) (ExitStatus, error) {
+	dir, warning := r.cfg.mapCwd(req.Cwd)
+	l.Dir = dir
+	tty := req.Flags&wire.LaunchTTY != 0
+	var ws *WinSize
+	if tty {
+		ws = &WinSize{Rows: req.Rows, Cols: req.Cols}
+	}
+	fail := func(errno wire.Errno, err error, msg string) (ExitStatus, error) {
+		s.Send(wire.NewHello(nil), &wire.LaunchResult{Errno: errno, Message: msg})
+		return ExitStatus{}, err
+	}
+	cmd, drain, err := r.cfg.command(l)
+	if err != nil {
+		return fail(wire.ENOEXEC, err, "lab relay: "+strings.TrimPrefix(err.Error(), "host: "))
+	}
+	p, err := startProcess(cmd, ws, drain, r.reaper)
+	if err != nil {
+		errno, why := startErrno(err)
+		return fail(errno, err, fmt.Sprintf("lab relay: %s: %s", req.Path, why))
+	}
+	r.launched.Add(1)
+	if err := s.Send(wire.NewHello(nil), &wire.LaunchResult{}); err != nil {
+		p.kill()
+		p.reap()
+		return ExitStatus{}, fmt.Errorf("host: send launch result: %w", err)
+	}
+	if warning != "" {
+		log.Info("relay: cwd fallback", "guest_cwd", req.Cwd, "host_dir", dir)
+		line := warning + "\n"
+		if tty {
+			line = warning + "\r\n" // the guest terminal is in raw mode
+		}
+		io.WriteString(s.Writer(wire.Stderr), line)
+	}
+
+	go p.afterExit()
+	// stdin is not waited for: the guest's stdin may stay open long after the program
+	// ended (a terminal); reap closes the program's end, which ends the pump.
+	go r.pumpStdin(s, p)
+	var wg sync.WaitGroup
+	wg.Add(2)
+	go func() { defer wg.Done(); r.pumpOutput(s, p, wire.Stdout, p.stdout) }()
+	go func() { defer wg.Done(); r.pumpOutput(s, p, wire.Stderr, p.stderr) }()
+
+	// Control messages until the session ends; the end of the session before the exit
+	// status was sent (a dead interpreter) kills the process group.
+	ctlDone := make(chan error, 1)
+	go func() {
+		for {
+			m, err := s.Recv(ctx)
+			if err != nil {
+				ctlDone <- err
+				return
+			}
+			switch m := m.(type) {
+			case *wire.Signal:
+				log.Debug("relay: signal", "signo", m.Signo)
+				p.signal(syscall.Signal(m.Signo))
+			case *wire.Resize:
+				if err := p.resize(WinSize{Rows: m.Rows, Cols: m.Cols}); err != nil {
+					log.Debug("relay: resize", "err", err)
+				}
+			default:
+				log.Warn("relay: ignoring an unexpected message", "type", m.Type().String())
+			}
+		}
+	}()
+	outputsDone := make(chan struct{})
+	go func() { wg.Wait(); close(outputsDone) }()
+
+	var lost error
+	select {
+	case <-outputsDone:
+		// The outputs are closed; the program may still run (it closed them itself).
+		select {
+		case <-p.exited:
+		case err := <-ctlDone:
+			lost = err
+			p.kill()
+		}
+	case err := <-ctlDone:
+		// The connection ended (or ctx: the relay's drain deadline) before the program.
+		lost = err
+		p.kill()
+		s.Close()
+		<-outputsDone
+	}
+	status := p.reap()
+	if lost == nil {
+		err := s.Send(&wire.Exit{Code: uint32(status.Code), Signal: uint8(status.Signal), Flags: coreFlag(status)})
+		if err != nil {
+			return status, fmt.Errorf("host: send exit status: %w", err)
+		}
+		// Let the guest close first: it has the exit status and closes at once; closing
+		// here first could cut what is still in flight on some transports.
+		t := time.NewTimer(5 * time.Second)
+		select {
+		case <-s.Done():
+		case <-ctx.Done():
+		case <-t.C:
+		}
+		t.Stop()
+		return status, nil
+	}
+	if errors.Is(lost, context.Canceled) {
+		return status, errors.New("host: killed by the relay's drain deadline")
+	}
+	return status, fmt.Errorf("host: connection lost before the program ended (process group killed): %w", lost)
+}
+
+func coreFlag(s ExitStatus) wire.ExitFlag {
+	if s.Core {
+		return wire.ExitCoreDumped
+	}
+	return 0
+}
+
+// startErrno maps a start failure to the errno the guest reports.
+func startErrno(err error) (wire.Errno, string) {
+	var ee *exec.Error
+	switch {
+	case errors.Is(err, syscall.ENOENT), errors.As(err, &ee) && errors.Is(ee.Err, fs.ErrNotExist):
+		return wire.ENOENT, "no such file or directory (or its interpreter is missing on the host)"
+	case errors.Is(err, syscall.EACCES), errors.Is(err, fs.ErrPermission):
+		return wire.EACCES, "permission denied (is it executable on the host?)"
+	case errors.Is(err, syscall.ENOEXEC):
+		return wire.ENOEXEC, "exec format error (the host cannot run this kind of file)"
+	case errors.Is(err, syscall.E2BIG):
+		return wire.E2BIG, "argument list too long"
+	case errors.Is(err, syscall.EAGAIN), errors.Is(err, syscall.EMFILE), errors.Is(err, syscall.ENFILE):
+		return wire.EAGAIN, "out of resources on the host; try again"
+	}
+	return wire.EINVAL, strings.TrimPrefix(err.Error(), "host: ")
+}
+
+// pumpStdin copies the guest's stdin into the program until EOF. When the program stops
+// reading (its stdin closed, or it exited), the guest is told to stop sending.
+func (r *Relay) pumpStdin(s *wire.Session, p *process) {
+	in := s.Reader(wire.Stdin)
+	_, err := in.WriteTo(countWriter{p.stdin, &r.bytesIn})
+	if err != nil {
+		in.CloseRead()
+	}
+	p.closeStdin()
+}
+
+// pumpOutput copies one output of the program to the guest, then sends its EOF. When the
+// guest's reader went away (`prog | head -1`), the pipe is closed so the program gets
+// EPIPE/SIGPIPE as it would in the guest.
+func (r *Relay) pumpOutput(s *wire.Session, p *process, id wire.StreamID, f *os.File) {
+	w := s.Writer(id)
+	defer w.CloseWrite()
+	if f == nil {
+		return
+	}
+	_, err := w.ReadFrom(countReader{outputReader{f}, &r.bytesOut})
+	if errors.Is(err, wire.ErrStreamClosed) {
+		if p.ptmx != nil {
+			io.Copy(io.Discard, outputReader{f}) // one file is the whole terminal: keep it drained
+			return
+		}
+		f.Close()
+	}
+}
+
+type countWriter struct {
+	w io.Writer
+	n *atomic.Uint64
+}
+
+func (c countWriter) Write(b []byte) (int, error) {
+	n, err := c.w.Write(b)
+	c.n.Add(uint64(n))
+	return n, err
+}
+
+type countReader struct {
+	r io.Reader
+	n *atomic.Uint64
+}
+
+func (c countReader) Read(b []byte) (int, error) {
+	n, err := c.r.Read(b)
+	c.n.Add(uint64(n))
+	return n, err
+}
