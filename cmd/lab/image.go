@@ -1,0 +1,94 @@
+package main
+
+import (
+	"encoding/json"
+	"fmt"
+	"io"
+	"os"
+
+	"github.com/spf13/cobra"
+
+	"lab/images"
+)
+
+func newImageCommand() *cobra.Command {
+	cmd := &cobra.Command{
+		Use:   "image",
+		Short: "Build and inspect the guest image",
+		Args:  cobra.NoArgs,
+	}
+	cmd.AddCommand(newImageBuildCommand())
+	return cmd
+}
+
+func newImageBuildCommand() *cobra.Command {
+	var opts images.Options
+	var asJSON bool
+	cmd := &cobra.Command{
+		Use:   "build",
+		Short: "Build the default guest image (cached)",
+		Long: `Build the guest image: one initramfs holding busybox (init as PID 1), an SSH
+server with OpenSSH's sftp-server, socat, and the kernel modules for
+virtio-net, vsock, binfmt_misc and 9p; plus the uncompressed kernel (vmlinux)
+that QEMU boots directly.
+
+Everything comes from this host's own apt sources: 'apt-get download' fetches
+the packages into the cache (no root needed, nothing is installed on the host)
+and lab unpacks them itself. The kernel is the linux-image package apt would
+install, unless --kernel/--modules name another one; when apt has no kernel
+package the host's own /boot/vmlinuz-VERSION and /lib/modules/VERSION are used
+if both exist. Without apt-get, an image already in the cache (for example
+a cache copied from another host) is used.
+
+The image is cached under the XDG cache dir ($XDG_CACHE_HOME/lab or
+~/.cache/lab), keyed by the package versions, the kernel and the recipe, so a
+second build is instant; --rebuild builds it again (downloaded packages are
+kept). manifest.json in the image dir lists what is inside.`,
+		Example: `  lab image build                    # build or reuse the cached image
+  lab image build --rebuild --json   # build again, print the manifest
+  lab image build --kernel /boot/vmlinuz-6.1.0-56-amd64 --modules /lib/modules/6.1.0-56-amd64`,
+		Args: cobra.NoArgs,
+		RunE: func(cmd *cobra.Command, args []string) error {
+			if opts.SSHServer != images.Dropbear && opts.SSHServer != images.OpenSSH {
+				return &usageError{fmt.Errorf("--ssh-server: want %q or %q", images.Dropbear, images.OpenSSH)}
+			}
+			var progress io.Writer = cmd.ErrOrStderr()
+			if asJSON {
+				progress = nil
+				if f, ok := cmd.ErrOrStderr().(*os.File); ok {
+					progress = f // bars on a terminal, lines otherwise; stdout stays JSON
+				}
+			}
+			opts.Progress = progress
+			img, err := images.Build(cmd.Context(), opts)
+			if err != nil {
+				return err
+			}
+			out := cmd.OutOrStdout()
+			if asJSON {
+				enc := json.NewEncoder(out)
+				enc.SetIndent("", "  ")
+				return enc.Encode(struct {
+					Dir           string          `json:"dir"`
+					Kernel        string          `json:"kernel"`
+					KernelVersion string          `json:"kernel_version"`
+					Initrd        string          `json:"initrd"`
+					Cmdline       string          `json:"cmdline"`
+					Manifest      images.Manifest `json:"manifest"`
+				}{img.Dir, img.Kernel, img.KernelVersion, img.Initrd, img.Cmdline, img.Manifest})
+			}
+			fmt.Fprintf(out, "image:   %s\nkernel:  %s (%s)\ninitrd:  %s (%.1f MB, %d files, %s)\ncmdline: %s\n",
+				img.Dir, img.Kernel, img.KernelVersion, img.Initrd,
+				float64(img.Manifest.InitrdSize)/1e6, len(img.Manifest.Files), img.Manifest.SSHServer, img.Cmdline)
+			return nil
+		},
+	}
+	f := cmd.Flags()
+	f.BoolVar(&opts.Rebuild, "rebuild", false, "build again even if the cache has the image (downloaded packages are kept)")
+	f.StringVar(&opts.Kernel, "kernel", "", "use this kernel (bzImage/vmlinuz or vmlinux) instead of the linux-image package")
+	f.StringVar(&opts.Modules, "modules", "", "the /lib/modules/VERSION directory matching --kernel")
+	f.StringVar(&opts.CacheDir, "cache-dir", "", "cache directory (default $XDG_CACHE_HOME/lab or ~/.cache/lab)")
+	f.StringVar(&opts.SSHServer, "ssh-server", images.DefaultSSHServer, "SSH server in the image: dropbear or openssh")
+	f.BoolVar(&asJSON, "json", false, "print the image's paths and manifest as JSON on stdout")
+	return cmd
+}

@@ -1,0 +1,50 @@
+package main
+
+import (
+	"github.com/spf13/cobra"
+
+	"lab/provision/labvm"
+	"lab/vm"
+)
+
+func newProvisionCommand() *cobra.Command {
+	var name string
+	var opts labvm.Options
+	cmd := &cobra.Command{
+		Use:   "provision [--name VM]",
+		Short: "Install the interop interpreter, binfmt rules and config in the guest (idempotent)",
+		Long: `provision brings a running guest to the state interop needs, over the VM's kept
+SSH connection, and changes only what differs:
+
+  - the static interpreter (lab-interop, built for the guest's architecture) at
+    /usr/local/lib/lab/interop, uploaded to a temporary file and renamed into place,
+    and the labpath link (/usr/bin/labpath);
+  - /etc/lab/interop.conf (relay address, token file, shares) and the VM's token
+    (/etc/lab/token, 0600 root; the host copy is in the VM's state directory);
+  - binfmt_misc mounted, the rules lab-pe (magic MZ, flags FP, as WSL's WSLInterop)
+    and lab-host (exposed-command stubs) registered, and persisted in
+    /etc/binfmt.d/lab.conf where the guest runs systemd;
+  - the VM's shares mounted, and a stub on the PATH for each exposed host command.
+
+Each rule is then read back from /proc/sys/fs/binfmt_misc; a difference fails with
+the reason. Running it again prints "nothing changed". A replaced interpreter
+re-registers the rules (flag F holds the old file open).`,
+		Example: `  lab provision
+  lab provision --name second --interpreter bin/lab-interop`,
+		Args: cobra.NoArgs,
+		RunE: func(cmd *cobra.Command, args []string) error {
+			ctx := cmd.Context()
+			c, err := vm.Connect(ctx, name)
+			if err != nil {
+				return err
+			}
+			defer c.Close()
+			opts.Progress = cmd.OutOrStdout()
+			_, err = labvm.Provision(ctx, c, name, opts)
+			return err
+		},
+	}
+	cmd.Flags().StringVar(&name, "name", vm.DefaultName, "VM name")
+	cmd.Flags().StringVar(&opts.Interpreter, "interpreter", "", "lab-interop binary for the guest (default: next to lab, as make build puts it)")
+	return cmd
+}

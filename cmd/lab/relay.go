@@ -1,0 +1,169 @@
+package main
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net"
+	"os"
+	"os/signal"
+	"strconv"
+	"strings"
+	"syscall"
+	"time"
+
+	"github.com/spf13/cobra"
+
+	"lab/host"
+	"lab/wire"
+)
+
+type relayOptions struct {
+	listen           []string
+	tokenFile        string
+	shares           []string
+	allow            []string
+	peerCID          uint32
+	maxSessions      int
+	handshakeTimeout time.Duration
+	grace            time.Duration
+	fallbackDir      string
+	wine             string
+	winePrefix       string
+}
+
+func newRelayCommand() *cobra.Command {
+	var o relayOptions
+	cmd := &cobra.Command{
+		Use:   "relay --token-file FILE [--listen unix:PATH|vsock:PORT]... [--share HOST:GUEST]... [--allow NAME=HOSTPATH]...",
+		Short: "Run the host relay by itself (kernel vsock, Unix sockets, tests)",
+		Long: `relay runs the host side of interop: guest interpreters connect to it to run
+programs on this host. It accepts a connection only with the token read from
+--token-file (and, on vsock, only from --peer-cid when given); it runs only
+files that resolve, symlinks followed, inside a --share, or the host commands
+exposed with --allow; never a shell. PE files (MZ) run with Wine in the lab's
+own prefix.
+
+Each --share HOST:GUEST says that the guest sees the host directory HOST at
+GUEST. The guest's working directory maps through the shares; outside them
+the program runs in --fallback-dir and the guest sees one warning line. Only
+the variables the guest's LABENV names cross (WSLENV's syntax and flags).
+
+The relay prints one line per listener on stdout ("lab relay: listening on
+ADDR"). On SIGTERM or SIGINT it stops accepting, lets running programs finish
+for --grace, then kills their process groups and exits 0.`,
+		Example: `  # a relay for tests, on a Unix socket, sharing /srv/lab as /mnt/host in the guest
+  head -c 32 /dev/urandom | base64 > token && chmod 600 token
+  lab relay --listen unix:/tmp/lab-relay.sock --token-file token --share /srv/lab:/mnt/host
+
+  # kernel vsock on the default port, only for the guest with CID 3, exposing notify-send
+  lab relay --listen vsock:5555 --peer-cid 3 --token-file token \
+      --share "$HOME/lab:/mnt/host" --allow notify-send=/usr/bin/notify-send`,
+		Args: cobra.NoArgs,
+		RunE: func(cmd *cobra.Command, args []string) error {
+			return relayAction(cmd, o)
+		},
+	}
+	f := cmd.Flags()
+	f.StringArrayVar(&o.listen, "listen", []string{"vsock:" + strconv.Itoa(wire.DefaultPort)}, "where to listen: unix:PATH or vsock:PORT (repeatable)")
+	f.StringVar(&o.tokenFile, "token-file", "", "file holding the token guests must present (required; at least 16 bytes; surrounding whitespace is ignored)")
+	f.StringArrayVar(&o.shares, "share", nil, "HOST:GUEST directory the guest sees HOST as (repeatable)")
+	f.StringArrayVar(&o.allow, "allow", nil, "NAME=HOSTPATH host command the guest may run by name (repeatable)")
+	f.Uint32Var(&o.peerCID, "peer-cid", 0, "on vsock, accept only this guest context ID (0: any)")
+	f.IntVar(&o.maxSessions, "max-sessions", 256, "concurrent connections; more wait in the listen backlog")
+	f.DurationVar(&o.handshakeTimeout, "handshake-timeout", 10*time.Second, "time a connection has to present a complete launch request")
+	f.DurationVar(&o.grace, "grace", 10*time.Second, "on SIGTERM, how long running programs may finish before their process groups are killed")
+	f.StringVar(&o.fallbackDir, "fallback-dir", "", "host working directory when the guest's is not in a share (default: your home directory)")
+	f.StringVar(&o.wine, "wine", "", "wine loader for PE files (default: wine in PATH, then /usr/lib/wine/wine64)")
+	f.StringVar(&o.winePrefix, "wine-prefix", "", "WINEPREFIX for PE files (default: $XDG_STATE_HOME/lab/wine)")
+	return cmd
+}
+
+func relayAction(cmd *cobra.Command, o relayOptions) error {
+	if o.tokenFile == "" {
+		return &usageError{errors.New("relay: --token-file is required")}
+	}
+	token, err := os.ReadFile(o.tokenFile)
+	if err != nil {
+		return fmt.Errorf("relay: read the token: %w", err)
+	}
+	token = []byte(strings.TrimSpace(string(token)))
+	cfg := host.Config{
+		Token:            token,
+		PeerCID:          o.peerCID,
+		MaxSessions:      o.maxSessions,
+		HandshakeTimeout: o.handshakeTimeout,
+		DrainTimeout:     o.grace,
+		FallbackDir:      o.fallbackDir,
+		Wine:             host.WineConfig{Path: o.wine, Prefix: o.winePrefix},
+		Subreaper:        true, // this process runs nothing but the relay's programs
+		Logger:           slog.Default(),
+	}
+	for _, s := range o.shares {
+		hostPath, guestPath, ok := strings.Cut(s, ":")
+		if !ok || hostPath == "" || guestPath == "" {
+			return &usageError{fmt.Errorf("relay: --share %q: want HOST:GUEST", s)}
+		}
+		cfg.Shares = append(cfg.Shares, host.Share{HostPath: hostPath, GuestPath: guestPath})
+	}
+	for _, a := range o.allow {
+		name, hostPath, ok := strings.Cut(a, "=")
+		if !ok || name == "" || hostPath == "" {
+			return &usageError{fmt.Errorf("relay: --allow %q: want NAME=HOSTPATH", a)}
+		}
+		cfg.Allow = append(cfg.Allow, host.Exposed{Name: name, HostPath: hostPath})
+	}
+	relay, err := host.NewRelay(cfg)
+	if err != nil {
+		return relayError(err)
+	}
+
+	// Handled (not ignored) signals are reset to their defaults in the programs the relay
+	// starts; one ignored when the relay started (nohup, a background job) would otherwise
+	// stay ignored in every host program. SIGINT and SIGTERM are handled by main.
+	keep := make(chan os.Signal, 1)
+	signal.Notify(keep, syscall.SIGHUP, syscall.SIGQUIT, syscall.SIGPIPE)
+	defer signal.Stop(keep)
+	go func() {
+		for range keep {
+		}
+	}()
+
+	// One listener failing stops (and drains) the others.
+	ctx, cancel := context.WithCancel(cmd.Context())
+	defer cancel()
+	var listeners []net.Listener
+	for _, addr := range o.listen {
+		l, err := host.Listen(addr)
+		if err != nil {
+			for _, l := range listeners {
+				l.Close()
+			}
+			return relayError(err)
+		}
+		listeners = append(listeners, l)
+	}
+	errc := make(chan error, len(listeners))
+	for i, l := range listeners {
+		fmt.Fprintf(cmd.OutOrStdout(), "lab relay: listening on %s\n", o.listen[i])
+		go func() { errc <- relay.Serve(ctx, l) }()
+	}
+	var errs []error
+	for range listeners {
+		if err := <-errc; err != nil {
+			errs = append(errs, err)
+			cancel()
+		}
+	}
+	slog.Info("relay: stopped", "stats", fmt.Sprintf("%+v", relay.Stats()))
+	if len(errs) > 0 {
+		return fmt.Errorf("relay: %w", errors.Join(errs...))
+	}
+	return nil
+}
+
+// relayError says "relay: ..." once instead of "relay: host: ...".
+func relayError(err error) error {
+	return fmt.Errorf("relay: %s", strings.TrimPrefix(err.Error(), "host: "))
+}

@@ -1,0 +1,114 @@
+package main
+
+import (
+	"errors"
+	"fmt"
+	"io"
+	"os"
+
+	"github.com/spf13/cobra"
+
+	"lab/scenarios"
+	"lab/scenarios/suite"
+	"lab/vm"
+)
+
+func newRunCommand() *cobra.Command {
+	var name, junit, interp string
+	var tap, jsonOut, list, verbose bool
+	cmd := &cobra.Command{
+		Use:   "run [PATTERN...] [--junit FILE] [--tap] [--json]",
+		Short: "Run the interop scenarios in a running VM",
+		Long: `run runs the scenario suite (one behaviour per scenario: streams, exit status,
+signals, terminal, cwd, LABENV, labpath, interop off, relay errors, security, load)
+in the guest over SSH, one scenario at a time, and prints a line per scenario and a
+summary table; a failing scenario shows its command, expected vs got, and the
+relay's and the guest's log lines. PATTERNs (globs or substrings) select scenarios.
+
+The VM needs a writable share (lab up --share DIR:/mnt/lab): the suite builds its
+host fixtures there (with the Go toolchain) and exposes them as host-* commands.
+
+--tap and --json print that format on stdout instead of the table; --junit FILE
+writes JUnit XML as well. Exit status: 0 when every selected scenario passed (or
+was skipped), 1 when one failed.`,
+		Example: `  lab run
+  lab run stdin tty --tap
+  lab run --junit report.xml`,
+		RunE: func(cmd *cobra.Command, args []string) error {
+			out := cmd.OutOrStdout()
+			if list {
+				all, err := scenarios.List()
+				if err != nil {
+					return err
+				}
+				for _, s := range all {
+					if scenarios.Match(s.Name, args) {
+						fmt.Fprintf(out, "%-24s %s\n", s.Name, s.Summary)
+					}
+				}
+				return nil
+			}
+			if tap && jsonOut {
+				return &usageError{errors.New("run: choose one of --tap and --json")}
+			}
+			ctx := cmd.Context()
+			c, err := vm.Connect(ctx, name)
+			if err != nil {
+				return err
+			}
+			defer c.Close()
+			dir, err := vm.StateDirOf(name)
+			if err != nil {
+				return err
+			}
+			progress := io.Writer(os.Stderr)
+			env, err := suite.Env(ctx, c, dir, suite.Options{Interpreter: interp, Progress: progress})
+			if err != nil {
+				return err
+			}
+			rep, err := scenarios.Run(ctx, env, scenarios.Options{Patterns: args, Progress: progress, Verbose: verbose})
+			if err != nil {
+				return err
+			}
+			return writeReport(out, rep, tap, jsonOut, junit)
+		},
+	}
+	f := cmd.Flags()
+	f.StringVar(&name, "name", vm.DefaultName, "VM name")
+	f.StringVar(&junit, "junit", "", "also write a JUnit XML report to FILE")
+	f.BoolVar(&tap, "tap", false, "print TAP on stdout")
+	f.BoolVar(&jsonOut, "json", false, "print JSON on stdout")
+	f.BoolVar(&list, "list", false, "list the scenarios (and their behaviour) without running them")
+	f.BoolVar(&verbose, "verbose", false, "keep the full log of passing scenarios in the reports")
+	f.StringVar(&interp, "interpreter", "", "lab-interop binary for the guest (default: next to lab)")
+	return cmd
+}
+
+// writeReport prints the report in the chosen format and maps failures to exit status 1.
+func writeReport(out io.Writer, rep *scenarios.Report, tap, jsonOut bool, junit string) error {
+	var err error
+	switch {
+	case tap:
+		err = rep.WriteTAP(out)
+	case jsonOut:
+		err = rep.WriteJSON(out)
+	default:
+		err = rep.WriteTable(out)
+	}
+	if err != nil {
+		return err
+	}
+	if junit != "" {
+		f, err := os.Create(junit)
+		if err != nil {
+			return fmt.Errorf("run: %w", err)
+		}
+		if err := errors.Join(rep.WriteJUnit(f), f.Close()); err != nil {
+			return fmt.Errorf("run: junit: %w", err)
+		}
+	}
+	if _, failed, _ := rep.Counts(); failed > 0 {
+		return &exitError{1}
+	}
+	return nil
+}

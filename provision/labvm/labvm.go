@@ -1,0 +1,186 @@
+// Package labvm applies package provision to lab's own VMs (package vm): it reads a VM's
+// state directory (instance record, token, allow list), renders the interpreter's
+// configuration and the stubs in the formats of packages guest and wire, and serves the
+// relay (package host) inside the VM's hostagent as a vm.Task.
+package labvm
+
+import (
+	"context"
+	"encoding/json"
+	"fmt"
+	"io"
+	"os"
+	"path/filepath"
+	"strconv"
+	"strings"
+
+	"lab/provision"
+	"lab/vm"
+	"lab/wire"
+)
+
+// RelayAddr is where the guest's interpreter finds the relay: the host's vsock CID (2)
+// on the default port.
+var RelayAddr = "vsock:2:" + strconv.Itoa(wire.DefaultPort)
+
+// Instance reads the VM's instance record (written by vm.Up before the hostagent starts).
+func Instance(stateDir string) (*vm.Instance, error) {
+	b, err := os.ReadFile(filepath.Join(stateDir, vm.FileInstance))
+	if err != nil {
+		return nil, fmt.Errorf("labvm: %w (is the VM up? lab up)", err)
+	}
+	var in vm.Instance
+	if err := json.Unmarshal(b, &in); err != nil {
+		return nil, fmt.Errorf("labvm: %s: %w", vm.FileInstance, err)
+	}
+	return &in, nil
+}
+
+// Shares returns the VM's shares with their 9p tags.
+func Shares(in *vm.Instance) []provision.Share {
+	var out []provision.Share
+	for i, s := range in.Shares {
+		tag := s.Tag
+		if tag == "" {
+			tag = fmt.Sprintf("share%d", i)
+		}
+		out = append(out, provision.Share{Tag: tag, HostPath: s.HostPath, GuestPath: s.GuestPath})
+	}
+	return out
+}
+
+// InteropConf renders /etc/lab/interop.conf in the format package guest reads
+// (`key = value` lines; paths with spaces or quotes Go-quoted).
+func InteropConf(s provision.Settings) ([]byte, error) {
+	var b strings.Builder
+	b.WriteString("# lab interop configuration, written by lab provision; changes are overwritten.\n")
+	fmt.Fprintf(&b, "relay = %s\n", s.RelayAddr)
+	fmt.Fprintf(&b, "token_file = %s\n", quoteField(s.TokenPath))
+	for _, sh := range s.Shares {
+		fmt.Fprintf(&b, "share = %s %s\n", quoteField(sh.GuestPath), quoteField(sh.HostPath))
+	}
+	return []byte(b.String()), nil
+}
+
+func quoteField(s string) string {
+	if s == "" || strings.ContainsAny(s, " \t\"'#\\") || !strconv.IsPrint(rune(s[0])) {
+		return strconv.Quote(s)
+	}
+	return s
+}
+
+// Stub renders an exposed command's stub (wire's format).
+func Stub(e provision.Exposed) []byte {
+	b, err := wire.FormatStub(e.Name)
+	if err != nil {
+		// Names are checked when they are exposed; a bad one here is a corrupt allow list.
+		return []byte(wire.StubMagic + "# invalid name: " + err.Error() + "\n")
+	}
+	return b
+}
+
+// Options tune Provision.
+type Options struct {
+	Interpreter string    // host path of lab-interop for the guest; zero: provision.FindInterpreter
+	Progress    io.Writer // one line per step; nil: silent
+}
+
+// Rules are the binfmt rules lab registers.
+func Rules() []provision.Rule { return provision.DefaultRules([]byte(wire.StubMagic)) }
+
+// Config assembles the provisioning of the VM whose state is in stateDir.
+func Config(stateDir string, opts Options) (provision.Config, error) {
+	in, err := Instance(stateDir)
+	if err != nil {
+		return provision.Config{}, err
+	}
+	token, err := provision.EnsureToken(stateDir)
+	if err != nil {
+		return provision.Config{}, err
+	}
+	exposed, err := provision.LoadExposed(stateDir)
+	if err != nil {
+		return provision.Config{}, err
+	}
+	return provision.Config{
+		Interpreter: opts.Interpreter,
+		Token:       token,
+		InteropConf: InteropConf,
+		Settings:    provision.Settings{RelayAddr: RelayAddr},
+		Shares:      Shares(in),
+		Exposed:     exposed,
+		Stub:        Stub,
+		StubMagic:   []byte(wire.StubMagic),
+		Progress:    opts.Progress,
+	}, nil
+}
+
+// Provision provisions the named VM (or state dir) over g, a connection to it.
+func Provision(ctx context.Context, g provision.Guest, nameOrDir string, opts Options) (*provision.Result, error) {
+	dir, err := vm.StateDirOf(nameOrDir)
+	if err != nil {
+		return nil, err
+	}
+	cfg, err := Config(dir, opts)
+	if err != nil {
+		return nil, err
+	}
+	return provision.Provision(ctx, g, cfg)
+}
+
+// Expose adds host programs to the VM's allow list and provisions their stubs. The
+// relay picks the new list up by itself (it watches the file).
+func Expose(ctx context.Context, g provision.Guest, nameOrDir string, programs []string, as string, opts Options) ([]provision.Exposed, error) {
+	dir, err := vm.StateDirOf(nameOrDir)
+	if err != nil {
+		return nil, err
+	}
+	list, err := provision.LoadExposed(dir)
+	if err != nil {
+		return nil, err
+	}
+	list, added, err := provision.AddExposed(list, programs, as)
+	if err != nil {
+		return nil, err
+	}
+	for _, e := range added {
+		if err := wire.CheckStubName(e.Name); err != nil {
+			return nil, fmt.Errorf("labvm: expose %s: %w (use --as NAME)", e.HostPath, err)
+		}
+	}
+	if err := provision.SaveExposed(dir, list); err != nil {
+		return nil, err
+	}
+	if _, err := Provision(ctx, g, dir, opts); err != nil {
+		return added, err
+	}
+	return added, nil
+}
+
+// Unexpose removes entries from the allow list and their stubs from the guest.
+func Unexpose(ctx context.Context, g provision.Guest, nameOrDir string, names []string, opts Options) ([]provision.Exposed, error) {
+	dir, err := vm.StateDirOf(nameOrDir)
+	if err != nil {
+		return nil, err
+	}
+	list, err := provision.LoadExposed(dir)
+	if err != nil {
+		return nil, err
+	}
+	list, removed, err := provision.RemoveExposed(list, names)
+	if err != nil {
+		return nil, err
+	}
+	if err := provision.SaveExposed(dir, list); err != nil {
+		return nil, err
+	}
+	if _, err := Provision(ctx, g, dir, opts); err != nil {
+		return removed, err
+	}
+	return removed, nil
+}
+
+// Interop turns the VM's binfmt rules on or off.
+func Interop(ctx context.Context, g provision.Guest, on bool) error {
+	return provision.SetInterop(ctx, g, Rules(), on)
+}

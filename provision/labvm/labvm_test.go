@@ -1,0 +1,82 @@
+package labvm
+
+import (
+	"bytes"
+	"net"
+	"testing"
+
+	"lab/guest"
+	"lab/provision"
+	"lab/wire"
+)
+
+// The config provisioning writes must be the one the interpreter reads.
+func TestInteropConfParsesInGuest(t *testing.T) {
+	s := provision.Settings{
+		RelayAddr: RelayAddr,
+		TokenPath: provision.TokenPath,
+		Shares: []provision.Share{
+			{Tag: "share0", HostPath: "/home/me/work", GuestPath: "/mnt/lab"},
+			{Tag: "share1", HostPath: "/home/me/My Files", GuestPath: "/mnt/my files"},
+		},
+	}
+	b, err := InteropConf(s)
+	if err != nil {
+		t.Fatal(err)
+	}
+	c, err := guest.ParseConfig(bytes.NewReader(b), "interop.conf")
+	if err != nil {
+		t.Fatalf("guest.ParseConfig: %v\n%s", err, b)
+	}
+	if c.Relay != RelayAddr || c.TokenFile != provision.TokenPath || len(c.Shares) != 2 {
+		t.Fatalf("parsed %+v from\n%s", c, b)
+	}
+	if c.Shares[1].Guest != "/mnt/my files" || c.Shares[1].Host != "/home/me/My Files" {
+		t.Errorf("share with spaces: %+v", c.Shares[1])
+	}
+}
+
+func TestStubParsesInWire(t *testing.T) {
+	name, err := wire.ParseStub(Stub(provision.Exposed{Name: "notify-send"}))
+	if err != nil || name != "notify-send" {
+		t.Errorf("ParseStub = %q, %v", name, err)
+	}
+	if _, err := wire.ParseStub(Stub(provision.Exposed{Name: "../x"})); err == nil {
+		t.Error("a stub for an invalid name parsed")
+	}
+}
+
+func TestRulesMatchGuest(t *testing.T) {
+	want, err := guest.BinfmtRules(provision.InterpreterPath)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for i, r := range Rules() {
+		// Same rule; flag order differs only in spelling (WSL writes FP).
+		got := r.String()
+		if got[:len(got)-2] != want[i][:len(want[i])-2] {
+			t.Errorf("rule %d: %q, guest package says %q", i, got, want[i])
+		}
+	}
+}
+
+func TestChanListener(t *testing.T) {
+	l := newChanListener(&net.UnixAddr{Name: "x", Net: "unix"})
+	a, b := net.Pipe()
+	defer b.Close()
+	go l.deliver(a)
+	c, err := l.Accept()
+	if err != nil || c != a {
+		t.Fatalf("Accept = %v, %v", c, err)
+	}
+	l.Close()
+	if _, err := l.Accept(); err == nil {
+		t.Fatal("Accept after Close succeeded")
+	}
+	x, y := net.Pipe()
+	defer y.Close()
+	l.deliver(x) // closed listener: the connection is closed, not leaked
+	if _, err := x.Write([]byte("a")); err == nil {
+		t.Error("connection delivered to a closed listener is still open")
+	}
+}

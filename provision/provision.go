@@ -1,0 +1,558 @@
+package provision
+
+import (
+	"bytes"
+	"context"
+	"crypto/sha256"
+	"encoding/hex"
+	"errors"
+	"fmt"
+	"io"
+	"os"
+	"path"
+	"slices"
+	"sort"
+	"strings"
+
+	"github.com/pkg/sftp"
+)
+
+// Guest is what provisioning needs from a running guest: a shell command runner and an
+// SFTP client over the same kept SSH connection. *vm.Client satisfies it.
+type Guest interface {
+	// Run runs cmd with the guest's /bin/sh and returns its exit status; err is non-nil
+	// only when the command could not be run or its status not learnt.
+	Run(ctx context.Context, cmd string, stdin io.Reader, stdout, stderr io.Writer) (int, error)
+	SFTP() (*sftp.Client, error)
+}
+
+// Paths in the guest. They are fixed so that a guest provisioned by one lab version can
+// be re-provisioned (and cleaned) by another.
+const (
+	InterpreterPath = "/usr/local/lib/lab/interop" // the static lab-interop binary
+	LabpathPath     = "/usr/bin/labpath"           // symlink to the interpreter (multi-call), as WSL's /usr/bin/wslpath
+	ConfigPath      = "/etc/lab/interop.conf"      // read by the interpreter
+	TokenPath       = "/etc/lab/token"             // per-VM secret, 0600 root
+	StubDir         = "/usr/bin"                   // exposed host commands' stubs (on every PATH, even dropbear's default)
+	StubsManifest   = "/etc/lab/exposed"           // names of the stubs provisioning installed, one a line
+	BinfmtConfPath  = "/etc/binfmt.d/lab.conf"     // persistence where the guest runs systemd
+)
+
+// Share is a 9p share the guest mounts: the QEMU mount tag, and where it appears.
+type Share struct {
+	Tag       string // 9p mount tag (QEMU -virtfs mount_tag)
+	HostPath  string // host directory (for the interpreter's path mapping, labpath)
+	GuestPath string // absolute guest mount point
+}
+
+// Exposed is a host program the guest may run by name through a stub on its PATH.
+type Exposed struct {
+	Name     string // guest command name (file name of the stub)
+	HostPath string // absolute host path of the program
+}
+
+// Config is what one provisioning run installs. Zero values are documented per field.
+type Config struct {
+	// Interpreter is the host path of the static lab-interop binary built for the guest's
+	// architecture. Zero: InterpreterFor is asked with the guest's GOARCH.
+	Interpreter string
+	// InterpreterFor finds the interpreter for a GOARCH ("amd64", "arm64"). Zero:
+	// FindInterpreter.
+	InterpreterFor func(goarch string) (string, error)
+	// Token is the per-VM secret (see EnsureToken). Required.
+	Token []byte
+	// InteropConf renders the interpreter's configuration file. Required.
+	InteropConf func(Settings) ([]byte, error)
+	// Settings are passed to InteropConf.
+	Settings Settings
+	// Shares are mounted if they are not already (the image's init mounts the ones named
+	// on the kernel command line; provisioning makes sure).
+	Shares []Share
+	// Exposed are the stubs the guest should have; stubs of other names are removed.
+	Exposed []Exposed
+	// Stub renders the stub file of an exposed command. Required when Exposed is not empty.
+	Stub func(Exposed) []byte
+	// StubMagic identifies stub files (their first bytes); it is also the magic of the
+	// exposed-command binfmt rule. Required.
+	StubMagic []byte
+	// Rules are the binfmt_misc rules to register. Zero: DefaultRules(StubMagic).
+	Rules []Rule
+	// Progress receives one line per step. Nil: silent.
+	Progress io.Writer
+}
+
+// Settings are the facts the interpreter's config file carries.
+type Settings struct {
+	RelayAddr string  // e.g. "vsock:2:5555"
+	TokenPath string  // zero: TokenPath
+	Shares    []Share // guest path -> host path (labpath, cwd mapping)
+}
+
+// DefaultRules are lab's two formats: pe (magic MZ, flags FP, exactly as WSL's
+// WSLInterop registration) and host (exposed host commands: the stub magic).
+func DefaultRules(stubMagic []byte) []Rule {
+	return []Rule{
+		{Name: "lab-pe", Magic: []byte("MZ"), Interpreter: InterpreterPath, Flags: "FP"},
+		{Name: "lab-host", Magic: slices.Clone(stubMagic), Interpreter: InterpreterPath, Flags: "FP"},
+	}
+}
+
+// Step is one thing provisioning checked, and what it did about it.
+type Step struct {
+	Name    string // e.g. "interpreter", "rule lab-pe", "share host"
+	Changed bool
+	Detail  string // e.g. "up to date (sha256 1a2b3c4d)", "replaced"
+}
+
+// Result lists every step of a provisioning run.
+type Result struct {
+	Arch  string // guest GOARCH
+	Steps []Step
+}
+
+// Changed reports whether any step changed the guest.
+func (r *Result) Changed() bool {
+	return slices.ContainsFunc(r.Steps, func(s Step) bool { return s.Changed })
+}
+
+// Summary is one line: "nothing changed (N checks)" or "changed: a, b".
+func (r *Result) Summary() string {
+	var changed []string
+	for _, s := range r.Steps {
+		if s.Changed {
+			changed = append(changed, s.Name)
+		}
+	}
+	if len(changed) == 0 {
+		return fmt.Sprintf("guest already provisioned: nothing changed (%d checks)", len(r.Steps))
+	}
+	return "changed: " + strings.Join(changed, ", ")
+}
+
+func (c *Config) setDefaults() error {
+	if len(c.Token) == 0 {
+		return errors.New("provision: no token (see provision.EnsureToken)")
+	}
+	if c.InteropConf == nil {
+		return errors.New("provision: no InteropConf renderer")
+	}
+	if len(c.StubMagic) == 0 {
+		return errors.New("provision: no stub magic")
+	}
+	if len(c.Exposed) > 0 && c.Stub == nil {
+		return errors.New("provision: exposed commands but no Stub renderer")
+	}
+	if c.InterpreterFor == nil {
+		c.InterpreterFor = FindInterpreter
+	}
+	if c.Rules == nil {
+		c.Rules = DefaultRules(c.StubMagic)
+	}
+	for _, r := range c.Rules {
+		if err := r.Validate(); err != nil {
+			return err
+		}
+	}
+	if c.Settings.TokenPath == "" {
+		c.Settings.TokenPath = TokenPath
+	}
+	if c.Settings.Shares == nil {
+		c.Settings.Shares = c.Shares
+	}
+	for _, s := range c.Shares {
+		if s.Tag == "" || !path.IsAbs(s.GuestPath) {
+			return fmt.Errorf("provision: share %+v: needs a tag and an absolute guest path", s)
+		}
+	}
+	for _, e := range c.Exposed {
+		if err := checkName(e.Name); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+func checkName(name string) error {
+	if name == "" || name == "." || name == ".." || strings.ContainsAny(name, "/\x00 \t\n'\"\\$`") {
+		return fmt.Errorf("provision: exposed command name %q: must be a plain file name", name)
+	}
+	return nil
+}
+
+// Provision brings the guest to the state cfg describes, changing only what differs, then
+// reads every binfmt rule back from the kernel. Running it twice changes nothing the
+// second time (Result.Changed is false).
+func Provision(ctx context.Context, g Guest, cfg Config) (*Result, error) {
+	if err := cfg.setDefaults(); err != nil {
+		return nil, err
+	}
+	var names []string
+	for _, e := range cfg.Exposed {
+		names = append(names, e.Name)
+	}
+	st, err := probe(ctx, g, cfg.Rules, cfg.StubMagic, names)
+	if err != nil {
+		return nil, err
+	}
+	interp := cfg.Interpreter
+	if interp == "" {
+		if interp, err = cfg.InterpreterFor(st.goarch); err != nil {
+			return nil, err
+		}
+	}
+	interpData, err := os.ReadFile(interp)
+	if err != nil {
+		return nil, fmt.Errorf("provision: read interpreter: %w", err)
+	}
+	conf, err := cfg.InteropConf(cfg.Settings)
+	if err != nil {
+		return nil, fmt.Errorf("provision: render interpreter config: %w", err)
+	}
+	want := desired{
+		interp: interpData,
+		conf:   conf,
+		token:  cfg.Token,
+		rules:  cfg.Rules,
+		shares: cfg.Shares,
+		magic:  cfg.StubMagic,
+		stubs:  map[string][]byte{},
+	}
+	for _, e := range cfg.Exposed {
+		want.stubs[e.Name] = cfg.Stub(e)
+	}
+	p := plan(st, want)
+	res := &Result{Arch: st.goarch, Steps: p.steps}
+	if err := p.apply(ctx, g); err != nil {
+		return res, err
+	}
+	if err := Verify(ctx, g, cfg.Rules, true); err != nil {
+		return res, err
+	}
+	if cfg.Progress != nil {
+		for _, s := range res.Steps {
+			mark := "ok     "
+			if s.Changed {
+				mark = "changed"
+			}
+			fmt.Fprintf(cfg.Progress, "  %s  %-22s %s\n", mark, s.Name, s.Detail)
+		}
+		fmt.Fprintf(cfg.Progress, "provision: %s\n", res.Summary())
+	}
+	return res, nil
+}
+
+// desired is what the guest should hold.
+type desired struct {
+	interp, conf, token []byte
+	rules               []Rule
+	shares              []Share
+	magic               []byte
+	stubs               map[string][]byte // name -> content
+}
+
+// upload is a file written through SFTP to a temporary name in the target's directory,
+// then renamed over the target by the apply script (rename(2) is atomic: a running
+// interpreter keeps its old inode, a new launch sees the whole new file).
+type upload struct {
+	target string
+	data   []byte
+	mode   os.FileMode
+}
+
+type planned struct {
+	steps   []Step
+	uploads []upload
+	script  []string // shell lines run after the uploads, under set -e
+	token   []byte   // written with umask 077 through stdin (never through a 0666 window)
+}
+
+func sum(b []byte) string {
+	h := sha256.Sum256(b)
+	return hex.EncodeToString(h[:])
+}
+
+// plan compares the probed state with the desired one. It is pure, so the idempotence
+// rules are unit-tested without a guest.
+func plan(st *state, want desired) *planned {
+	p := &planned{}
+	step := func(name string, changed bool, detail string) {
+		p.steps = append(p.steps, Step{Name: name, Changed: changed, Detail: detail})
+	}
+	p.script = append(p.script, "mkdir -p /usr/local/lib/lab /etc/lab && chmod 0755 /etc/lab")
+
+	interpChanged := st.files[InterpreterPath] != sum(want.interp)
+	if interpChanged {
+		p.uploads = append(p.uploads, upload{InterpreterPath, want.interp, 0o755})
+		detail := "installed"
+		if st.files[InterpreterPath] != "" {
+			detail = "replaced (was sha256 " + short(st.files[InterpreterPath]) + ")"
+		}
+		step("interpreter", true, fmt.Sprintf("%s: sha256 %s, %d bytes", detail, short(sum(want.interp)), len(want.interp)))
+	} else {
+		step("interpreter", false, "up to date (sha256 "+short(sum(want.interp))+")")
+	}
+
+	if st.labpath != InterpreterPath {
+		p.script = append(p.script, "ln -sfn "+InterpreterPath+" "+LabpathPath)
+		step("labpath", true, LabpathPath+" -> "+InterpreterPath)
+	} else {
+		step("labpath", false, "up to date")
+	}
+
+	if st.files[ConfigPath] != sum(want.conf) {
+		p.uploads = append(p.uploads, upload{ConfigPath, want.conf, 0o644})
+		step("config", true, "written "+ConfigPath)
+	} else {
+		step("config", false, "up to date")
+	}
+
+	if st.files[TokenPath] != sum(want.token) || st.tokenMode != "600" {
+		p.token = want.token
+		step("token", true, "written "+TokenPath+" (0600 root)")
+	} else {
+		step("token", false, "up to date")
+	}
+
+	if !st.binfmtMounted {
+		p.script = append(p.script, "mount -t binfmt_misc binfmt_misc "+BinfmtDir)
+		step("binfmt_misc", true, "mounted on "+BinfmtDir)
+	} else {
+		step("binfmt_misc", false, "mounted")
+	}
+
+	for _, r := range want.rules {
+		name := "rule " + r.Name
+		cur, ok := st.rules[r.Name]
+		ctl := BinfmtDir + "/" + r.Name
+		reg := "printf '%s' " + shquote(r.String()) + " > " + BinfmtDir + "/register"
+		switch {
+		case !ok:
+			p.script = append(p.script, reg)
+			step(name, true, "registered "+r.String())
+		case cur.err != nil || r.Mismatch(cur.st) != "":
+			why := "unreadable"
+			if cur.err == nil {
+				why = r.Mismatch(cur.st)
+			}
+			p.script = append(p.script, "echo -1 > "+ctl, reg)
+			step(name, true, "re-registered ("+why+")")
+		case interpChanged:
+			// F opened the old interpreter file at registration; the kernel keeps running
+			// that inode until the rule is registered again.
+			p.script = append(p.script, "echo -1 > "+ctl, reg)
+			step(name, true, "re-registered (flag F holds the replaced interpreter open)")
+		case !cur.st.Enabled:
+			p.script = append(p.script, "echo 1 > "+ctl)
+			step(name, true, "enabled")
+		default:
+			step(name, false, "registered and enabled")
+		}
+	}
+
+	if st.systemd {
+		var conf strings.Builder
+		conf.WriteString("# lab interop formats (written by lab provision)\n")
+		for _, r := range want.rules {
+			conf.WriteString(r.String() + "\n")
+		}
+		if st.files[BinfmtConfPath] != sum([]byte(conf.String())) {
+			p.script = append(p.script, "mkdir -p /etc/binfmt.d")
+			p.uploads = append(p.uploads, upload{BinfmtConfPath, []byte(conf.String()), 0o644})
+			step("binfmt.d", true, "written "+BinfmtConfPath)
+		} else {
+			step("binfmt.d", false, "up to date")
+		}
+	} else {
+		step("binfmt.d", false, "no systemd in the guest: rules are registered by lab provision at each boot")
+	}
+
+	for _, s := range want.shares {
+		name := "share " + s.Tag
+		if got, ok := st.mounts[s.GuestPath]; ok {
+			if got != s.Tag {
+				step(name, false, fmt.Sprintf("warning: %s holds share %q, not %q", s.GuestPath, got, s.Tag))
+			} else {
+				step(name, false, "mounted on "+s.GuestPath)
+			}
+			continue
+		}
+		p.script = append(p.script, "mkdir -p "+shquote(s.GuestPath),
+			"mount -t 9p -o trans=virtio,version=9p2000.L,msize=512000 "+shquote(s.Tag)+" "+shquote(s.GuestPath))
+		step(name, true, "mounted on "+s.GuestPath)
+	}
+
+	names := make([]string, 0, len(want.stubs))
+	for n := range want.stubs {
+		names = append(names, n)
+	}
+	sort.Strings(names)
+	for _, n := range names {
+		target := StubDir + "/" + n
+		data := want.stubs[n]
+		cur, exists := st.stubs[n]
+		switch {
+		case exists && cur == sum(data):
+			step("expose "+n, false, "stub up to date")
+		default:
+			if _, other := st.others[n]; other {
+				step("expose "+n, false, "warning: "+target+" exists and is not a lab stub; left alone (use --as to pick another name)")
+				continue
+			}
+			p.uploads = append(p.uploads, upload{target, data, 0o755})
+			step("expose "+n, true, "stub written "+target)
+		}
+	}
+	var stale []string
+	for n := range st.stubs {
+		if _, ok := want.stubs[n]; !ok && slices.Contains(st.manifest, n) {
+			stale = append(stale, n)
+		}
+	}
+	sort.Strings(stale)
+	for _, n := range stale {
+		p.script = append(p.script, "rm -f "+shquote(StubDir+"/"+n))
+		step("unexpose "+n, true, "stub removed")
+	}
+	manifest := []byte(strings.Join(names, "\n"))
+	if len(names) > 0 {
+		manifest = append(manifest, '\n')
+	}
+	if st.files[StubsManifest] != sum(manifest) {
+		p.uploads = append(p.uploads, upload{StubsManifest, manifest, 0o644})
+	}
+	return p
+}
+
+func short(h string) string {
+	if len(h) > 12 {
+		return h[:12]
+	}
+	return h
+}
+
+// shquote quotes s for the guest's POSIX shell.
+func shquote(s string) string {
+	return "'" + strings.ReplaceAll(s, "'", `'\''`) + "'"
+}
+
+func (p *planned) apply(ctx context.Context, g Guest) error {
+	if len(p.uploads) > 0 {
+		// Directories first: uploads go next to their targets.
+		if err := run(ctx, g, "mkdir -p /usr/local/lib/lab /etc/lab /etc/binfmt.d", nil); err != nil {
+			return err
+		}
+		c, err := g.SFTP()
+		if err != nil {
+			return fmt.Errorf("provision: sftp: %w", err)
+		}
+		for _, u := range p.uploads {
+			tmp := path.Join(path.Dir(u.target), ".lab-tmp."+path.Base(u.target))
+			if err := put(c, tmp, u.data, u.mode); err != nil {
+				return err
+			}
+			p.script = append(p.script, "mv -f "+shquote(tmp)+" "+shquote(u.target))
+		}
+	}
+	if p.token != nil {
+		tmp := path.Dir(TokenPath) + "/.lab-tmp.token"
+		cmd := "set -e; mkdir -p /etc/lab; umask 077; cat > " + tmp + "; chown 0:0 " + tmp + "; chmod 0600 " + tmp + "; mv -f " + tmp + " " + TokenPath
+		if err := run(ctx, g, cmd, bytes.NewReader(p.token)); err != nil {
+			return err
+		}
+	}
+	// Renames go before registrations: flag F opens the interpreter when a rule is
+	// registered, so the new file must be in place first.
+	var script []string
+	var regs []string
+	for _, l := range p.script {
+		if strings.Contains(l, BinfmtDir+"/") && !strings.HasPrefix(l, "mount ") {
+			regs = append(regs, l)
+		} else {
+			script = append(script, l)
+		}
+	}
+	script = append(script, regs...)
+	if len(script) == 0 {
+		return nil
+	}
+	return run(ctx, g, "set -e\n"+strings.Join(script, "\n"), nil)
+}
+
+func put(c *sftp.Client, name string, data []byte, mode os.FileMode) error {
+	f, err := c.OpenFile(name, os.O_WRONLY|os.O_CREATE|os.O_TRUNC)
+	if err != nil {
+		return fmt.Errorf("provision: upload %s: %w", name, err)
+	}
+	if _, err := f.Write(data); err != nil {
+		f.Close()
+		return fmt.Errorf("provision: upload %s: %w", name, err)
+	}
+	if err := f.Chmod(mode); err != nil {
+		f.Close()
+		return fmt.Errorf("provision: chmod %s: %w", name, err)
+	}
+	if err := f.Close(); err != nil {
+		return fmt.Errorf("provision: upload %s: %w", name, err)
+	}
+	return nil
+}
+
+// run runs cmd and turns a non-zero status into an error carrying its stderr.
+func run(ctx context.Context, g Guest, cmd string, stdin io.Reader) error {
+	var stderr bytes.Buffer
+	code, err := g.Run(ctx, cmd, stdin, io.Discard, &stderr)
+	if err != nil {
+		return fmt.Errorf("provision: guest: %w", err)
+	}
+	if code != 0 {
+		return fmt.Errorf("provision: guest command failed (status %d): %s", code, strings.TrimSpace(stderr.String()))
+	}
+	return nil
+}
+
+// Verify reads every rule back from /proc/sys/fs/binfmt_misc and fails with the reason
+// when the kernel's view differs from the rule, or (wantEnabled) when it is disabled.
+func Verify(ctx context.Context, g Guest, rules []Rule, wantEnabled bool) error {
+	st, err := probe(ctx, g, rules, nil, nil)
+	if err != nil {
+		return err
+	}
+	var errs []error
+	for _, r := range rules {
+		cur, ok := st.rules[r.Name]
+		switch {
+		case !st.binfmtMounted:
+			return fmt.Errorf("provision: verify: binfmt_misc is not mounted on %s", BinfmtDir)
+		case !ok:
+			errs = append(errs, fmt.Errorf("provision: verify: rule %s is not registered (%s/%s missing)", r.Name, BinfmtDir, r.Name))
+		case cur.err != nil:
+			errs = append(errs, fmt.Errorf("provision: verify: rule %s: %w", r.Name, cur.err))
+		case r.Mismatch(cur.st) != "":
+			errs = append(errs, fmt.Errorf("provision: verify: rule %s: kernel reports %s", r.Name, r.Mismatch(cur.st)))
+		case wantEnabled && !cur.st.Enabled:
+			errs = append(errs, fmt.Errorf("provision: verify: rule %s is disabled (lab interop on enables it)", r.Name))
+		case !wantEnabled && cur.st.Enabled:
+			errs = append(errs, fmt.Errorf("provision: verify: rule %s is still enabled", r.Name))
+		}
+	}
+	return errors.Join(errs...)
+}
+
+// SetInterop enables or disables every rule, like `echo 0 > .../WSLInterop` in WSL; it
+// lasts until the next boot or provisioning. It then reads the rules back.
+func SetInterop(ctx context.Context, g Guest, rules []Rule, on bool) error {
+	v := "0"
+	if on {
+		v = "1"
+	}
+	var lines []string
+	for _, r := range rules {
+		f := BinfmtDir + "/" + r.Name
+		lines = append(lines, fmt.Sprintf("[ -e %s ] || { echo 'rule %s is not registered: run lab provision' >&2; exit 3; }", f, r.Name),
+			"echo "+v+" > "+f)
+	}
+	if err := run(ctx, g, "set -e\n"+strings.Join(lines, "\n"), nil); err != nil {
+		return err
+	}
+	return Verify(ctx, g, rules, on)
+}

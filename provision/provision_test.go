@@ -1,0 +1,297 @@
+package provision
+
+import (
+	"os"
+	"path/filepath"
+	"sort"
+	"strings"
+	"testing"
+)
+
+var testMagic = []byte("#!lab-host\n")
+
+func TestRuleString(t *testing.T) {
+	tests := []struct {
+		rule Rule
+		want string
+	}{
+		{DefaultRules(testMagic)[0], ":lab-pe:M::MZ::/usr/local/lib/lab/interop:FP"},
+		{DefaultRules(testMagic)[1], `:lab-host:M::#!lab-host\x0a::/usr/local/lib/lab/interop:FP`},
+		{Rule{Name: "x", Offset: 4, Magic: []byte{0, ':', '\\'}, Mask: []byte{0xff, 0xff, 0xfe}, Interpreter: "/i", Flags: "P"},
+			`:x:M:4:\x00\x3a\x5c:\xff\xff\xfe:/i:P`},
+	}
+	for _, tt := range tests {
+		if got := tt.rule.String(); got != tt.want {
+			t.Errorf("String() = %q, want %q", got, tt.want)
+		}
+		if err := tt.rule.Validate(); err != nil {
+			t.Errorf("Validate(%q): %v", tt.want, err)
+		}
+	}
+}
+
+func TestRuleValidate(t *testing.T) {
+	bad := []Rule{
+		{Name: "", Magic: []byte("MZ"), Interpreter: "/i"},
+		{Name: "a:b", Magic: []byte("MZ"), Interpreter: "/i"},
+		{Name: "register", Magic: []byte("MZ"), Interpreter: "/i"},
+		{Name: "a", Interpreter: "/i"},
+		{Name: "a", Magic: []byte("MZ"), Offset: 127, Interpreter: "/i"},
+		{Name: "a", Magic: []byte("MZ"), Mask: []byte{1}, Interpreter: "/i"},
+		{Name: "a", Magic: []byte("MZ"), Interpreter: "relative"},
+		{Name: "a", Magic: []byte("MZ"), Interpreter: "/" + strings.Repeat("x", 127)},
+		{Name: "a", Magic: []byte("MZ"), Interpreter: "/i", Flags: "T"},
+	}
+	for _, r := range bad {
+		if err := r.Validate(); err == nil {
+			t.Errorf("Validate(%+v) = nil, want an error", r)
+		}
+	}
+}
+
+func TestParseRuleStatus(t *testing.T) {
+	pe := DefaultRules(testMagic)[0]
+	tests := []struct {
+		text     string
+		enabled  bool
+		mismatch string // substring; "" means match
+		wantErr  bool
+	}{
+		{"enabled\ninterpreter /usr/local/lib/lab/interop\nflags: PF\noffset 0\nmagic 4d5a\n", true, "", false},
+		{"disabled\ninterpreter /usr/local/lib/lab/interop\nflags: PF\noffset 0\nmagic 4d5a\n", false, "", false},
+		{"enabled\ninterpreter /init\nflags: PF\noffset 0\nmagic 4d5a\n", true, "interpreter", false},
+		{"enabled\ninterpreter /usr/local/lib/lab/interop\nflags: P\noffset 0\nmagic 4d5a\n", true, "flags", false},
+		{"enabled\ninterpreter /usr/local/lib/lab/interop\nflags: PF\noffset 0\nmagic 4d5a\nmask ffff\n", true, "", false},
+		{"enabled\ninterpreter /usr/local/lib/lab/interop\nflags: PF\noffset 0\nmagic 4d5a\nmask ff00\n", true, "mask", false},
+		{"enabled\ninterpreter /usr/local/lib/lab/interop\nflags: PF\noffset 2\nmagic 4d5a\n", true, "offset", false},
+		{"enabled\ninterpreter /x\nflags: PF\noffset 0\nmagic zz\n", false, "", true},
+		{"enabled\nextension .exe\n", false, "", true},
+		{"", false, "", true},
+	}
+	for _, tt := range tests {
+		st, err := ParseRuleStatus(tt.text)
+		if (err != nil) != tt.wantErr {
+			t.Errorf("ParseRuleStatus(%q) error %v, want error %v", tt.text, err, tt.wantErr)
+			continue
+		}
+		if err != nil {
+			continue
+		}
+		if st.Enabled != tt.enabled {
+			t.Errorf("ParseRuleStatus(%q).Enabled = %v", tt.text, st.Enabled)
+		}
+		m := pe.Mismatch(st)
+		if (tt.mismatch == "") != (m == "") || !strings.Contains(m, tt.mismatch) {
+			t.Errorf("Mismatch(%q) = %q, want it to mention %q", tt.text, m, tt.mismatch)
+		}
+	}
+}
+
+func FuzzParseRuleStatus(f *testing.F) {
+	f.Add("enabled\ninterpreter /usr/local/lib/lab/interop\nflags: PF\noffset 0\nmagic 4d5a\n")
+	f.Add("disabled\ninterpreter /i\nflags: \noffset x\nmagic 4\nmask ff\n")
+	f.Fuzz(func(t *testing.T, text string) {
+		st, err := ParseRuleStatus(text)
+		if err == nil {
+			_ = DefaultRules(testMagic)[0].Mismatch(st)
+		}
+	})
+}
+
+// probeOf renders what the probe script prints for a guest holding want (all in place).
+func probeOf(want desired, enabled bool) string {
+	var b strings.Builder
+	b.WriteString("arch x86_64\n")
+	b.WriteString("file " + InterpreterPath + " " + sum(want.interp) + "\n")
+	b.WriteString("file " + ConfigPath + " " + sum(want.conf) + "\n")
+	b.WriteString("file " + TokenPath + " " + sum(want.token) + "\n")
+	b.WriteString("tokenmode 600\nlabpath " + InterpreterPath + "\nbinfmt mounted\n")
+	state := "enabled"
+	if !enabled {
+		state = "disabled"
+	}
+	for _, r := range want.rules {
+		b.WriteString("rule " + r.Name + " " + state + "|interpreter " + r.Interpreter + "|flags: PF|offset 0|magic " +
+			strings.TrimSpace(hexOf(r.Magic)) + "|\n")
+	}
+	for _, s := range want.shares {
+		b.WriteString("mount " + s.Tag + " " + s.GuestPath + "\n")
+	}
+	var names []string
+	for n := range want.stubs {
+		names = append(names, n)
+	}
+	sort.Strings(names)
+	m := strings.Join(names, "\n")
+	if m != "" {
+		m += "\n"
+	}
+	b.WriteString("file " + StubsManifest + " " + sum([]byte(m)) + "\n")
+	b.WriteString("manifest " + strings.Join(names, " ") + "\n")
+	for n, d := range want.stubs {
+		b.WriteString("entry " + n + " " + hexOf(d[:min(32, len(d))]) + " " + sum(d) + "\n")
+	}
+	return b.String()
+}
+
+func hexOf(b []byte) string {
+	const digits = "0123456789abcdef"
+	var s strings.Builder
+	for _, c := range b {
+		s.WriteByte(digits[c>>4])
+		s.WriteByte(digits[c&15])
+	}
+	return s.String()
+}
+
+func testDesired() desired {
+	return desired{
+		interp: []byte("\x7fELF interpreter v1"),
+		conf:   []byte("relay = vsock:2:5555\n"),
+		token:  []byte(strings.Repeat("ab", 32)),
+		rules:  DefaultRules(testMagic),
+		shares: []Share{{Tag: "share0", HostPath: "/srv/x", GuestPath: "/mnt/host"}},
+		magic:  testMagic,
+		stubs:  map[string][]byte{"notify-send": []byte("#!lab-host\n/usr/bin/notify-send\n")},
+	}
+}
+
+func changedSteps(p *planned) []string {
+	var out []string
+	for _, s := range p.steps {
+		if s.Changed {
+			out = append(out, s.Name)
+		}
+	}
+	return out
+}
+
+func TestPlanIdempotent(t *testing.T) {
+	want := testDesired()
+	st, err := parseProbe(probeOf(want, true), testMagic)
+	if err != nil {
+		t.Fatal(err)
+	}
+	p := plan(st, want)
+	if c := changedSteps(p); len(c) != 0 {
+		t.Errorf("second run would change %v; want nothing", c)
+	}
+	if len(p.uploads) != 0 || p.token != nil {
+		t.Errorf("second run uploads %d files (token %v)", len(p.uploads), p.token != nil)
+	}
+}
+
+func TestPlanChanges(t *testing.T) {
+	tests := []struct {
+		name  string
+		edit  func(probe string, want *desired) string
+		steps []string
+	}{
+		{"fresh guest", func(string, *desired) string { return "arch x86_64\nbinfmt mounted\n" },
+			[]string{"interpreter", "labpath", "config", "token", "rule lab-pe", "rule lab-host", "share share0", "expose notify-send"}},
+		{"new interpreter re-registers (flag F)", func(p string, w *desired) string {
+			w.interp = []byte("\x7fELF interpreter v2")
+			return p
+		}, []string{"interpreter", "rule lab-pe", "rule lab-host"}},
+		{"interop off is turned back on", func(p string, w *desired) string {
+			return probeOf(*w, false)
+		}, []string{"rule lab-pe", "rule lab-host"}},
+		{"token mode repaired", func(p string, w *desired) string {
+			return strings.Replace(p, "tokenmode 600", "tokenmode 644", 1)
+		}, []string{"token"}},
+		{"stale stub removed", func(p string, w *desired) string {
+			return strings.Replace(p, "manifest notify-send", "manifest notify-send old", 1) + "entry old " + hexOf(testMagic) + " 00\n"
+		}, []string{"unexpose old"}},
+		{"foreign file not overwritten", func(p string, w *desired) string {
+			w.stubs["ls"] = []byte("#!lab-host\n/bin/ls\n")
+			return p + "entry ls 7f454c46 00\n"
+		}, nil},
+		{"binfmt_misc not mounted", func(p string, w *desired) string {
+			return strings.Replace(p, "binfmt mounted\n", "", 1)
+		}, []string{"binfmt_misc"}},
+		{"systemd persists the rules", func(p string, w *desired) string {
+			return p + "systemd yes\n"
+		}, []string{"binfmt.d"}},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			want := testDesired()
+			out := tt.edit(probeOf(want, true), &want)
+			st, err := parseProbe(out, testMagic)
+			if err != nil {
+				t.Fatal(err)
+			}
+			p := plan(st, want)
+			got := changedSteps(p)
+			if strings.Join(got, ",") != strings.Join(tt.steps, ",") {
+				t.Errorf("changed steps %v, want %v", got, tt.steps)
+			}
+		})
+	}
+}
+
+func TestParseProbeUnknownArch(t *testing.T) {
+	if _, err := parseProbe("arch pdp11\n", nil); err == nil {
+		t.Fatal("want an error for an unknown architecture")
+	}
+	if _, err := parseProbe("", nil); err == nil {
+		t.Fatal("want an error for an empty answer")
+	}
+}
+
+func TestEnsureToken(t *testing.T) {
+	dir := t.TempDir()
+	a, err := EnsureToken(dir)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(a) != 64 {
+		t.Errorf("token length %d, want 64", len(a))
+	}
+	fi, err := os.Stat(filepath.Join(dir, TokenFile))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if fi.Mode().Perm() != 0o600 {
+		t.Errorf("token mode %v, want 0600", fi.Mode().Perm())
+	}
+	b, err := EnsureToken(dir)
+	if err != nil || string(a) != string(b) {
+		t.Errorf("second EnsureToken = %q, %v; want the same token", b, err)
+	}
+}
+
+func TestExposedList(t *testing.T) {
+	dir := t.TempDir()
+	prog := filepath.Join(dir, "tool")
+	if err := os.WriteFile(prog, []byte("#!/bin/sh\n"), 0o755); err != nil {
+		t.Fatal(err)
+	}
+	list, added, err := AddExposed(nil, []string{prog}, "host-tool")
+	if err != nil || len(added) != 1 || added[0].Name != "host-tool" || added[0].HostPath != prog {
+		t.Fatalf("AddExposed = %v, %v, %v", list, added, err)
+	}
+	if _, _, err := AddExposed(list, []string{prog, prog}, "x"); err == nil {
+		t.Error("--as with two programs: want an error")
+	}
+	if _, _, err := AddExposed(list, []string{filepath.Join(dir, "missing")}, ""); err == nil {
+		t.Error("missing program: want an error")
+	}
+	if _, _, err := AddExposed(list, []string{prog}, "a/b"); err == nil {
+		t.Error("name with a slash: want an error")
+	}
+	if err := SaveExposed(dir, list); err != nil {
+		t.Fatal(err)
+	}
+	got, err := LoadExposed(dir)
+	if err != nil || len(got) != 1 || got[0] != list[0] {
+		t.Fatalf("LoadExposed = %v, %v", got, err)
+	}
+	list, removed, err := RemoveExposed(got, []string{"host-tool"})
+	if err != nil || len(list) != 0 || len(removed) != 1 {
+		t.Fatalf("RemoveExposed = %v, %v, %v", list, removed, err)
+	}
+	if _, _, err := RemoveExposed(list, []string{"nothing"}); err == nil {
+		t.Error("unexpose of an unknown name: want an error")
+	}
+}

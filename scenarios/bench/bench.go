@@ -1,0 +1,530 @@
+// Package bench measures lab's interop against its baselines in one run on one fresh VM
+// (lab bench): launch latency of a trivial foreign program versus the same program run
+// natively in the guest and on the host, a guest->host SSH exec and lab exec; pipe
+// throughput through interop versus raw guest<->host vsock and an SSH pipe; 100
+// concurrent launches; boot to first interop exec. Figures are measured inside the
+// guest where the guest is the client (probe program labbench), so the SSH session that
+// starts a measurement is not part of it.
+package bench
+
+import (
+	"bytes"
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"net"
+	"os"
+	"os/exec"
+	"path"
+	"path/filepath"
+	"slices"
+	"strconv"
+	"strings"
+	"time"
+
+	"lab/provision/labvm"
+	"lab/scenarios"
+	"lab/scenarios/suite"
+	"lab/vm"
+)
+
+// Options of a bench run. Zero values are documented per field.
+type Options struct {
+	Name        string    // VM name; zero: "bench"
+	Accel       string    // zero: auto
+	Vsock       string    // zero: auto
+	Runs        int       // launches per latency figure; zero: 200
+	Bytes       int64     // bytes per throughput figure; zero: 64 MiB
+	Concurrent  int       // concurrent launches; zero: 100
+	Interpreter string    // lab-interop for the guest; zero: next to lab
+	LabExe      string    // the lab binary (for the lab exec figure); zero: os.Executable
+	ModuleDir   string    // lab's source tree, to build the guest probe; zero: from `go env GOMOD`
+	Progress    io.Writer // nil: silent
+}
+
+// Dist is a latency distribution in milliseconds.
+type Dist struct {
+	N    int     `json:"n"`
+	P50  float64 `json:"p50_ms"`
+	P99  float64 `json:"p99_ms"`
+	Mean float64 `json:"mean_ms"`
+	Note string  `json:"note,omitempty"`
+}
+
+// Rate is a throughput.
+type Rate struct {
+	Bytes   int64   `json:"bytes"`
+	Seconds float64 `json:"seconds"`
+	MiBps   float64 `json:"mib_per_s"`
+	Note    string  `json:"note,omitempty"`
+}
+
+// Goal is one target of the design and whether this run met it.
+type Goal struct {
+	Name string  `json:"name"`
+	Want string  `json:"want"`
+	Got  float64 `json:"got_ratio"`
+	Met  bool    `json:"met"`
+}
+
+// Result is one bench run.
+type Result struct {
+	Time   time.Time `json:"time"`
+	Accel  string    `json:"accel"`
+	Vsock  string    `json:"vsock"`
+	Launch struct {
+		Interop      Dist `json:"interop"`           // host-true from the guest, through binfmt + relay
+		GuestNative  Dist `json:"guest_native"`      // the same program run natively in the guest
+		HostNative   Dist `json:"host_native"`       // the same program run on the host
+		SSHGuestHost Dist `json:"ssh_guest_to_host"` // guest -> host SSH exec of it (new connection each)
+		LabExec      Dist `json:"lab_exec"`          // lab exec -- true (host -> guest), the whole CLI
+	} `json:"launch"`
+	Throughput struct {
+		InteropStdout Rate `json:"interop_stdout"` // host program -> guest pipe
+		InteropStdin  Rate `json:"interop_stdin"`  // guest pipe -> host program
+		VsockHostGst  Rate `json:"vsock_host_to_guest"`
+		VsockGstHost  Rate `json:"vsock_guest_to_host"`
+		SSHHostGst    Rate `json:"ssh_host_to_guest"`
+		SSHGstHost    Rate `json:"ssh_guest_to_host"`
+	} `json:"throughput"`
+	Concurrent struct {
+		N           int      `json:"n"`
+		WallMS      float64  `json:"wall_ms"`
+		OK          int      `json:"ok"`
+		Failed      int      `json:"failed"`
+		RelayRSSMiB float64  `json:"relay_rss_mib"`    // peak RSS of the hostagent (relay + vsock backend) while they ran
+		Errors      []string `json:"errors,omitempty"` // what the failed launches said
+	} `json:"concurrent"`
+	Boot struct {
+		UpSeconds        float64 `json:"up_s"`        // lab up: boot to SSH ready
+		ProvisionSeconds float64 `json:"provision_s"` // provision + expose one command
+		FirstExecSeconds float64 `json:"first_exec_s"`
+		TotalSeconds     float64 `json:"boot_to_first_interop_exec_s"`
+	} `json:"boot"`
+	Goals []Goal `json:"goals"`
+	// Failures lists the figures that could not be measured, and why.
+	Failures []string `json:"failures,omitempty"`
+}
+
+// figureTimeout bounds one throughput figure, so a stalled transport is reported
+// instead of hanging the run.
+const figureTimeout = 3 * time.Minute
+
+func (o *Options) setDefaults() error {
+	if o.Name == "" {
+		o.Name = "bench"
+	}
+	if o.Runs == 0 {
+		o.Runs = 200
+	}
+	if o.Bytes == 0 {
+		o.Bytes = 64 << 20
+	}
+	if o.Concurrent == 0 {
+		o.Concurrent = 100
+	}
+	if o.LabExe == "" {
+		exe, err := os.Executable()
+		if err != nil {
+			return fmt.Errorf("bench: %w", err)
+		}
+		o.LabExe = exe
+	}
+	if o.ModuleDir == "" {
+		out, err := exec.Command("go", "env", "GOMOD").Output()
+		gomod := strings.TrimSpace(string(out))
+		if err != nil || gomod == "" || gomod == os.DevNull {
+			return errors.New("bench: run lab bench from lab's source tree (it builds its guest probe with the Go toolchain)")
+		}
+		o.ModuleDir = filepath.Dir(gomod)
+	}
+	return nil
+}
+
+func (o *Options) say(format string, a ...any) {
+	if o.Progress != nil {
+		fmt.Fprintf(o.Progress, "bench: "+format+"\n", a...)
+	}
+}
+
+// Run boots a VM, measures, and stops the VM.
+func Run(ctx context.Context, opts Options) (*Result, error) {
+	if err := opts.setDefaults(); err != nil {
+		return nil, err
+	}
+	res := &Result{Time: time.Now()}
+	share, err := os.MkdirTemp("", "lab-bench-share-")
+	if err != nil {
+		return nil, fmt.Errorf("bench: %w", err)
+	}
+	defer os.RemoveAll(share)
+	fixDir := filepath.Join(share, suite.FixtureDirName)
+	opts.say("building the fixtures and the guest probe")
+	fx, err := scenarios.BuildFixtures(ctx, fixDir, "amd64", false)
+	if err != nil {
+		return nil, err
+	}
+	probe := filepath.Join(fixDir, "labbench")
+	build := exec.CommandContext(ctx, "go", "build", "-trimpath", "-o", probe, "./scenarios/internal/labbench")
+	build.Dir = opts.ModuleDir
+	build.Env = append(os.Environ(), "CGO_ENABLED=0", "GOOS=linux", "GOARCH=amd64")
+	if out, err := build.CombinedOutput(); err != nil {
+		return nil, fmt.Errorf("bench: build the guest probe: %v: %s", err, out)
+	}
+
+	// Boot to first interop exec.
+	opts.say("booting VM %q", opts.Name)
+	t0 := time.Now()
+	in, err := vm.Up(ctx, vm.Config{Name: opts.Name, Accel: opts.Accel, Vsock: opts.Vsock, Progress: opts.Progress,
+		Shares: []vm.Share{{HostPath: share, GuestPath: "/mnt/lab"}}})
+	if err != nil {
+		return nil, err
+	}
+	defer func() {
+		dctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 2*time.Minute)
+		defer cancel()
+		vm.Down(dctx, in.StateDir)
+	}()
+	res.Accel, res.Vsock = in.Accel, in.Vsock
+	t1 := time.Now()
+	c, err := vm.Connect(ctx, in.StateDir)
+	if err != nil {
+		return nil, err
+	}
+	defer c.Close()
+	lopts := labvm.Options{Interpreter: opts.Interpreter}
+	if _, err := labvm.Expose(ctx, c, in.StateDir, []string{fx.Host["host-true"]}, "", lopts); err != nil {
+		return nil, err
+	}
+	t2 := time.Now()
+	if err := guestOK(ctx, c, "host-true"); err != nil {
+		return nil, fmt.Errorf("bench: first interop exec: %w", err)
+	}
+	t3 := time.Now()
+	res.Boot.UpSeconds = t1.Sub(t0).Seconds()
+	res.Boot.ProvisionSeconds = t2.Sub(t1).Seconds()
+	res.Boot.FirstExecSeconds = t3.Sub(t2).Seconds()
+	res.Boot.TotalSeconds = t3.Sub(t0).Seconds()
+	opts.say("boot to first interop exec: %.1fs", res.Boot.TotalSeconds)
+	if _, err := labvm.Expose(ctx, c, in.StateDir, []string{fx.Host["host-gen"], fx.Host["host-sha256"], fx.Host["host-echo"]}, "", lopts); err != nil {
+		return nil, err
+	}
+	gfix := path.Join("/mnt/lab", suite.FixtureDirName)
+	gprobe := "/tmp/labbench" // on the guest's tmpfs, like every guest-side program timed here
+	if err := guestOK(ctx, c, "cp "+path.Join(gfix, "labbench")+" "+gprobe); err != nil {
+		return nil, err
+	}
+	n := strconv.Itoa(opts.Runs)
+
+	opts.say("launch latency: interop, %d runs", opts.Runs)
+	if res.Launch.Interop, err = guestDist(ctx, c, gprobe+" launch "+n+" host-true"); err != nil {
+		return nil, err
+	}
+	opts.say("launch latency: the same program natively in the guest")
+	// Copied to the guest's tmpfs first: exec from the 9p share would time 9p reads
+	// (the share is mounted without a page cache), not a launch.
+	if err := guestOK(ctx, c, "cp "+path.Join(gfix, "labfix")+" /tmp/labfix"); err != nil {
+		return nil, err
+	}
+	if res.Launch.GuestNative, err = guestDist(ctx, c, gprobe+" launch "+n+" /tmp/labfix true"); err != nil {
+		return nil, err
+	}
+	opts.say("launch latency: the same program on the host")
+	res.Launch.HostNative = hostDist(opts.Runs, func() error { return exec.Command(filepath.Join(fixDir, "labfix"), "true").Run() })
+	opts.say("launch latency: guest -> host SSH exec")
+	if res.Launch.SSHGuestHost, err = sshBaseline(ctx, c, share, gprobe, opts.Runs, filepath.Join(fixDir, "labfix")+" true"); err != nil {
+		return nil, err
+	}
+	opts.say("launch latency: lab exec (host -> guest)")
+	res.Launch.LabExec = hostDist(opts.Runs, func() error {
+		return exec.CommandContext(ctx, opts.LabExe, "exec", "--name", in.Name, "--", "true").Run()
+	})
+	res.Launch.LabExec.Note = "the whole lab exec process: start, connect to the hostagent, SSH session, true"
+
+	b := strconv.FormatInt(opts.Bytes, 10)
+	opts.say("throughput: %d MiB per figure", opts.Bytes>>20)
+	if res.Throughput.InteropStdout, err = guestRate(ctx, c, gprobe+" pipe-from host-gen "+b); err != nil {
+		return nil, err
+	}
+	if res.Throughput.InteropStdin, err = guestRate(ctx, c, gprobe+" pipe-to "+b+" host-sha256"); err != nil {
+		return nil, err
+	}
+	// Baselines that fail (or stall: each is bounded) are reported as such; the run goes on.
+	if err := vsockRates(ctx, c, in, gprobe, opts.Bytes, res); err != nil {
+		res.Failures = append(res.Failures, err.Error())
+	}
+	sshRate := func(dst *Rate, cmd string, stdin io.Reader, stdout io.Writer) {
+		fctx, cancel := context.WithTimeout(ctx, figureTimeout)
+		defer cancel()
+		r, err := hostRate(opts.Bytes, func() error {
+			_, err := runOK(fctx, c, cmd, stdin, stdout)
+			return err
+		})
+		if err != nil {
+			res.Failures = append(res.Failures, fmt.Sprintf("ssh pipe %q: %v", cmd, err))
+			return
+		}
+		*dst = r
+	}
+	sshRate(&res.Throughput.SSHHostGst, "cat > /dev/null", io.LimitReader(zeros{}, opts.Bytes), io.Discard)
+	sshRate(&res.Throughput.SSHGstHost, "head -c "+b+" /dev/zero", nil, io.Discard)
+
+	opts.say("%d concurrent launches", opts.Concurrent)
+	if err := concurrent(ctx, c, in.StateDir, gprobe, opts.Concurrent, res); err != nil {
+		return nil, err
+	}
+	res.goals()
+	return res, nil
+}
+
+func (r *Result) goals() {
+	if ssh := r.Launch.SSHGuestHost.P50; ssh > 0 {
+		got := r.Launch.Interop.P50 / ssh
+		r.Goals = append(r.Goals, Goal{Name: "launch p50: interop vs guest->host SSH exec", Want: "<= 0.2", Got: got, Met: got <= 0.2})
+	}
+	if v := r.Throughput.VsockHostGst.MiBps; v > 0 {
+		got := r.Throughput.InteropStdout.MiBps / v
+		r.Goals = append(r.Goals, Goal{Name: "stdout pipe: interop vs raw vsock (host -> guest)", Want: ">= 0.8", Got: got, Met: got >= 0.8})
+	}
+	if v := r.Throughput.VsockGstHost.MiBps; v > 0 {
+		got := r.Throughput.InteropStdin.MiBps / v
+		r.Goals = append(r.Goals, Goal{Name: "stdin pipe: interop vs raw vsock (guest -> host)", Want: ">= 0.8", Got: got, Met: got >= 0.8})
+	}
+}
+
+func splitLines(s string) []string {
+	var out []string
+	for _, l := range strings.Split(s, "\n") {
+		if l = strings.TrimSpace(l); l != "" {
+			out = append(out, l)
+		}
+	}
+	return out
+}
+
+type zeros struct{}
+
+func (zeros) Read(p []byte) (int, error) {
+	clear(p)
+	return len(p), nil
+}
+
+// runOK runs cmd in the guest and fails on a non-zero status, with its stderr.
+// Commands start in the share, so launches map their cwd instead of printing the
+// fallback warning (which would add a write to every figure).
+func runOK(ctx context.Context, c *vm.Client, cmd string, stdin io.Reader, stdout io.Writer) (string, error) {
+	var errb bytes.Buffer
+	code, err := c.Run(ctx, "cd /mnt/lab && "+cmd, stdin, stdout, &errb)
+	if err != nil {
+		return errb.String(), err
+	}
+	if code != 0 {
+		return errb.String(), fmt.Errorf("bench: guest %q: status %d: %s", cmd, code, strings.TrimSpace(errb.String()))
+	}
+	return errb.String(), nil
+}
+
+func guestOK(ctx context.Context, c *vm.Client, cmd string) error {
+	_, err := runOK(ctx, c, cmd, nil, io.Discard)
+	return err
+}
+
+// parseKV reads "key value" lines; repeated keys accumulate.
+func parseKV(out string) map[string][]float64 {
+	m := map[string][]float64{}
+	for _, l := range strings.Split(out, "\n") {
+		k, v, ok := strings.Cut(strings.TrimSpace(l), " ")
+		if !ok {
+			continue
+		}
+		if f, err := strconv.ParseFloat(v, 64); err == nil {
+			m[k] = append(m[k], f)
+		}
+	}
+	return m
+}
+
+func guestDist(ctx context.Context, c *vm.Client, cmd string) (Dist, error) {
+	var out bytes.Buffer
+	if _, err := runOK(ctx, c, cmd, nil, &out); err != nil {
+		return Dist{}, err
+	}
+	return dist(parseKV(out.String())["ns"]), nil
+}
+
+func dist(ns []float64) Dist {
+	if len(ns) == 0 {
+		return Dist{}
+	}
+	s := slices.Clone(ns)
+	slices.Sort(s)
+	var sum float64
+	for _, x := range s {
+		sum += x
+	}
+	q := func(p float64) float64 {
+		i := int(p*float64(len(s))+0.5) - 1
+		return s[max(0, min(i, len(s)-1))] / 1e6
+	}
+	return Dist{N: len(s), P50: q(0.50), P99: q(0.99), Mean: sum / float64(len(s)) / 1e6}
+}
+
+func hostDist(n int, f func() error) Dist {
+	var ns []float64
+	var failed error
+	for i := 0; i < n; i++ {
+		t := time.Now()
+		if err := f(); err != nil {
+			failed = err
+			continue
+		}
+		ns = append(ns, float64(time.Since(t).Nanoseconds()))
+	}
+	d := dist(ns)
+	if failed != nil {
+		d.Note = fmt.Sprintf("%d of %d runs failed: %v", n-len(ns), n, failed)
+	}
+	return d
+}
+
+func guestRate(ctx context.Context, c *vm.Client, cmd string) (Rate, error) {
+	var out bytes.Buffer
+	if _, err := runOK(ctx, c, cmd, nil, &out); err != nil {
+		return Rate{}, err
+	}
+	kv := parseKV(out.String())
+	if len(kv["bytes"]) == 0 || len(kv["ns"]) == 0 {
+		return Rate{}, fmt.Errorf("bench: guest %q printed no figures: %q", cmd, out.String())
+	}
+	return rate(int64(kv["bytes"][0]), time.Duration(kv["ns"][0])), nil
+}
+
+func rate(n int64, d time.Duration) Rate {
+	s := d.Seconds()
+	r := Rate{Bytes: n, Seconds: s}
+	if s > 0 {
+		r.MiBps = float64(n) / (1 << 20) / s
+	}
+	return r
+}
+
+func hostRate(n int64, f func() error) (Rate, error) {
+	t := time.Now()
+	if err := f(); err != nil {
+		return Rate{}, err
+	}
+	return rate(n, time.Since(t)), nil
+}
+
+// vsockRates measures raw vsock between a host listener and socat in the guest: the
+// userspace backend hands guest connections for port P to the Unix socket
+// <state>/vsock.sock_P (Firecracker's convention); with kernel vsock the host listens
+// on AF_VSOCK itself.
+func vsockRates(ctx context.Context, c *vm.Client, in *vm.Instance, gprobe string, n int64, res *Result) error {
+	const port = 5601
+	var l net.Listener
+	var err error
+	if in.Vsock == "user" {
+		p := filepath.Join(in.StateDir, vm.FileVsockUDS+"_"+strconv.Itoa(port))
+		os.Remove(p)
+		l, err = net.Listen("unix", p)
+		if err == nil {
+			defer os.Remove(p)
+		}
+	} else {
+		l, err = listenKernelVsock(port)
+	}
+	if err != nil {
+		return fmt.Errorf("bench: raw vsock listener: %w", err)
+	}
+	defer l.Close()
+	serve := func(f func(net.Conn)) {
+		go func() {
+			conn, err := l.Accept()
+			if err != nil {
+				return
+			}
+			defer conn.Close()
+			f(conn)
+		}()
+	}
+	b := strconv.FormatInt(n, 10)
+	var errs []error
+	fctx, cancel := context.WithTimeout(ctx, figureTimeout)
+	serve(func(conn net.Conn) { io.Copy(conn, io.LimitReader(zeros{}, n)) })
+	if res.Throughput.VsockHostGst, err = guestRate(fctx, c, gprobe+" pipe-from socat -u VSOCK-CONNECT:2:"+strconv.Itoa(port)+" -"); err != nil {
+		errs = append(errs, fmt.Errorf("raw vsock host -> guest: %w", err))
+	}
+	cancel()
+	fctx, cancel = context.WithTimeout(ctx, figureTimeout)
+	defer cancel()
+	serve(func(conn net.Conn) { io.Copy(io.Discard, conn) })
+	if res.Throughput.VsockGstHost, err = guestRate(fctx, c, gprobe+" pipe-to "+b+" socat -u - VSOCK-CONNECT:2:"+strconv.Itoa(port)); err != nil {
+		errs = append(errs, fmt.Errorf("raw vsock guest -> host: %w", err))
+	}
+	return errors.Join(errs...)
+}
+
+// concurrent runs n launches at once while sampling the hostagent's RSS.
+func concurrent(ctx context.Context, c *vm.Client, stateDir, gprobe string, n int, res *Result) error {
+	pid := 0
+	if b, err := os.ReadFile(filepath.Join(stateDir, vm.FileAgentPID)); err == nil {
+		pid, _ = strconv.Atoi(strings.TrimSpace(string(b)))
+	}
+	stop := make(chan struct{})
+	peak := make(chan float64, 1)
+	go func() {
+		var max float64
+		t := time.NewTicker(25 * time.Millisecond)
+		defer t.Stop()
+		for {
+			if v := rssMiB(pid); v > max {
+				max = v
+			}
+			select {
+			case <-stop:
+				peak <- max
+				return
+			case <-t.C:
+			}
+		}
+	}()
+	var out bytes.Buffer
+	stderr, err := runOK(ctx, c, gprobe+" concurrent "+strconv.Itoa(n)+" host-echo x", nil, &out)
+	close(stop)
+	res.Concurrent.RelayRSSMiB = <-peak
+	if err != nil {
+		return err
+	}
+	res.Concurrent.Errors = splitLines(stderr)
+	kv := parseKV(out.String())
+	res.Concurrent.N = n
+	if v := kv["wall_ns"]; len(v) > 0 {
+		res.Concurrent.WallMS = v[0] / 1e6
+	}
+	if v := kv["ok"]; len(v) > 0 {
+		res.Concurrent.OK = int(v[0])
+	}
+	if v := kv["failed"]; len(v) > 0 {
+		res.Concurrent.Failed = int(v[0])
+	}
+	return nil
+}
+
+func rssMiB(pid int) float64 {
+	if pid <= 0 {
+		return 0
+	}
+	b, err := os.ReadFile(fmt.Sprintf("/proc/%d/status", pid))
+	if err != nil {
+		return 0
+	}
+	for _, l := range strings.Split(string(b), "\n") {
+		if v, ok := strings.CutPrefix(l, "VmRSS:"); ok {
+			kb, _ := strconv.ParseFloat(strings.TrimSuffix(strings.TrimSpace(v), " kB"), 64)
+			return kb / 1024
+		}
+	}
+	return 0
+}

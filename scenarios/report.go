@@ -1,0 +1,179 @@
+package scenarios
+
+import (
+	"encoding/json"
+	"encoding/xml"
+	"fmt"
+	"io"
+	"strings"
+	"time"
+)
+
+// writeFailure prints what a person needs to see of a failing scenario: the log of the
+// failing phase (the command, its output, the FAIL line with expected vs got), then the
+// relay's and the guest's log lines.
+func writeFailure(w io.Writer, r Result) {
+	for _, l := range splitLines(strings.TrimRight(r.Log, "\n")) {
+		fmt.Fprintf(w, "     | %s\n", l)
+	}
+	if len(r.RelayLog) > 0 {
+		fmt.Fprintf(w, "     relay log:\n")
+		for _, l := range r.RelayLog {
+			fmt.Fprintf(w, "     | %s\n", l)
+		}
+	}
+	if len(r.GuestLog) > 0 {
+		fmt.Fprintf(w, "     guest log (dmesg):\n")
+		for _, l := range r.GuestLog {
+			fmt.Fprintf(w, "     | %s\n", l)
+		}
+	}
+}
+
+// WriteTable prints the summary table: one row per scenario, then the totals.
+func (r *Report) WriteTable(w io.Writer) error {
+	width := len("SCENARIO")
+	for _, x := range r.Results {
+		width = max(width, len(x.Name))
+	}
+	fmt.Fprintf(w, "%-*s  %-6s %8s  %s\n", width, "SCENARIO", "RESULT", "TIME", "BEHAVIOUR")
+	for _, x := range r.Results {
+		fmt.Fprintf(w, "%-*s  %-6s %7.1fs  %s\n", width, x.Name, strings.ToUpper(string(x.Status)), x.Duration.Seconds(), x.Summary)
+	}
+	p, f, s := r.Counts()
+	_, err := fmt.Fprintf(w, "%d passed, %d failed, %d skipped in %.1fs\n", p, f, s, r.Duration.Seconds())
+	return err
+}
+
+// WriteTAP writes TAP version 13: "ok N - name", "not ok N - name" with the log as a
+// YAML block, "# SKIP reason" for skips.
+func (r *Report) WriteTAP(w io.Writer) error {
+	fmt.Fprintf(w, "TAP version 13\n1..%d\n", len(r.Results))
+	for i, x := range r.Results {
+		switch x.Status {
+		case Pass:
+			fmt.Fprintf(w, "ok %d - %s\n", i+1, x.Name)
+		case Skip:
+			fmt.Fprintf(w, "ok %d - %s # SKIP %s\n", i+1, x.Name, oneLine(lastLine(x.Log)))
+		default:
+			fmt.Fprintf(w, "not ok %d - %s\n  ---\n  duration_ms: %d\n  log: |\n", i+1, x.Name, x.Duration.Milliseconds())
+			for _, l := range splitLines(x.Log) {
+				fmt.Fprintf(w, "    %s\n", l)
+			}
+			if len(x.RelayLog) > 0 {
+				fmt.Fprintf(w, "  relay_log: |\n")
+				for _, l := range x.RelayLog {
+					fmt.Fprintf(w, "    %s\n", l)
+				}
+			}
+			if len(x.GuestLog) > 0 {
+				fmt.Fprintf(w, "  guest_log: |\n")
+				for _, l := range x.GuestLog {
+					fmt.Fprintf(w, "    %s\n", l)
+				}
+			}
+			fmt.Fprintf(w, "  ...\n")
+		}
+	}
+	return nil
+}
+
+func lastLine(s string) string {
+	l := splitLines(s)
+	if len(l) == 0 {
+		return ""
+	}
+	return l[len(l)-1]
+}
+
+func oneLine(s string) string { return strings.ReplaceAll(s, "\n", " ") }
+
+type junitSuites struct {
+	XMLName xml.Name     `xml:"testsuites"`
+	Suites  []junitSuite `xml:"testsuite"`
+}
+
+type junitSuite struct {
+	Name      string      `xml:"name,attr"`
+	Tests     int         `xml:"tests,attr"`
+	Failures  int         `xml:"failures,attr"`
+	Skipped   int         `xml:"skipped,attr"`
+	Time      string      `xml:"time,attr"`
+	Timestamp string      `xml:"timestamp,attr"`
+	Cases     []junitCase `xml:"testcase"`
+}
+
+type junitCase struct {
+	Name      string        `xml:"name,attr"`
+	Classname string        `xml:"classname,attr"`
+	Time      string        `xml:"time,attr"`
+	Failure   *junitMessage `xml:"failure,omitempty"`
+	Skipped   *junitMessage `xml:"skipped,omitempty"`
+	SystemOut string        `xml:"system-out,omitempty"`
+}
+
+type junitMessage struct {
+	Message string `xml:"message,attr"`
+	Body    string `xml:",chardata"`
+}
+
+// WriteJUnit writes the JUnit XML that CI systems read.
+func (r *Report) WriteJUnit(w io.Writer) error {
+	p, f, s := r.Counts()
+	suite := junitSuite{
+		Name: "lab scenarios", Tests: p + f + s, Failures: f, Skipped: s,
+		Time: secs(r.Duration), Timestamp: r.Start.UTC().Format(time.RFC3339),
+	}
+	for _, x := range r.Results {
+		c := junitCase{Name: x.Name, Classname: "lab.scenarios", Time: secs(x.Duration)}
+		switch x.Status {
+		case Fail:
+			body := x.Log
+			if len(x.RelayLog) > 0 {
+				body += "\nrelay log:\n" + strings.Join(x.RelayLog, "\n")
+			}
+			if len(x.GuestLog) > 0 {
+				body += "\nguest log:\n" + strings.Join(x.GuestLog, "\n")
+			}
+			c.Failure = &junitMessage{Message: failLine(x.Log), Body: body}
+		case Skip:
+			c.Skipped = &junitMessage{Message: oneLine(lastLine(x.Log))}
+		}
+		suite.Cases = append(suite.Cases, c)
+	}
+	if _, err := io.WriteString(w, xml.Header); err != nil {
+		return err
+	}
+	enc := xml.NewEncoder(w)
+	enc.Indent("", "  ")
+	if err := enc.Encode(junitSuites{Suites: []junitSuite{suite}}); err != nil {
+		return err
+	}
+	_, err := io.WriteString(w, "\n")
+	return err
+}
+
+// failLine picks the FAIL line of a log, the one-line reason.
+func failLine(log string) string {
+	for _, l := range splitLines(log) {
+		if strings.HasPrefix(l, "FAIL:") {
+			return l
+		}
+	}
+	return "failed"
+}
+
+func secs(d time.Duration) string { return fmt.Sprintf("%.3f", d.Seconds()) }
+
+// WriteJSON writes the report as one JSON document.
+func (r *Report) WriteJSON(w io.Writer) error {
+	p, f, s := r.Counts()
+	enc := json.NewEncoder(w)
+	enc.SetIndent("", "  ")
+	return enc.Encode(struct {
+		*Report
+		Passed  int `json:"passed"`
+		Failed  int `json:"failed"`
+		Skipped int `json:"skipped"`
+	}{r, p, f, s})
+}

@@ -1,0 +1,197 @@
+package suite
+
+import (
+	"bytes"
+	"context"
+	"flag"
+	"fmt"
+	"os"
+	"os/exec"
+	"os/signal"
+	"path/filepath"
+	"strings"
+	"syscall"
+	"testing"
+	"time"
+
+	"lab/provision/labvm"
+	"lab/scenarios"
+	"lab/vm"
+)
+
+// hostagentEnv makes the test binary act as the VM's hostagent (vm.Config.Hostagent),
+// serving the relay task, so the suite runs the same supervisor code as lab up.
+const hostagentEnv = "LAB_SUITE_TEST_HOSTAGENT"
+
+func TestMain(m *testing.M) {
+	if os.Getenv(hostagentEnv) == "1" {
+		os.Exit(runHostagent(os.Args[1:]))
+	}
+	os.Exit(m.Run())
+}
+
+func runHostagent(args []string) int {
+	fs := flag.NewFlagSet("hostagent", flag.ContinueOnError)
+	dir := fs.String("state-dir", "", "")
+	if err := fs.Parse(args); err != nil || *dir == "" {
+		fmt.Fprintln(os.Stderr, "hostagent: --state-dir is required")
+		return 2
+	}
+	// As `lab hostagent` runs under lab's main: SIGINT and SIGTERM end it cleanly.
+	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
+	defer stop()
+	h := &vm.Hostagent{StateDir: *dir, Tasks: []vm.Task{labvm.RelayTask()}}
+	if err := h.Run(ctx); err != nil {
+		fmt.Fprintln(os.Stderr, "hostagent:", err)
+		return 1
+	}
+	return 0
+}
+
+func requireVM(t *testing.T) {
+	t.Helper()
+	if _, err := exec.LookPath("qemu-system-x86_64"); err != nil {
+		if os.Getenv("LAB_REQUIRE_VM") != "" {
+			t.Fatalf("qemu-system-x86_64 is missing and LAB_REQUIRE_VM is set: run make deps")
+		}
+		t.Skip("qemu-system-x86_64 is missing (run make deps)")
+	}
+}
+
+func moduleRoot(t *testing.T) string {
+	out, err := exec.Command("go", "env", "GOMOD").Output()
+	if err != nil || strings.TrimSpace(string(out)) == "" {
+		t.Fatalf("go env GOMOD: %v", err)
+	}
+	return filepath.Dir(strings.TrimSpace(string(out)))
+}
+
+// TestIntegrationScenarios boots one VM under TCG, provisions it, runs every scenario
+// as a subtest and stops the VM.
+func TestIntegrationScenarios(t *testing.T) {
+	requireVM(t)
+	if testing.Short() {
+		t.Skip("-short: the end-to-end suite boots a VM")
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 15*time.Minute)
+	defer cancel()
+	tmp := t.TempDir()
+	interp := filepath.Join(tmp, "lab-interop")
+	build := exec.CommandContext(ctx, "go", "build", "-trimpath", "-o", interp, "./cmd/lab-interop")
+	build.Dir = moduleRoot(t)
+	build.Env = append(os.Environ(), "CGO_ENABLED=0")
+	if out, err := build.CombinedOutput(); err != nil {
+		t.Fatalf("build lab-interop: %v\n%s", err, out)
+	}
+	share := filepath.Join(tmp, "share")
+	if err := os.MkdirAll(share, 0o755); err != nil {
+		t.Fatal(err)
+	}
+	stateDir := filepath.Join(tmp, "vm")
+	t.Setenv(hostagentEnv, "1")
+	var progress bytes.Buffer
+	in, err := vm.Up(ctx, vm.Config{
+		Name:      "suite",
+		StateDir:  stateDir,
+		Accel:     "auto",
+		Vsock:     "auto",
+		Shares:    []vm.Share{{HostPath: share, GuestPath: "/mnt/lab"}},
+		Hostagent: []string{os.Args[0]},
+		Progress:  &progress,
+	})
+	os.Unsetenv(hostagentEnv)
+	if err != nil {
+		t.Fatalf("vm.Up: %v\n%s", err, progress.String())
+	}
+	t.Cleanup(func() {
+		dctx, dcancel := context.WithTimeout(context.Background(), 2*time.Minute)
+		defer dcancel()
+		if err := vm.Down(dctx, stateDir); err != nil {
+			t.Errorf("vm.Down: %v", err)
+		}
+	})
+	t.Logf("VM up: %s, %s vsock", in.Accel, in.Vsock)
+	c, err := vm.Connect(ctx, stateDir)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+
+	var setup bytes.Buffer
+	res, err := labvm.Provision(ctx, c, stateDir, labvm.Options{Interpreter: interp, Progress: &setup})
+	if err != nil {
+		t.Fatalf("provision: %v\n%s", err, setup.String())
+	}
+	if !res.Changed() {
+		t.Errorf("first provisioning changed nothing on a fresh guest:\n%s", setup.String())
+	}
+	res, err = labvm.Provision(ctx, c, stateDir, labvm.Options{Interpreter: interp})
+	if err != nil {
+		t.Fatalf("second provision: %v", err)
+	}
+	if res.Changed() {
+		t.Errorf("second provisioning changed %s; want nothing", res.Summary())
+	}
+	// An updated interpreter is replaced, and the rules registered again (flag F keeps
+	// the old file open otherwise); launches then use the new one.
+	interp2 := filepath.Join(tmp, "lab-interop-stripped")
+	build2 := exec.CommandContext(ctx, "go", "build", "-trimpath", "-ldflags=-s -w", "-o", interp2, "./cmd/lab-interop")
+	build2.Dir = moduleRoot(t)
+	build2.Env = append(os.Environ(), "CGO_ENABLED=0")
+	if out, err := build2.CombinedOutput(); err != nil {
+		t.Fatalf("build stripped lab-interop: %v\n%s", err, out)
+	}
+	res, err = labvm.Provision(ctx, c, stateDir, labvm.Options{Interpreter: interp2})
+	if err != nil {
+		t.Fatalf("provision with a new interpreter: %v", err)
+	}
+	changed := map[string]bool{}
+	for _, s := range res.Steps {
+		changed[s.Name] = s.Changed
+	}
+	if !changed["interpreter"] || !changed["rule lab-pe"] || !changed["rule lab-host"] || changed["config"] {
+		t.Errorf("new interpreter: changed %s; want interpreter and both rules only", res.Summary())
+	}
+	if _, err := labvm.Provision(ctx, c, stateDir, labvm.Options{Interpreter: interp}); err != nil {
+		t.Fatalf("provision back: %v", err)
+	}
+
+	env, err := Env(ctx, c, stateDir, Options{Interpreter: interp, Progress: &setup})
+	if err != nil {
+		t.Fatalf("suite setup: %v\n%s", err, setup.String())
+	}
+	var prog bytes.Buffer
+	// LAB_SCENARIOS selects scenarios (comma-separated patterns); LAB_SCENARIOS_VERBOSE=1
+	// keeps the transcripts of passing ones too.
+	var patterns []string
+	if p := os.Getenv("LAB_SCENARIOS"); p != "" {
+		patterns = strings.Split(p, ",")
+	}
+	verbose := os.Getenv("LAB_SCENARIOS_VERBOSE") != ""
+	rep, err := scenarios.Run(ctx, env, scenarios.Options{Progress: &prog, Patterns: patterns, Verbose: verbose})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Logf("scenario progress:\n%s", prog.String())
+	for _, r := range rep.Results {
+		t.Run(r.Name, func(t *testing.T) {
+			if verbose {
+				t.Log(r.Log)
+			}
+			switch r.Status {
+			case scenarios.Skip:
+				t.Skip(strings.TrimSpace(r.Log))
+			case scenarios.Fail:
+				var b strings.Builder
+				b.WriteString(r.Log)
+				if len(r.RelayLog) > 0 {
+					b.WriteString("relay log:\n" + strings.Join(r.RelayLog, "\n") + "\n")
+				}
+				if len(r.GuestLog) > 0 {
+					b.WriteString("guest log:\n" + strings.Join(r.GuestLog, "\n") + "\n")
+				}
+				t.Errorf("%s: %s\n%s", r.Name, r.Summary, b.String())
+			}
+		})
+	}
+}

@@ -1,0 +1,116 @@
+// Package suite runs the scenario suite (package scenarios) against one of lab's VMs:
+// it builds the fixtures into the VM's first share, exposes the host fixtures, and
+// gives the engine the VM's SSH connection, its relay log and control over the VM.
+package suite
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"os"
+	"os/exec"
+	"path"
+	"path/filepath"
+	"sort"
+	"time"
+
+	"lab/provision"
+	"lab/provision/labvm"
+	"lab/scenarios"
+	"lab/vm"
+)
+
+// Guest is a connection to the VM (vm.Client).
+type Guest interface {
+	scenarios.Guest
+}
+
+// FixtureDirName is the directory the suite builds its fixtures in, inside the share.
+const FixtureDirName = ".lab-fixtures"
+
+// Options for Env.
+type Options struct {
+	Interpreter string    // passed to provisioning; zero: found next to the executable
+	Progress    io.Writer // setup progress; nil: silent
+}
+
+// Env prepares the VM in stateDir for the suite and returns the engine's environment.
+func Env(ctx context.Context, g Guest, stateDir string, opts Options) (scenarios.Env, error) {
+	in, err := labvm.Instance(stateDir)
+	if err != nil {
+		return scenarios.Env{}, err
+	}
+	var share *vm.Share
+	for i := range in.Shares {
+		if !in.Shares[i].ReadOnly {
+			share = &in.Shares[i]
+			break
+		}
+	}
+	if share == nil {
+		return scenarios.Env{}, errors.New("suite: the scenarios need a writable share: lab down, then lab up --share DIR:/mnt/lab")
+	}
+	hostShare, err := filepath.EvalSymlinks(share.HostPath)
+	if err != nil {
+		return scenarios.Env{}, fmt.Errorf("suite: share: %w", err)
+	}
+	_, wine := lookWine()
+	say(opts.Progress, "building the fixtures into %s", filepath.Join(hostShare, FixtureDirName))
+	guestArch := "amd64"
+	if res, err := provisionQuiet(ctx, g, stateDir, opts); err == nil {
+		guestArch = res.Arch
+	} else {
+		return scenarios.Env{}, err
+	}
+	fx, err := scenarios.BuildFixtures(ctx, filepath.Join(hostShare, FixtureDirName), guestArch, true)
+	if err != nil {
+		return scenarios.Env{}, err
+	}
+	var progs []string
+	for _, p := range fx.Host {
+		progs = append(progs, p)
+	}
+	sort.Strings(progs)
+	say(opts.Progress, "exposing %d host fixtures (host-hello, host-echo, ...)", len(progs))
+	if _, err := labvm.Expose(ctx, g, stateDir, progs, "", labvm.Options{Interpreter: opts.Interpreter}); err != nil {
+		return scenarios.Env{}, err
+	}
+	ctl := &labvm.Control{Guest: g, StateDir: stateDir, Opts: labvm.Options{Interpreter: opts.Interpreter}}
+	return scenarios.Env{
+		Guest:      g,
+		Control:    ctl,
+		ShareHost:  hostShare,
+		ShareGuest: share.GuestPath,
+		Fixtures:   fx.Dir,
+		Conds:      map[string]bool{"wine": wine},
+		RelayLog:   func(t time.Time) []string { return labvm.RelayLogSince(stateDir, t) },
+		GuestVars:  map[string]string{"LABEXEC": path.Join(share.GuestPath, FixtureDirName, "labexec")},
+		Stub: func(name string) []byte {
+			return labvm.Stub(provision.Exposed{Name: name})
+		},
+	}, nil
+}
+
+func provisionQuiet(ctx context.Context, g Guest, stateDir string, opts Options) (*provision.Result, error) {
+	return labvm.Provision(ctx, g, stateDir, labvm.Options{Interpreter: opts.Interpreter})
+}
+
+// lookWine reports whether the host can run PE files with Wine (the relay's PE runner).
+func lookWine() (string, bool) {
+	for _, n := range []string{"wine", "wine64"} {
+		if p, err := exec.LookPath(n); err == nil {
+			return p, true
+		}
+	}
+	if _, err := os.Stat("/usr/lib/wine/wine64"); err == nil {
+		return "/usr/lib/wine/wine64", true
+	}
+	return "", false
+}
+
+func say(w io.Writer, format string, a ...any) {
+	if w != nil {
+		fmt.Fprintf(w, "suite: "+format+"\n", a...)
+	}
+}

@@ -1,0 +1,262 @@
+// Command guestprog runs inside a test guest for the vhostvsock integration tests. It dials
+// the host's control port over AF_VSOCK and executes one-line commands, answering one line
+// each ("TAG OK ..." or "TAG ERR ..." for a line "TAG CMD ARGS..."): connections, transfers with sha256, concurrency, aborts.
+// Build it static (CGO_ENABLED=0).
+package main
+
+import (
+	"bufio"
+	"crypto/sha256"
+	"encoding/binary"
+	"encoding/hex"
+	"errors"
+	"fmt"
+	"hash"
+	"io"
+	"math/rand/v2"
+	"net"
+	"os"
+	"strconv"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/mdlayher/vsock"
+)
+
+const host = 2
+
+func main() {
+	port := uint32(9000)
+	if len(os.Args) > 1 {
+		p, _ := strconv.ParseUint(os.Args[1], 10, 32)
+		port = uint32(p)
+	}
+	var ctl net.Conn
+	var err error
+	for start := time.Now(); time.Since(start) < 120*time.Second; time.Sleep(100 * time.Millisecond) {
+		if ctl, err = vsock.Dial(host, port, nil); err == nil {
+			break
+		}
+	}
+	if err != nil {
+		fmt.Println("guestprog: control connection:", err)
+		os.Exit(1)
+	}
+	fmt.Println("guestprog: connected")
+	r := bufio.NewReader(ctl)
+	var wmu sync.Mutex
+	reply := func(format string, args ...any) {
+		wmu.Lock()
+		fmt.Fprintf(ctl, format+"\n", args...)
+		wmu.Unlock()
+	}
+	for {
+		line, err := r.ReadString('\n')
+		if err != nil {
+			return
+		}
+		f := strings.Fields(line)
+		if len(f) == 0 {
+			continue
+		}
+		if len(f) < 2 {
+			continue
+		}
+		// "TAG CMD ARGS...": replies start with TAG, so concurrent commands can be told apart.
+		tag := f[0]
+		go func() {
+			tagged := func(format string, args ...any) { reply(tag+" "+format, args...) }
+			if err := run(f[1:], tagged); err != nil {
+				tagged("ERR %s: %v", f[1], err)
+			}
+		}()
+	}
+}
+
+func num(s string) uint64 { n, _ := strconv.ParseUint(s, 10, 64); return n }
+
+// stream writes n deterministic pseudo-random bytes (seeded) to w, hashing them into h.
+func stream(w io.Writer, n uint64, seed uint64, h hash.Hash) error {
+	block := make([]byte, 64<<10)
+	rng := rand.NewChaCha8([32]byte{byte(seed), byte(seed >> 8)})
+	rng.Read(block)
+	for i := uint64(0); n > 0; i++ {
+		binary.LittleEndian.PutUint64(block, i^seed)
+		k := min(n, uint64(len(block)))
+		if h != nil {
+			h.Write(block[:k])
+		}
+		if _, err := w.Write(block[:k]); err != nil {
+			return err
+		}
+		n -= k
+	}
+	return nil
+}
+
+func run(f []string, reply func(string, ...any)) error {
+	arg := func(i int) uint64 {
+		if i < len(f) {
+			return num(f[i])
+		}
+		return 0
+	}
+	port := uint32(arg(1))
+	switch f[0] {
+	case "ping": // guest -> host round trip
+		c, err := vsock.Dial(host, port, nil)
+		if err != nil {
+			return err
+		}
+		defer c.Close()
+		c.Write([]byte("ping"))
+		b := make([]byte, 4)
+		if _, err := io.ReadFull(c, b); err != nil {
+			return err
+		}
+		reply("OK %s", b)
+	case "send", "sendz": // guest -> host bulk
+		c, err := vsock.Dial(host, port, nil)
+		if err != nil {
+			return err
+		}
+		defer c.Close()
+		var h hash.Hash
+		if f[0] == "send" {
+			h = sha256.New()
+		}
+		start := time.Now()
+		if err := stream(c, arg(2), arg(3), h); err != nil {
+			return err
+		}
+		c.CloseWrite()
+		io.Copy(io.Discard, c) // until the host closes
+		if h == nil {
+			reply("OK %d", time.Since(start).Nanoseconds())
+			return nil
+		}
+		reply("OK %s", hex.EncodeToString(h.Sum(nil)))
+	case "recv", "recvz", "pong": // host -> guest: listen, READY, accept N
+		l, err := vsock.Listen(port, nil)
+		if err != nil {
+			return err
+		}
+		defer l.Close()
+		reply("READY")
+		n := max(arg(2), 1)
+		for range n {
+			c, err := l.Accept()
+			if err != nil {
+				return err
+			}
+			switch f[0] {
+			case "pong":
+				b := make([]byte, 4)
+				if _, err := io.ReadFull(c, b); err != nil {
+					return err
+				}
+				c.Write([]byte("pong"))
+			case "recvz":
+				io.Copy(io.Discard, c)
+			case "recv":
+				h := sha256.New()
+				k, err := io.Copy(h, c)
+				if err != nil {
+					return err
+				}
+				reply("OK %s %d", hex.EncodeToString(h.Sum(nil)), k)
+			}
+			c.Close()
+		}
+		l.Close() // before the reply, so the port is free for the host's next command
+		if f[0] != "recv" {
+			reply("OK")
+		}
+	case "conc": // N concurrent echo connections of SIZE bytes each
+		n, size := int(arg(2)), arg(3)
+		var wg sync.WaitGroup
+		errs := make(chan error, n)
+		for i := range n {
+			wg.Add(1)
+			go func() {
+				defer wg.Done()
+				errs <- echo(port, size, uint64(i+1))
+			}()
+		}
+		wg.Wait()
+		close(errs)
+		for err := range errs {
+			if err != nil {
+				return err
+			}
+		}
+		reply("OK")
+	case "connect": // sequential connect+close latency
+		n := arg(2)
+		start := time.Now()
+		for range n {
+			c, err := vsock.Dial(host, port, nil)
+			if err != nil {
+				return err
+			}
+			c.Close()
+		}
+		reply("OK %d", time.Since(start).Nanoseconds())
+	case "abort": // close while a write is blocked (the host is not reading)
+		c, err := vsock.Dial(host, port, nil)
+		if err != nil {
+			return err
+		}
+		cw := &countWriter{w: c}
+		done := make(chan error, 1)
+		go func() { done <- stream(cw, arg(2), 7, nil) }()
+		time.Sleep(time.Second)
+		c.Close()
+		err = <-done
+		reply("OK %d %v", cw.n.Load(), err != nil)
+	default:
+		return errors.New("unknown command")
+	}
+	return nil
+}
+
+// echo sends size bytes and checks the host echoes exactly them back.
+func echo(port uint32, size, seed uint64) error {
+	c, err := vsock.Dial(host, port, nil)
+	if err != nil {
+		return err
+	}
+	defer c.Close()
+	sent := sha256.New()
+	errc := make(chan error, 1)
+	go func() {
+		err := stream(c, size, seed, sent)
+		c.CloseWrite()
+		errc <- err
+	}()
+	got := sha256.New()
+	k, err := io.Copy(got, c)
+	if err != nil {
+		return err
+	}
+	if err := <-errc; err != nil {
+		return err
+	}
+	if uint64(k) != size || string(got.Sum(nil)) != string(sent.Sum(nil)) {
+		return fmt.Errorf("echo of %d bytes came back as %d bytes with another hash", size, k)
+	}
+	return nil
+}
+
+type countWriter struct {
+	w io.Writer
+	n atomic.Int64
+}
+
+func (c *countWriter) Write(p []byte) (int, error) {
+	n, err := c.w.Write(p)
+	c.n.Add(int64(n))
+	return n, err
+}

@@ -1,0 +1,121 @@
+package vhostvsock
+
+import (
+	"bufio"
+	"errors"
+	"fmt"
+	"io"
+	"net"
+	"path/filepath"
+	"strings"
+	"syscall"
+	"testing"
+	"time"
+)
+
+func TestUDSGuestToHost(t *testing.T) {
+	uds := filepath.Join(t.TempDir(), "v.sock")
+	g := newFakeGuest(t, fakeOpts{uds: uds})
+	hl, err := net.Listen("unix", fmt.Sprintf("%s_%d", uds, 5000))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer hl.Close()
+	got := make(chan string, 1)
+	go func() {
+		c, err := hl.Accept()
+		if err != nil {
+			return
+		}
+		b := make([]byte, 4)
+		io.ReadFull(c, b)
+		got <- string(b)
+		c.Write([]byte("pong"))
+		c.Close()
+	}()
+	g.send(guestHdr(opRequest, 21, 5000), nil)
+	expectOp(t, g.recv(), opResponse, 21, 5000)
+	g.send(guestHdr(opRW, 21, 5000), []byte("ping"))
+	if s := <-got; s != "ping" {
+		t.Fatalf("host program got %q", s)
+	}
+	p := g.recv()
+	expectOp(t, p, opRW, 21, 5000)
+	if string(p.payload) != "pong" {
+		t.Fatalf("guest got %q", p.payload)
+	}
+	// The host program closed: the guest sees its SHUTDOWN (send side first, via the bridge).
+	p = g.recv()
+	expectOp(t, p, opShutdown, 21, 5000)
+
+	// A port with no "<uds>_<port>" socket is refused.
+	g.send(guestHdr(opRequest, 22, 5999), nil)
+	expectOp(t, g.recv(), opRST, 22, 5999)
+}
+
+func TestUDSHostToGuest(t *testing.T) {
+	uds := filepath.Join(t.TempDir(), "v.sock")
+	g := newFakeGuest(t, fakeOpts{uds: uds})
+	c, err := net.Dial("unix", uds)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	fmt.Fprintf(c, "CONNECT 1234\nhello")
+	p := g.recv()
+	if p.h.Op != opRequest || p.h.DstPort != 1234 {
+		t.Fatalf("got %v", &p.h)
+	}
+	hp := p.h.SrcPort
+	g.send(guestHdr(opResponse, 1234, hp), nil)
+	br := bufio.NewReader(c)
+	line, err := br.ReadString('\n')
+	if err != nil || line != fmt.Sprintf("OK %d\n", hp) {
+		t.Fatalf("handshake answer %q, %v", line, err)
+	}
+	// Bytes written right after the CONNECT line are not lost.
+	p = g.recv()
+	expectOp(t, p, opRW, 1234, hp)
+	if string(p.payload) != "hello" {
+		t.Fatalf("guest got %q", p.payload)
+	}
+	g.send(guestHdr(opRW, 1234, hp), []byte("world"))
+	b := make([]byte, 5)
+	if _, err := io.ReadFull(br, b); err != nil || string(b) != "world" {
+		t.Fatalf("host got %q %v", b, err)
+	}
+
+	// Two connections to the same guest port get distinct host ports.
+	c2, _ := net.Dial("unix", uds)
+	defer c2.Close()
+	fmt.Fprintf(c2, "CONNECT 1234\n")
+	p = g.recv()
+	if p.h.Op != opRequest || p.h.SrcPort == hp {
+		t.Fatalf("second connection %v (first host port %d)", &p.h, hp)
+	}
+	// The guest refuses it: the host socket is closed without an OK.
+	g.send(guestHdr(opRST, 1234, p.h.SrcPort), nil)
+	c2.SetReadDeadline(time.Now().Add(5 * time.Second))
+	if rest, err := io.ReadAll(c2); err != nil || len(rest) != 0 {
+		t.Fatalf("refused connection: %q %v", rest, err)
+	}
+}
+
+func TestUDSMalformed(t *testing.T) {
+	uds := filepath.Join(t.TempDir(), "v.sock")
+	g := newFakeGuest(t, fakeOpts{uds: uds})
+	for _, line := range []string{"CONNECT\n", "CONNECT x\n", "HELLO 5\n", "CONNECT 99999999999\n", strings.Repeat("A", 100) + "\n"} {
+		c, err := net.Dial("unix", uds)
+		if err != nil {
+			t.Fatal(err)
+		}
+		c.Write([]byte(line))
+		c.SetReadDeadline(time.Now().Add(5 * time.Second))
+		// Closed (EOF, or a reset when our unread bytes were still queued), never answered.
+		if rest, err := io.ReadAll(c); (err != nil && !errors.Is(err, syscall.ECONNRESET)) || len(rest) != 0 {
+			t.Errorf("%q: got %q, %v; want the socket closed", line, rest, err)
+		}
+		c.Close()
+	}
+	g.expectNone(50 * time.Millisecond)
+}

@@ -1,0 +1,160 @@
+package vm
+
+import (
+	"bytes"
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strings"
+	"time"
+
+	"lab/vm/qemu"
+	"lab/vm/qmp"
+)
+
+// chooseAccel turns --accel auto|kvm|tcg into the accelerator QEMU runs with and a
+// reason a person can read in lab status. A /dev/kvm that exists proves nothing (on
+// some hosts QEMU aborts in kvm_buf_set_msrs as soon as a vCPU resets), so KVM is
+// trusted only after a trial run; the verdict is cached per host boot and QEMU binary.
+func chooseAccel(ctx context.Context, qemuBin, want, cacheDir string) (accel, reason string, err error) {
+	switch want {
+	case "tcg":
+		return "tcg", "requested", nil
+	case "kvm", "auto":
+	default:
+		return "", "", fmt.Errorf("vm: --accel %q: want auto, kvm or tcg", want)
+	}
+	ok, why := kvmWorks(ctx, qemuBin, cacheDir)
+	switch {
+	case ok:
+		return "kvm", want + ": KVM trial passed", nil
+	case want == "kvm":
+		return "", "", fmt.Errorf("vm: --accel kvm: KVM does not work on this host (%s); use --accel tcg or auto", why)
+	default:
+		return "tcg", "auto: KVM unusable (" + why + ")", nil
+	}
+}
+
+type kvmVerdict struct {
+	BootID string `json:"boot_id"`
+	QEMU   string `json:"qemu"` // path and mtime
+	OK     bool   `json:"ok"`
+	Why    string `json:"why"`
+}
+
+func kvmWorks(ctx context.Context, qemuBin, cacheDir string) (bool, string) {
+	f, err := os.OpenFile("/dev/kvm", os.O_RDWR, 0)
+	if err != nil {
+		return false, "cannot open /dev/kvm: " + errors.Unwrap(err).Error()
+	}
+	f.Close()
+	bootID, _ := os.ReadFile("/proc/sys/kernel/random/boot_id")
+	key := kvmVerdict{BootID: strings.TrimSpace(string(bootID)), QEMU: qemuBin}
+	if st, err := os.Stat(qemuBin); err == nil {
+		key.QEMU += "@" + st.ModTime().UTC().Format(time.RFC3339Nano)
+	}
+	cache := filepath.Join(cacheDir, "kvm-verdict.json")
+	if b, err := os.ReadFile(cache); err == nil {
+		var v kvmVerdict
+		if json.Unmarshal(b, &v) == nil && v.BootID == key.BootID && v.QEMU == key.QEMU {
+			return v.OK, v.Why + " (cached)"
+		}
+	}
+	ok, why := kvmTrial(ctx, qemuBin)
+	key.OK, key.Why = ok, why
+	if os.MkdirAll(cacheDir, 0o700) == nil {
+		_ = writeJSON(cache, key)
+	}
+	return ok, why
+}
+
+// kvmTrial boots an empty q35 machine under KVM with the CPU model lab would use,
+// lets its vCPUs run through reset and firmware for a moment, and checks through QMP
+// that KVM is enabled and QEMU is still alive and exits cleanly.
+func kvmTrial(ctx context.Context, qemuBin string) (bool, string) {
+	ctx, cancel := context.WithTimeout(ctx, 15*time.Second)
+	defer cancel()
+	dir, err := os.MkdirTemp("", "lab-kvm-trial-")
+	if err != nil {
+		return false, err.Error()
+	}
+	defer os.RemoveAll(dir)
+	sock := filepath.Join(dir, "qmp.sock")
+	fns := []qemu.Fn{qemu.WithBinary(qemuBin), qemu.WithAccel("kvm"), qemu.WithMemory(64), qemu.WithQMP(sock)}
+	if _, err := os.Stat(qemu.QbootROM); err == nil {
+		fns = append(fns, qemu.WithBIOS(qemu.QbootROM))
+	}
+	argv, err := qemu.Command(fns...)
+	if err != nil {
+		return false, err.Error()
+	}
+	cmd := exec.Command(argv[0], argv[1:]...)
+	var stderr bytes.Buffer
+	cmd.Stderr = &stderr
+	if err := cmd.Start(); err != nil {
+		return false, err.Error()
+	}
+	exited := make(chan error, 1)
+	go func() { exited <- cmd.Wait() }()
+	fail := func(what string) (bool, string) {
+		cmd.Process.Kill()
+		err := <-exited
+		msg := lastLine(stderr.String())
+		if msg == "" && err != nil {
+			msg = err.Error()
+		}
+		return false, what + ": " + msg
+	}
+	var c *qmp.Client
+	for c == nil {
+		c, err = qmp.Dial(ctx, sock)
+		if err == nil {
+			break
+		}
+		select {
+		case <-exited:
+			exited <- nil
+			return fail("QEMU exited at start")
+		case <-ctx.Done():
+			return fail("no QMP answer")
+		case <-time.After(10 * time.Millisecond):
+		}
+	}
+	defer c.Close()
+	// The known failure (kvm_buf_set_msrs) comes when the vCPUs reset; give them time.
+	select {
+	case <-exited:
+		exited <- nil
+		return fail("QEMU aborted")
+	case <-time.After(300 * time.Millisecond):
+	}
+	k, err := c.QueryKVM(ctx)
+	if err != nil || !k.Enabled {
+		return fail("KVM not enabled")
+	}
+	if st, err := c.QueryStatus(ctx); err != nil || !st.Running {
+		return fail("vCPUs not running")
+	}
+	_ = c.Quit(ctx)
+	select {
+	case err := <-exited:
+		if err != nil {
+			return false, "QEMU under KVM: " + err.Error() + ": " + lastLine(stderr.String())
+		}
+		return true, "ok"
+	case <-ctx.Done():
+		return fail("QEMU did not quit")
+	}
+}
+
+func lastLine(s string) string {
+	s = strings.TrimSpace(s)
+	if i := strings.LastIndexByte(s, '\n'); i >= 0 {
+		s = s[i+1:]
+	}
+	return strings.TrimPrefix(s, "qemu-system-x86_64: ")
+}

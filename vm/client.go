@@ -1,0 +1,244 @@
+package vm
+
+import (
+	"bufio"
+	"bytes"
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"net"
+	"path/filepath"
+	"strings"
+	"sync"
+	"syscall"
+	"time"
+
+	"github.com/pkg/sftp"
+	"golang.org/x/crypto/ssh"
+)
+
+// dialReady waits for the SSH banner on addr and then completes an SSH handshake and
+// runs `true`. With QEMU's port forwarding the TCP connect succeeds before the guest
+// listens, so the banner (read with a short deadline) is the first sign of life.
+func dialReady(ctx context.Context, addr string, cfg *ssh.ClientConfig) (*ssh.Client, error) {
+	var d net.Dialer
+	conn, err := d.DialContext(ctx, "tcp", addr)
+	if err != nil {
+		return nil, err
+	}
+	stop := context.AfterFunc(ctx, func() { conn.SetDeadline(time.Unix(1, 0)) })
+	defer stop()
+	conn.SetReadDeadline(time.Now().Add(time.Second))
+	br := bufio.NewReader(conn)
+	banner, err := br.Peek(4)
+	if err != nil || string(banner) != "SSH-" {
+		conn.Close()
+		if err == nil {
+			err = fmt.Errorf("no SSH banner (got %q)", banner)
+		}
+		return nil, err
+	}
+	conn.SetReadDeadline(time.Time{})
+	conn.SetDeadline(time.Now().Add(30 * time.Second))
+	c, chans, reqs, err := ssh.NewClientConn(&bufConn{Conn: conn, r: br}, addr, cfg)
+	if err != nil {
+		conn.Close()
+		return nil, err
+	}
+	client := ssh.NewClient(c, chans, reqs)
+	s, err := client.NewSession()
+	if err == nil {
+		err = s.Run("true")
+		s.Close()
+	}
+	if err != nil {
+		client.Close()
+		return nil, fmt.Errorf("running true: %w", err)
+	}
+	conn.SetDeadline(time.Time{})
+	return client, nil
+}
+
+// bufConn is a net.Conn whose reads go through a bufio.Reader that already peeked.
+type bufConn struct {
+	net.Conn
+	r *bufio.Reader
+}
+
+var _ net.Conn = (*bufConn)(nil)
+
+func (c *bufConn) Read(p []byte) (int, error) { return c.r.Read(p) }
+
+// Client is an SSH client to a VM's guest. It goes through the VM's hostagent, which
+// keeps one SSH connection to the guest, so a new Client and each Run cost no guest
+// handshake. Its methods are safe for concurrent use.
+type Client struct {
+	ssh *ssh.Client
+
+	mu   sync.Mutex
+	sftp *sftp.Client
+}
+
+// Connect returns a Client for the VM with this name (or state directory). The
+// hostagent's endpoint is pinned to the VM's host key.
+func Connect(ctx context.Context, nameOrDir string) (*Client, error) {
+	dir, err := StateDirOf(nameOrDir)
+	if err != nil {
+		return nil, err
+	}
+	ks, err := loadKeys(dir)
+	if err != nil {
+		return nil, fmt.Errorf("vm: %s is not up (lab up --name %s): %w", nameOrDir, filepath.Base(dir), err)
+	}
+	c, err := dialAgent(ctx, dir, ks)
+	if err != nil {
+		return nil, err
+	}
+	return &Client{ssh: c}, nil
+}
+
+func dialAgent(ctx context.Context, dir string, ks *keys) (*ssh.Client, error) {
+	sock := filepath.Join(dir, FileAgentSock)
+	var d net.Dialer
+	conn, err := d.DialContext(ctx, "unix", sock)
+	if err != nil {
+		if errors.Is(err, syscall.ENOENT) || errors.Is(err, syscall.ECONNREFUSED) {
+			return nil, fmt.Errorf("vm: VM %s is not running or not ready (see lab status --name %s)", filepath.Base(dir), filepath.Base(dir))
+		}
+		return nil, fmt.Errorf("vm: %w", err)
+	}
+	stop := context.AfterFunc(ctx, func() { conn.SetDeadline(time.Unix(1, 0)) })
+	defer stop()
+	c, chans, reqs, err := ssh.NewClientConn(conn, "lab", ks.clientConfig())
+	if err != nil {
+		conn.Close()
+		return nil, fmt.Errorf("vm: connecting to the hostagent: %w", err)
+	}
+	return ssh.NewClient(c, chans, reqs), nil
+}
+
+// SSH returns the underlying client (for sessions with a pty, port forwarding, ...).
+func (c *Client) SSH() *ssh.Client { return c.ssh }
+
+// Close closes the SFTP client (if any) and the connection.
+func (c *Client) Close() error {
+	c.mu.Lock()
+	if c.sftp != nil {
+		c.sftp.Close()
+		c.sftp = nil
+	}
+	c.mu.Unlock()
+	return c.ssh.Close()
+}
+
+// SFTP returns the Client's SFTP client, opening it on first use. Close closes it.
+func (c *Client) SFTP() (*sftp.Client, error) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if c.sftp != nil {
+		return c.sftp, nil
+	}
+	s, err := sftp.NewClient(c.ssh, sftp.UseConcurrentWrites(true))
+	if err != nil {
+		return nil, fmt.Errorf("vm: sftp: %w", err)
+	}
+	c.sftp = s
+	return s, nil
+}
+
+// Run runs cmd (a shell command line) in the guest with the given stdio (each may be
+// nil) and returns its exit status. A command killed by signal N gives 128+N, as a
+// shell reports it. err is set only when the command could not be run or its status
+// is unknown (the connection broke, ctx ended: then the command is sent SIGKILL).
+func (c *Client) Run(ctx context.Context, cmd string, stdin io.Reader, stdout, stderr io.Writer) (exit int, err error) {
+	s, err := c.ssh.NewSession()
+	if err != nil {
+		return -1, fmt.Errorf("vm: new session: %w", err)
+	}
+	defer s.Close()
+	s.Stdout, s.Stderr = stdout, stderr
+	// Not s.Stdin: Session.Wait would wait for stdin's EOF even after the command exited.
+	w, err := s.StdinPipe()
+	if err != nil {
+		return -1, fmt.Errorf("vm: %w", err)
+	}
+	if err := s.Start(cmd); err != nil {
+		return -1, fmt.Errorf("vm: starting %q: %w", cmd, err)
+	}
+	// Only after the exec request: an SSH server may close a session whose stdin
+	// ends before it has a command (dropbear does).
+	go func() {
+		if stdin != nil {
+			io.Copy(w, stdin)
+		}
+		w.Close()
+	}()
+	done := make(chan error, 1)
+	go func() { done <- s.Wait() }()
+	select {
+	case err = <-done:
+	case <-ctx.Done():
+		s.Signal(ssh.SIGKILL)
+		s.Close()
+		<-done
+		return -1, fmt.Errorf("vm: %q: %w", cmd, ctx.Err())
+	}
+	return exitStatus(err)
+}
+
+// exitStatus maps Session.Wait's error to an exit status.
+func exitStatus(err error) (int, error) {
+	if err == nil {
+		return 0, nil
+	}
+	var ee *ssh.ExitError
+	if errors.As(err, &ee) {
+		if sig := ee.Signal(); sig != "" {
+			if n, ok := signalNumbers[ssh.Signal(sig)]; ok {
+				return 128 + n, nil
+			}
+			return 128 + 9, nil
+		}
+		return ee.ExitStatus(), nil
+	}
+	return -1, fmt.Errorf("vm: %w", err)
+}
+
+var signalNumbers = map[ssh.Signal]int{
+	ssh.SIGABRT: 6, ssh.SIGALRM: 14, ssh.SIGFPE: 8, ssh.SIGHUP: 1, ssh.SIGILL: 4, ssh.SIGINT: 2,
+	ssh.SIGKILL: 9, ssh.SIGPIPE: 13, ssh.SIGQUIT: 3, ssh.SIGSEGV: 11, ssh.SIGTERM: 15, ssh.SIGUSR1: 10, ssh.SIGUSR2: 12,
+}
+
+// Output runs cmd and returns its stdout; a non-zero exit is an error carrying stderr.
+func (c *Client) Output(ctx context.Context, cmd string) ([]byte, error) {
+	var out, errb bytes.Buffer
+	code, err := c.Run(ctx, cmd, nil, &out, &errb)
+	if err != nil {
+		return out.Bytes(), err
+	}
+	if code != 0 {
+		return out.Bytes(), fmt.Errorf("vm: %q: exit status %d: %s", cmd, code, strings.TrimSpace(errb.String()))
+	}
+	return out.Bytes(), nil
+}
+
+// ShellQuote joins argv into a command line the guest's shell splits back into argv.
+func ShellQuote(argv []string) string {
+	var b strings.Builder
+	for i, a := range argv {
+		if i > 0 {
+			b.WriteByte(' ')
+		}
+		if a != "" && strings.IndexFunc(a, func(r rune) bool {
+			return !(r >= 'a' && r <= 'z' || r >= 'A' && r <= 'Z' || r >= '0' && r <= '9' || strings.ContainsRune("-_./:=,@%+", r))
+		}) < 0 {
+			b.WriteString(a)
+			continue
+		}
+		b.WriteByte('\'')
+		b.WriteString(strings.ReplaceAll(a, "'", `'\''`))
+		b.WriteByte('\'')
+	}
+	return b.String()
+}

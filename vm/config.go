@@ -1,0 +1,155 @@
+package vm
+
+import (
+	"fmt"
+	"io"
+	"path/filepath"
+	"strings"
+	"time"
+
+	"lab/images"
+)
+
+// DefaultName is the VM name used when none is given.
+const DefaultName = "default"
+
+// Defaults for the guest.
+const (
+	DefaultMemoryMiB   = 1024
+	DefaultCPUs        = 2
+	DefaultBootTimeout = 2 * time.Minute
+)
+
+// Config describes a VM to boot. Every field documents its zero value.
+type Config struct {
+	Name     string // zero: "default"
+	StateDir string // zero: $XDG_STATE_HOME/lab/<Name>
+	CacheDir string // passed to images; zero: images' default ($XDG_CACHE_HOME/lab)
+	Accel    string // "auto" (try KVM, fall back to TCG), "kvm" or "tcg"; zero: auto
+	Vsock    string // "auto" (kernel when /dev/vhost-vsock opens, else user), "kernel" or "user"; zero: auto
+	Shares   []Share
+	// MemoryMiB and CPUs size the guest; zero: 1024 MiB and 2 CPUs.
+	MemoryMiB, CPUs int
+	// Kernel, when set, boots this kernel instead of the one from the host's package
+	// sources (passed to images.Options.Kernel; Modules likewise).
+	Kernel, Modules string
+	// Image, when set, is used as is and no image is built (tests, callers that built one).
+	Image *images.Image
+	// QEMU is the emulator binary (path or name in PATH); zero: qemu-system-x86_64.
+	QEMU string
+	// Hostagent is the command that runs the supervisor, to which Up appends
+	// "--state-dir DIR"; zero: this executable with the argument "hostagent" (right
+	// for the lab binary; tests elsewhere build lab and point this at it).
+	Hostagent []string
+	// BootTimeout bounds boot-to-SSH-ready; zero: 2 minutes.
+	BootTimeout time.Duration
+	// Progress receives a progress line while the image builds and the VM boots; nil: silent.
+	Progress io.Writer
+
+	// inProcess, in tests, runs this hostagent inside the calling process.
+	inProcess *Hostagent
+}
+
+// Share is a host directory exported to the guest over 9p.
+type Share struct {
+	HostPath  string `json:"host_path"`
+	GuestPath string `json:"guest_path"`
+	Tag       string `json:"tag,omitempty"` // 9p mount tag; zero: share0, share1, ...
+	ReadOnly  bool   `json:"read_only,omitempty"`
+}
+
+// ParseShare parses the --share syntax HOST:GUEST[:ro].
+func ParseShare(s string) (Share, error) {
+	parts := strings.Split(s, ":")
+	if len(parts) < 2 || len(parts) > 3 || parts[0] == "" || parts[1] == "" {
+		return Share{}, fmt.Errorf("vm: share %q: want HOSTDIR:GUESTDIR[:ro]", s)
+	}
+	sh := Share{HostPath: parts[0], GuestPath: parts[1]}
+	if len(parts) == 3 {
+		if parts[2] != "ro" {
+			return Share{}, fmt.Errorf("vm: share %q: the only option is ro", s)
+		}
+		sh.ReadOnly = true
+	}
+	return sh, nil
+}
+
+// withDefaults returns a copy of c with every zero field filled and the fields checked.
+func (c Config) withDefaults() (Config, error) {
+	if c.Name == "" {
+		c.Name = DefaultName
+	}
+	if err := validName(c.Name); err != nil {
+		return c, err
+	}
+	if c.StateDir == "" {
+		d, err := StateDirOf(c.Name)
+		if err != nil {
+			return c, err
+		}
+		c.StateDir = d
+	} else {
+		d, err := filepath.Abs(c.StateDir)
+		if err != nil {
+			return c, fmt.Errorf("vm: state dir: %w", err)
+		}
+		c.StateDir = d
+	}
+	if n := len(filepath.Join(c.StateDir, FileVhostSock)); n > maxUnixSockPath {
+		return c, fmt.Errorf("vm: state dir %s is too long for Unix sockets (%d > %d bytes): set XDG_STATE_HOME to a shorter path", c.StateDir, n, maxUnixSockPath)
+	}
+	switch c.Accel {
+	case "":
+		c.Accel = "auto"
+	case "auto", "kvm", "tcg":
+	default:
+		return c, fmt.Errorf("vm: --accel %q: want auto, kvm or tcg", c.Accel)
+	}
+	switch c.Vsock {
+	case "":
+		c.Vsock = "auto"
+	case "auto", "kernel", "user":
+	default:
+		return c, fmt.Errorf("vm: --vsock %q: want auto, kernel or user", c.Vsock)
+	}
+	if c.MemoryMiB == 0 {
+		c.MemoryMiB = DefaultMemoryMiB
+	}
+	if c.CPUs == 0 {
+		c.CPUs = DefaultCPUs
+	}
+	if c.MemoryMiB < 128 {
+		return c, fmt.Errorf("vm: %d MiB of memory is too little (want at least 128)", c.MemoryMiB)
+	}
+	if c.CPUs < 1 {
+		return c, fmt.Errorf("vm: %d CPUs: want at least 1", c.CPUs)
+	}
+	if c.QEMU == "" {
+		c.QEMU = "qemu-system-x86_64"
+	}
+	if c.BootTimeout == 0 {
+		c.BootTimeout = DefaultBootTimeout
+	}
+	shares := make([]Share, len(c.Shares))
+	tags := map[string]bool{}
+	for i, sh := range c.Shares {
+		if sh.Tag == "" {
+			sh.Tag = fmt.Sprintf("share%d", i)
+		}
+		if tags[sh.Tag] {
+			return c, fmt.Errorf("vm: two shares with the tag %q", sh.Tag)
+		}
+		tags[sh.Tag] = true
+		hp, err := filepath.Abs(sh.HostPath)
+		if err != nil {
+			return c, fmt.Errorf("vm: share %s: %w", sh.HostPath, err)
+		}
+		sh.HostPath = hp
+		if !filepath.IsAbs(sh.GuestPath) || strings.ContainsAny(sh.GuestPath, " \t\n:") {
+			return c, fmt.Errorf("vm: share guest path %q: want an absolute path without spaces or colons", sh.GuestPath)
+		}
+		shares[i] = sh
+	}
+	c.Shares = shares
+	return c, nil
+}

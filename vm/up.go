@@ -1,0 +1,461 @@
+package vm
+
+import (
+	"bufio"
+	"context"
+	"crypto/ed25519"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strings"
+	"syscall"
+	"time"
+
+	"golang.org/x/crypto/ssh"
+	"golang.org/x/term"
+
+	"lab/images"
+	"lab/vm/qemu"
+)
+
+// Up boots a VM through a supervising hostagent process and waits until its SSH
+// server runs commands. On any failure nothing is left running and the state
+// directory is removed; the error holds the last console lines.
+func Up(ctx context.Context, cfg Config) (*Instance, error) {
+	cfg, err := cfg.withDefaults()
+	if err != nil {
+		return nil, err
+	}
+	qemuBin, err := exec.LookPath(cfg.QEMU)
+	if err != nil {
+		return nil, fmt.Errorf("vm: %s not found: install QEMU (apt-get install qemu-system-x86, or run make deps): %w", cfg.QEMU, err)
+	}
+	for _, f := range []struct{ what, path string }{{"--kernel", cfg.Kernel}, {"--modules", cfg.Modules}} {
+		if f.path == "" {
+			continue
+		}
+		if _, err := os.Stat(f.path); err != nil {
+			return nil, fmt.Errorf("vm: %s %s: %w", f.what, f.path, errors.Unwrap(err))
+		}
+	}
+	for _, sh := range cfg.Shares {
+		st, err := os.Stat(sh.HostPath)
+		if err != nil {
+			return nil, fmt.Errorf("vm: share %s: %w", sh.HostPath, err)
+		}
+		if !st.IsDir() {
+			return nil, fmt.Errorf("vm: share %s: not a directory", sh.HostPath)
+		}
+	}
+	agentCmd := cfg.Hostagent
+	if len(agentCmd) == 0 {
+		exe, err := os.Executable()
+		if err != nil {
+			return nil, fmt.Errorf("vm: finding the lab executable for the hostagent: %w", err)
+		}
+		agentCmd = []string{exe, "hostagent"}
+	}
+
+	// Claim the name: the base dir's lock serialises Up, allocation and stale cleanup.
+	base := filepath.Dir(cfg.StateDir)
+	if err := os.MkdirAll(base, 0o700); err != nil {
+		return nil, fmt.Errorf("vm: %w", err)
+	}
+	baseLock, err := lockFile(filepath.Join(base, ".lock"), true)
+	if err != nil {
+		return nil, fmt.Errorf("vm: locking %s: %w", base, err)
+	}
+	cid, port, upLock, err := claim(cfg, base)
+	if err != nil {
+		baseLock.Close()
+		return nil, err
+	}
+	defer upLock.Close()
+	// From here on a failure removes the state dir (and the hostagent, if started).
+	ok := false
+	var agentPID int
+	defer func() {
+		if !ok {
+			teardown(cfg.StateDir, agentPID)
+		}
+	}()
+	// Reserve the CID and port for concurrent Ups before dropping the lock.
+	if err := writeJSON(filepath.Join(cfg.StateDir, FileInstance), Instance{Name: cfg.Name, StateDir: cfg.StateDir, CID: cid, SSHPort: port}); err != nil {
+		baseLock.Close()
+		return nil, fmt.Errorf("vm: %w", err)
+	}
+	baseLock.Close()
+
+	vsockMode, err := chooseVsock(cfg.Vsock)
+	if err != nil {
+		return nil, err
+	}
+	accel, reason, err := chooseAccel(ctx, qemuBin, cfg.Accel, base)
+	if err != nil {
+		return nil, err
+	}
+
+	img := cfg.Image
+	if img == nil {
+		img, err = images.Build(ctx, images.Options{CacheDir: cfg.CacheDir, Kernel: cfg.Kernel, Modules: cfg.Modules, Progress: cfg.Progress})
+		if err != nil {
+			return nil, fmt.Errorf("vm: guest image: %w", err)
+		}
+	}
+	ks, hostPriv, err := generateKeys(cfg.StateDir)
+	if err != nil {
+		return nil, fmt.Errorf("vm: keys: %w", err)
+	}
+	if err := writeInitrd(filepath.Join(cfg.StateDir, FileInitrd), img.Initrd, ks.client.PublicKey(), hostPriv); err != nil {
+		return nil, err
+	}
+	if err := writeSSHConfig(cfg.StateDir, port, ks.host.PublicKey()); err != nil {
+		return nil, fmt.Errorf("vm: %w", err)
+	}
+
+	in := &Instance{
+		Name: cfg.Name, StateDir: cfg.StateDir, Created: time.Now().UTC(),
+		Accel: accel, AccelReason: reason, Vsock: vsockMode, CID: cid, SSHPort: port,
+		MemoryMiB: cfg.MemoryMiB, CPUs: cfg.CPUs, Shares: cfg.Shares,
+		Kernel: img.Kernel, KernelVer: img.KernelVersion, BootTimeout: Duration(cfg.BootTimeout),
+	}
+	in.Argv, err = qemuArgv(qemuBin, in, img)
+	if err != nil {
+		return nil, err
+	}
+	if err := writeJSON(filepath.Join(cfg.StateDir, FileInstance), in); err != nil {
+		return nil, fmt.Errorf("vm: %w", err)
+	}
+
+	var agentExit <-chan error
+	if h := cfg.inProcess; h != nil {
+		// Tests: the hostagent runs in this process; agentPID stays 0, so a failed Up
+		// stops it by cancelling its context.
+		actx, cancel := context.WithCancel(context.WithoutCancel(ctx))
+		exited := make(chan error, 1)
+		h.StateDir = cfg.StateDir
+		go func() { exited <- h.Run(actx) }()
+		agentExit = exited
+		defer func() {
+			if !ok {
+				cancel()
+				<-exited
+			}
+		}()
+	} else if agentPID, agentExit, err = startAgent(agentCmd, cfg.StateDir); err != nil {
+		return nil, err
+	}
+	if err := waitBooted(ctx, cfg, in, agentExit); err != nil {
+		return nil, err
+	}
+	ok = true
+	return in, nil
+}
+
+// claim prepares cfg.StateDir: it refuses a VM that is alive, removes a dead one's
+// leftovers, and allocates the CID and SSH port.
+// The returned file holds the state dir's up.lock until Up returns, so a concurrent
+// Up of the same name sees the VM as starting rather than stale.
+func claim(cfg Config, base string) (uint32, int, *os.File, error) {
+	dir := cfg.StateDir
+	if _, err := os.Stat(dir); err == nil {
+		if l, err := lockFile(filepath.Join(dir, fileUpLock), false); errors.Is(err, errLocked) {
+			return 0, 0, nil, fmt.Errorf("vm: a VM named %q is being started by another lab up", cfg.Name)
+		} else if err == nil {
+			l.Close()
+		}
+		if !isStateDir(dir) {
+			return 0, 0, nil, fmt.Errorf("vm: %s exists and is not a lab state directory; choose another --name or state dir", dir)
+		}
+		if st := inspectDir(dir, false); st.AgentAlive || st.QEMUAlive {
+			return 0, 0, nil, fmt.Errorf("vm: a VM named %q is already running (lab status --name %s; lab down --name %s)", cfg.Name, cfg.Name, cfg.Name)
+		}
+		if err := os.RemoveAll(dir); err != nil {
+			return 0, 0, nil, fmt.Errorf("vm: removing the stale state of %q: %w", cfg.Name, err)
+		}
+	}
+	if err := os.MkdirAll(dir, 0o700); err != nil {
+		return 0, 0, nil, fmt.Errorf("vm: %w", err)
+	}
+	l, err := lockFile(filepath.Join(dir, fileUpLock), false)
+	if err != nil {
+		return 0, 0, nil, fmt.Errorf("vm: %w", err)
+	}
+	cid, port, err := allocate(base, dir)
+	if err != nil {
+		l.Close()
+		return 0, 0, nil, err
+	}
+	return cid, port, l, nil
+}
+
+func chooseVsock(want string) (string, error) {
+	kernelOK := func() error {
+		f, err := os.OpenFile("/dev/vhost-vsock", os.O_RDWR, 0)
+		if err != nil {
+			return err
+		}
+		return f.Close()
+	}
+	switch want {
+	case "user":
+		return "user", nil
+	case "kernel":
+		if err := kernelOK(); err != nil {
+			return "", fmt.Errorf("vm: --vsock kernel: %w (load it with modprobe vhost_vsock, or use --vsock user)", err)
+		}
+		return "kernel", nil
+	default:
+		if kernelOK() == nil {
+			return "kernel", nil
+		}
+		return "user", nil
+	}
+}
+
+// qemuArgv is the VM's QEMU command line.
+func qemuArgv(bin string, in *Instance, img *images.Image) ([]string, error) {
+	dir := in.StateDir
+	cmdline := strings.Fields(img.Cmdline)
+	fns := []qemu.Fn{
+		qemu.WithBinary(bin), qemu.WithAccel(in.Accel), qemu.WithSMP(in.CPUs), qemu.WithMemory(in.MemoryMiB),
+		qemu.WithKernel(img.Kernel), qemu.WithInitrd(filepath.Join(dir, FileInitrd)),
+		qemu.WithSerialFile(filepath.Join(dir, FileConsoleLog)),
+		qemu.WithQMP(filepath.Join(dir, FileQMPSock)),
+		qemu.WithUserNet(qemu.Forward{HostPort: in.SSHPort, GuestPort: 22}),
+		qemu.WithRNG(),
+	}
+	// qboot jumps straight into a PVH kernel; other kernels need SeaBIOS.
+	if img.Manifest.KernelPVH {
+		if _, err := os.Stat(qemu.QbootROM); err == nil {
+			fns = append(fns, qemu.WithBIOS(qemu.QbootROM))
+		}
+	}
+	switch in.Vsock {
+	case "kernel":
+		fns = append(fns, qemu.WithKernelVsock(in.CID))
+	case "user":
+		fns = append(fns, qemu.WithUserVsock(filepath.Join(dir, FileVhostSock)))
+	}
+	for _, sh := range in.Shares {
+		fns = append(fns, qemu.WithShare(sh.HostPath, sh.Tag, sh.ReadOnly))
+		cmdline = append(cmdline, "lab.mount="+sh.Tag+":"+sh.GuestPath)
+	}
+	fns = append(fns, qemu.WithAppend(cmdline...))
+	argv, err := qemu.Command(fns...)
+	if err != nil {
+		return nil, fmt.Errorf("vm: %w", err)
+	}
+	return argv, nil
+}
+
+// writeInitrd writes the base image's cpio followed by this VM's (keys).
+func writeInitrd(path, base string, authorized ssh.PublicKey, hostKey ed25519.PrivateKey) error {
+	files, err := images.InstanceFiles(authorized, hostKey)
+	if err != nil {
+		return fmt.Errorf("vm: %w", err)
+	}
+	src, err := os.Open(base)
+	if err != nil {
+		return fmt.Errorf("vm: guest image: %w", err)
+	}
+	defer src.Close()
+	dst, err := os.OpenFile(path, os.O_WRONLY|os.O_CREATE|os.O_TRUNC, 0o600)
+	if err != nil {
+		return fmt.Errorf("vm: %w", err)
+	}
+	w := bufio.NewWriterSize(dst, 1<<20)
+	n, err := io.Copy(w, src)
+	if err == nil && n%4 != 0 {
+		// The kernel finds the next archive only at a 4-byte boundary.
+		_, err = w.Write(make([]byte, 4-n%4))
+	}
+	if err == nil {
+		err = images.WriteCPIO(w, files)
+	}
+	if err == nil {
+		err = w.Flush()
+	}
+	if cerr := dst.Close(); err == nil {
+		err = cerr
+	}
+	if err != nil {
+		return fmt.Errorf("vm: writing the instance initrd: %w", err)
+	}
+	return nil
+}
+
+// startAgent starts the hostagent in its own session (it outlives `lab up`), with
+// its output going to ha.log.
+func startAgent(argv []string, dir string) (int, <-chan error, error) {
+	logf, err := os.OpenFile(filepath.Join(dir, FileAgentLog), os.O_WRONLY|os.O_CREATE|os.O_APPEND, 0o600)
+	if err != nil {
+		return 0, nil, fmt.Errorf("vm: %w", err)
+	}
+	defer logf.Close()
+	cmd := exec.Command(argv[0], append(argv[1:], "--state-dir", dir)...)
+	cmd.Stdout, cmd.Stderr = logf, logf
+	cmd.Dir = dir
+	cmd.SysProcAttr = &syscall.SysProcAttr{Setsid: true}
+	if err := cmd.Start(); err != nil {
+		return 0, nil, fmt.Errorf("vm: starting the hostagent %s: %w", argv[0], err)
+	}
+	// Reap it if it exits while we wait; once Up returns it belongs to init.
+	exited := make(chan error, 1)
+	go func() { exited <- cmd.Wait() }()
+	return cmd.Process.Pid, exited, nil
+}
+
+// waitBooted follows events.jsonl until the hostagent reports ready or failed,
+// showing a progress line.
+func waitBooted(ctx context.Context, cfg Config, in *Instance, agentExit <-chan error) error {
+	start := time.Now()
+	prog := newProgress(cfg.Progress, fmt.Sprintf("booting %s (%s, %s vsock)", in.Name, in.Accel, in.Vsock))
+	defer prog.done()
+	path := filepath.Join(in.StateDir, FileEvents)
+	var off int64
+	deadline := time.Duration(in.BootTimeout) + 30*time.Second
+	tick := time.NewTicker(50 * time.Millisecond)
+	defer tick.Stop()
+	agentGone, agentErr := false, error(nil)
+	for {
+		evs, n := readEvents(path, off)
+		off = n
+		for _, e := range evs {
+			switch e.Phase {
+			case "ready":
+				prog.finish(fmt.Sprintf("%s is ready (%.1fs)", in.Name, time.Since(start).Seconds()))
+				return nil
+			case "failed", "exited":
+				if e.Error == "" {
+					e.Error = "vm: the hostagent stopped during boot"
+				}
+				return errors.New(e.Error)
+			}
+		}
+		if !agentGone {
+			select {
+			case agentErr = <-agentExit:
+				// Read once more: it may have written its verdict just before exiting.
+				agentGone = true
+				continue
+			default:
+			}
+		} else {
+			return fmt.Errorf("vm: the hostagent exited during boot (%v); it said:\n%s", agentErr,
+				indent(tail(filepath.Join(in.StateDir, FileAgentLog), 10)))
+		}
+		if time.Since(start) > deadline {
+			return fmt.Errorf("vm: no answer from the hostagent after %v; see %s", deadline, filepath.Join(in.StateDir, FileAgentLog))
+		}
+		select {
+		case <-ctx.Done():
+			return fmt.Errorf("vm: boot interrupted: %w", ctx.Err())
+		case <-tick.C:
+			prog.update(time.Since(start))
+		}
+	}
+}
+
+func readEvents(path string, off int64) ([]Event, int64) {
+	f, err := os.Open(path)
+	if err != nil {
+		return nil, off
+	}
+	defer f.Close()
+	if _, err := f.Seek(off, io.SeekStart); err != nil {
+		return nil, off
+	}
+	b, _ := io.ReadAll(f)
+	// Only whole lines.
+	end := strings.LastIndexByte(string(b), '\n') + 1
+	var evs []Event
+	for _, line := range strings.Split(string(b[:end]), "\n") {
+		var e Event
+		if line != "" && json.Unmarshal([]byte(line), &e) == nil {
+			evs = append(evs, e)
+		}
+	}
+	return evs, off + int64(end)
+}
+
+// teardown stops whatever a failed Up started and removes the state dir.
+func teardown(dir string, agentPID int) {
+	if agentPID > 0 {
+		stopPID(agentPID, dir, 5*time.Second)
+	}
+	if pid := readPID(filepath.Join(dir, FileQEMUPID)); pid > 0 {
+		stopPID(pid, dir, 2*time.Second)
+	}
+	os.RemoveAll(dir)
+}
+
+// stopPID sends SIGTERM, then SIGKILL after grace, to pid if it is still ours.
+func stopPID(pid int, marker string, grace time.Duration) {
+	if !processAlive(pid, marker) {
+		return
+	}
+	syscall.Kill(pid, syscall.SIGTERM)
+	deadline := time.Now().Add(grace)
+	for time.Now().Before(deadline) {
+		if !processAlive(pid, marker) {
+			return
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+	syscall.Kill(pid, syscall.SIGKILL)
+	for range 100 {
+		if !processAlive(pid, marker) {
+			return
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+}
+
+// progress draws one line: rewritten in place on a terminal, else printed at the end.
+type progress struct {
+	w     io.Writer
+	tty   bool
+	label string
+	last  time.Duration
+}
+
+func newProgress(w io.Writer, label string) *progress {
+	p := &progress{w: w, label: label}
+	if f, ok := w.(*os.File); ok && term.IsTerminal(int(f.Fd())) {
+		p.tty = true
+	}
+	if w != nil && !p.tty {
+		fmt.Fprintf(w, "lab: %s...\n", label)
+	}
+	return p
+}
+
+func (p *progress) update(d time.Duration) {
+	if p.w == nil || !p.tty || d-p.last < 100*time.Millisecond {
+		return
+	}
+	p.last = d
+	fmt.Fprintf(p.w, "\rlab: %s... %.1fs", p.label, d.Seconds())
+}
+
+func (p *progress) finish(msg string) {
+	if p.w == nil {
+		return
+	}
+	if p.tty {
+		fmt.Fprintf(p.w, "\r\033[K")
+	}
+	fmt.Fprintf(p.w, "lab: %s\n", msg)
+	p.w = nil
+}
+
+func (p *progress) done() {
+	if p.w != nil && p.tty {
+		fmt.Fprintf(p.w, "\r\033[K")
+	}
+}

@@ -1,0 +1,352 @@
+package vm
+
+import (
+	"bytes"
+	"context"
+	"encoding/binary"
+	"errors"
+	"io"
+	"log/slog"
+	"net"
+	"os"
+	"path/filepath"
+	"strconv"
+	"strings"
+	"testing"
+	"time"
+
+	"golang.org/x/crypto/ssh"
+)
+
+func TestParseShare(t *testing.T) {
+	tests := []struct {
+		in      string
+		want    Share
+		wantErr bool
+	}{
+		{"/a:/mnt/a", Share{HostPath: "/a", GuestPath: "/mnt/a"}, false},
+		{"/a:/mnt/a:ro", Share{HostPath: "/a", GuestPath: "/mnt/a", ReadOnly: true}, false},
+		{"/a", Share{}, true},
+		{":/mnt", Share{}, true},
+		{"/a:", Share{}, true},
+		{"/a:/b:rw", Share{}, true},
+		{"/a:/b:ro:x", Share{}, true},
+	}
+	for _, tt := range tests {
+		got, err := ParseShare(tt.in)
+		if (err != nil) != tt.wantErr || got != tt.want {
+			t.Errorf("ParseShare(%q) = %+v, %v; want %+v, err %v", tt.in, got, err, tt.want, tt.wantErr)
+		}
+	}
+}
+
+func TestConfigDefaults(t *testing.T) {
+	t.Setenv("XDG_STATE_HOME", "/xdg")
+	c, err := Config{}.withDefaults()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if c.Name != "default" || c.StateDir != "/xdg/lab/default" || c.Accel != "auto" || c.Vsock != "auto" ||
+		c.MemoryMiB != 1024 || c.CPUs != 2 || c.QEMU != "qemu-system-x86_64" || c.BootTimeout != DefaultBootTimeout {
+		t.Errorf("defaults: %+v", c)
+	}
+	c, err = Config{Shares: []Share{{HostPath: "/h", GuestPath: "/g"}, {HostPath: "/i", GuestPath: "/j", Tag: "x"}}}.withDefaults()
+	if err != nil || c.Shares[0].Tag != "share0" || c.Shares[1].Tag != "x" {
+		t.Errorf("share tags: %+v, %v", c.Shares, err)
+	}
+}
+
+func TestConfigErrors(t *testing.T) {
+	tests := []struct {
+		name string
+		cfg  Config
+		want string
+	}{
+		{"bad name", Config{Name: "a b"}, "invalid VM name"},
+		{"dot name", Config{Name: ".x"}, "invalid VM name"},
+		{"bad accel", Config{Accel: "hvf"}, "--accel"},
+		{"bad vsock", Config{Vsock: "tcp"}, "--vsock"},
+		{"small memory", Config{MemoryMiB: 64}, "too little"},
+		{"negative cpus", Config{CPUs: -1}, "CPUs"},
+		{"relative guest path", Config{Shares: []Share{{HostPath: "/h", GuestPath: "g"}}}, "guest path"},
+		{"duplicate tag", Config{Shares: []Share{{HostPath: "/h", GuestPath: "/g", Tag: "t"}, {HostPath: "/i", GuestPath: "/j", Tag: "t"}}}, "two shares"},
+		{"long state dir", Config{StateDir: "/" + strings.Repeat("d", 100)}, "too long"},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			_, err := tt.cfg.withDefaults()
+			if err == nil || !strings.Contains(err.Error(), tt.want) {
+				t.Fatalf("err = %v, want it to mention %q", err, tt.want)
+			}
+		})
+	}
+}
+
+func TestStateDirOf(t *testing.T) {
+	t.Setenv("XDG_STATE_HOME", "/xdg")
+	for in, want := range map[string]string{"": "/xdg/lab/default", "vm1": "/xdg/lab/vm1", "/abs/dir": "/abs/dir"} {
+		if got, err := StateDirOf(in); err != nil || got != want {
+			t.Errorf("StateDirOf(%q) = %q, %v; want %q", in, got, err, want)
+		}
+	}
+	if _, err := StateDirOf("bad name"); err == nil {
+		t.Error("StateDirOf accepted a name with a space")
+	}
+}
+
+func TestAllocateDistinct(t *testing.T) {
+	base := t.TempDir()
+	var cids []uint32
+	ports := map[int]bool{}
+	for i := range 4 {
+		dir := filepath.Join(base, "vm"+strconv.Itoa(i))
+		os.MkdirAll(dir, 0o700)
+		cid, port, err := allocate(base, dir)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if ports[port] {
+			t.Errorf("port %d given twice", port)
+		}
+		ports[port] = true
+		cids = append(cids, cid)
+		if err := writeJSON(filepath.Join(dir, FileInstance), Instance{CID: cid, SSHPort: port}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	for i, cid := range cids {
+		if cid != uint32(3+i) {
+			t.Errorf("CIDs = %v, want 3, 4, 5, 6", cids)
+			break
+		}
+	}
+	// A freed CID is reused.
+	os.RemoveAll(filepath.Join(base, "vm1"))
+	if cid, _, _ := allocate(base, filepath.Join(base, "new")); cid != 4 {
+		t.Errorf("after freeing 4, got CID %d", cid)
+	}
+}
+
+func TestTail(t *testing.T) {
+	p := filepath.Join(t.TempDir(), "log")
+	os.WriteFile(p, []byte("a\r\nb\nc\nd\n\n"), 0o600)
+	if got := tail(p, 2); got != "c\nd" {
+		t.Errorf("tail = %q", got)
+	}
+	if got := tail(p+"x", 2); got != "" {
+		t.Errorf("tail of a missing file = %q", got)
+	}
+}
+
+func TestReadEventsPartialLine(t *testing.T) {
+	p := filepath.Join(t.TempDir(), FileEvents)
+	os.WriteFile(p, []byte(`{"phase":"starting"}`+"\n"+`{"phase":"rea`), 0o600)
+	evs, off := readEvents(p, 0)
+	if len(evs) != 1 || evs[0].Phase != "starting" {
+		t.Fatalf("events = %+v", evs)
+	}
+	f, _ := os.OpenFile(p, os.O_APPEND|os.O_WRONLY, 0)
+	f.WriteString(`dy"}` + "\n")
+	f.Close()
+	evs, _ = readEvents(p, off)
+	if len(evs) != 1 || evs[0].Phase != "ready" {
+		t.Fatalf("events after completing the line = %+v", evs)
+	}
+}
+
+func TestProcessAlive(t *testing.T) {
+	if !processAlive(os.Getpid(), "") {
+		t.Error("this process is not alive")
+	}
+	if processAlive(os.Getpid(), "no-such-marker-in-cmdline") {
+		t.Error("a process with another command line counts as ours")
+	}
+	if processAlive(0, "") || processAlive(1<<30, "") {
+		t.Error("an impossible pid is alive")
+	}
+}
+
+func TestShellQuote(t *testing.T) {
+	tests := []struct {
+		in   []string
+		want string
+	}{
+		{[]string{"uname", "-r"}, "uname -r"},
+		{[]string{"sh", "-c", "echo $HOME; exit 3"}, `sh -c 'echo $HOME; exit 3'`},
+		{[]string{"it's"}, `'it'\''s'`},
+		{[]string{""}, "''"},
+	}
+	for _, tt := range tests {
+		if got := ShellQuote(tt.in); got != tt.want {
+			t.Errorf("ShellQuote(%q) = %q, want %q", tt.in, got, tt.want)
+		}
+	}
+}
+
+// fakeGuest is an in-process SSH server standing in for the guest's sshd. It runs
+// a few fixed commands: "true", "exit N", "echo WORDS", "err WORDS" (to stderr),
+// "cat" (stdin to stdout), "sleep" (until the client closes the channel) and "kill" (exit-signal).
+func fakeGuest(t *testing.T, hostKey ssh.Signer, clientKey ssh.PublicKey) string {
+	t.Helper()
+	cfg := &ssh.ServerConfig{PublicKeyCallback: func(_ ssh.ConnMetadata, k ssh.PublicKey) (*ssh.Permissions, error) {
+		if bytes.Equal(k.Marshal(), clientKey.Marshal()) {
+			return nil, nil
+		}
+		return nil, errors.New("denied")
+	}}
+	cfg.AddHostKey(hostKey)
+	l, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { l.Close() })
+	go func() {
+		for {
+			c, err := l.Accept()
+			if err != nil {
+				return
+			}
+			go func() {
+				_, chans, reqs, err := ssh.NewServerConn(c, cfg)
+				if err != nil {
+					return
+				}
+				go ssh.DiscardRequests(reqs)
+				for nch := range chans {
+					ch, creqs, err := nch.Accept()
+					if err != nil {
+						continue
+					}
+					go fakeSession(ch, creqs)
+				}
+			}()
+		}
+	}()
+	return l.Addr().String()
+}
+
+func fakeSession(ch ssh.Channel, reqs <-chan *ssh.Request) {
+	defer ch.Close()
+	for r := range reqs {
+		if r.Type != "exec" {
+			r.Reply(false, nil)
+			continue
+		}
+		cmd := string(r.Payload[4:])
+		r.Reply(true, nil)
+		status := 0
+		f := strings.Fields(cmd)
+		switch {
+		case len(f) == 0 || f[0] == "true":
+		case f[0] == "exit":
+			status, _ = strconv.Atoi(f[1])
+		case f[0] == "echo":
+			io.WriteString(ch, strings.Join(f[1:], " ")+"\n")
+		case f[0] == "err":
+			io.WriteString(ch.Stderr(), strings.Join(f[1:], " ")+"\n")
+		case f[0] == "cat":
+			io.Copy(ch, ch)
+		case f[0] == "sleep":
+			continue // until the client closes the channel
+		case f[0] == "kill":
+			sig := ssh.Marshal(struct {
+				Signal     string
+				CoreDumped bool
+				Msg, Lang  string
+			}{"TERM", false, "", ""})
+			ch.SendRequest("exit-signal", false, sig)
+			return
+		}
+		ch.CloseWrite()
+		ch.SendRequest("exit-status", false, binary.BigEndian.AppendUint32(nil, uint32(status)))
+		return
+	}
+}
+
+// TestProxyAgainstFakeGuest runs the hostagent's SSH endpoint against an in-process
+// fake guest and drives it with Connect and Client.Run, as lab exec does.
+func TestProxyAgainstFakeGuest(t *testing.T) {
+	dir := t.TempDir()
+	ks, _, err := generateKeys(dir)
+	if err != nil {
+		t.Fatal(err)
+	}
+	addr := fakeGuest(t, ks.host, ks.client.PublicKey())
+	guest, err := dialReady(context.Background(), addr, ks.clientConfig())
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer guest.Close()
+	a := &agent{in: &Instance{Name: "t", StateDir: dir}, keys: ks, log: slog.New(slog.DiscardHandler),
+		ready: make(chan struct{}), guest: guest, health: Health{Phase: "ready", VsockOK: true}}
+	close(a.ready)
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	srv, err := a.serve(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer srv.Close()
+
+	c, err := Connect(ctx, dir)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	tests := []struct {
+		cmd            string
+		stdin          string
+		exit           int
+		stdout, stderr string
+	}{
+		{"true", "", 0, "", ""},
+		{"exit 7", "", 7, "", ""},
+		{"echo hello world", "", 0, "hello world\n", ""},
+		{"err oops", "", 0, "", "oops\n"},
+		{"cat", "some\ninput", 0, "some\ninput", ""},
+		{"kill", "", 128 + 15, "", ""},
+	}
+	for _, tt := range tests {
+		t.Run(tt.cmd, func(t *testing.T) {
+			var out, errb bytes.Buffer
+			var stdin io.Reader
+			if tt.stdin != "" {
+				stdin = strings.NewReader(tt.stdin)
+			}
+			code, err := c.Run(ctx, tt.cmd, stdin, &out, &errb)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if code != tt.exit || out.String() != tt.stdout || errb.String() != tt.stderr {
+				t.Errorf("Run(%q) = %d, %q, %q; want %d, %q, %q", tt.cmd, code, out.String(), errb.String(), tt.exit, tt.stdout, tt.stderr)
+			}
+		})
+	}
+	// A cancelled Run returns promptly with the context's error.
+	rctx, rcancel := context.WithTimeout(ctx, 100*time.Millisecond)
+	defer rcancel()
+	if _, err := c.Run(rctx, "sleep", nil, nil, nil); !errors.Is(err, context.DeadlineExceeded) {
+		t.Errorf("Run(sleep) with a deadline = %v", err)
+	}
+	// Health over the same endpoint.
+	h, err := agentHealth(ctx, dir, ks)
+	if err != nil || h.Phase != "ready" || !h.GuestSSH {
+		t.Errorf("health = %+v, %v", h, err)
+	}
+	// A stranger's key is refused.
+	other := t.TempDir()
+	oks, _, _ := generateKeys(other)
+	oks.host = ks.host
+	if _, err := dialAgent(ctx, dir, oks); err == nil {
+		t.Error("the endpoint accepted an unknown client key")
+	}
+}
+
+func TestExitStatus(t *testing.T) {
+	if code, err := exitStatus(nil); code != 0 || err != nil {
+		t.Errorf("nil = %d, %v", code, err)
+	}
+	if code, err := exitStatus(errors.New("broken pipe")); code != -1 || err == nil {
+		t.Errorf("transport error = %d, %v", code, err)
+	}
+}
