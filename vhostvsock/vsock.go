@@ -70,17 +70,17 @@ type Addr struct {
 }
 
 // Network returns "vsock".
-func (a *Addr) Network() string { return "vsock" }
+func (a Addr) Network() string { return "vsock" }
 
 // String returns "host(2):PORT" or "vm(CID):PORT" as mdlayher/vsock does.
-func (a *Addr) String() string {
+func (a Addr) String() string {
 	if a.CID == cidHost {
 		return fmt.Sprintf("host(%d):%d", a.CID, a.Port)
 	}
 	return fmt.Sprintf("vm(%d):%d", a.CID, a.Port)
 }
 
-var _ net.Addr = &Addr{}
+var _ net.Addr = Addr{} // and *Addr, which Conn and Listener return
 
 // Device is the userspace vsock device. Its methods are safe for concurrent use.
 type Device struct {

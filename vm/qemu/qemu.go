@@ -21,6 +21,12 @@ const DefaultBinary = "qemu-system-x86_64"
 const QbootROM = "/usr/share/qemu/qboot.rom"
 
 // IDAllocator hands out unique QEMU object ids ("net0", "fs0", "fs1", ...).
+// TCGCPU is the CPU model under TCG: everything TCG emulates, minus ERMS and FSRM. With
+// them the guest kernel copies memory with `rep movsb`, which TCG emulates byte by byte;
+// without them vsock and pipe throughput in the guest is about 3x higher (measured with
+// the vhostvsock benchmarks).
+const TCGCPU = "max,-erms,-fsrm"
+
 type IDAllocator struct{ next map[string]int }
 
 // ID returns the next unused id with the given prefix.
@@ -40,7 +46,7 @@ type Options struct {
 	Machine      string   // zero: "q35"
 	MachineProps []string // extra ",k=v" properties of -machine
 	Accel        string   // "kvm" or "tcg"; zero: tcg
-	CPU          string   // zero: "host" under kvm, "max" under tcg
+	CPU          string   // zero: "host" under kvm, TCGCPU under tcg
 	SMP          int      // zero: QEMU's default (1)
 	MemoryMiB    int      // zero: QEMU's default (128)
 	// SharedMemory backs guest RAM with a memfd shared with other processes
@@ -89,7 +95,7 @@ func (o *Options) argv() ([]string, error) {
 	}
 	cpu := o.CPU
 	if cpu == "" {
-		cpu = "max"
+		cpu = TCGCPU
 		if accel == "kvm" {
 			cpu = "host"
 		}
