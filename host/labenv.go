@@ -1,6 +1,7 @@
 package host
 
 import (
+	"path/filepath"
 	"strings"
 
 	"lab/wire"
@@ -132,4 +133,81 @@ func hostEnv(base []string, sent []wire.EnvVar, translate func(string) string) [
 		out = append(out, k+"="+set[k])
 	}
 	return out
+}
+
+// windowsEnv rewrites, for a Windows (PE) program run by Wine in prefix, the values that
+// LABENV marks /p or /l (hostEnv already made them host paths) into Windows paths, as
+// WSLENV's /p and /l give Win32 programs Windows paths: a host path under the prefix's
+// drive_c becomes C:\..., any other absolute path Z:\... (Wine's drive for the whole host
+// file system), a relative path keeps its text with backslashes; /l lists are joined with
+// ';'. Everything else in env is unchanged.
+func windowsEnv(env []string, prefix string) []string {
+	labenv, ok := lookupEnv(env, LabEnvName)
+	if !ok {
+		return env
+	}
+	kinds := map[string]byte{}
+	for _, v := range ParseLabEnv(labenv) {
+		switch {
+		case !v.ToHost:
+		case v.PathList:
+			kinds[v.Name] = 'l'
+		case v.Path:
+			kinds[v.Name] = 'p'
+		}
+	}
+	if len(kinds) == 0 {
+		return env
+	}
+	driveC := []string{filepath.Join(prefix, "drive_c")}
+	if real, err := filepath.EvalSymlinks(driveC[0]); err == nil && real != driveC[0] {
+		driveC = append(driveC, real)
+	}
+	out := make([]string, len(env))
+	for i, kv := range env {
+		out[i] = kv
+		k, val, _ := strings.Cut(kv, "=")
+		switch kinds[k] {
+		case 'p':
+			out[i] = k + "=" + windowsPath(val, driveC)
+		case 'l':
+			parts := strings.Split(val, ":")
+			for j, p := range parts {
+				parts[j] = windowsPath(p, driveC)
+			}
+			out[i] = k + "=" + strings.Join(parts, ";")
+		}
+	}
+	return out
+}
+
+// windowsPath is the Windows path of host path p in a prefix whose drive_c is one of
+// driveC (see windowsEnv); "" stays "".
+func windowsPath(p string, driveC []string) string {
+	if p == "" {
+		return p
+	}
+	if !filepath.IsAbs(p) {
+		return strings.ReplaceAll(p, "/", `\`)
+	}
+	trail := strings.HasSuffix(p, "/") && p != "/"
+	c := filepath.Clean(p)
+	var w string
+	for _, d := range driveC {
+		if c == d {
+			w = `C:\`
+			break
+		}
+		if rest, ok := strings.CutPrefix(c, d+"/"); ok {
+			w = `C:\` + strings.ReplaceAll(rest, "/", `\`)
+			break
+		}
+	}
+	if w == "" {
+		w = `Z:\` + strings.ReplaceAll(strings.TrimPrefix(c, "/"), "/", `\`)
+	}
+	if trail && !strings.HasSuffix(w, `\`) {
+		w += `\`
+	}
+	return w
 }

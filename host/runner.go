@@ -107,7 +107,7 @@ func (c *Config) wineCommand(l launch) (*exec.Cmd, time.Duration, error) {
 	if len(l.Args) > 1 {
 		args = append(args, l.Args[1:]...)
 	}
-	return &exec.Cmd{Path: loader, Args: args, Dir: l.Dir, Env: wineEnv(l.Env, c.Wine)}, c.Wine.WaitDelay, nil
+	return &exec.Cmd{Path: loader, Args: args, Dir: l.Dir, Env: wineEnv(windowsEnv(l.Env, c.Wine.Prefix), c.Wine)}, c.Wine.WaitDelay, nil
 }
 
 // wineEnv sets Wine's own variables over env: the lab's prefix, no debug output (the wine

@@ -21,6 +21,9 @@ type state struct {
 	labpath       string            // readlink of LabpathPath
 	binfmtMounted bool
 	systemd       bool
+	profileHook   bool   // ProfilePath reads /etc/profile.d
+	sshdConfig    bool   // SSHDConfigPath exists (OpenSSH)
+	sshdPath      string // its `SetEnv PATH=...` line, if any
 	rules         map[string]ruleProbe
 	mounts        map[string]string // 9p mount point -> tag
 	stubs         map[string]string // StubDir entries starting with the stub magic: name -> sha256
@@ -38,13 +41,16 @@ type ruleProbe struct {
 func probeScript(rules []Rule, names []string) string {
 	var b strings.Builder
 	b.WriteString(`echo "arch $(uname -m)"
-for f in ` + InterpreterPath + ` ` + ConfigPath + ` ` + TokenPath + ` ` + BinfmtConfPath + ` ` + StubsManifest + `; do
+for f in ` + InterpreterPath + ` ` + ConfigPath + ` ` + TokenPath + ` ` + BinfmtConfPath + ` ` + StubsManifest + ` ` + WindowsPathFile + `; do
   [ -f "$f" ] && echo "file $f $(sha256sum < "$f" | cut -d' ' -f1)"
 done
 [ -f ` + TokenPath + ` ] && echo "tokenmode $(stat -c %a ` + TokenPath + `)"
 [ -L ` + LabpathPath + ` ] && echo "labpath $(readlink ` + LabpathPath + `)"
 grep -q ' ` + BinfmtDir + ` binfmt_misc ' /proc/mounts && echo "binfmt mounted"
 [ -d /run/systemd/system ] && echo "systemd yes"
+grep -q 'profile\.d' ` + ProfilePath + ` 2>/dev/null && echo "profilehook yes"
+[ -f ` + SSHDConfigPath + ` ] && echo "sshd yes"
+grep '^SetEnv PATH=' ` + SSHDConfigPath + ` 2>/dev/null | head -n 1 | sed 's/^/sshdpath /'
 `)
 	for _, r := range rules {
 		f := BinfmtDir + "/" + r.Name
@@ -113,6 +119,12 @@ func parseProbe(out string, magic []byte) (*state, error) {
 			st.binfmtMounted = true
 		case f[0] == "systemd":
 			st.systemd = true
+		case f[0] == "profilehook":
+			st.profileHook = true
+		case f[0] == "sshd":
+			st.sshdConfig = true
+		case f[0] == "sshdpath" && len(f) >= 2:
+			st.sshdPath = strings.Join(f[1:], " ")
 		case f[0] == "rule" && len(f) >= 2:
 			text := strings.ReplaceAll(strings.Join(f[2:], " "), "|", "\n")
 			rs, err := ParseRuleStatus(text)

@@ -36,7 +36,21 @@ const (
 	StubDir         = "/usr/bin"                   // exposed host commands' stubs (on every PATH, even dropbear's default)
 	StubsManifest   = "/etc/lab/exposed"           // names of the stubs provisioning installed, one a line
 	BinfmtConfPath  = "/etc/binfmt.d/lab.conf"     // persistence where the guest runs systemd
+	// WindowsPathFile appends the Windows directories to login shells' PATH (WSL's
+	// appendWindowsPath); ProfilePath gets a line that reads /etc/profile.d when it has none.
+	WindowsPathFile = "/etc/profile.d/lab-windows-path.sh"
+	ProfilePath     = "/etc/profile"
+	// SSHDConfigPath gets `SetEnv PATH=SSHDDefaultPath:WINDOWS-DIRS` so that commands run
+	// over new SSH connections (not login shells) find cmd.exe too; sshd is sent SIGHUP.
+	SSHDConfigPath = "/etc/ssh/sshd_config"
+	SSHDPidFile    = "/run/sshd.pid"
+	// SSHDDefaultPath is the PATH Debian's sshd gives root (its compiled-in superuser path).
+	SSHDDefaultPath = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
 )
+
+// profileHook makes /etc/profile read /etc/profile.d/*.sh (lab's own initramfs guest has a
+// one-line /etc/profile that does not); provisioning appends it once.
+const profileHook = `for f in /etc/profile.d/*.sh; do [ -r "$f" ] && . "$f"; done # lab: profile.d`
 
 // Share is a 9p share the guest mounts: the QEMU mount tag, and where it appears.
 type Share struct {
@@ -77,8 +91,18 @@ type Config struct {
 	StubMagic []byte
 	// Rules are the binfmt_misc rules to register. Zero: DefaultRules(StubMagic).
 	Rules []Rule
+	// WindowsPath are guest directories appended to login shells' PATH, as WSL's
+	// appendWindowsPath appends the Windows PATH (e.g. /mnt/c/windows/system32). Nil:
+	// none, and a PATH file an earlier run wrote is removed.
+	WindowsPath []string
 	// Progress receives one line per step. Nil: silent.
 	Progress io.Writer
+}
+
+// Drive maps a Windows drive letter to the guest directory that shows it (labpath).
+type Drive struct {
+	Letter    string // "C:"
+	GuestPath string // "/mnt/c"
 }
 
 // Settings are the facts the interpreter's config file carries.
@@ -86,6 +110,7 @@ type Settings struct {
 	RelayAddr string  // e.g. "vsock:2:5555"
 	TokenPath string  // zero: TokenPath
 	Shares    []Share // guest path -> host path (labpath, cwd mapping)
+	Drives    []Drive // Windows drives (the Windows personality)
 }
 
 // DefaultRules are lab's two formats: pe (magic MZ, flags FP, exactly as WSL's
@@ -209,13 +234,15 @@ func Provision(ctx context.Context, g Guest, cfg Config) (*Result, error) {
 		return nil, fmt.Errorf("provision: render interpreter config: %w", err)
 	}
 	want := desired{
-		interp: interpData,
-		conf:   conf,
-		token:  cfg.Token,
-		rules:  cfg.Rules,
-		shares: cfg.Shares,
-		magic:  cfg.StubMagic,
-		stubs:  map[string][]byte{},
+		winPath: windowsPathScript(cfg.WindowsPath),
+		winDirs: cfg.WindowsPath,
+		interp:  interpData,
+		conf:    conf,
+		token:   cfg.Token,
+		rules:   cfg.Rules,
+		shares:  cfg.Shares,
+		magic:   cfg.StubMagic,
+		stubs:   map[string][]byte{},
 	}
 	for _, e := range cfg.Exposed {
 		want.stubs[e.Name] = cfg.Stub(e)
@@ -243,6 +270,8 @@ func Provision(ctx context.Context, g Guest, cfg Config) (*Result, error) {
 
 // desired is what the guest should hold.
 type desired struct {
+	winPath             []byte   // WindowsPathFile's content; nil: no such file
+	winDirs             []string // the Windows PATH directories
 	interp, conf, token []byte
 	rules               []Rule
 	shares              []Share
@@ -366,6 +395,47 @@ func plan(st *state, want desired) *planned {
 		step("binfmt.d", false, "no systemd in the guest: rules are registered by lab provision at each boot")
 	}
 
+	switch {
+	case want.winPath == nil && st.files[WindowsPathFile] != "":
+		p.script = append(p.script, "rm -f "+WindowsPathFile)
+		step("windows path", true, "removed "+WindowsPathFile)
+	case want.winPath == nil:
+		step("windows path", false, "off")
+	case st.files[WindowsPathFile] != sum(want.winPath) || !st.profileHook:
+		p.script = append(p.script, "mkdir -p /etc/profile.d")
+		p.uploads = append(p.uploads, upload{WindowsPathFile, want.winPath, 0o644})
+		if !st.profileHook {
+			p.script = append(p.script, "echo "+shquote(profileHook)+" >> "+ProfilePath)
+		}
+		step("windows path", true, "written "+WindowsPathFile)
+	default:
+		step("windows path", false, "up to date")
+	}
+
+	// sshd: its SetEnv PATH line (lab owns the image's only one). Changing it restarts the
+	// listener (SIGHUP); connections already open, such as the hostagent's, keep the PATH
+	// they started with.
+	if st.sshdConfig {
+		wantLine := ""
+		if len(want.winDirs) > 0 {
+			wantLine = "SetEnv PATH=" + SSHDDefaultPath + ":" + strings.Join(want.winDirs, ":")
+		}
+		hup := "[ -f " + SSHDPidFile + " ] && kill -HUP \"$(cat " + SSHDPidFile + ")\" || true"
+		switch {
+		case st.sshdPath == wantLine && wantLine == "":
+			step("sshd path", false, "off")
+		case st.sshdPath == wantLine:
+			step("sshd path", false, "up to date")
+		case wantLine == "":
+			p.script = append(p.script, "sed -i '/^SetEnv PATH=/d' "+SSHDConfigPath, hup)
+			step("sshd path", true, "removed SetEnv PATH from "+SSHDConfigPath)
+		default:
+			p.script = append(p.script, "sed -i '/^SetEnv PATH=/d' "+SSHDConfigPath,
+				"echo "+shquote(wantLine)+" >> "+SSHDConfigPath, hup)
+			step("sshd path", true, "SetEnv PATH in "+SSHDConfigPath+" (new SSH connections)")
+		}
+	}
+
 	for _, s := range want.shares {
 		name := "share " + s.Tag
 		if got, ok := st.mounts[s.GuestPath]; ok {
@@ -423,6 +493,21 @@ func plan(st *state, want desired) *planned {
 	return p
 }
 
+// windowsPathScript is the profile.d file that appends dirs to PATH once (nil: no dirs).
+func windowsPathScript(dirs []string) []byte {
+	if len(dirs) == 0 {
+		return nil
+	}
+	var b strings.Builder
+	b.WriteString("# The Windows personality's PATH, as WSL's appendWindowsPath (written by lab provision;\n")
+	b.WriteString("# lab provision --no-windows-path removes it).\n")
+	for _, d := range dirs {
+		fmt.Fprintf(&b, "case \":$PATH:\" in *:%s:*) ;; *) PATH=\"$PATH:%s\" ;; esac\n", d, d)
+	}
+	b.WriteString("export PATH\n")
+	return []byte(b.String())
+}
+
 func short(h string) string {
 	if len(h) > 12 {
 		return h[:12]
@@ -438,7 +523,7 @@ func shquote(s string) string {
 func (p *planned) apply(ctx context.Context, g Guest) error {
 	if len(p.uploads) > 0 {
 		// Directories first: uploads go next to their targets.
-		if err := run(ctx, g, "mkdir -p /usr/local/lib/lab /etc/lab /etc/binfmt.d", nil); err != nil {
+		if err := run(ctx, g, "mkdir -p /usr/local/lib/lab /etc/lab /etc/binfmt.d /etc/profile.d", nil); err != nil {
 			return err
 		}
 		c, err := g.SFTP()

@@ -25,7 +25,11 @@ The first comment line says which behaviour; the script is
 sections are fixtures and expected outputs. ` + "`$SHARE`" + ` is a host directory the guest sees at
 ` + "`$GSHARE`" + ` (exported to guest commands, which start there), ` + "`$FIXTURES`" + ` holds the built
 fixtures, ` + "`$LABEXEC`" + ` is the guest's execve probe. Host fixtures are exposed as ` + "`host-*`" + `
-commands. Conditions: ` + "`[wine]`" + ` (the host can run PE files), testscript's ` + "`[exec:PROG]`" + `.
+commands. Conditions: ` + "`[wine]`" + ` (Wine is installed and the VM has the Windows personality: its
+Wine prefix's ` + "`drive_c`" + ` at ` + "`/mnt/c`" + `; the PE scenarios skip with "wine not installed" otherwise,
+never pass), testscript's ` + "`[exec:PROG]`" + `. Under ` + "`[wine]`" + `, ` + "`$PEFIX`" + ` holds the Windows test programs
+(package pefixtures: echoargs.exe, upper.exe, stderr.exe, waitctrlc.exe, pwd.exe, getenv.exe, ...) and
+` + "`$DRIVEC`" + ` is the host directory the guest sees as ` + "`/mnt/c`" + `.
 
 ## Commands
 

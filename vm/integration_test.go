@@ -149,7 +149,7 @@ func sharedGuest(t testing.TB) *sharedVM {
 		s := &sharedVM{base: filepath.Join(tmpRoot, "st"), name: "shared", hostShare: filepath.Join(tmpRoot, "share")}
 		s.dir = filepath.Join(s.base, "lab", s.name)
 		os.MkdirAll(s.hostShare, 0o755)
-		r := lab(t, s.base, "", "up", "--name", s.name, "--share", s.hostShare+":/mnt/host")
+		r := lab(t, s.base, "", "up", "--no-provision", "--no-windows", "--name", s.name, "--share", s.hostShare+":/mnt/host")
 		if r.code != 0 {
 			sharedErr = fmt.Errorf("lab up: exit %d\n%s%s", r.code, r.stdout, r.stderr)
 			return
@@ -460,7 +460,7 @@ func TestIntegrationUpErrors(t *testing.T) {
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
-			r := labEnv(t, append([]string{"XDG_STATE_HOME=" + s.base}, tt.env...), "", append([]string{"up"}, tt.args...)...)
+			r := labEnv(t, append([]string{"XDG_STATE_HOME=" + s.base}, tt.env...), "", append([]string{"up", "--no-provision", "--no-windows"}, tt.args...)...)
 			if r.code == 0 || !strings.Contains(r.stderr, tt.want) {
 				t.Fatalf("lab up %v: exit %d, stderr %q; want an error mentioning %q", tt.args, r.code, r.stderr, tt.want)
 			}

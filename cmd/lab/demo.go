@@ -19,7 +19,7 @@ import (
 
 func newDemoCommand() *cobra.Command {
 	var name, accel, vsockMode, interp, junit string
-	var tap, jsonOut, noInstall bool
+	var tap, jsonOut, noInstall, noWindows bool
 	cmd := &cobra.Command{
 		Use:   "demo",
 		Short: "Image, boot, provision, run every scenario, report, shut down",
@@ -43,10 +43,20 @@ passed (skipped ones are reported as skipped).`,
 				return err
 			}
 			defer os.RemoveAll(share)
+			shares := []vm.Share{{HostPath: share, GuestPath: "/mnt/lab"}}
+			if !noWindows {
+				sh, err := windowsShare(ctx, name)
+				if err != nil {
+					return err
+				}
+				if sh != nil {
+					shares = append(shares, *sh)
+				}
+			}
 			fmt.Fprintf(os.Stderr, "demo: booting VM %q (image build on first use)\n", name)
 			in, err := vm.Up(ctx, vm.Config{
 				Name: name, Accel: accel, Vsock: vsockMode, Progress: os.Stderr,
-				Shares: []vm.Share{{HostPath: share, GuestPath: "/mnt/lab"}},
+				Shares: shares,
 			})
 			if err != nil {
 				return err
@@ -58,6 +68,9 @@ passed (skipped ones are reported as skipped).`,
 					fmt.Fprintln(os.Stderr, "demo: lab down:", err)
 				} else {
 					fmt.Fprintf(os.Stderr, "demo: VM %q is down\n", name)
+				}
+				if err := labvm.ShutdownWindows(dctx, labvm.PrefixOf(in)); err != nil {
+					fmt.Fprintln(os.Stderr, "demo: stopping the Wine prefix:", err)
 				}
 			}()
 			fmt.Fprintf(os.Stderr, "demo: up (%s, %s vsock, CID %d)\n", in.Accel, in.Vsock, in.CID)
@@ -92,6 +105,7 @@ passed (skipped ones are reported as skipped).`,
 	f.BoolVar(&tap, "tap", false, "print TAP on stdout instead of the table")
 	f.BoolVar(&jsonOut, "json", false, "print JSON on stdout instead of the table")
 	f.BoolVar(&noInstall, "no-install", false, "never install packages; fail if QEMU is missing")
+	f.BoolVar(&noWindows, "no-windows", false, "no Windows personality (the pe scenarios are then skipped)")
 	return cmd
 }
 

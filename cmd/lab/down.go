@@ -5,6 +5,7 @@ import (
 
 	"github.com/spf13/cobra"
 
+	"lab/provision/labvm"
 	"lab/vm"
 )
 
@@ -15,11 +16,24 @@ func newDownCommand() *cobra.Command {
 		Short: "Stop a VM and remove its state",
 		Long: `down asks the guest to power off (ACPI), then tells QEMU to quit, then kills
 it, each after a grace period, stops the hostagent and removes the VM's state
-directory. It also cleans up after a QEMU that was killed or crashed.`,
+directory. It also cleans up after a QEMU that was killed or crashed, and stops
+the wineserver of the VM's Wine prefix; the prefix itself (C: of the VM, in
+$XDG_DATA_HOME/lab/NAME/wine) is kept for the next lab up.`,
 		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, args []string) error {
+			// The prefix outlives the state dir: find it first, stop its wineserver after
+			// (the hostagent's wine task does it, unless the hostagent was killed).
+			prefix := ""
+			if dir, err := vm.StateDirOf(name); err == nil {
+				if in, err := labvm.Instance(dir); err == nil {
+					prefix = labvm.PrefixOf(in)
+				}
+			}
 			if err := vm.Down(cmd.Context(), name); err != nil {
 				return err
+			}
+			if err := labvm.ShutdownWindows(cmd.Context(), prefix); err != nil {
+				fmt.Fprintf(cmd.ErrOrStderr(), "lab: %s: stopping the Wine prefix %s: %v\n", name, prefix, err)
 			}
 			fmt.Fprintf(cmd.OutOrStdout(), "%s: down\n", name)
 			return nil

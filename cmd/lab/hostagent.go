@@ -11,9 +11,10 @@ import (
 )
 
 // hostagentTasks are served for as long as each VM runs: the interop relay, on the
-// VM's vsock (userspace backend listener, or kernel vsock checked against the guest CID).
+// VM's vsock (userspace backend listener, or kernel vsock checked against the guest CID),
+// and the VM's Wine prefix kept warm (and shut down with the VM).
 func hostagentTasks() []vm.Task {
-	return []vm.Task{labvm.RelayTask()}
+	return []vm.Task{labvm.RelayTask(), labvm.WineTask()}
 }
 
 func newHostagentCommand() *cobra.Command {

@@ -11,16 +11,48 @@ import (
 
 	"lab/provision/labvm"
 	"lab/vm"
+	"lab/wineprefix"
 )
 
 // statusView is a VM's status plus its relay's health and counters (from the hostagent).
 type statusView struct {
 	*vm.Status
 	Relay *labvm.RelayState `json:"relay,omitempty"`
+	PE    *peView           `json:"pe,omitempty"`
+}
+
+// peView is the Windows personality of a VM: its Wine prefix and whether it is warm.
+type peView struct {
+	State       string `json:"state"` // "warm", "warming", "stopped", "failed", "off", "wine not installed"
+	Prefix      string `json:"prefix,omitempty"`
+	WineVersion string `json:"wine_version,omitempty"`
+	Error       string `json:"error,omitempty"`
+}
+
+func peOf(st *vm.Status) *peView {
+	in, err := labvm.Instance(st.StateDir)
+	if err != nil {
+		return nil
+	}
+	dir := labvm.PrefixOf(in)
+	if dir == "" {
+		if _, _, err := wineprefix.Find(wineprefix.Options{}); err != nil {
+			return &peView{State: "wine not installed"}
+		}
+		return &peView{State: "off (started with --no-windows)"}
+	}
+	v := &peView{State: "stopped", Prefix: dir}
+	if ws, err := labvm.ReadWineState(st.StateDir); err == nil {
+		v.State, v.WineVersion, v.Error = ws.State, ws.WineVersion, ws.Error
+		if !st.AgentAlive && ws.State != "failed" {
+			v.State = "not kept warm (the hostagent is not running; lab down stops its wineserver)"
+		}
+	}
+	return v
 }
 
 func viewOf(st *vm.Status) statusView {
-	v := statusView{Status: st}
+	v := statusView{Status: st, PE: peOf(st)}
 	if st.AgentAlive {
 		if r, err := labvm.ReadRelayState(st.StateDir); err == nil {
 			v.Relay = r
@@ -137,6 +169,19 @@ func printStatus(w io.Writer, v statusView) {
 		p("relay", "%s", rs)
 		p("sessions", "%d total, %d active, %d launched, %d refused, %d errors; %d B in, %d B out",
 			r.Stats.Sessions, r.Stats.Active, r.Stats.Launched, r.Stats.Refused, r.Stats.Errors, r.Stats.BytesIn, r.Stats.BytesOut)
+	}
+	if pe := v.PE; pe != nil {
+		s := pe.State
+		if pe.Prefix != "" {
+			s += ", prefix " + pe.Prefix
+		}
+		if pe.WineVersion != "" {
+			s += ", " + pe.WineVersion
+		}
+		if pe.Error != "" {
+			s += ": " + pe.Error
+		}
+		p("pe", "%s", s)
 	}
 	p("guest", "%d CPUs, %d MiB, kernel %s", st.CPUs, st.MemoryMiB, st.Kernel)
 	for _, sh := range st.Shares {

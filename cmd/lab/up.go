@@ -2,19 +2,24 @@ package main
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"os"
+	"runtime"
+	"time"
 
 	"github.com/spf13/cobra"
 
+	"lab/provision"
 	"lab/provision/labvm"
 	"lab/vm"
+	"lab/wineprefix"
 )
 
 func newUpCommand() *cobra.Command {
 	var cfg vm.Config
 	var shares []string
-	var noProvision bool
+	var noProvision, noWindows, noWindowsPath bool
 	cmd := &cobra.Command{
 		Use:   "up",
 		Short: "Boot a guest VM and wait until it runs commands",
@@ -26,6 +31,10 @@ vhost-vsock when /dev/vhost-vsock opens, else lab's userspace backend.
 --share HOST:GUEST[:ro] exports a host directory to the guest over 9p.
 Unless --no-provision is given, up then provisions the guest (see lab provision):
 the interpreter, its configuration and token, and the binfmt rules.
+When Wine is installed, the VM gets the Windows personality (--no-windows turns it
+off): a Wine prefix of its own in $XDG_DATA_HOME/lab/NAME/wine (kept by lab down,
+as WSL keeps C:), whose drive_c the guest sees read-write at /mnt/c, with
+/mnt/c/windows/system32 appended to login shells' PATH (--no-windows-path).
 On failure nothing is left running and the error shows the console's last lines.`,
 		Example: `  lab up
   lab up --name second --share $PWD:/mnt/work
@@ -41,13 +50,34 @@ On failure nothing is left running and the error shows the console's last lines.
 			}
 			cfg.Progress = os.Stderr
 			ctx := cmd.Context()
+			if !noProvision {
+				// Fail before booting rather than after: the default image's guest is the host's architecture.
+				if _, err := provision.FindInterpreter(runtime.GOARCH); err != nil {
+					return fmt.Errorf("%w (or boot without interop: lab up --no-provision)", err)
+				}
+			}
+			if !noWindows {
+				sh, err := windowsShare(ctx, cfg.Name)
+				if err != nil {
+					return err
+				}
+				if sh != nil {
+					cfg.Shares = append(cfg.Shares, *sh)
+				}
+			}
 			in, err := vm.Up(ctx, cfg)
 			if err != nil {
 				return err
 			}
 			if !noProvision {
-				if err := provisionInstance(ctx, in.StateDir); err != nil {
-					return fmt.Errorf("%w (the VM is up: fix and rerun lab provision --name %s, or lab down --name %s)", err, in.Name, in.Name)
+				if err := provisionInstance(ctx, in.StateDir, labvm.Options{NoWindowsPath: noWindowsPath}); err != nil {
+					// A failed up leaves nothing running.
+					dctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), time.Minute)
+					defer cancel()
+					if derr := vm.Down(dctx, in.StateDir); derr != nil {
+						return fmt.Errorf("%w; and stopping the VM failed: %v (run lab down --name %s)", err, derr, in.Name)
+					}
+					return fmt.Errorf("%w (the VM was stopped)", err)
 				}
 			}
 			fmt.Fprintf(cmd.OutOrStdout(), "%s: up (%s, %s vsock, CID %d); try: lab exec --name %s -- uname -r\n",
@@ -66,17 +96,42 @@ On failure nothing is left running and the error shows the console's last lines.
 	f.StringVar(&cfg.Modules, "modules", "", "the /lib/modules/VERSION directory matching --kernel")
 	f.StringVar(&cfg.QEMU, "qemu", "qemu-system-x86_64", "QEMU system emulator")
 	f.BoolVar(&noProvision, "no-provision", false, "boot only: do not install the interpreter and binfmt rules")
+	f.BoolVar(&noWindows, "no-windows", false, "no Windows personality: no Wine prefix, no /mnt/c")
+	f.BoolVar(&noWindowsPath, "no-windows-path", false, "do not append /mnt/c/windows/system32 to the guest's PATH")
 	f.DurationVar(&cfg.BootTimeout, "boot-timeout", vm.DefaultBootTimeout, "how long to wait for the guest's SSH")
 	return cmd
 }
 
 // provisionInstance installs interop in a VM that is up, over its kept SSH connection.
-func provisionInstance(ctx context.Context, stateDir string) error {
+func provisionInstance(ctx context.Context, stateDir string, opts labvm.Options) error {
 	c, err := vm.Connect(ctx, stateDir)
 	if err != nil {
 		return err
 	}
 	defer c.Close()
-	_, err = labvm.Provision(ctx, c, stateDir, labvm.Options{Progress: os.Stderr})
+	opts.Progress = os.Stderr
+	_, err = labvm.Provision(ctx, c, stateDir, opts)
 	return err
+}
+
+// windowsShare makes the VM's Wine prefix (kept across lab down) and returns the share
+// of its drive_c at /mnt/c; nil when Wine is not installed (the VM then runs without the
+// Windows personality, and lab status says so).
+func windowsShare(ctx context.Context, name string) (*vm.Share, error) {
+	if name == "" {
+		name = vm.DefaultName
+	}
+	dir, err := labvm.PrefixDir(name)
+	if err != nil {
+		return nil, err
+	}
+	_, sh, err := labvm.EnsureWindows(ctx, dir, os.Stderr)
+	if errors.Is(err, wineprefix.ErrNoWine) {
+		fmt.Fprintln(os.Stderr, "lab: no Windows personality: "+err.Error())
+		return nil, nil
+	}
+	if err != nil {
+		return nil, fmt.Errorf("%w (or run lab up --no-windows)", err)
+	}
+	return &sh, nil
 }

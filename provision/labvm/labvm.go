@@ -59,6 +59,9 @@ func InteropConf(s provision.Settings) ([]byte, error) {
 	for _, sh := range s.Shares {
 		fmt.Fprintf(&b, "share = %s %s\n", quoteField(sh.GuestPath), quoteField(sh.HostPath))
 	}
+	for _, d := range s.Drives {
+		fmt.Fprintf(&b, "drive = %s %s\n", d.Letter, quoteField(d.GuestPath))
+	}
 	return []byte(b.String()), nil
 }
 
@@ -83,7 +86,14 @@ func Stub(e provision.Exposed) []byte {
 type Options struct {
 	Interpreter string    // host path of lab-interop for the guest; zero: provision.FindInterpreter
 	Progress    io.Writer // one line per step; nil: silent
+	// NoWindowsPath leaves the guest's PATH alone: by default a VM with the Windows
+	// personality gets WindowsPath appended to login shells' PATH (WSL's appendWindowsPath).
+	NoWindowsPath bool
 }
+
+// WindowsPath is what the guest's PATH gains under the Windows personality, as WSL
+// appends the Windows PATH: cmd.exe and friends by name.
+var WindowsPath = []string{DriveCGuest + "/windows/system32", DriveCGuest + "/windows"}
 
 // Rules are the binfmt rules lab registers.
 func Rules() []provision.Rule { return provision.DefaultRules([]byte(wire.StubMagic)) }
@@ -102,11 +112,20 @@ func Config(stateDir string, opts Options) (provision.Config, error) {
 	if err != nil {
 		return provision.Config{}, err
 	}
+	settings := provision.Settings{RelayAddr: RelayAddr}
+	var winPath []string
+	if PrefixOf(in) != "" {
+		settings.Drives = []provision.Drive{{Letter: DriveLetter, GuestPath: DriveCGuest}}
+		if !opts.NoWindowsPath {
+			winPath = WindowsPath
+		}
+	}
 	return provision.Config{
 		Interpreter: opts.Interpreter,
 		Token:       token,
 		InteropConf: InteropConf,
-		Settings:    provision.Settings{RelayAddr: RelayAddr},
+		Settings:    settings,
+		WindowsPath: winPath,
 		Shares:      Shares(in),
 		Exposed:     exposed,
 		Stub:        Stub,

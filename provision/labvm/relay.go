@@ -16,6 +16,7 @@ import (
 	"lab/host"
 	"lab/provision"
 	"lab/vm"
+	"lab/wineprefix"
 	"lab/wire"
 )
 
@@ -164,6 +165,14 @@ func (t *relayTask) config() (host.Config, error) {
 	}
 	for _, e := range exposed {
 		cfg.Allow = append(cfg.Allow, host.Exposed{Name: e.Name, HostPath: e.HostPath})
+	}
+	// The Windows personality: PE files run in the VM's own prefix (the one whose
+	// drive_c the guest sees at /mnt/c), kept warm by the wine task.
+	if dir := PrefixOf(in); dir != "" {
+		cfg.Wine.Prefix = dir
+		if loader, _, err := wineprefix.Find(wineprefix.Options{}); err == nil {
+			cfg.Wine.Path = loader
+		}
 	}
 	t.mu.Lock()
 	t.exposed = len(exposed)

@@ -23,10 +23,12 @@ import (
 	"strings"
 	"time"
 
+	"lab/pefixtures"
 	"lab/provision/labvm"
 	"lab/scenarios"
 	"lab/scenarios/suite"
 	"lab/vm"
+	"lab/wineprefix"
 )
 
 // Options of a bench run. Zero values are documented per field.
@@ -79,6 +81,10 @@ type Result struct {
 		HostNative   Dist `json:"host_native"`       // the same program run on the host
 		SSHGuestHost Dist `json:"ssh_guest_to_host"` // guest -> host SSH exec of it (new connection each)
 		LabExec      Dist `json:"lab_exec"`          // lab exec -- true (host -> guest), the whole CLI
+		// The Windows personality: echoargs.exe in /mnt/c run from the guest through interop,
+		// and the same file run with Wine directly on the host, in the same warm prefix.
+		PEInterop Dist `json:"pe_interop"`
+		PEHost    Dist `json:"pe_host_wine"`
 	} `json:"launch"`
 	Throughput struct {
 		InteropStdout Rate `json:"interop_stdout"` // host program -> guest pipe
@@ -174,10 +180,25 @@ func Run(ctx context.Context, opts Options) (*Result, error) {
 	}
 
 	// Boot to first interop exec.
+	// The Windows personality, as lab up sets it up (skipped without Wine).
+	shares := []vm.Share{{HostPath: share, GuestPath: "/mnt/lab"}}
+	var prefix *wineprefix.Prefix
+	if dir, err := labvm.PrefixDir(opts.Name); err == nil {
+		p, sh, err := labvm.EnsureWindows(ctx, dir, opts.Progress)
+		switch {
+		case err == nil:
+			prefix = p
+			shares = append(shares, sh)
+		case errors.Is(err, wineprefix.ErrNoWine):
+			res.Failures = append(res.Failures, "pe launch: "+err.Error())
+		default:
+			return nil, err
+		}
+	}
 	opts.say("booting VM %q", opts.Name)
 	t0 := time.Now()
 	in, err := vm.Up(ctx, vm.Config{Name: opts.Name, Accel: opts.Accel, Vsock: opts.Vsock, Progress: opts.Progress,
-		Shares: []vm.Share{{HostPath: share, GuestPath: "/mnt/lab"}}})
+		Shares: shares})
 	if err != nil {
 		return nil, err
 	}
@@ -185,6 +206,7 @@ func Run(ctx context.Context, opts Options) (*Result, error) {
 		dctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 2*time.Minute)
 		defer cancel()
 		vm.Down(dctx, in.StateDir)
+		labvm.ShutdownWindows(dctx, labvm.PrefixOf(in))
 	}()
 	res.Accel, res.Vsock = in.Accel, in.Vsock
 	t1 := time.Now()
@@ -241,6 +263,11 @@ func Run(ctx context.Context, opts Options) (*Result, error) {
 		return exec.CommandContext(ctx, opts.LabExe, "exec", "--name", in.Name, "--", "true").Run()
 	})
 	res.Launch.LabExec.Note = "the whole lab exec process: start, connect to the hostagent, SSH session, true"
+	if prefix != nil {
+		if err := peLaunch(ctx, c, in.StateDir, prefix, gprobe, opts, res); err != nil {
+			res.Failures = append(res.Failures, "pe launch: "+err.Error())
+		}
+	}
 
 	b := strconv.FormatInt(opts.Bytes, 10)
 	opts.say("throughput: %d MiB per figure", opts.Bytes>>20)
@@ -278,7 +305,56 @@ func Run(ctx context.Context, opts Options) (*Result, error) {
 	return res, nil
 }
 
+// peLaunch measures a trivial PE program (echoargs.exe, no arguments) in /mnt/c: through
+// interop from the guest, and with Wine directly on the host in the same prefix, warm
+// (the hostagent's wine task warmed it; each figure starts with unmeasured runs).
+func peLaunch(ctx context.Context, c *vm.Client, stateDir string, p *wineprefix.Prefix, gprobe string, opts Options, res *Result) error {
+	wctx, cancel := context.WithTimeout(ctx, 2*time.Minute)
+	defer cancel()
+	for {
+		st, err := labvm.ReadWineState(stateDir)
+		if err == nil && st.State == "warm" {
+			break
+		}
+		if err == nil && st.State == "failed" {
+			return errors.New(st.Error)
+		}
+		select {
+		case <-wctx.Done():
+			return errors.New("the VM's Wine prefix did not become warm (see lab status)")
+		case <-time.After(200 * time.Millisecond):
+		}
+	}
+	fx, err := pefixtures.BuildWith(ctx, pefixtures.Options{OutDir: filepath.Join(p.DriveC(), "lab-bench"), Progress: opts.Progress})
+	if err != nil {
+		return err
+	}
+	exe := fx[pefixtures.EchoArgs]
+	runs := min(opts.Runs, 50) // a Wine launch costs tens of ms on the host alone
+	n := strconv.Itoa(runs)
+	opts.say("launch latency: a PE program through interop and with Wine on the host, %d runs each", runs)
+	host := func() error { return p.Command(ctx, exe).Run() }
+	for range 3 {
+		host()
+	}
+	res.Launch.PEHost = hostDist(runs, host)
+	res.Launch.PEHost.Note = "wine echoargs.exe on the host, warm prefix"
+	gexe := path.Join(labvm.DriveCGuest, "lab-bench", pefixtures.EchoArgs)
+	if err := guestOK(ctx, c, gexe); err != nil {
+		return err
+	}
+	if res.Launch.PEInterop, err = guestDist(ctx, c, gprobe+" launch "+n+" "+gexe); err != nil {
+		return err
+	}
+	res.Launch.PEInterop.Note = "/mnt/c/lab-bench/echoargs.exe from the guest"
+	return nil
+}
+
 func (r *Result) goals() {
+	if w := r.Launch.PEHost.P50; w > 0 && r.Launch.PEInterop.P50 > 0 {
+		got := r.Launch.PEInterop.P50 / w
+		r.Goals = append(r.Goals, Goal{Name: "PE launch p50: interop vs Wine on the host (warm)", Want: "<= 1.3", Got: got, Met: got <= 1.3})
+	}
 	if ssh := r.Launch.SSHGuestHost.P50; ssh > 0 {
 		got := r.Launch.Interop.P50 / ssh
 		r.Goals = append(r.Goals, Goal{Name: "launch p50: interop vs guest->host SSH exec", Want: "<= 0.2", Got: got, Met: got <= 0.2})

@@ -24,6 +24,10 @@ func (r *Result) WriteText(w io.Writer) error {
 	row("same program natively on the host", r.Launch.HostNative)
 	row("guest -> host SSH exec of it (client process)", r.Launch.SSHGuestHost)
 	row("lab exec -- true (host -> guest)", r.Launch.LabExec)
+	if r.Launch.PEHost.N > 0 || r.Launch.PEInterop.N > 0 {
+		row("PE: interop, guest runs /mnt/c/.../echoargs.exe", r.Launch.PEInterop)
+		row("PE: the same file, Wine on the host", r.Launch.PEHost)
+	}
 	fmt.Fprintf(w, "\nthroughput (MiB/s)                                %9s %9s\n", "MiB", "MiB/s")
 	rrow := func(name string, x Rate) {
 		fmt.Fprintf(w, "  %-48s %9.0f %9.1f\n", name, float64(x.Bytes)/(1<<20), x.MiBps)
@@ -82,6 +86,8 @@ func (r *Result) WriteSVG(w io.Writer) error {
 		{"host native", r.Launch.HostNative.P50, r.Launch.HostNative.P99},
 		{"guest->host SSH exec", r.Launch.SSHGuestHost.P50, r.Launch.SSHGuestHost.P99},
 		{"lab exec", r.Launch.LabExec.P50, r.Launch.LabExec.P99},
+		{"PE interop", r.Launch.PEInterop.P50, r.Launch.PEInterop.P99},
+		{"PE Wine on host", r.Launch.PEHost.P50, r.Launch.PEHost.P99},
 	}
 	tput := []bar{
 		{"interop stdout", r.Throughput.InteropStdout.MiBps, 0},

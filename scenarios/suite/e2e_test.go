@@ -3,6 +3,7 @@ package suite
 import (
 	"bytes"
 	"context"
+	"errors"
 	"flag"
 	"fmt"
 	"os"
@@ -17,6 +18,7 @@ import (
 	"lab/provision/labvm"
 	"lab/scenarios"
 	"lab/vm"
+	"lab/wineprefix"
 )
 
 // hostagentEnv makes the test binary act as the VM's hostagent (vm.Config.Hostagent),
@@ -40,7 +42,7 @@ func runHostagent(args []string) int {
 	// As `lab hostagent` runs under lab's main: SIGINT and SIGTERM end it cleanly.
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
 	defer stop()
-	h := &vm.Hostagent{StateDir: *dir, Tasks: []vm.Task{labvm.RelayTask()}}
+	h := &vm.Hostagent{StateDir: *dir, Tasks: []vm.Task{labvm.RelayTask(), labvm.WineTask()}}
 	if err := h.Run(ctx); err != nil {
 		fmt.Fprintln(os.Stderr, "hostagent:", err)
 		return 1
@@ -88,6 +90,23 @@ func TestIntegrationScenarios(t *testing.T) {
 		t.Fatal(err)
 	}
 	stateDir := filepath.Join(tmp, "vm")
+	shares := []vm.Share{{HostPath: share, GuestPath: "/mnt/lab"}}
+	// The Windows personality, as lab up sets it up when Wine is installed: a prefix of
+	// the VM's own (here in the test's temp dir) whose drive_c is /mnt/c.
+	prefix := filepath.Join(tmp, "wine")
+	if _, sh, err := labvm.EnsureWindows(ctx, prefix, nil); err == nil {
+		shares = append(shares, sh)
+		t.Cleanup(func() {
+			// After vm.Down (cleanups run last-in first-out): stop whatever the wine task left.
+			if err := labvm.ShutdownWindows(context.Background(), prefix); err != nil {
+				t.Errorf("wine shutdown: %v", err)
+			}
+		})
+	} else if !errors.Is(err, wineprefix.ErrNoWine) {
+		t.Fatalf("wine prefix: %v", err)
+	} else {
+		t.Logf("no Windows personality: %v (the pe scenarios skip)", err)
+	}
 	t.Setenv(hostagentEnv, "1")
 	var progress bytes.Buffer
 	in, err := vm.Up(ctx, vm.Config{
@@ -95,7 +114,7 @@ func TestIntegrationScenarios(t *testing.T) {
 		StateDir:  stateDir,
 		Accel:     "auto",
 		Vsock:     "auto",
-		Shares:    []vm.Share{{HostPath: share, GuestPath: "/mnt/lab"}},
+		Shares:    shares,
 		Hostagent: []string{os.Args[0]},
 		Progress:  &progress,
 	})

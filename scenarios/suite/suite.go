@@ -15,6 +15,7 @@ import (
 	"sort"
 	"time"
 
+	"lab/pefixtures"
 	"lab/provision"
 	"lab/provision/labvm"
 	"lab/scenarios"
@@ -55,7 +56,15 @@ func Env(ctx context.Context, g Guest, stateDir string, opts Options) (scenarios
 	if err != nil {
 		return scenarios.Env{}, fmt.Errorf("suite: share: %w", err)
 	}
+	// PE scenarios need the Windows personality: Wine on the host and the VM's prefix
+	// shared at /mnt/c (lab up does both when Wine is installed).
 	_, wine := lookWine()
+	driveC := ""
+	if dir := labvm.PrefixOf(in); dir != "" && wine {
+		driveC = filepath.Join(dir, "drive_c")
+	} else {
+		wine = false
+	}
 	say(opts.Progress, "building the fixtures into %s", filepath.Join(hostShare, FixtureDirName))
 	guestArch := "amd64"
 	if res, err := provisionQuiet(ctx, g, stateDir, opts); err == nil {
@@ -66,6 +75,14 @@ func Env(ctx context.Context, g Guest, stateDir string, opts Options) (scenarios
 	fx, err := scenarios.BuildFixtures(ctx, filepath.Join(hostShare, FixtureDirName), guestArch, true)
 	if err != nil {
 		return scenarios.Env{}, err
+	}
+	peDir := ""
+	if wine {
+		peDir = filepath.Join(hostShare, FixtureDirName, "pe")
+		say(opts.Progress, "building the Windows fixtures (pefixtures) into %s", peDir)
+		if _, err := pefixtures.Build(ctx, peDir); err != nil {
+			return scenarios.Env{}, err
+		}
 	}
 	var progs []string
 	for _, p := range fx.Host {
@@ -84,8 +101,10 @@ func Env(ctx context.Context, g Guest, stateDir string, opts Options) (scenarios
 		ShareGuest: share.GuestPath,
 		Fixtures:   fx.Dir,
 		Conds:      map[string]bool{"wine": wine},
-		RelayLog:   func(t time.Time) []string { return labvm.RelayLogSince(stateDir, t) },
-		GuestVars:  map[string]string{"LABEXEC": path.Join(share.GuestPath, FixtureDirName, "labexec")},
+		// $DRIVEC: the host's view of the guest's /mnt/c; $PEFIX: the built PE fixtures.
+		Vars:      map[string]string{"DRIVEC": driveC, "PEFIX": peDir},
+		RelayLog:  func(t time.Time) []string { return labvm.RelayLogSince(stateDir, t) },
+		GuestVars: map[string]string{"LABEXEC": path.Join(share.GuestPath, FixtureDirName, "labexec")},
 		Stub: func(name string) []byte {
 			return labvm.Stub(provision.Exposed{Name: name})
 		},
