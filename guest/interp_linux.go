@@ -143,6 +143,10 @@ func (in *interp) run(args []string) int {
 		}
 	}
 
+	if !tty {
+		growPipe(1)
+		growPipe(2)
+	}
 	go copyIn(s.Writer(wire.Stdin), os.Stdin)
 	outDone := make(chan error, 2)
 	go func() { outDone <- copyOut(s.Reader(wire.Stdout), os.Stdout) }()
@@ -404,4 +408,20 @@ func oneLine(s string) string {
 		}
 	}
 	return string(b)
+}
+
+// pipeSize is what growPipe asks for: the stream window, and the
+// unprivileged maximum by default (fs.pipe-max-size).
+const pipeSize = 1 << 20
+
+// growPipe enlarges fd's buffer when it is a pipe, so that output reaches
+// the reader in fewer, larger writes (fewer wake-ups on both ends); failure
+// (a lower pipe-max-size, the user's pipe quota) leaves it as it is.
+func growPipe(fd int) {
+	var st unix.Stat_t
+	if unix.Fstat(fd, &st) == nil && st.Mode&unix.S_IFMT == unix.S_IFIFO {
+		if n, err := unix.FcntlInt(uintptr(fd), unix.F_GETPIPE_SZ, 0); err == nil && n < pipeSize {
+			unix.FcntlInt(uintptr(fd), unix.F_SETPIPE_SZ, pipeSize)
+		}
+	}
 }

@@ -391,7 +391,7 @@ func TestInterpNoRelay(t *testing.T) {
 		})
 		r := run(t, f.interpCmd(t, f.exe, f.exe), nil)
 		<-done
-		checkOneLine(t, r, 126, "peer speaks 9.0, this side speaks 1.0")
+		checkOneLine(t, r, 126, fmt.Sprintf("peer speaks 9.0, this side speaks %d.%d", wire.Major, wire.Minor))
 	})
 }
 

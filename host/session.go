@@ -256,10 +256,18 @@ func (r *Relay) run(ctx context.Context, s *wire.Session, l launch, req *wire.La
 	// stdin is not waited for: the guest's stdin may stay open long after the program
 	// ended (a terminal); reap closes the program's end, which ends the pump.
 	go r.pumpStdin(s, p)
-	var wg sync.WaitGroup
-	wg.Add(2)
-	go func() { defer wg.Done(); r.pumpOutput(s, p, wire.Stdout, p.stdout) }()
-	go func() { defer wg.Done(); r.pumpOutput(s, p, wire.Stderr, p.stderr) }()
+	// The last pump to finish closes outputsDone (no extra goroutine to wait for both).
+	outputsDone := make(chan struct{})
+	var pumping atomic.Int32
+	pumping.Store(2)
+	pump := func(id wire.StreamID, f *os.File) {
+		r.pumpOutput(s, p, id, f)
+		if pumping.Add(-1) == 0 {
+			close(outputsDone)
+		}
+	}
+	go pump(wire.Stdout, p.stdout)
+	go pump(wire.Stderr, p.stderr)
 
 	// Control messages until the session ends; the end of the session before the exit
 	// status was sent (a dead interpreter) kills the process group.
@@ -284,8 +292,6 @@ func (r *Relay) run(ctx context.Context, s *wire.Session, l launch, req *wire.La
 			}
 		}
 	}()
-	outputsDone := make(chan struct{})
-	go func() { wg.Wait(); close(outputsDone) }()
 
 	var lost error
 	select {

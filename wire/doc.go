@@ -13,7 +13,7 @@
 //	+----------------+--------+-------------------------+
 //
 // length counts the type byte and the payload: 1 <= length <= 1+MaxPayload
-// (64 KiB). A larger length is a protocol error before any allocation.
+// (128 KiB). A larger length is a protocol error before any allocation.
 // Integers are big-endian; a string or byte field is a u32 length then the
 // bytes; a list is a u32 count then the elements. Every length and count
 // is bounded (MaxToken, MaxPath, MaxArgs, MaxEnv, MaxMessage, and the
@@ -29,22 +29,29 @@
 //	0x04 Resize        rows u16, cols u16, xpixel u16, ypixel u16
 //	0x05 Signal        signo u8 (Linux numbering, 1..64)
 //	0x06 Exit          code u32, signal u8, flags u8 (bit0 core dumped)
-//	0x10 Data          stream u8, bytes (at most MaxData: a full frame is 32 KiB)
+//	0x10 Data          stream u8, bytes (at most MaxData: a full frame is 128 KiB)
 //	0x11 EOF           stream u8                  (sender's half-close)
 //	0x12 Window        stream u8, increment u32   (receiver grants credit)
 //	0x13 CloseRead     stream u8                  (receiver stops reading)
 //
 // Streams: 0 stdin (guest to host), 1 stdout, 2 stderr (host to guest).
-// A sender starts with InitialWindow (256 KiB) of credit per stream and
+// A sender starts with InitialWindow (1 MiB) of credit per stream and
 // may only send Data within its credit; the receiver returns credit with
 // Window frames as the application consumes (every InitialWindow/2). A
 // receiver never needs to buffer more than the window, so the frame
-// reader never blocks on the application and no stream can stall another.
+// reader never blocks on the application and no stream can stall another;
+// it reads a Data payload from the connection straight into the stream's
+// ring (credit guarantees the room), and a Writer reads its source straight
+// into the frame it sends, so each byte is copied once per side.
+//
+// Version 2.0 differs from 1.0 only in these sizes (1.0: 64 KiB frame
+// limit, 32 KiB Data frames, 256 KiB window); the two majors refuse each
+// other with a *VersionError.
 //
 // # A launch
 //
 //	guest                                  host
-//	Hello{token} + Launch     ----------> check version, token; start
+//	Hello{token} + Launch     ----------> check version (major 2), token; start
 //	                          <---------- Hello, LaunchResult{errno, message}
 //	Data/EOF on stdin         ----------> process stdin
 //	Signal, Resize            ---------->

@@ -8,20 +8,27 @@ import (
 )
 
 // Protocol version. A peer whose major differs is refused with a
-// *VersionError; minors only add optional things.
+// *VersionError; minors only add optional things. Major 2: Data frames of
+// 128 KiB and a 1 MiB window (major 1 had 32 KiB frames within a 64 KiB
+// frame limit and a 256 KiB window, which a major-1 peer would refuse).
 const (
-	Major = 1
+	Major = 2
 	Minor = 0
 )
 
 // Sizes and bounds. Anything larger than these is a protocol error, never an
 // allocation.
 const (
-	HeaderSize    = 5                       // u32 length + u8 type
-	MaxPayload    = 64 << 10                // largest payload of any frame
-	MaxFrame      = HeaderSize + MaxPayload // largest frame on the wire
-	MaxData       = 32<<10 - HeaderSize - 1 // data bytes in one Data frame: a full frame is exactly 32 KiB (the kernel moves aligned sizes fastest)
-	InitialWindow = 256 << 10               // credit each side starts with, per stream
+	HeaderSize = 5                       // u32 length + u8 type
+	MaxPayload = 128 << 10               // largest payload of any frame
+	MaxFrame   = HeaderSize + MaxPayload // largest frame on the wire
+	// MaxData is the data bytes in one Data frame: a full frame is exactly
+	// 128 KiB (the kernel moves aligned sizes fastest; large frames mean few
+	// wake-ups per byte).
+	MaxData = 128<<10 - HeaderSize - 1
+	// InitialWindow is the credit each side starts with, per stream: the
+	// receiver's ring, granted back every half.
+	InitialWindow = 1 << 20
 
 	MaxToken   = 1024 // bytes of Hello.Token
 	MaxPath    = 4096 // bytes of a path (Launch.Path, Launch.Cwd)

@@ -24,10 +24,10 @@ var goldenMessages = []struct {
 	msg   Message
 	frame string
 }{
-	{"hello", &Hello{Major: 1, Minor: 0, Token: []byte("tok")},
-		"00000014 01 4c414257 0001 0000 00000000 00000003 746f6b"},
-	{"hello-empty", &Hello{Major: 1, Minor: 2},
-		"00000011 01 4c414257 0001 0002 00000000 00000000"},
+	{"hello", &Hello{Major: 2, Minor: 0, Token: []byte("tok")},
+		"00000014 01 4c414257 0002 0000 00000000 00000003 746f6b"},
+	{"hello-empty", &Hello{Major: 2, Minor: 2},
+		"00000011 01 4c414257 0002 0002 00000000 00000000"},
 	{"launch", &Launch{
 		Format: "pe", Path: "/mnt/c/a.exe", Argv: []string{"a.exe", "x"}, Cwd: "/mnt/c",
 		Env:   []EnvVar{{Name: "LABENV", Value: "P/p"}, {Name: "P", Value: "/mnt/c", Flags: EnvPath}},
@@ -106,10 +106,10 @@ func TestDecodeErrors(t *testing.T) {
 		name, frame, want string
 	}{
 		{"not lab", "01 48545450 0001 0000 00000000 00000000", "does not speak"},
-		{"other major", "01 4c414257 0002 0005 00000000 00000000", "peer speaks 2.5, this side speaks 1.0"},
-		{"token too long", "01 4c414257 0001 0000 00000000 00100000", "token too long"},
-		{"token short", "01 4c414257 0001 0000 00000000 00000010 00", "truncated"},
-		{"truncated", "01 4c414257 0001 0000 0000", "truncated"},
+		{"other major", "01 4c414257 0001 0005 00000000 00000000", "peer speaks 1.5, this side speaks 2.0"},
+		{"token too long", "01 4c414257 0002 0000 00000000 00100000", "token too long"},
+		{"token short", "01 4c414257 0002 0000 00000000 00000010 00", "truncated"},
+		{"truncated", "01 4c414257 0002 0000 0000", "truncated"},
 		{"trailing", "05 02 00", "trailing"},
 		{"signal zero", "05 00", "out of range"},
 		{"signal 65", "05 41", "out of range"},
@@ -122,7 +122,7 @@ func TestDecodeErrors(t *testing.T) {
 		{"env name with =", "02 00000002 7065 00000002 2f61 00000001 00000001 61 00000000 00000001 00000003 613d62 00000000 00 00 0000 0000", "contains '='"},
 		{"env name empty", "02 00000002 7065 00000002 2f61 00000001 00000001 61 00000000 00000001 00000000 00000000 00 00 0000 0000", "empty environment"},
 		{"message too long", "03 00000002 00000000 00100000", "too long"},
-		{"too big", "raw 00010002 05 02", "frame too large"},
+		{"too big", "raw 00020002 05 02", "frame too large"},
 		{"empty frame", "raw 00000000 05 02", "empty frame"},
 		{"cut frame", "raw 00000005 05", "unexpected EOF"},
 	} {
@@ -136,9 +136,9 @@ func TestDecodeErrors(t *testing.T) {
 }
 
 func TestVersionErrorType(t *testing.T) {
-	_, err := ReadMessage(bytes.NewReader(frameHex(t, "01 4c414257 0002 0000 00000000 00000000")), make([]byte, MaxPayload))
+	_, err := ReadMessage(bytes.NewReader(frameHex(t, "01 4c414257 0003 0000 00000000 00000000")), make([]byte, MaxPayload))
 	var ve *VersionError
-	if !errors.As(err, &ve) || ve.Remote != 2 || ve.Local != Major {
+	if !errors.As(err, &ve) || ve.Remote != 3 || ve.Local != Major {
 		t.Fatalf("err = %#v", err)
 	}
 	if CheckVersion(NewHello(nil)) != nil {
@@ -152,7 +152,7 @@ func TestEncodeErrors(t *testing.T) {
 		msg  Message
 		want string
 	}{
-		{"token", &Hello{Major: 1, Token: make([]byte, MaxToken+1)}, "token too long"},
+		{"token", &Hello{Major: Major, Token: make([]byte, MaxToken+1)}, "token too long"},
 		{"nul arg", &Launch{Format: "pe", Argv: []string{"a\x00b"}}, "NUL"},
 		{"no format", &Launch{Argv: []string{"a"}}, "without a format"},
 		{"env name", &Launch{Format: "pe", Argv: []string{"a"}, Env: []EnvVar{{Name: "A=B"}}}, "contains '='"},

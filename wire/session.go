@@ -1,7 +1,6 @@
 package wire
 
 import (
-	"bufio"
 	"context"
 	"encoding/binary"
 	"errors"
@@ -81,7 +80,12 @@ const maxQueued = 1024
 type Session struct {
 	conn net.Conn
 	role Role
-	br   *bufio.Reader
+
+	// The frame reader's buffer (read loop only): headers, control frames
+	// and the first bytes of Data payloads; the rest of a payload is read
+	// from the connection straight into its stream's ring.
+	rbuf       []byte
+	rpos, rend int
 
 	wmu  sync.Mutex // one frame at a time on conn
 	wbuf []byte     // control frames; under wmu
@@ -106,7 +110,7 @@ func NewSession(c net.Conn, role Role) *Session {
 	s := &Session{
 		conn:   c,
 		role:   role,
-		br:     bufio.NewReaderSize(c, MaxFrame),
+		rbuf:   make([]byte, readChunk),
 		cwake:  make(chan struct{}, 1),
 		done:   make(chan struct{}),
 		closed: make(chan struct{}),
@@ -301,32 +305,136 @@ func (s *Session) readLoop() {
 	}
 }
 
+// readChunk is how much the frame reader asks the connection for when it
+// needs a header: enough for a burst of small frames in one read, little
+// enough that most of a large Data payload is read straight into its ring
+// (one copy less than reading everything through a buffer).
+const readChunk = 4 << 10
+
+// fill makes at least need bytes (at most MaxFrame) available in
+// rbuf[rpos:rend].
+func (s *Session) fill(need int) error {
+	if s.rend-s.rpos >= need {
+		return nil
+	}
+	if s.rpos > 0 {
+		s.rend = copy(s.rbuf, s.rbuf[s.rpos:s.rend])
+		s.rpos = 0
+	}
+	if need > len(s.rbuf) {
+		// A large control frame (a Launch with a big argv): grow once.
+		b := make([]byte, MaxFrame)
+		copy(b, s.rbuf[:s.rend])
+		s.rbuf = b
+	}
+	limit := min(max(need, readChunk), len(s.rbuf))
+	for s.rend < need {
+		n, err := s.conn.Read(s.rbuf[s.rend:limit])
+		s.rend += n
+		if err != nil {
+			if s.rend >= need {
+				return nil // the error comes again with the next read
+			}
+			return err
+		}
+	}
+	return nil
+}
+
+// readFull fills p from the buffered bytes, then straight from the
+// connection.
+func (s *Session) readFull(p []byte) error {
+	n := copy(p, s.rbuf[s.rpos:s.rend])
+	s.rpos += n
+	if n == len(p) {
+		return nil
+	}
+	_, err := io.ReadFull(s.conn, p[n:])
+	return err
+}
+
 func (s *Session) readFrames() error {
 	for {
-		h, err := s.br.Peek(HeaderSize)
-		if err != nil {
-			if err == io.EOF && len(h) > 0 {
+		if err := s.fill(HeaderSize); err != nil {
+			if err == io.EOF && s.rend > s.rpos {
 				return io.ErrUnexpectedEOF
 			}
 			return err
 		}
-		t, n, err := parseHeader(h)
+		t, n, err := parseHeader(s.rbuf[s.rpos:s.rend])
 		if err != nil {
 			return err
 		}
-		s.br.Discard(HeaderSize)
-		p, err := s.br.Peek(n)
-		if err != nil {
-			if err == io.EOF {
-				return io.ErrUnexpectedEOF
+		s.rpos += HeaderSize
+		if t == TypeData && n > 1 {
+			if err := s.fill(1); err != nil {
+				return unexpectedEOF(err)
 			}
+			id := s.rbuf[s.rpos]
+			s.rpos++
+			if err := s.readData(id, n-1); err != nil {
+				return unexpectedEOF(err)
+			}
+			continue
+		}
+		if err := s.fill(n); err != nil {
+			return unexpectedEOF(err)
+		}
+		if err := s.handle(t, s.rbuf[s.rpos:s.rpos+n]); err != nil {
 			return err
 		}
-		if err := s.handle(t, p); err != nil {
-			return err
-		}
-		s.br.Discard(n)
+		s.rpos += n
 	}
+}
+
+func unexpectedEOF(err error) error {
+	if err == io.EOF {
+		return io.ErrUnexpectedEOF
+	}
+	return err
+}
+
+// readData reads the n payload bytes of a Data frame on stream id into the
+// stream's ring, outside the ring's lock: the peer's credit guarantees that
+// the bytes land in free space, which the application does not touch.
+func (s *Session) readData(id uint8, n int) error {
+	if StreamID(id) >= numStreams {
+		return protoErr("%v frame for unknown stream %d", TypeData, id)
+	}
+	r := s.readers[id]
+	if r == nil {
+		return protoErr("%v frame for %v, which this side sends", TypeData, StreamID(id))
+	}
+	seg1, seg2, err := r.reserve(n)
+	if err != nil {
+		return err
+	}
+	if seg1 == nil {
+		// The application closed the stream: drop the bytes.
+		for n > 0 {
+			k := min(n, s.rend-s.rpos)
+			if k == 0 {
+				s.rpos, s.rend = 0, 0
+				m, err := s.conn.Read(s.rbuf[:min(n, len(s.rbuf))])
+				if m == 0 && err != nil {
+					return err
+				}
+				k = m
+				s.rend = m
+			}
+			s.rpos += k
+			n -= k
+		}
+		return nil
+	}
+	if err := s.readFull(seg1); err != nil {
+		return err
+	}
+	if err := s.readFull(seg2); err != nil {
+		return err
+	}
+	r.commit(n)
+	return nil
 }
 
 // controlFrom lists the control messages each role may receive.
@@ -427,33 +535,59 @@ var (
 // ID returns the stream this Reader receives.
 func (r *Reader) ID() StreamID { return r.id }
 
-func (r *Reader) gotData(p []byte) error {
+// reserve checks a Data frame of n bytes against the stream's state and
+// window and returns where in the ring its bytes go (seg2 is the part that
+// wraps around), or nil segments when the stream is closed for reading and
+// the bytes are to be dropped. commit makes them readable.
+func (r *Reader) reserve(n int) (seg1, seg2 []byte, err error) {
 	r.mu.Lock()
 	defer r.mu.Unlock()
 	if r.eof {
-		return protoErr("data on %v after its eof", r.id)
+		return nil, nil, protoErr("data on %v after its eof", r.id)
 	}
 	if r.closed {
-		return nil // the sender has not seen our close-read yet
+		return nil, nil, nil // the sender has not seen our close-read yet
 	}
-	if len(p) > MaxData {
-		return protoErr("data frame of %d bytes on %v (limit %d)", len(p), r.id, MaxData)
+	if n > MaxData {
+		return nil, nil, protoErr("data frame of %d bytes on %v (limit %d)", n, r.id, MaxData)
 	}
 	granted := r.r - uint64(r.unacked)
-	if r.w+uint64(len(p)) > granted+InitialWindow {
-		return protoErr("peer overran the %v window", r.id)
+	if r.w+uint64(n) > granted+InitialWindow {
+		return nil, nil, protoErr("peer overran the %v window", r.id)
 	}
-	if len(p) == 0 {
-		return nil
+	if n == 0 {
+		return nil, nil, nil
 	}
 	if r.ring == nil {
 		r.ring = make([]byte, InitialWindow)
 	}
 	off := int(r.w % InitialWindow)
-	n := copy(r.ring[off:], p)
-	copy(r.ring, p[n:])
-	r.w += uint64(len(p))
+	end := min(off+n, InitialWindow)
+	return r.ring[off:end], r.ring[:n-(end-off)], nil
+}
+
+func (r *Reader) commit(n int) {
+	r.mu.Lock()
+	r.w += uint64(n)
+	if r.closed {
+		r.r = r.w // closed while the bytes arrived: drop them
+	}
 	r.cond.Broadcast()
+	r.mu.Unlock()
+}
+
+func (r *Reader) gotData(p []byte) error {
+	if len(p) == 0 {
+		_, _, err := r.reserve(0)
+		return err
+	}
+	seg1, seg2, err := r.reserve(len(p))
+	if err != nil || seg1 == nil {
+		return err
+	}
+	n := copy(seg1, p)
+	copy(seg2, p[n:])
+	r.commit(len(p))
 	return nil
 }
 
@@ -680,9 +814,14 @@ func (w *Writer) release(n int) {
 	}
 }
 
+// framePool holds Data frame buffers: a relay serves many short sessions,
+// each of which would otherwise allocate (and the GC clear) a full frame
+// per output stream.
+var framePool = sync.Pool{New: func() any { b := make([]byte, HeaderSize+1+MaxData); return &b }}
+
 func (w *Writer) buf() []byte {
 	if w.frame == nil {
-		w.frame = make([]byte, HeaderSize+1+MaxData)
+		w.frame = *framePool.Get().(*[]byte)
 		w.frame[4] = byte(TypeData)
 		w.frame[5] = byte(w.id)
 	}
@@ -698,14 +837,13 @@ func (w *Writer) send(n int) error {
 func (w *Writer) Write(p []byte) (int, error) {
 	w.wlock.Lock()
 	defer w.wlock.Unlock()
-	f := w.buf()
 	total := 0
 	for len(p) > 0 {
 		n, err := w.acquire(min(len(p), MaxData))
 		if err != nil {
 			return total, err
 		}
-		copy(f[HeaderSize+1:], p[:n])
+		copy(w.buf()[HeaderSize+1:], p[:n])
 		if err := w.send(n); err != nil {
 			return total, err
 		}
@@ -720,14 +858,13 @@ func (w *Writer) Write(p []byte) (int, error) {
 func (w *Writer) ReadFrom(src io.Reader) (int64, error) {
 	w.wlock.Lock()
 	defer w.wlock.Unlock()
-	f := w.buf()
 	var total int64
 	for {
 		n, err := w.acquire(MaxData)
 		if err != nil {
 			return total, err
 		}
-		m, rerr := src.Read(f[HeaderSize+1 : HeaderSize+1+n])
+		m, rerr := src.Read(w.buf()[HeaderSize+1 : HeaderSize+1+n])
 		w.release(n - m)
 		if m > 0 {
 			if err := w.send(m); err != nil {
@@ -757,6 +894,13 @@ func (w *Writer) CloseWrite() error {
 	w.closed = true
 	w.cond.Broadcast()
 	w.mu.Unlock()
+	if w.frame != nil {
+		// Nothing writes after CloseWrite (wlock is held; later writes
+		// fail before they touch the buffer): give it back.
+		f := w.frame
+		w.frame = nil
+		framePool.Put(&f)
+	}
 	return w.s.sendStreamFrame(TypeEOF, w.id, 0)
 }
 
