@@ -21,8 +21,9 @@ vet:
 	$(GO) vet ./...
 
 # LAB_REQUIRE_VM=1: a missing QEMU or guest kernel fails the VM tests instead of skipping them.
+# -count=1: every test really runs (a cached pass of a VM test proves nothing about this checkout).
 test: deps vet
-	LAB_REQUIRE_VM=1 $(GO) test -race -timeout 40m ./...
+	LAB_REQUIRE_VM=1 $(GO) test -race -count=1 -timeout 40m ./...
 
 demo: deps build
 	./$(BIN)/lab demo

@@ -26,6 +26,17 @@ type Guest interface {
 	SFTP() (*sftp.Client, error)
 }
 
+// Reconnecter is a Guest whose connection can be renewed (vm.Client: the hostagent
+// redials the guest's sshd). sshd applies its config per connection, so after a step
+// that changes it (StepSSHDPath) Provision asks for a new connection; a Guest without
+// the method keeps its old one, and only its new connections see the change.
+type Reconnecter interface {
+	Reconnect(ctx context.Context) error
+}
+
+// StepSSHDPath is the step that edits sshd's SetEnv PATH.
+const StepSSHDPath = "sshd path"
+
 // Paths in the guest. They are fixed so that a guest provisioned by one lab version can
 // be re-provisioned (and cleaned) by another.
 const (
@@ -140,6 +151,11 @@ func (r *Result) Changed() bool {
 	return slices.ContainsFunc(r.Steps, func(s Step) bool { return s.Changed })
 }
 
+// StepChanged reports whether the step with this name changed the guest.
+func (r *Result) StepChanged(name string) bool {
+	return slices.ContainsFunc(r.Steps, func(s Step) bool { return s.Name == name && s.Changed })
+}
+
 // Summary is one line: "nothing changed (N checks)" or "changed: a, b".
 func (r *Result) Summary() string {
 	var changed []string
@@ -251,6 +267,11 @@ func Provision(ctx context.Context, g Guest, cfg Config) (*Result, error) {
 	res := &Result{Arch: st.goarch, Steps: p.steps}
 	if err := p.apply(ctx, g); err != nil {
 		return res, err
+	}
+	if rc, ok := g.(Reconnecter); ok && res.StepChanged(StepSSHDPath) {
+		if err := rc.Reconnect(ctx); err != nil {
+			return res, fmt.Errorf("provision: sshd's config changed but the guest connection could not be renewed (restart the VM to apply it): %w", err)
+		}
 	}
 	if err := Verify(ctx, g, cfg.Rules, true); err != nil {
 		return res, err
@@ -414,7 +435,7 @@ func plan(st *state, want desired) *planned {
 
 	// sshd: its SetEnv PATH line (lab owns the image's only one). Changing it restarts the
 	// listener (SIGHUP); connections already open, such as the hostagent's, keep the PATH
-	// they started with.
+	// they started with, so Provision then asks a Reconnecter guest for a new connection.
 	if st.sshdConfig {
 		wantLine := ""
 		if len(want.winDirs) > 0 {
@@ -423,16 +444,16 @@ func plan(st *state, want desired) *planned {
 		hup := "[ -f " + SSHDPidFile + " ] && kill -HUP \"$(cat " + SSHDPidFile + ")\" || true"
 		switch {
 		case st.sshdPath == wantLine && wantLine == "":
-			step("sshd path", false, "off")
+			step(StepSSHDPath, false, "off")
 		case st.sshdPath == wantLine:
-			step("sshd path", false, "up to date")
+			step(StepSSHDPath, false, "up to date")
 		case wantLine == "":
 			p.script = append(p.script, "sed -i '/^SetEnv PATH=/d' "+SSHDConfigPath, hup)
-			step("sshd path", true, "removed SetEnv PATH from "+SSHDConfigPath)
+			step(StepSSHDPath, true, "removed SetEnv PATH from "+SSHDConfigPath)
 		default:
 			p.script = append(p.script, "sed -i '/^SetEnv PATH=/d' "+SSHDConfigPath,
 				"echo "+shquote(wantLine)+" >> "+SSHDConfigPath, hup)
-			step("sshd path", true, "SetEnv PATH in "+SSHDConfigPath+" (new SSH connections)")
+			step(StepSSHDPath, true, "SetEnv PATH in "+SSHDConfigPath+" (new SSH connections)")
 		}
 	}
 

@@ -50,3 +50,14 @@ func TestPlanWindowsPath(t *testing.T) {
 		t.Errorf("profile.d script:\n%s", script)
 	}
 }
+
+func TestResultStepChanged(t *testing.T) {
+	r := &Result{Steps: []Step{{Name: "windows path", Changed: true}, {Name: StepSSHDPath}}}
+	if r.StepChanged(StepSSHDPath) || !r.StepChanged("windows path") || r.StepChanged("absent") {
+		t.Errorf("StepChanged on %+v is wrong", r.Steps)
+	}
+	r.Steps[1].Changed = true
+	if !r.StepChanged(StepSSHDPath) {
+		t.Error("a changed sshd path step is not reported")
+	}
+}

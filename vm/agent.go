@@ -36,7 +36,9 @@ type Env struct {
 	Dial   func(ctx context.Context, port uint32) (net.Conn, error)
 	Logger *slog.Logger
 	// Ready is closed once the guest answers SSH; SSH then returns the kept
-	// connection (shared: open sessions on it, never Close it).
+	// connection (shared: open sessions on it, never Close it). Call SSH for each
+	// use rather than keeping its result: a reconnect (after provisioning changed
+	// sshd's config) replaces the kept connection and closes the old one.
 	Ready <-chan struct{}
 	SSH   func(ctx context.Context) (*ssh.Client, error)
 }
@@ -102,7 +104,13 @@ type agent struct {
 
 	mu     sync.Mutex
 	health Health
-	guest  *ssh.Client
+	guest  *ssh.Client // the kept connection new channels are opened on
+	// Proxied channels open per guest connection, and connections a reconnect
+	// replaced: one of those is closed when its last channel ends.
+	uses    map[*ssh.Client]int
+	retired map[*ssh.Client]bool
+
+	reconnectMu sync.Mutex // one reconnect at a time
 
 	ready     chan struct{}
 	events    *os.File
@@ -469,26 +477,103 @@ func (a *agent) guestClient(ctx context.Context) (*ssh.Client, error) {
 	if a.guest != nil {
 		return a.guest, nil
 	}
+	c, err := a.dialGuest(ctx)
+	if err != nil {
+		return nil, err
+	}
+	a.guest = c
+	go a.watchGuest(c)
+	return c, nil
+}
+
+// dialGuest opens a new connection to the guest's sshd (pinned to the VM's host key),
+// retrying for up to 30s: right after sshd's SIGHUP, it is re-executing and refuses.
+func (a *agent) dialGuest(ctx context.Context) (*ssh.Client, error) {
 	ctx, cancel := context.WithTimeout(ctx, 30*time.Second)
 	defer cancel()
-	var c *ssh.Client
 	for {
-		var err error
-		c, err = dialReady(ctx, net.JoinHostPort("127.0.0.1", strconv.Itoa(a.in.SSHPort)), a.keys.clientConfig())
+		c, err := dialReady(ctx, net.JoinHostPort("127.0.0.1", strconv.Itoa(a.in.SSHPort)), a.keys.clientConfig())
 		if err == nil {
-			break
+			return c, nil
 		}
 		select {
 		case <-ctx.Done():
-			return nil, fmt.Errorf("vm: reconnecting to the guest: %w", err)
+			return nil, fmt.Errorf("vm: connecting to the guest: %w", err)
 		case <-a.qemuDone:
 			return nil, errors.New("vm: QEMU has exited")
 		case <-time.After(100 * time.Millisecond):
 		}
 	}
+}
+
+// acquireGuest is guestClient for a proxied channel: the connection counts the
+// channel until release is called, so a reconnect does not close it under the channel.
+func (a *agent) acquireGuest(ctx context.Context) (c *ssh.Client, release func(), err error) {
+	for {
+		c, err := a.guestClient(ctx)
+		if err != nil {
+			return nil, nil, err
+		}
+		a.mu.Lock()
+		if a.guest != c { // replaced meanwhile: take the new one
+			a.mu.Unlock()
+			continue
+		}
+		if a.uses == nil {
+			a.uses = map[*ssh.Client]int{}
+		}
+		a.uses[c]++
+		a.mu.Unlock()
+		return c, func() {
+			a.mu.Lock()
+			a.uses[c]--
+			last := a.uses[c] == 0 && a.retired[c]
+			if a.uses[c] == 0 {
+				delete(a.uses, c)
+				delete(a.retired, c)
+			}
+			a.mu.Unlock()
+			if last {
+				a.log.Info("closing the replaced guest SSH connection: its last session ended")
+				c.Close()
+			}
+		}, nil
+	}
+}
+
+// reconnect replaces the kept guest connection with a new one, so that new sessions
+// get what sshd applies per connection (its config: SetEnv PATH after provisioning).
+// Sessions open on the old connection keep running; it is closed when the last ends.
+func (a *agent) reconnect(ctx context.Context) error {
+	select {
+	case <-a.ready:
+	case <-ctx.Done():
+		return ctx.Err()
+	}
+	a.reconnectMu.Lock()
+	defer a.reconnectMu.Unlock()
+	c, err := a.dialGuest(ctx)
+	if err != nil {
+		return err
+	}
+	a.mu.Lock()
+	old := a.guest
 	a.guest = c
+	closeNow := old != nil && a.uses[old] == 0
+	if old != nil && !closeNow {
+		if a.retired == nil {
+			a.retired = map[*ssh.Client]bool{}
+		}
+		a.retired[old] = true
+	}
+	n := a.uses[old]
+	a.mu.Unlock()
 	go a.watchGuest(c)
-	return c, nil
+	a.log.Info("guest SSH connection replaced", "old_sessions", n)
+	if closeNow {
+		old.Close()
+	}
+	return nil
 }
 
 // watchGuest forgets the kept connection when it ends, so the next use redials.
@@ -512,6 +597,9 @@ func (a *agent) keepalive(ctx context.Context) {
 			a.mu.Lock()
 			if a.guest != nil {
 				a.guest.Close()
+			}
+			for c := range a.retired {
+				c.Close()
 			}
 			a.mu.Unlock()
 			return

@@ -16,6 +16,8 @@ import (
 
 	"github.com/pkg/sftp"
 	"golang.org/x/crypto/ssh"
+
+	"lab/vm/qemu"
 )
 
 // dialReady waits for the SSH banner on addr and then completes an SSH handshake and
@@ -116,6 +118,41 @@ func dialAgent(ctx context.Context, dir string, ks *keys) (*ssh.Client, error) {
 		return nil, fmt.Errorf("vm: connecting to the hostagent: %w", err)
 	}
 	return ssh.NewClient(c, chans, reqs), nil
+}
+
+// Reconnect asks the hostagent to replace its kept connection to the guest's sshd
+// with a new one. sshd applies its configuration per connection, so after a change
+// to sshd_config (and its SIGHUP) only sessions on a new connection see it; the
+// hostagent's connection dates from boot. Sessions already running (on this or any
+// Client) keep their old connection until they end; sessions opened after Reconnect
+// returns use the new one.
+func (c *Client) Reconnect(ctx context.Context) error {
+	type reply struct {
+		ok      bool
+		payload []byte
+		err     error
+	}
+	ch := make(chan reply, 1)
+	go func() {
+		ok, p, err := c.ssh.SendRequest(reconnectRequest, true, nil)
+		ch <- reply{ok, p, err}
+	}()
+	select {
+	case r := <-ch:
+		if r.err != nil {
+			return fmt.Errorf("vm: reconnect: %w", r.err)
+		}
+		if !r.ok {
+			msg := string(r.payload)
+			if msg == "" {
+				msg = "the hostagent refused (is it older than this lab? lab down; lab up)"
+			}
+			return fmt.Errorf("vm: reconnect: %s", msg)
+		}
+		return nil
+	case <-ctx.Done():
+		return fmt.Errorf("vm: reconnect: %w", ctx.Err())
+	}
 }
 
 // SSH returns the underlying client (for sessions with a pty, port forwarding, ...).
@@ -224,21 +261,4 @@ func (c *Client) Output(ctx context.Context, cmd string) ([]byte, error) {
 }
 
 // ShellQuote joins argv into a command line the guest's shell splits back into argv.
-func ShellQuote(argv []string) string {
-	var b strings.Builder
-	for i, a := range argv {
-		if i > 0 {
-			b.WriteByte(' ')
-		}
-		if a != "" && strings.IndexFunc(a, func(r rune) bool {
-			return !(r >= 'a' && r <= 'z' || r >= 'A' && r <= 'Z' || r >= '0' && r <= '9' || strings.ContainsRune("-_./:=,@%+", r))
-		}) < 0 {
-			b.WriteString(a)
-			continue
-		}
-		b.WriteByte('\'')
-		b.WriteString(strings.ReplaceAll(a, "'", `'\''`))
-		b.WriteByte('\'')
-	}
-	return b.String()
-}
+func ShellQuote(argv []string) string { return qemu.Quote(argv) }

@@ -760,3 +760,60 @@ func TestIntegrationAccel(t *testing.T) {
 		t.Errorf("tcg = %q, %v", tcg, err)
 	}
 }
+
+// TestIntegrationReconnect: sshd applies its config per connection, so Reconnect must
+// give new sessions a new guest connection (a new per-connection sshd process, the
+// shells' parent), while a session started before keeps running on the old one,
+// which ends with that session.
+func TestIntegrationReconnect(t *testing.T) {
+	s := sharedGuest(t)
+	ctx, cancel := context.WithTimeout(context.Background(), 3*time.Minute)
+	defer cancel()
+	c, err := Connect(ctx, s.dir)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	ppid := func() string {
+		t.Helper()
+		out, err := c.Output(ctx, "echo $PPID")
+		if err != nil {
+			t.Fatal(err)
+		}
+		return strings.TrimSpace(string(out))
+	}
+	before := ppid()
+	if again := ppid(); again != before {
+		t.Fatalf("two sessions on the kept connection have parents %s and %s; want one sshd process", before, again)
+	}
+	pr, pw := io.Pipe()
+	var out syncBuffer
+	done := make(chan error, 1)
+	go func() {
+		code, err := c.Run(ctx, "echo $PPID; cat", pr, &out, nil)
+		if err == nil && code != 0 {
+			err = fmt.Errorf("exit %d", code)
+		}
+		done <- err
+	}()
+	waitFor(t, func() bool { return out.String() == before+"\n" })
+
+	if err := c.Reconnect(ctx); err != nil {
+		t.Fatal(err)
+	}
+	after := ppid()
+	if after == before {
+		t.Fatalf("after Reconnect sessions still run under sshd process %s", before)
+	}
+	io.WriteString(pw, "still here\n")
+	waitFor(t, func() bool { return out.String() == before+"\nstill here\n" })
+	pw.Close()
+	if err := <-done; err != nil {
+		t.Fatalf("the session started before Reconnect: %v", err)
+	}
+	// The old connection's sshd process ends once its last session has.
+	waitFor(t, func() bool {
+		code, err := c.Run(ctx, "kill -0 "+before, nil, nil, nil)
+		return err == nil && code != 0
+	})
+}

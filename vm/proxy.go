@@ -26,6 +26,10 @@ import (
 // healthRequest is the global request that returns the hostagent's Health as JSON.
 const healthRequest = "lab-health@lab"
 
+// reconnectRequest makes the hostagent replace its kept guest connection (see
+// Client.Reconnect). The reply is true, or false with the error's text as payload.
+const reconnectRequest = "reconnect@lab"
+
 type proxyServer struct {
 	l  net.Listener
 	wg sync.WaitGroup
@@ -93,6 +97,16 @@ func (a *agent) serveConn(ctx context.Context, nc net.Conn, cfg *ssh.ServerConfi
 			switch r.Type {
 			case healthRequest:
 				r.Reply(true, a.healthJSON())
+			case reconnectRequest:
+				rctx, cancel := context.WithTimeout(ctx, time.Minute)
+				err := a.reconnect(rctx)
+				cancel()
+				if err != nil {
+					a.log.Warn("reconnect to the guest failed", "err", err)
+					r.Reply(false, []byte(err.Error()))
+				} else {
+					r.Reply(true, nil)
+				}
 			default:
 				r.Reply(false, nil)
 			}
@@ -107,7 +121,7 @@ func (a *agent) serveConn(ctx context.Context, nc net.Conn, cfg *ssh.ServerConfi
 			nch.Reject(ssh.UnknownChannelType, "only session and direct-tcpip channels")
 			continue
 		}
-		guest, err := a.guestClient(ctx)
+		guest, release, err := a.acquireGuest(ctx)
 		if err != nil {
 			nch.Reject(ssh.ConnectionFailed, err.Error())
 			continue
@@ -115,6 +129,7 @@ func (a *agent) serveConn(ctx context.Context, nc net.Conn, cfg *ssh.ServerConfi
 		wg.Add(1)
 		go func() {
 			defer wg.Done()
+			defer release()
 			spliceChannel(nch, guest)
 		}()
 	}
@@ -153,8 +168,13 @@ func spliceChannel(nch ssh.NewChannel, guest *ssh.Client) {
 		gch.CloseWrite()
 	}()
 	// Client -> guest requests; when the client closes its side, close the guest's.
+	// reqMu keeps the client's channel open until a forwarded request's reply is
+	// through: a quick command's guest channel can close before the exec reply is
+	// relayed, and the client would see EOF instead of its command's result.
+	var reqMu sync.Mutex
 	go func() {
 		for r := range creqs {
+			reqMu.Lock()
 			ok, err := gch.SendRequest(r.Type, r.WantReply, r.Payload)
 			if err != nil {
 				ok = false
@@ -162,6 +182,7 @@ func spliceChannel(nch ssh.NewChannel, guest *ssh.Client) {
 			if r.WantReply {
 				r.Reply(ok, nil)
 			}
+			reqMu.Unlock()
 		}
 		gch.Close()
 	}()
@@ -179,6 +200,8 @@ func spliceChannel(nch ssh.NewChannel, guest *ssh.Client) {
 		}
 	}
 	out.Wait()
+	reqMu.Lock()
+	defer reqMu.Unlock()
 	for _, r := range pending {
 		cch.SendRequest(r.Type, false, r.Payload)
 	}

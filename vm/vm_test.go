@@ -5,6 +5,7 @@ import (
 	"context"
 	"encoding/binary"
 	"errors"
+	"fmt"
 	"io"
 	"log/slog"
 	"net"
@@ -12,6 +13,7 @@ import (
 	"path/filepath"
 	"strconv"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 
@@ -185,7 +187,8 @@ func TestShellQuote(t *testing.T) {
 
 // fakeGuest is an in-process SSH server standing in for the guest's sshd. It runs
 // a few fixed commands: "true", "exit N", "echo WORDS", "err WORDS" (to stderr),
-// "cat" (stdin to stdout), "sleep" (until the client closes the channel) and "kill" (exit-signal).
+// "cat" (stdin to stdout), "sleep" (until the client closes the channel), "kill"
+// (exit-signal) and "connid" (the number of the SSH connection, from 1).
 func fakeGuest(t *testing.T, hostKey ssh.Signer, clientKey ssh.PublicKey) string {
 	t.Helper()
 	cfg := &ssh.ServerConfig{PublicKeyCallback: func(_ ssh.ConnMetadata, k ssh.PublicKey) (*ssh.Permissions, error) {
@@ -201,11 +204,14 @@ func fakeGuest(t *testing.T, hostKey ssh.Signer, clientKey ssh.PublicKey) string
 	}
 	t.Cleanup(func() { l.Close() })
 	go func() {
+		conns := 0
 		for {
 			c, err := l.Accept()
 			if err != nil {
 				return
 			}
+			conns++
+			id := conns
 			go func() {
 				_, chans, reqs, err := ssh.NewServerConn(c, cfg)
 				if err != nil {
@@ -217,7 +223,7 @@ func fakeGuest(t *testing.T, hostKey ssh.Signer, clientKey ssh.PublicKey) string
 					if err != nil {
 						continue
 					}
-					go fakeSession(ch, creqs)
+					go fakeSession(ch, creqs, id)
 				}
 			}()
 		}
@@ -225,7 +231,7 @@ func fakeGuest(t *testing.T, hostKey ssh.Signer, clientKey ssh.PublicKey) string
 	return l.Addr().String()
 }
 
-func fakeSession(ch ssh.Channel, reqs <-chan *ssh.Request) {
+func fakeSession(ch ssh.Channel, reqs <-chan *ssh.Request, connID int) {
 	defer ch.Close()
 	for r := range reqs {
 		if r.Type != "exec" {
@@ -244,6 +250,8 @@ func fakeSession(ch ssh.Channel, reqs <-chan *ssh.Request) {
 			io.WriteString(ch, strings.Join(f[1:], " ")+"\n")
 		case f[0] == "err":
 			io.WriteString(ch.Stderr(), strings.Join(f[1:], " ")+"\n")
+		case f[0] == "connid":
+			fmt.Fprintln(ch, connID)
 		case f[0] == "cat":
 			io.Copy(ch, ch)
 		case f[0] == "sleep":
@@ -349,4 +357,122 @@ func TestExitStatus(t *testing.T) {
 	if code, err := exitStatus(errors.New("broken pipe")); code != -1 || err == nil {
 		t.Errorf("transport error = %d, %v", code, err)
 	}
+}
+
+// TestReconnectAgainstFakeGuest: after Client.Reconnect, new sessions run on a new
+// guest connection, a session started before keeps running on the old one, and the
+// old connection is closed once that session ends.
+func TestReconnectAgainstFakeGuest(t *testing.T) {
+	dir := t.TempDir()
+	ks, _, err := generateKeys(dir)
+	if err != nil {
+		t.Fatal(err)
+	}
+	addr := fakeGuest(t, ks.host, ks.client.PublicKey())
+	_, portText, _ := net.SplitHostPort(addr)
+	port, _ := strconv.Atoi(portText)
+	guest, err := dialReady(context.Background(), addr, ks.clientConfig())
+	if err != nil {
+		t.Fatal(err)
+	}
+	a := &agent{in: &Instance{Name: "t", StateDir: dir, SSHPort: port}, keys: ks, log: slog.New(slog.DiscardHandler),
+		ready: make(chan struct{}), guest: guest, health: Health{Phase: "ready", VsockOK: true}}
+	close(a.ready)
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	srv, err := a.serve(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer srv.Close()
+	c, err := Connect(ctx, dir)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+
+	connID := func() string {
+		t.Helper()
+		out, err := c.Output(ctx, "connid")
+		if err != nil {
+			t.Fatal(err)
+		}
+		return strings.TrimSpace(string(out))
+	}
+	if got := connID(); got != "1" {
+		t.Fatalf("before reconnect: connection %s, want 1", got)
+	}
+	// A session running across the reconnect: cat echoes what it is sent.
+	pr, pw := io.Pipe()
+	var out syncBuffer
+	done := make(chan error, 1)
+	go func() {
+		code, err := c.Run(ctx, "cat", pr, &out, nil)
+		if err == nil && code != 0 {
+			err = fmt.Errorf("exit %d", code)
+		}
+		done <- err
+	}()
+	io.WriteString(pw, "before\n")
+	waitFor(t, func() bool { return out.String() == "before\n" })
+
+	if err := c.Reconnect(ctx); err != nil {
+		t.Fatal(err)
+	}
+	if got := connID(); got != "2" {
+		t.Fatalf("after reconnect: connection %s, want 2", got)
+	}
+	io.WriteString(pw, "after\n")
+	waitFor(t, func() bool { return out.String() == "before\nafter\n" })
+	pw.Close()
+	if err := <-done; err != nil {
+		t.Fatalf("the session started before the reconnect: %v", err)
+	}
+	// Its end closes the old connection.
+	waitFor(t, func() bool {
+		_, _, err := guest.SendRequest("keepalive@openssh.com", true, nil)
+		return err != nil
+	})
+	// A second reconnect with no session on the old connection closes it at once.
+	a.mu.Lock()
+	second := a.guest
+	a.mu.Unlock()
+	if err := c.Reconnect(ctx); err != nil {
+		t.Fatal(err)
+	}
+	if _, _, err := second.SendRequest("keepalive@openssh.com", true, nil); err == nil {
+		t.Error("an idle replaced connection was left open")
+	}
+	if got := connID(); got != "3" {
+		t.Fatalf("after the second reconnect: connection %s, want 3", got)
+	}
+}
+
+// syncBuffer is a bytes.Buffer safe for one writer and concurrent readers.
+type syncBuffer struct {
+	mu sync.Mutex
+	b  bytes.Buffer
+}
+
+func (s *syncBuffer) Write(p []byte) (int, error) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.b.Write(p)
+}
+
+func (s *syncBuffer) String() string {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.b.String()
+}
+
+// waitFor polls cond for up to 10s.
+func waitFor(t *testing.T, cond func() bool) {
+	t.Helper()
+	for deadline := time.Now().Add(10 * time.Second); time.Now().Before(deadline); time.Sleep(10 * time.Millisecond) {
+		if cond() {
+			return
+		}
+	}
+	t.Fatal("condition not met within 10s")
 }

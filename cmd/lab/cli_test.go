@@ -105,6 +105,20 @@ func TestIntegrationCLI(t *testing.T) {
 		t.Errorf("second provision changed something:\n%s%s", r.stdout, r.stderr)
 	}
 
+	// The Windows PATH (sshd's SetEnv, written by lab up's provisioning) reaches lab
+	// exec at once: provisioning made the hostagent renew its guest connection.
+	if _, err := exec.LookPath("wine"); err != nil {
+		t.Log("wine is not installed: skipping cmd.exe by name (the VM has no Windows personality)")
+	} else {
+		const want = "/mnt/c/windows/system32/cmd.exe"
+		if r := must("exec", "--name", name, "--", "sh", "-c", "command -v cmd.exe"); r.stdout != want+"\n" {
+			t.Errorf("lab exec -- sh -c 'command -v cmd.exe' = %q; want %q", r.stdout, want+"\n")
+		}
+		if r := must("exec", "--name", name, "--", "cmd.exe", "/c", "echo", "hi"); r.stdout != "hi\r\n" {
+			t.Errorf("lab exec -- cmd.exe /c echo hi = %q; want %q (stderr %q)", r.stdout, "hi\r\n", r.stderr)
+		}
+	}
+
 	printf, err := exec.LookPath("printf")
 	if err != nil {
 		t.Fatal(err)
