@@ -55,8 +55,13 @@ func (d *Device) worker(f *frontend) {
 		for _, ev := range events[:max(n, 0)] {
 			switch i := int(ev.Fd); i {
 			case wakeTag:
-				d.wakePending.Store(false)
+				// Drain first, then clear: a wake() between the two finds the flag still set
+				// and writes nothing, but its work is seen by the pass below (it was done
+				// under d.mu, which this loop holds). Clearing before draining would let such
+				// a wake's write be swallowed here with the flag left set, and every later
+				// wake() would then be a no-op: host writes stall until the guest kicks.
 				unix.Read(d.wakeFD, buf[:])
+				d.wakePending.Store(false)
 			default:
 				if i < nQueues && f.vq[i].kick >= 0 {
 					unix.Read(f.vq[i].kick, buf[:])
