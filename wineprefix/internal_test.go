@@ -17,7 +17,7 @@ func TestWindowsPath(t *testing.T) {
 	for _, tc := range []struct{ in, want, err string }{
 		{c, `C:\`, ""},
 		{c + "/", `C:\`, ""},
-		{c + "/work/a b/ü.txt", `C:\work\a b\ü.txt`, ""},
+		{c + "/docs/a b/ü.txt", `C:\docs\a b\ü.txt`, ""},
 		{c + "/windows/system32/cmd.exe", `C:\windows\system32\cmd.exe`, ""},
 		{"/state/lab/vm/wine/drive_cx/y", `Z:\state\lab\vm\wine\drive_cx\y`, ""},
 		{"/home/me/share", `Z:\home\me\share`, ""},
