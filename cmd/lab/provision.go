@@ -37,15 +37,8 @@ re-registers the rules (flag F holds the old file open).`,
   lab provision --name second --interpreter bin/lab-interop`,
 		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, args []string) error {
-			ctx := cmd.Context()
-			c, err := vm.Connect(ctx, name)
-			if err != nil {
-				return err
-			}
-			defer c.Close()
 			opts.Progress = cmd.OutOrStdout()
-			_, err = labvm.Provision(ctx, c, name, opts)
-			return err
+			return provisionInstance(cmd.Context(), name, opts)
 		},
 	}
 	cmd.Flags().StringVar(&name, "name", vm.DefaultName, "VM name")

@@ -70,7 +70,7 @@ On failure nothing is left running and the error shows the console's last lines.
 				return err
 			}
 			if !noProvision {
-				if err := provisionInstance(ctx, in.StateDir, labvm.Options{NoWindowsPath: noWindowsPath}); err != nil {
+				if err := provisionInstance(ctx, in.StateDir, labvm.Options{NoWindowsPath: noWindowsPath, Progress: os.Stderr}); err != nil {
 					// A failed up leaves nothing running.
 					dctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), time.Minute)
 					defer cancel()
@@ -103,14 +103,14 @@ On failure nothing is left running and the error shows the console's last lines.
 }
 
 // provisionInstance installs interop in a VM that is up, over its kept SSH connection.
-func provisionInstance(ctx context.Context, stateDir string, opts labvm.Options) error {
-	c, err := vm.Connect(ctx, stateDir)
+// nameOrDir is a VM name or its state dir.
+func provisionInstance(ctx context.Context, nameOrDir string, opts labvm.Options) error {
+	c, err := vm.Connect(ctx, nameOrDir)
 	if err != nil {
 		return err
 	}
 	defer c.Close()
-	opts.Progress = os.Stderr
-	_, err = labvm.Provision(ctx, c, stateDir, opts)
+	_, err = labvm.Provision(ctx, c, nameOrDir, opts)
 	return err
 }
 
