@@ -41,6 +41,21 @@ func Map(rs []Region, fds []int) (*Memory, error) {
 			m.Unmap()
 			return nil, fmt.Errorf("vhostuser: invalid memory region %d: %+v", i, r)
 		}
+		// A mapping longer than its file maps pages that fault with SIGBUS on first touch,
+		// in the middle of a ring walk: refuse such a table up front instead.
+		var st unix.Stat_t
+		if err := unix.Fstat(fds[i], &st); err != nil {
+			m.Unmap()
+			return nil, fmt.Errorf("vhostuser: memory region %d: fstat of its fd: %w", i, err)
+		}
+		if st.Mode&unix.S_IFMT != unix.S_IFREG {
+			m.Unmap()
+			return nil, fmt.Errorf("vhostuser: memory region %d: its fd is not a regular file (mode %#o); the front-end must share memfd or file-backed memory", i, st.Mode)
+		}
+		if end := r.MmapOffset + r.Size; st.Size < 0 || uint64(st.Size) < end {
+			m.Unmap()
+			return nil, fmt.Errorf("vhostuser: memory region %d ends at offset %d of its fd, but the fd holds only %d bytes: the front-end sent a memory region larger than its fd", i, end, st.Size)
+		}
 		b, err := unix.Mmap(fds[i], 0, int(r.Size+r.MmapOffset), unix.PROT_READ|unix.PROT_WRITE, unix.MAP_SHARED)
 		if err != nil {
 			m.Unmap()
