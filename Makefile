@@ -28,13 +28,11 @@ test: deps vet
 demo: deps build
 	./$(BIN)/lab demo
 
-# Short fuzzing of every decoder (the seeds also run as part of `make test`).
+# Fuzzing of every fuzz target, FUZZTIME each (make fuzz FUZZTIME=10m); one line per
+# target with its execs and time. The seeds also run as part of `make test`.
+FUZZTIME ?= 20s
 fuzz:
-	@for pkg in $$($(GO) list ./...); do \
-	  for f in $$($(GO) test -list 'Fuzz.*' $$pkg 2>/dev/null | grep '^Fuzz'); do \
-	    $(GO) test -run '^$$' -fuzz "^$$f$$" -fuzztime 20s $$pkg || exit 1; \
-	  done; \
-	done
+	@GO='$(GO)' FUZZTIME='$(FUZZTIME)' ./scripts/fuzz.sh
 
 clean:
 	rm -rf $(BIN)
