@@ -5,7 +5,9 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"log/slog"
 	"net"
+	"os"
 	"path/filepath"
 	"strings"
 	"syscall"
@@ -118,4 +120,26 @@ func TestUDSMalformed(t *testing.T) {
 		c.Close()
 	}
 	g.expectNone(50 * time.Millisecond)
+}
+
+// Whoever can connect to the vhost-user socket drives the device, and the UDS reaches
+// every guest port: both are the owner's only, whatever the umask.
+func TestSocketsOwnerOnly(t *testing.T) {
+	dir := t.TempDir()
+	cfg := Config{SocketPath: filepath.Join(dir, "vhost.sock"), UDSPath: filepath.Join(dir, "v.sock"),
+		GuestCID: fakeCID, Logger: slog.New(slog.DiscardHandler)}
+	d, err := New(cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer d.Close()
+	for _, p := range []string{cfg.SocketPath, cfg.UDSPath} {
+		fi, err := os.Stat(p)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if fi.Mode()&os.ModeSocket == 0 || fi.Mode().Perm() != 0o600 {
+			t.Errorf("%s: mode %v; want a socket with 0600", filepath.Base(p), fi.Mode())
+		}
+	}
 }

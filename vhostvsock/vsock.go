@@ -172,6 +172,12 @@ func listenUnix(path string) (*net.UnixListener, error) {
 		return nil, fmt.Errorf("vhostvsock: listen: %w", err)
 	}
 	ln.SetUnlinkOnClose(true)
+	// Whoever connects drives the device (the vhost-user socket) or the guest's ports
+	// (the UDS): owner only. chmod, not umask: the umask is process-wide.
+	if err := os.Chmod(path, 0o600); err != nil {
+		ln.Close()
+		return nil, fmt.Errorf("vhostvsock: %w", err)
+	}
 	return ln, nil
 }
 

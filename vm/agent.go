@@ -342,6 +342,11 @@ func (a *agent) startQEMU() error {
 	if err != nil {
 		return fmt.Errorf("vm: %w", err)
 	}
+	qmpf, err := listenQMP(dir)
+	if err != nil {
+		logf.Close()
+		return err
+	}
 	started := make(chan error, 1)
 	go func() {
 		runtime.LockOSThread()
@@ -352,7 +357,10 @@ func (a *agent) startQEMU() error {
 		cmd.Stdout, cmd.Stderr = logf, logf
 		cmd.Dir = dir
 		cmd.SysProcAttr = &syscall.SysProcAttr{Pdeathsig: syscall.SIGKILL, Setpgid: true}
-		if err := cmd.Start(); err != nil {
+		cmd.ExtraFiles = []*os.File{qmpf} // fd qmpFD
+		err := cmd.Start()
+		qmpf.Close() // QEMU's is the only copy now
+		if err != nil {
 			started <- fmt.Errorf("vm: starting QEMU: %w", err)
 			return
 		}

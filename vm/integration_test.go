@@ -127,7 +127,16 @@ func lab(t testing.TB, base string, stdin string, args ...string) result {
 
 func labEnv(t testing.TB, env []string, stdin string, args ...string) result {
 	t.Helper()
+	return labUmask(t, env, "", stdin, args...)
+}
+
+// labUmask runs lab under umask mask ("" keeps this process's).
+func labUmask(t testing.TB, env []string, mask, stdin string, args ...string) result {
+	t.Helper()
 	cmd := exec.Command(labBinary(t), args...)
+	if mask != "" {
+		cmd = exec.Command("sh", append([]string{"-c", `umask "$0" && exec "$@"`, mask, labBinary(t)}, args...)...)
+	}
 	cmd.Env = append(os.Environ(), env...)
 	cmd.Stdin = strings.NewReader(stdin)
 	var out, errb bytes.Buffer
@@ -149,7 +158,8 @@ func sharedGuest(t testing.TB) *sharedVM {
 		s := &sharedVM{base: filepath.Join(tmpRoot, "st"), name: "shared", hostShare: filepath.Join(tmpRoot, "share")}
 		s.dir = filepath.Join(s.base, "lab", s.name)
 		os.MkdirAll(s.hostShare, 0o755)
-		r := lab(t, s.base, "", "up", "--no-provision", "--no-windows", "--name", s.name, "--share", s.hostShare+":/mnt/host")
+		// Under umask 000, so that TestIntegrationSocketModes sees what lab chose itself.
+		r := labUmask(t, []string{"XDG_STATE_HOME=" + s.base}, "000", "", "up", "--no-provision", "--no-windows", "--name", s.name, "--share", s.hostShare+":/mnt/host")
 		if r.code != 0 {
 			sharedErr = fmt.Errorf("lab up: exit %d\n%s%s", r.code, r.stdout, r.stderr)
 			return
@@ -657,6 +667,36 @@ func memKiB(pid int) (rss, pss float64) {
 		}
 	}
 	return rss, pss
+}
+
+// TestIntegrationSocketModes: the shared VM was started under umask 000, yet every
+// Unix socket in its state dir (lab's, and QMP's, which QEMU serves) is 0600.
+func TestIntegrationSocketModes(t *testing.T) {
+	s := sharedGuest(t)
+	want := []string{FileAgentSock, FileQMPSock}
+	if st := statusJSON(t, s.base, s.name); st.Vsock == "user" {
+		want = append(want, FileVhostSock, FileVsockUDS)
+	}
+	ents, err := os.ReadDir(s.dir)
+	if err != nil {
+		t.Fatal(err)
+	}
+	seen := map[string]bool{}
+	for _, e := range ents {
+		fi, err := e.Info()
+		if err != nil || fi.Mode()&os.ModeSocket == 0 {
+			continue
+		}
+		seen[e.Name()] = true
+		if fi.Mode().Perm() != 0o600 {
+			t.Errorf("%s: mode %v; want 0600", e.Name(), fi.Mode())
+		}
+	}
+	for _, n := range want {
+		if !seen[n] {
+			t.Errorf("no socket %s in the state dir", n)
+		}
+	}
 }
 
 // TestIntegrationVsock checks the vsock wiring both ways through the userspace

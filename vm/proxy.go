@@ -4,10 +4,8 @@ import (
 	"bytes"
 	"context"
 	"errors"
-	"fmt"
 	"io"
 	"net"
-	"os"
 	"path/filepath"
 	"sync"
 	"time"
@@ -43,12 +41,10 @@ func (p *proxyServer) Close() error {
 
 func (a *agent) serve(ctx context.Context) (*proxyServer, error) {
 	sock := filepath.Join(a.in.StateDir, FileAgentSock)
-	os.Remove(sock)
-	l, err := net.Listen("unix", sock)
+	l, err := listenPrivate(sock)
 	if err != nil {
-		return nil, fmt.Errorf("vm: %w", err)
+		return nil, err
 	}
-	os.Chmod(sock, 0o600)
 	want := a.keys.client.PublicKey().Marshal()
 	cfg := &ssh.ServerConfig{
 		PublicKeyCallback: func(_ ssh.ConnMetadata, key ssh.PublicKey) (*ssh.Permissions, error) {

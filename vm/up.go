@@ -225,7 +225,7 @@ func qemuArgv(bin string, in *Instance, img *images.Image) ([]string, error) {
 		qemu.WithBinary(bin), qemu.WithAccel(in.Accel), qemu.WithSMP(in.CPUs), qemu.WithMemory(in.MemoryMiB),
 		qemu.WithKernel(img.Kernel), qemu.WithInitrd(filepath.Join(dir, FileInitrd)),
 		qemu.WithSerialFile(filepath.Join(dir, FileConsoleLog)),
-		qemu.WithQMP(filepath.Join(dir, FileQMPSock)),
+		qemu.WithQMPListener(qmpFD), // the hostagent creates qmp.sock (listenQMP)
 		qemu.WithUserNet(qemu.Forward{HostPort: in.SSHPort, GuestPort: 22}),
 		qemu.WithRNG(),
 	}

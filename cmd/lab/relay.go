@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"io"
 	"log/slog"
 	"net"
 	"os"
@@ -84,7 +85,7 @@ func relayAction(cmd *cobra.Command, o relayOptions) error {
 	if o.tokenFile == "" {
 		return &usageError{errors.New("relay: --token-file is required")}
 	}
-	token, err := os.ReadFile(o.tokenFile)
+	token, err := readTokenFile(o.tokenFile)
 	if err != nil {
 		return fmt.Errorf("relay: read the token: %w", err)
 	}
@@ -166,4 +167,19 @@ func relayAction(cmd *cobra.Command, o relayOptions) error {
 // relayError says "relay: ..." once instead of "relay: host: ...".
 func relayError(err error) error {
 	return fmt.Errorf("relay: %s", strings.TrimPrefix(err.Error(), "host: "))
+}
+
+// readTokenFile reads the token, warning when other users can read it too: whoever
+// has the token can run programs on this host through the relay.
+func readTokenFile(path string) ([]byte, error) {
+	f, err := os.Open(path)
+	if err != nil {
+		return nil, err
+	}
+	defer f.Close()
+	if fi, err := f.Stat(); err == nil && fi.Mode().Perm()&0o044 != 0 {
+		slog.Warn("relay: the token file is readable by other users, who can then run programs on this host through the relay; chmod 600 it",
+			"file", path, "mode", fi.Mode().Perm().String())
+	}
+	return io.ReadAll(f)
 }

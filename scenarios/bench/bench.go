@@ -507,6 +507,10 @@ func vsockRates(ctx context.Context, c *vm.Client, in *vm.Instance, gprobe strin
 		l, err = net.Listen("unix", p)
 		if err == nil {
 			defer os.Remove(p)
+			// Owner only, like every socket lab makes (chmod: the umask is process-wide).
+			if err = os.Chmod(p, 0o600); err != nil {
+				l.Close()
+			}
 		}
 	} else {
 		l, err = listenKernelVsock(port)

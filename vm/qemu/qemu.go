@@ -359,6 +359,21 @@ func WithQMP(socketPath string) Fn {
 	}
 }
 
+// WithQMPListener adds a QMP monitor on a Unix socket the caller already listens on and
+// passes to QEMU as fd (with exec.Cmd.ExtraFiles, entry i is fd 3+i). The caller creates
+// the socket file, so it chooses its mode (QEMU would create it with the umask's).
+func WithQMPListener(fd int) Fn {
+	return func(ids *IDAllocator, o *Options) error {
+		if fd < 3 {
+			return invalid("QMP listener fd %d (want an inherited fd >= 3)", fd)
+		}
+		id := ids.ID("qmp")
+		o.Args = append(o.Args, "-chardev", fmt.Sprintf("socket,id=%s,fd=%d,server=on,wait=off", id, fd),
+			"-mon", "chardev="+id+",mode=control")
+		return nil
+	}
+}
+
 // WithRNG adds a virtio-rng device fed from the host's /dev/urandom.
 func WithRNG() Fn {
 	return func(ids *IDAllocator, o *Options) error {

@@ -33,6 +33,7 @@ func TestCommandGolden(t *testing.T) {
 		{"lab-kernel-vsock", []Fn{lab, WithUserNet(Forward{HostPort: 40022, GuestPort: 22}), WithKernelVsock(7)}},
 		{"shares", []Fn{lab, WithShare("/home/me/src", "share0", false), WithShare("/data,with,commas", "share1", true)}},
 		{"two-qmp", []Fn{WithQMP("/s/qmp.sock"), WithQMP("/s/agent-qmp.sock")}},
+		{"qmp-listener", []Fn{WithQMPListener(3)}},
 		{"shared-memory-explicit", []Fn{WithMemory(512), WithSharedMemory()}},
 		{"net-multi-forward", []Fn{WithUserNet(Forward{HostPort: 2222, GuestPort: 22}, Forward{HostPort: 8080, GuestPort: 80})}},
 		{"raw-args", []Fn{WithArgs("-S", "-d", "guest_errors")}},
@@ -80,6 +81,7 @@ func TestCommandErrors(t *testing.T) {
 		{"low cid", []Fn{WithKernelVsock(2)}},
 		{"bad port", []Fn{WithUserNet(Forward{HostPort: 0, GuestPort: 22})}},
 		{"empty qmp", []Fn{WithQMP("")}},
+		{"qmp listener on stdin", []Fn{WithQMPListener(0)}},
 		{"empty serial", []Fn{WithSerialFile("")}},
 		{"empty binary", []Fn{WithBinary("")}},
 	}
