@@ -78,6 +78,11 @@ type Config struct {
 	// Env is the environment every host program starts from; the variables named by the
 	// guest's LABENV are merged into it. Zero: the relay's own environment.
 	Env []string
+	// EnvAllow lists variables the guest may set although the built-in deny list (loader,
+	// shell-startup, interpreter and plugin variables: see docs/DESIGN.md) names them: exact
+	// names, or prefixes ending in "*". A launch whose LABENV sets a denied variable that is
+	// not on this list is refused. Zero: nothing overrides the deny list.
+	EnvAllow []string
 	// Wine configures the runner for PE files.
 	Wine WineConfig
 	// Subreaper makes the relay's process the child subreaper and reaps the orphaned
@@ -142,6 +147,12 @@ func (c Config) withDefaults() (Config, error) {
 			c.FallbackDir = "/"
 		}
 	}
+	for _, n := range c.EnvAllow {
+		if n == "" || n == "*" || strings.ContainsAny(n, "=\x00") {
+			return c, fmt.Errorf("host: allowed variable %q: want a variable name, or a prefix ending in *", n)
+		}
+	}
+	c.EnvAllow = append([]string(nil), c.EnvAllow...)
 	if c.Env == nil {
 		c.Env = os.Environ()
 	}

@@ -202,6 +202,11 @@ func (r *Relay) authorise(req *wire.Launch) (launch, *refusal) {
 			return launch{}, refuse(wire.EACCES, err, "lab relay: %s: %s", req.Path, strings.TrimPrefix(err.Error(), "host: "))
 		}
 	}
+	if err := checkEnvPolicy(req.Env, r.cfg.EnvAllow); err != nil {
+		var de *EnvDeniedError
+		errors.As(err, &de)
+		return launch{}, refuse(wire.EPERM, err, "lab relay: variable %s may not cross to the host (host policy, %s; see lab relay --allow-env)", de.Name, de.Class)
+	}
 	format, err := DetectFormat(program)
 	if err != nil {
 		return launch{}, refuse(wire.EACCES, err, "lab relay: %s: cannot read the program", req.Path)
