@@ -67,6 +67,12 @@ var typeNames = map[Type]string{
 	TypeData: "data", TypeEOF: "eof", TypeWindow: "window", TypeCloseRead: "close-read",
 }
 
+// Known reports whether t is a frame type of this protocol.
+func (t Type) Known() bool {
+	_, ok := typeNames[t]
+	return ok
+}
+
 func (t Type) String() string {
 	if s, ok := typeNames[t]; ok {
 		return s

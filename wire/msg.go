@@ -86,9 +86,11 @@ func Unmarshal(t Type, p []byte) (Message, error) {
 	return m, nil
 }
 
-// helloMagic opens every Hello so that a peer speaking something else is
-// named as such instead of failing on a length.
-var helloMagic = []byte("LABW")
+// HelloMagic opens every Hello's payload so that a peer speaking something
+// else is named as such instead of failing on a length.
+const HelloMagic = "LABW"
+
+var helloMagic = []byte(HelloMagic)
 
 // Hello is the first frame each side sends. The guest's carries the token;
 // the relay answers with its own Hello (empty token) before the

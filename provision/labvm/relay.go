@@ -102,6 +102,8 @@ func (t *relayTask) stats() host.Stats {
 		x := r.Stats()
 		s.Sessions += x.Sessions
 		s.Active += x.Active
+		s.Pending += x.Pending
+		s.Waiting += x.Waiting
 		s.Launched += x.Launched
 		s.Refused += x.Refused
 		s.Errors += x.Errors
@@ -327,10 +329,19 @@ func newChanListener(addr net.Addr) *chanListener {
 	return &chanListener{addr: addr, ch: make(chan net.Conn), done: make(chan struct{})}
 }
 
+// deliverTimeout bounds how long an accepted connection waits for the relay to take it.
+// The relay takes every connection at once (its budgets apply after accept); this only
+// keeps a stuck generation from collecting parked connections.
+const deliverTimeout = 10 * time.Second
+
 func (l *chanListener) deliver(c net.Conn) {
+	t := time.NewTimer(deliverTimeout)
+	defer t.Stop()
 	select {
 	case l.ch <- c:
 	case <-l.done:
+		c.Close()
+	case <-t.C:
 		c.Close()
 	}
 }
