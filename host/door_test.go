@@ -1,8 +1,12 @@
 package host_test
 
 import (
+	"context"
+	"errors"
 	"fmt"
+	"log/slog"
 	"net"
+	"strings"
 	"sync"
 	"testing"
 	"time"
@@ -123,5 +127,60 @@ func waitStats(t *testing.T, r *host.Relay, what string, ok func(host.Stats) boo
 			t.Fatalf("%s: stats %+v", what, r.Stats())
 		}
 		time.Sleep(5 * time.Millisecond)
+	}
+}
+
+// TestRelayTellsWhyItEnds: a guest that breaks the protocol after its program started is
+// told why (a SessionError frame) before the relay closes, and its program is killed.
+func TestRelayTellsWhyItEnds(t *testing.T) {
+	ip := startInproc(t, nil, nil)
+	conn, err := net.Dial("unix", ip.sock)
+	if err != nil {
+		t.Fatal(err)
+	}
+	s := wire.NewSession(conn, wire.RoleGuest)
+	defer s.Close()
+	s.Send(wire.NewHello(testToken), launchOf("/mnt/host/bin/cat"))
+	ctx := context.Background()
+	s.Recv(ctx)
+	if m, _ := s.Recv(ctx); m == nil || m.(*wire.LaunchResult).Errno != 0 {
+		t.Fatalf("launch: %+v", m)
+	}
+	// Data on stdout, which only the relay sends.
+	bad, _ := wire.AppendFrame(nil, wire.TypeData, []byte{byte(wire.Stdout), 'x'})
+	conn.Write(bad)
+	_, err = s.Recv(ctx)
+	want := "wire: the peer ended the session: protocol error: data frame for stdout, which this side sends"
+	var pe *wire.PeerError
+	if !errors.As(err, &pe) || err.Error() != want {
+		t.Fatalf("guest: %v, want %q", err, want)
+	}
+	waitStats(t, ip.relay, "the session ended", func(st host.Stats) bool { return st.Active == 0 && st.Errors == 1 })
+}
+
+// TestRelayNotALabPeer: an HTTP probe is told it is not talking to a lab peer (not that
+// its request line spells an oversize frame), and the log says so.
+func TestRelayNotALabPeer(t *testing.T) {
+	var log syncBuffer
+	ip := startInproc(t, func(c *host.Config) { c.Logger = slog.New(slog.NewTextHandler(&log, nil)) }, nil)
+	for _, probe := range []string{"GET / HTTP/1.1\r\nHost: x\r\n\r\n", "\x16\x03\x01\x02\x00\x01\x00\x01\xfc\x03\x03", "\x00\x00\x00\x09\x01NOPE\x00\x01\x00\x00"} {
+		conn, err := net.Dial("unix", ip.sock)
+		if err != nil {
+			t.Fatal(err)
+		}
+		conn.Write([]byte(probe))
+		conn.SetDeadline(time.Now().Add(30 * time.Second))
+		buf := make([]byte, wire.MaxPayload)
+		wire.ReadMessage(conn, buf)
+		m, err := wire.ReadMessage(conn, buf)
+		want := &wire.LaunchResult{Errno: wire.EPROTO, Message: "lab relay: not a lab peer: the connection does not speak the lab interop protocol"}
+		if lr, ok := m.(*wire.LaunchResult); !ok || *lr != *want {
+			t.Errorf("probe %q: %+v %v, want %+v", probe, m, err, want)
+		}
+		conn.Close()
+	}
+	waitStats(t, ip.relay, "three refusals", func(st host.Stats) bool { return st.Refused == 3 })
+	if got := strings.Count(log.String(), `reason="not a lab peer: it sent `); got != 3 {
+		t.Errorf("log has %d 'not a lab peer' lines, want 3:\n%s", got, log.String())
 	}
 }

@@ -53,8 +53,8 @@ func (r *Relay) serveConn(ctx context.Context, stop <-chan struct{}, conn net.Co
 		rf = r.takeSlot(stop)
 	}
 	if rf != nil {
-		r.refused.Add(1)
 		log.Warn("relay: refused", "errno", uint32(rf.errno), "reason", rf.log)
+		r.refused.Add(1)
 		r.reply(conn, rf)
 		lingerClose(conn)
 		return
