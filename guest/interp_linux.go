@@ -194,6 +194,10 @@ func (in *interp) run(args []string) int {
 		case err := <-errc:
 			<-outDone
 			<-outDone
+			var pe *wire.PeerError
+			if errors.As(err, &pe) {
+				return in.fail(ExitCannotRun, "relay: %s", oneLine(pe.Message))
+			}
 			if errors.Is(err, io.EOF) {
 				return in.fail(ExitCannotRun, "the relay at %s closed the connection before the program exited", cfg.Relay)
 			}
@@ -204,7 +208,10 @@ func (in *interp) run(args []string) int {
 
 func (in *interp) handshakeFailed(err error, timeout time.Duration) int {
 	var ne net.Error
+	var pe *wire.PeerError
 	switch {
+	case errors.As(err, &pe):
+		return in.fail(ExitCannotRun, "relay: %s", oneLine(pe.Message))
 	case errors.As(err, &ne) && ne.Timeout():
 		return in.fail(ExitCannotRun, "the relay at %s did not answer within %v", in.relay, timeout)
 	case errors.Is(err, io.EOF), errors.Is(err, syscall.ECONNRESET), errors.Is(err, syscall.EPIPE):

@@ -550,3 +550,22 @@ func TestInterpBulk(t *testing.T) {
 		t.Fatalf("exit %d, stdout %d bytes (equal %v), stderr %d bytes", r.code, len(r.stdout), r.stdout == string(in), len(r.stderr))
 	}
 }
+
+// TestInterpRelayProtocolError: a relay that ends the session over a protocol error says
+// why (a SessionError frame); the interpreter prints it as one line and exits 126.
+func TestInterpRelayProtocolError(t *testing.T) {
+	f := newFixture(t, "")
+	done := f.serve(t, func(t *testing.T, s *wire.Session, h *wire.Hello, l *wire.Launch) {
+		accept(t, s)
+		io.WriteString(s.Writer(wire.Stdout), "partial output\n")
+		// What a relay's session sends when the guest breaks the protocol.
+		b, _ := wire.AppendMessage(nil, &wire.SessionError{Message: "protocol error: peer overran the stdin window"})
+		s.Conn().Write(b)
+		s.Conn().Close()
+	})
+	r := run(t, f.interpCmd(t, f.exe, f.exe), nil)
+	<-done
+	if want := "lab-interop: relay: protocol error: peer overran the stdin window\n"; r.code != 126 || r.stdout != "partial output\n" || r.stderr != want {
+		t.Errorf("got %+v; want exit 126, the partial output and stderr %q", r, want)
+	}
+}

@@ -58,10 +58,19 @@ type Config struct {
 	// PeerCIDOf extracts the peer context ID of a vsock connection's remote address.
 	// Zero: DefaultPeerCIDOf.
 	PeerCIDOf func(net.Addr) (cid uint32, ok bool)
-	// MaxSessions bounds concurrent connections (handshakes and running programs). While
-	// it is reached the relay stops accepting; new connections wait in the listen backlog.
+	// MaxSessions bounds concurrent authenticated sessions (running programs). While it is
+	// reached, further authorised launches wait for a session to end (or the drain).
 	// Zero: 256.
 	MaxSessions int
+	// MaxPending bounds connections that have not yet presented the token, apart from
+	// MaxSessions, so that unauthenticated peers can never hold the slots real launches
+	// need. When it is reached a new connection still gets its turn: the oldest pending
+	// connection of the peer holding the most (per uid on Unix sockets, per CID on vsock) is
+	// answered EAGAIN and closed. Zero: 64.
+	MaxPending int
+	// HelloTimeout bounds the time from accept to a valid token; a real interpreter sends
+	// it at once. Zero: 3s (at most HandshakeTimeout).
+	HelloTimeout time.Duration
 	// HandshakeTimeout bounds the time from accept to a complete, authorised launch request.
 	// Zero: 10s (WSL's interop accept timeout).
 	HandshakeTimeout time.Duration
@@ -78,6 +87,11 @@ type Config struct {
 	// Env is the environment every host program starts from; the variables named by the
 	// guest's LABENV are merged into it. Zero: the relay's own environment.
 	Env []string
+	// EnvAllow lists variables the guest may set although the built-in deny list (loader,
+	// shell-startup, interpreter and plugin variables: see docs/DESIGN.md) names them: exact
+	// names, or prefixes ending in "*". A launch whose LABENV sets a denied variable that is
+	// not on this list is refused. Zero: nothing overrides the deny list.
+	EnvAllow []string
 	// Wine configures the runner for PE files.
 	Wine WineConfig
 	// Subreaper makes the relay's process the child subreaper and reaps the orphaned
@@ -126,9 +140,16 @@ func (c Config) withDefaults() (Config, error) {
 	if c.MaxSessions <= 0 {
 		c.MaxSessions = 256
 	}
+	if c.MaxPending <= 0 {
+		c.MaxPending = 64
+	}
 	if c.HandshakeTimeout <= 0 {
 		c.HandshakeTimeout = 10 * time.Second
 	}
+	if c.HelloTimeout <= 0 {
+		c.HelloTimeout = 3 * time.Second
+	}
+	c.HelloTimeout = min(c.HelloTimeout, c.HandshakeTimeout)
 	if c.DrainTimeout <= 0 {
 		c.DrainTimeout = 10 * time.Second
 	}
@@ -142,6 +163,12 @@ func (c Config) withDefaults() (Config, error) {
 			c.FallbackDir = "/"
 		}
 	}
+	for _, n := range c.EnvAllow {
+		if n == "" || n == "*" || strings.ContainsAny(n, "=\x00") {
+			return c, fmt.Errorf("host: allowed variable %q: want a variable name, or a prefix ending in *", n)
+		}
+	}
+	c.EnvAllow = append([]string(nil), c.EnvAllow...)
 	if c.Env == nil {
 		c.Env = os.Environ()
 	}

@@ -1,6 +1,7 @@
 package host
 
 import (
+	"fmt"
 	"path/filepath"
 	"strings"
 
@@ -210,4 +211,117 @@ func windowsPath(p string, driveC []string) string {
 		w += `\`
 	}
 	return w
+}
+
+// envDenied is the built-in list of variables a guest may not set in a host program's
+// environment: each can make a host program run code the guest chose, or read files the
+// guest chose as configuration, without the guest needing a share. A name matches an
+// entry exactly, or an entry ending in "*" by prefix. Config.EnvAllow overrides it name by
+// name. docs/DESIGN.md ("Environment policy") gives the reason for each class.
+var envDenied = []struct {
+	class   string
+	entries []string
+}{
+	// The dynamic loader and glibc: what ld.so itself ignores for setuid programs
+	// (glibc's unsecvars.h), plus the tunables and malloc hooks.
+	{"dynamic loader", []string{"LD_*", "GCONV_PATH", "GETCONF_DIR", "GLIBC_TUNABLES",
+		"HOSTALIASES", "LOCALDOMAIN", "LOCPATH", "MALLOC_*", "NIS_PATH", "NLSPATH", "RESOLV_HOST_CONF",
+		"RES_OPTIONS", "TMPDIR", "TZDIR"}},
+	// Shells: startup files, exported functions, options and prompts that are evaluated.
+	{"shell startup", []string{"BASH_ENV", "ENV", "BASH_FUNC_*", "SHELLOPTS", "BASHOPTS", "BASH_XTRACEFD",
+		"BASH_LOADABLES_PATH", "PS0", "PS1", "PS2", "PS4", "PROMPT_COMMAND", "IFS", "CDPATH", "GLOBIGNORE",
+		"FPATH", "ZDOTDIR", "INPUTRC", "HOME", "XDG_CONFIG_HOME", "XDG_CONFIG_DIRS"}},
+	// Interpreters: module paths and options that load or run code at start.
+	{"interpreter options", []string{"PYTHON*", "PERL*", "RUBY*", "GEM_*", "NODE_*", "ELECTRON_RUN_AS_NODE",
+		"JAVA_TOOL_OPTIONS", "_JAVA_OPTIONS", "JDK_JAVA_OPTIONS", "CLASSPATH", "LUA_*", "TCLLIBPATH",
+		"PHPRC", "PHP_INI_SCAN_DIR"}},
+	// Programs that run a command named in a variable (often through a shell).
+	{"program in a variable", []string{"PATH", "SHELL", "EDITOR", "VISUAL", "PAGER", "MANPAGER", "BROWSER",
+		"LESSOPEN", "LESSCLOSE", "GIT_*", "SSH_ASKPASS", "SUDO_ASKPASS", "DBUS_*"}},
+	// Plugin and module paths of libraries host programs load.
+	{"library plugins", []string{"WINE*", "OPENSSL_CONF", "OPENSSL_ENGINES", "OPENSSL_MODULES",
+		"GIO_EXTRA_MODULES", "GIO_MODULE_DIR", "GI_TYPELIB_PATH", "GTK_PATH", "GTK_MODULES", "GTK2_MODULES",
+		"GTK3_MODULES", "QT_PLUGIN_PATH", "QT_QPA_PLATFORM_PLUGIN_PATH", "GST_PLUGIN_PATH",
+		"GST_PLUGIN_SYSTEM_PATH"}},
+}
+
+// matchEnvName reports whether name matches pattern: exactly, or by prefix for a pattern
+// ending in "*".
+func matchEnvName(pattern, name string) bool {
+	if p, ok := strings.CutSuffix(pattern, "*"); ok {
+		return strings.HasPrefix(name, p)
+	}
+	return pattern == name
+}
+
+// envDenyClass returns the class of the deny list entry name matches, or "" when the guest
+// may set it. Names that bash imports as functions are denied whatever their spelling:
+// BASH_FUNC_x%% today, and any value starting with "() {" for older shells.
+func envDenyClass(name, value string) string {
+	if strings.Contains(name, "%%") || strings.HasPrefix(value, "() {") {
+		return "shell startup"
+	}
+	for _, c := range envDenied {
+		for _, p := range c.entries {
+			if matchEnvName(p, name) {
+				return c.class
+			}
+		}
+	}
+	return ""
+}
+
+// EnvDeniedError is a variable the host policy does not let cross to the host.
+type EnvDeniedError struct {
+	Name  string
+	Class string // why: the deny list's class
+}
+
+func (e *EnvDeniedError) Error() string {
+	return fmt.Sprintf("host: variable %s may not cross to the host (%s)", e.Name, e.Class)
+}
+
+// checkEnvPolicy returns an *EnvDeniedError for the first variable that the guest's LABENV
+// would set in the host program's environment and that the deny list names, unless allow
+// (Config.EnvAllow: names, or prefixes ending in "*") lets it through. LABENV itself
+// always crosses and names nothing to run; removing a variable (EnvUnset) is allowed.
+func checkEnvPolicy(sent []wire.EnvVar, allow []string) error {
+	var labenv *wire.EnvVar
+	byName := map[string]wire.EnvVar{}
+	for i, v := range sent {
+		if v.Name == LabEnvName && labenv == nil {
+			labenv = &sent[i]
+			continue
+		}
+		if _, dup := byName[v.Name]; !dup {
+			byName[v.Name] = v
+		}
+	}
+	if labenv == nil || labenv.Flags&wire.EnvUnset != 0 {
+		return nil
+	}
+	for _, v := range ParseLabEnv(labenv.Value) {
+		if !v.ToHost || v.Name == LabEnvName {
+			continue
+		}
+		got, ok := byName[v.Name]
+		if !ok || got.Flags&wire.EnvUnset != 0 {
+			continue
+		}
+		class := envDenyClass(v.Name, got.Value)
+		if class == "" || envAllowed(v.Name, allow) {
+			continue
+		}
+		return &EnvDeniedError{Name: v.Name, Class: class}
+	}
+	return nil
+}
+
+func envAllowed(name string, allow []string) bool {
+	for _, p := range allow {
+		if matchEnvName(p, name) {
+			return true
+		}
+	}
+	return false
 }

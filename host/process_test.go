@@ -651,7 +651,7 @@ func TestProofRefusals(t *testing.T) {
 	}{
 		{"dotdot", append(append([]byte(nil), hello...), dotdot...), wire.EPERM},
 		{"oversize frame", append(append([]byte(nil), hello...), append(oversize, byte(wire.TypeLaunch))...), wire.E2BIG},
-		{"garbage", []byte("\x16\x03\x01\x02\x00\x01\x00\x01\xfc\x03\x03garbage garbage"), wire.E2BIG},
+		{"garbage", []byte("\x16\x03\x01\x02\x00\x01\x00\x01\xfc\x03\x03garbage garbage"), wire.EPROTO},
 		{"garbage hello", []byte{0, 0, 0, 5, byte(wire.TypeHello), 'N', 'O', 'P', 'E'}, wire.EPROTO},
 	}
 	for _, tt := range raw {

@@ -281,7 +281,7 @@ func TestRelayRefusals(t *testing.T) {
 		{"missing", append(hello(testToken), launch(launchOf("/mnt/host/bin/nothere"))...), wire.ENOENT},
 		{"oversize frame", append(hello(testToken), oversize...), wire.E2BIG},
 		{"oversize first frame", oversize, wire.E2BIG},
-		{"garbage", []byte("GET / HTTP/1.1\r\nHost: x\r\n\r\n"), wire.E2BIG},
+		{"garbage", []byte("GET / HTTP/1.1\r\nHost: x\r\n\r\n"), wire.EPROTO},
 		{"garbage frame", []byte{0, 0, 0, 9, byte(wire.TypeHello), 'N', 'O', 'P', 'E', 0, 1, 0, 0}, wire.EPROTO},
 		{"other major", badMajor, wire.EPROTO},
 		{"launch first", launch(launchOf("/mnt/host/bin/true")), wire.EINVAL},
@@ -410,8 +410,8 @@ func equal(a, b []string) bool {
 	return true
 }
 
-// TestRelayMaxSessions: with MaxSessions reached, a further connection waits (in the listen
-// backlog) and is served once a session ends.
+// TestRelayMaxSessions: with MaxSessions reached, a further authorised launch waits and is
+// served once a session ends.
 func TestRelayMaxSessions(t *testing.T) {
 	ip := startInproc(t, func(c *host.Config) { c.MaxSessions = 2 }, nil)
 	type running struct {
@@ -437,12 +437,15 @@ func TestRelayMaxSessions(t *testing.T) {
 	}
 	third := make(chan result, 1)
 	go func() { third <- guestRun(t, ip.sock, testToken, launchOf("/mnt/host/bin/true"), nil) }()
-	select {
-	case res := <-third:
-		t.Fatalf("a third session was served while two were running: %+v", res)
-	case <-time.After(300 * time.Millisecond):
+	// The third is accepted and authorised, then waits for a slot.
+	for st := ip.relay.Stats(); st.Waiting != 1; st = ip.relay.Stats() {
+		select {
+		case res := <-third:
+			t.Fatalf("a third session was served while two were running: %+v", res)
+		case <-time.After(10 * time.Millisecond):
+		}
 	}
-	if st := ip.relay.Stats(); st.Active != 2 || st.Sessions != 2 {
+	if st := ip.relay.Stats(); st.Active != 2 || st.Sessions != 3 || st.Pending != 0 {
 		t.Errorf("stats while full: %+v", st)
 	}
 	held[0].s.Close()

@@ -2,6 +2,7 @@ package host
 
 import (
 	"context"
+	"encoding/binary"
 	"errors"
 	"fmt"
 	"io"
@@ -10,11 +11,14 @@ import (
 	"net"
 	"os"
 	"os/exec"
+	"strconv"
 	"strings"
 	"sync"
 	"sync/atomic"
 	"syscall"
 	"time"
+
+	"golang.org/x/sys/unix"
 
 	"lab/wire"
 )
@@ -36,23 +40,29 @@ func refuse(errno wire.Errno, log error, format string, args ...any) *refusal {
 // cannot tell which check failed.
 const accessDenied = "lab relay: access denied (the token or the VM does not match this relay; rerun `lab provision`)"
 
-// serveConn runs one connection: handshake, launch, streams, exit.
-func (r *Relay) serveConn(ctx context.Context, conn net.Conn) {
+// serveConn runs one connection: handshake, launch, streams, exit. stop is closed when
+// Serve's context ends (the drain): a launch still waiting for a session slot is refused.
+func (r *Relay) serveConn(ctx context.Context, stop <-chan struct{}, conn net.Conn) {
+	accepted := time.Now()
 	id := r.nextID.Add(1)
 	log := r.cfg.Logger.With("session", id, "peer", addrString(conn.RemoteAddr()))
 	r.sessions.Add(1)
-	r.active.Add(1)
-	defer r.active.Add(-1)
-	start := time.Now()
 
-	l, req, rf := r.handshake(conn, log)
+	l, req, rf := r.handshake(conn, accepted, log)
+	if rf == nil {
+		rf = r.takeSlot(stop)
+	}
 	if rf != nil {
-		r.refused.Add(1)
 		log.Warn("relay: refused", "errno", uint32(rf.errno), "reason", rf.log)
+		r.refused.Add(1)
 		r.reply(conn, rf)
 		lingerClose(conn)
 		return
 	}
+	defer func() { <-r.slots }()
+	r.active.Add(1)
+	defer r.active.Add(-1)
+	start := time.Now()
 	conn.SetDeadline(time.Time{})
 	s := wire.NewSession(conn, wire.RoleHost)
 	defer s.Close()
@@ -64,6 +74,23 @@ func (r *Relay) serveConn(ctx context.Context, conn net.Conn) {
 		return
 	}
 	log.Info("relay: exit", "status", status.String(), "duration", time.Since(start))
+}
+
+// takeSlot waits for one of the MaxSessions slots; only authorised launches wait.
+func (r *Relay) takeSlot(stop <-chan struct{}) *refusal {
+	select {
+	case r.slots <- struct{}{}:
+		return nil
+	default:
+	}
+	r.waiting.Add(1)
+	defer r.waiting.Add(-1)
+	select {
+	case r.slots <- struct{}{}:
+		return nil
+	case <-stop:
+		return refuse(wire.EAGAIN, errors.New("the relay stopped before a session slot was free"), "lab relay: the relay is shutting down; try again")
+	}
 }
 
 func addrString(a net.Addr) string {
@@ -108,29 +135,33 @@ func (r *Relay) reply(conn net.Conn, rf *refusal) {
 }
 
 // handshake reads Hello and Launch straight from the connection (exactly two frames, so
-// nothing the guest sends after them is consumed) under the handshake deadline, and
-// authenticates and authorises the request. Reading them before the session starts lets a
-// malformed or hostile first frame still get an error reply.
-func (r *Relay) handshake(conn net.Conn, log *slog.Logger) (launch, *wire.Launch, *refusal) {
-	conn.SetDeadline(time.Now().Add(r.cfg.HandshakeTimeout))
+// nothing the guest sends after them is consumed), and authenticates and authorises the
+// request. Until the token checks out the connection counts against MaxPending and has
+// HelloTimeout; the whole handshake has HandshakeTimeout from accept. Reading the frames
+// before the session starts lets a malformed or hostile first frame still get an error
+// reply.
+func (r *Relay) handshake(conn net.Conn, accepted time.Time, log *slog.Logger) (launch, *wire.Launch, *refusal) {
 	if err := r.cfg.checkPeer(conn.RemoteAddr()); err != nil {
 		return launch{}, nil, refuse(wire.EACCES, err, accessDenied)
 	}
-	buf := framePool.Get().(*[]byte)
-	defer framePool.Put(buf)
-
-	m, rf := readMessage(conn, *buf)
+	pc := &pendingConn{conn: conn, key: peerKey(conn, r.cfg.PeerCIDOf)}
+	r.pre.admit(pc)
+	conn.SetDeadline(accepted.Add(r.cfg.HelloTimeout))
+	hello, rf := readHello(conn)
+	if !r.pre.leave(pc) {
+		return launch{}, nil, refuse(wire.EAGAIN, fmt.Errorf("evicted before authenticating: more than %d connections pending (peer %s)", r.cfg.MaxPending, pc.key),
+			"lab relay: too many connections are waiting to authenticate (host limit %d); try again", r.cfg.MaxPending)
+	}
 	if rf != nil {
 		return launch{}, nil, rf
-	}
-	hello, ok := m.(*wire.Hello)
-	if !ok {
-		return launch{}, nil, refuse(wire.EINVAL, fmt.Errorf("first message is %v", m.Type()), "lab relay: protocol error: the first message must be a hello")
 	}
 	if err := r.cfg.checkToken(hello.Token); err != nil {
 		return launch{}, nil, refuse(wire.EACCES, err, accessDenied)
 	}
-	m, rf = readMessage(conn, *buf)
+	conn.SetDeadline(accepted.Add(r.cfg.HandshakeTimeout))
+	buf := framePool.Get().(*[]byte)
+	defer framePool.Put(buf)
+	m, rf := readMessage(conn, *buf)
 	if rf != nil {
 		return launch{}, nil, rf
 	}
@@ -147,21 +178,112 @@ func (r *Relay) handshake(conn net.Conn, log *slog.Logger) (launch, *wire.Launch
 	return l, req, nil
 }
 
+// maxHello bounds the first frame's payload: a Hello of this major is 16 bytes and the
+// token. Unauthenticated peers get no more than this read into memory.
+const maxHello = 16 + wire.MaxToken
+
+// notLab is the reply to a peer whose first bytes are not a lab frame (an HTTP or TLS
+// probe, a port scanner): named as such rather than by the length its bytes happen to spell.
+func notLab(first []byte) *refusal {
+	return refuse(wire.EPROTO, fmt.Errorf("not a lab peer: it sent %q", first),
+		"lab relay: not a lab peer: the connection does not speak the lab interop protocol")
+}
+
+// readHello reads the first frame, which must be a Hello. The type byte and the magic are
+// checked before the length, so that a foreign protocol is named as such.
+func readHello(conn net.Conn) (*wire.Hello, *refusal) {
+	var b [maxHello]byte
+	if _, err := io.ReadFull(conn, b[:wire.HeaderSize]); err != nil {
+		return nil, readRefusal(err)
+	}
+	n := int64(binary.BigEndian.Uint32(b[:4])) - 1
+	switch t := wire.Type(b[4]); {
+	case t == wire.TypeHello && n >= 4:
+		if _, err := io.ReadFull(conn, b[wire.HeaderSize:wire.HeaderSize+4]); err != nil {
+			return nil, readRefusal(err)
+		}
+		if string(b[wire.HeaderSize:wire.HeaderSize+4]) != wire.HelloMagic {
+			return nil, notLab(b[:wire.HeaderSize+4])
+		}
+	case t == wire.TypeHello || n < 0 || !t.Known():
+		return nil, notLab(b[:wire.HeaderSize])
+	case n > wire.MaxPayload:
+		return nil, refuse(wire.E2BIG, fmt.Errorf("first frame of %d bytes", n+wire.HeaderSize), "lab relay: request refused: a frame is larger than the %d-byte limit", wire.MaxFrame)
+	default:
+		return nil, refuse(wire.EINVAL, fmt.Errorf("first message is %v", t), "lab relay: protocol error: the first message must be a hello")
+	}
+	if n > maxHello {
+		return nil, refuse(wire.E2BIG, fmt.Errorf("hello of %d bytes", n+wire.HeaderSize), "lab relay: request refused: the hello is larger than %d bytes", maxHello)
+	}
+	if _, err := io.ReadFull(conn, b[wire.HeaderSize+4:wire.HeaderSize+n]); err != nil {
+		return nil, readRefusal(err)
+	}
+	var h wire.Hello
+	if err := h.UnmarshalBinary(b[wire.HeaderSize : wire.HeaderSize+n]); err != nil {
+		return nil, decodeRefusal(err)
+	}
+	return &h, nil
+}
+
+// readRefusal maps a failed read in the handshake to a refusal.
+func readRefusal(err error) *refusal {
+	var ne net.Error
+	switch {
+	case errors.As(err, &ne) && ne.Timeout():
+		return refuse(wire.EINVAL, err, "lab relay: handshake timed out")
+	case errors.Is(err, io.EOF), errors.Is(err, io.ErrUnexpectedEOF):
+		return refuse(wire.EINVAL, err, "lab relay: protocol error: the connection ended in the middle of the request")
+	}
+	return refuse(wire.EINVAL, err, "lab relay: protocol error: %s", strings.TrimPrefix(err.Error(), "wire: "))
+}
+
+// decodeRefusal maps a message that does not decode to a refusal.
+func decodeRefusal(err error) *refusal {
+	var ve *wire.VersionError
+	if errors.As(err, &ve) || errors.Is(err, wire.ErrNotLab) {
+		return refuse(wire.EPROTO, err, "lab relay: %s", strings.TrimPrefix(err.Error(), "wire: "))
+	}
+	return refuse(wire.EINVAL, err, "lab relay: malformed request: %s", strings.TrimPrefix(err.Error(), "wire: "))
+}
+
+// peerKey names the peer for MaxPending's fairness: the uid on a Unix socket
+// (SO_PEERCRED), the context ID on vsock, else the remote host; "" when unknown.
+func peerKey(conn net.Conn, cidOf func(net.Addr) (uint32, bool)) string {
+	if uc, ok := conn.(*net.UnixConn); ok {
+		if raw, err := uc.SyscallConn(); err == nil {
+			var cred *unix.Ucred
+			raw.Control(func(fd uintptr) {
+				cred, _ = unix.GetsockoptUcred(int(fd), unix.SOL_SOCKET, unix.SO_PEERCRED)
+			})
+			if cred != nil {
+				return "uid:" + strconv.Itoa(int(cred.Uid))
+			}
+		}
+		return ""
+	}
+	a := conn.RemoteAddr()
+	if cid, ok := cidOf(a); ok {
+		return "cid:" + strconv.FormatUint(uint64(cid), 10)
+	}
+	if a == nil {
+		return ""
+	}
+	if h, _, err := net.SplitHostPort(a.String()); err == nil {
+		return a.Network() + ":" + h
+	}
+	return ""
+}
+
 var framePool = sync.Pool{New: func() any { b := make([]byte, wire.MaxPayload); return &b }}
 
 // readMessage reads one control frame and maps every failure to a refusal.
 func readMessage(conn net.Conn, buf []byte) (wire.Message, *refusal) {
 	t, p, err := wire.ReadFrame(conn, buf)
 	if err != nil {
-		var ne net.Error
-		switch {
-		case errors.Is(err, wire.ErrFrameTooLarge):
+		if errors.Is(err, wire.ErrFrameTooLarge) {
 			return nil, refuse(wire.E2BIG, err, "lab relay: request refused: a frame is larger than the %d-byte limit", wire.MaxFrame)
-		case errors.As(err, &ne) && ne.Timeout():
-			return nil, refuse(wire.EINVAL, err, "lab relay: handshake timed out")
-		default:
-			return nil, refuse(wire.EINVAL, err, "lab relay: protocol error: %v", err)
 		}
+		return nil, readRefusal(err)
 	}
 	switch t {
 	case wire.TypeHello, wire.TypeLaunch:
@@ -170,14 +292,7 @@ func readMessage(conn net.Conn, buf []byte) (wire.Message, *refusal) {
 	}
 	m, err := wire.Unmarshal(t, p)
 	if err != nil {
-		var ve *wire.VersionError
-		if errors.As(err, &ve) {
-			return nil, refuse(wire.EPROTO, err, "lab relay: %v", err)
-		}
-		if errors.Is(err, wire.ErrNotLab) {
-			return nil, refuse(wire.EPROTO, err, "lab relay: %v", err)
-		}
-		return nil, refuse(wire.EINVAL, err, "lab relay: malformed request: %v", err)
+		return nil, decodeRefusal(err)
 	}
 	return m, nil
 }
@@ -201,6 +316,11 @@ func (r *Relay) authorise(req *wire.Launch) (launch, *refusal) {
 		default:
 			return launch{}, refuse(wire.EACCES, err, "lab relay: %s: %s", req.Path, strings.TrimPrefix(err.Error(), "host: "))
 		}
+	}
+	if err := checkEnvPolicy(req.Env, r.cfg.EnvAllow); err != nil {
+		var de *EnvDeniedError
+		errors.As(err, &de)
+		return launch{}, refuse(wire.EPERM, err, "lab relay: variable %s may not cross to the host (host policy, %s; see lab relay --allow-env)", de.Name, de.Class)
 	}
 	format, err := DetectFormat(program)
 	if err != nil {

@@ -11,9 +11,11 @@ import (
 // *VersionError; minors only add optional things. Major 2: Data frames of
 // 128 KiB and a 1 MiB window (major 1 had 32 KiB frames within a 64 KiB
 // frame limit and a 256 KiB window, which a major-1 peer would refuse).
+// Minor 1 adds the SessionError frame (a 2.0 peer that receives one ends
+// the session as it would anyway, only without the reason).
 const (
 	Major = 2
-	Minor = 0
+	Minor = 1
 )
 
 // Sizes and bounds. Anything larger than these is a protocol error, never an
@@ -54,6 +56,7 @@ const (
 	TypeResize       Type = 0x04
 	TypeSignal       Type = 0x05
 	TypeExit         Type = 0x06
+	TypeError        Type = 0x07 // SessionError (2.1)
 
 	TypeData      Type = 0x10
 	TypeEOF       Type = 0x11
@@ -63,8 +66,14 @@ const (
 
 var typeNames = map[Type]string{
 	TypeHello: "hello", TypeLaunch: "launch", TypeLaunchResult: "launch-result",
-	TypeResize: "resize", TypeSignal: "signal", TypeExit: "exit",
+	TypeResize: "resize", TypeSignal: "signal", TypeExit: "exit", TypeError: "error",
 	TypeData: "data", TypeEOF: "eof", TypeWindow: "window", TypeCloseRead: "close-read",
+}
+
+// Known reports whether t is a frame type of this protocol.
+func (t Type) Known() bool {
+	_, ok := typeNames[t]
+	return ok
 }
 
 func (t Type) String() string {

@@ -43,6 +43,7 @@ func FuzzLaunchResult(f *testing.F) { fuzzMessage(f, TypeLaunchResult) }
 func FuzzResize(f *testing.F)       { fuzzMessage(f, TypeResize) }
 func FuzzSignal(f *testing.F)       { fuzzMessage(f, TypeSignal) }
 func FuzzExit(f *testing.F)         { fuzzMessage(f, TypeExit) }
+func FuzzSessionError(f *testing.F) { fuzzMessage(f, TypeError) }
 
 // FuzzReadFrame: the frame reader on arbitrary input.
 func FuzzReadFrame(f *testing.F) {

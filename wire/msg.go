@@ -26,6 +26,7 @@ var (
 	_ Message = (*Resize)(nil)
 	_ Message = (*Signal)(nil)
 	_ Message = (*Exit)(nil)
+	_ Message = (*SessionError)(nil)
 )
 
 // AppendMessage appends m as one frame to dst.
@@ -77,6 +78,8 @@ func Unmarshal(t Type, p []byte) (Message, error) {
 		m = new(Signal)
 	case TypeExit:
 		m = new(Exit)
+	case TypeError:
+		m = new(SessionError)
 	default:
 		return nil, fmt.Errorf("wire: unknown control message %v", t)
 	}
@@ -86,9 +89,11 @@ func Unmarshal(t Type, p []byte) (Message, error) {
 	return m, nil
 }
 
-// helloMagic opens every Hello so that a peer speaking something else is
-// named as such instead of failing on a length.
-var helloMagic = []byte("LABW")
+// HelloMagic opens every Hello's payload so that a peer speaking something
+// else is named as such instead of failing on a length.
+const HelloMagic = "LABW"
+
+var helloMagic = []byte(HelloMagic)
 
 // Hello is the first frame each side sends. The guest's carries the token;
 // the relay answers with its own Hello (empty token) before the
@@ -432,3 +437,36 @@ func (m *Exit) Status() int {
 	}
 	return int(m.Code & 0xff)
 }
+
+// SessionError is the last frame a side sends before it closes the
+// connection because the peer broke the protocol (protocol 2.1): the peer
+// can then say why its session ended. A Session sends it by itself and
+// ends with a *PeerError when it receives one; it is never queued for Recv.
+type SessionError struct {
+	Message string // one line, at most MaxMessage bytes
+}
+
+func (*SessionError) Type() Type                       { return TypeError }
+func (m *SessionError) MarshalBinary() ([]byte, error) { return marshal(m) }
+
+func (m *SessionError) appendPayload(e *encoder) {
+	if len(m.Message) > MaxMessage {
+		e.check(fmt.Errorf("wire: error message too long (%d bytes, limit %d)", len(m.Message), MaxMessage))
+	}
+	e.str(m.Message)
+}
+
+func (m *SessionError) UnmarshalBinary(p []byte) error {
+	d := decoder{b: p}
+	n := d.length(MaxMessage, "error message")
+	*m = SessionError{Message: string(d.take(n))}
+	return d.finish(TypeError)
+}
+
+// PeerError is why a session ended when the peer said so with a
+// SessionError frame.
+type PeerError struct {
+	Message string
+}
+
+func (e *PeerError) Error() string { return "wire: the peer ended the session: " + e.Message }

@@ -49,6 +49,7 @@ var goldenMessages = []struct {
 	{"signal", &Signal{Signo: 2}, "00000002 05 02"},
 	{"exit", &Exit{Code: 0xC0000005}, "00000007 06 c0000005 00 00"},
 	{"exit-signal", &Exit{Signal: 9, Flags: ExitCoreDumped}, "00000007 06 00000000 09 01"},
+	{"error", &SessionError{Message: "no"}, "00000007 07 00000002 6e6f"},
 }
 
 func TestGolden(t *testing.T) {
@@ -106,7 +107,7 @@ func TestDecodeErrors(t *testing.T) {
 		name, frame, want string
 	}{
 		{"not lab", "01 48545450 0001 0000 00000000 00000000", "does not speak"},
-		{"other major", "01 4c414257 0001 0005 00000000 00000000", "peer speaks 1.5, this side speaks 2.0"},
+		{"other major", "01 4c414257 0001 0005 00000000 00000000", "peer speaks 1.5, this side speaks 2.1"},
 		{"token too long", "01 4c414257 0002 0000 00000000 00100000", "token too long"},
 		{"token short", "01 4c414257 0002 0000 00000000 00000010 00", "truncated"},
 		{"truncated", "01 4c414257 0002 0000 0000", "truncated"},

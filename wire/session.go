@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"io"
 	"net"
+	"strings"
 	"sync"
 	"time"
 )
@@ -60,10 +61,20 @@ var (
 )
 
 // ProtocolError is a frame the peer should never have sent. The session
-// ends with it.
-type ProtocolError struct{ Msg string }
+// ends with it, after telling the peer (a SessionError frame).
+type ProtocolError struct {
+	Msg string
+	Err error // the decoder's error, if that is what found it
+}
 
 func (e *ProtocolError) Error() string { return "wire: protocol error: " + e.Msg }
+func (e *ProtocolError) Unwrap() error { return e.Err }
+
+// asProtocolError makes a decoder's error (which says "wire: ...") a
+// *ProtocolError, so that it is printed with one prefix.
+func asProtocolError(err error) error {
+	return &ProtocolError{Msg: strings.TrimPrefix(err.Error(), "wire: "), Err: err}
+}
 
 func protoErr(format string, args ...any) error {
 	return &ProtocolError{Msg: fmt.Sprintf(format, args...)}
@@ -273,12 +284,17 @@ func (s *Session) readLoop() {
 	case <-s.closed:
 		err = ErrSessionClosed
 	default:
-		if err != io.EOF {
-			if errors.Is(err, io.EOF) || errors.Is(err, io.ErrUnexpectedEOF) {
-				err = fmt.Errorf("wire: connection ended in the middle of a frame: %w", io.ErrUnexpectedEOF)
-			} else if _, ok := err.(*ProtocolError); !ok && !errors.Is(err, ErrFrameTooLarge) {
-				err = fmt.Errorf("wire: read: %w", err)
-			}
+		var pe *ProtocolError
+		var peer *PeerError
+		switch {
+		case err == io.EOF:
+		case errors.As(err, &pe), errors.Is(err, ErrFrameTooLarge):
+			s.sendError(err)
+		case errors.As(err, &peer):
+		case errors.Is(err, io.EOF), errors.Is(err, io.ErrUnexpectedEOF):
+			err = fmt.Errorf("wire: connection ended in the middle of a frame: %w", io.ErrUnexpectedEOF)
+		default:
+			err = fmt.Errorf("wire: read: %w", err) // the transport's own error
 		}
 	}
 	s.err = err
@@ -302,6 +318,28 @@ func (s *Session) readLoop() {
 			w.cond.Broadcast()
 			w.mu.Unlock()
 		}
+	}
+}
+
+// sendError tells the peer why the session ends (best effort: the
+// connection closes right after). A writer blocked on a peer that does
+// not read gives way within a second; after a failed write a frame may
+// have been cut, so nothing more is sent. Nothing is written after it.
+func (s *Session) sendError(err error) {
+	msg := strings.TrimPrefix(err.Error(), "wire: ")
+	if len(msg) > MaxMessage {
+		msg = msg[:MaxMessage]
+	}
+	b, aerr := AppendMessage(nil, &SessionError{Message: msg})
+	if aerr != nil {
+		return
+	}
+	s.conn.SetWriteDeadline(time.Now().Add(time.Second))
+	s.wmu.Lock()
+	defer s.wmu.Unlock()
+	if s.werr == nil {
+		s.conn.Write(b)
+		s.werr = err
 	}
 }
 
@@ -363,7 +401,10 @@ func (s *Session) readFrames() error {
 		}
 		t, n, err := parseHeader(s.rbuf[s.rpos:s.rend])
 		if err != nil {
-			return err
+			if errors.Is(err, ErrFrameTooLarge) {
+				return err
+			}
+			return asProtocolError(err)
 		}
 		s.rpos += HeaderSize
 		if t == TypeData && n > 1 {
@@ -440,7 +481,7 @@ func (s *Session) readData(id uint8, n int) error {
 // controlFrom lists the control messages each role may receive.
 func (s *Session) acceptsControl(t Type) bool {
 	switch t {
-	case TypeHello:
+	case TypeHello, TypeError:
 		return true
 	case TypeLaunch, TypeResize, TypeSignal:
 		return s.role == RoleHost
@@ -496,9 +537,22 @@ func (s *Session) handle(t Type, p []byte) error {
 	}
 	m, err := Unmarshal(t, p)
 	if err != nil {
-		return err
+		return asProtocolError(err)
+	}
+	if e, ok := m.(*SessionError); ok {
+		return &PeerError{Message: e.Message}
 	}
 	s.cmu.Lock()
+	if _, ok := m.(*Resize); ok {
+		// Only the latest size matters: a burst of resizes (a window being
+		// dragged) coalesces into one instead of filling the queue.
+		for i, q := range s.cq {
+			if _, ok := q.(*Resize); ok {
+				s.cq = append(s.cq[:i], s.cq[i+1:]...)
+				break
+			}
+		}
+	}
 	if len(s.cq) >= maxQueued {
 		s.cmu.Unlock()
 		return protoErr("more than %d control messages queued", maxQueued)

@@ -5,9 +5,11 @@ import (
 	"context"
 	"crypto/rand"
 	"errors"
+	"fmt"
 	"io"
 	"net"
 	"path/filepath"
+	"reflect"
 	"strings"
 	"sync"
 	"testing"
@@ -407,7 +409,8 @@ func TestSessionControlDuringStreams(t *testing.T) {
 	}()
 	go func() {
 		for i := range n {
-			if err := g.Send(&Resize{Rows: uint16(i), Cols: 80}); err != nil {
+			// Signals, not resizes: those coalesce (TestSessionResizeBurst).
+			if err := g.Send(&Signal{Signo: uint8(i%MaxSignal + 1)}); err != nil {
 				t.Error(err)
 				return
 			}
@@ -418,9 +421,89 @@ func TestSessionControlDuringStreams(t *testing.T) {
 		if err != nil {
 			t.Fatal(err)
 		}
-		if r := m.(*Resize); r.Rows != uint16(i) {
-			t.Fatalf("resize %d arrived as #%d", r.Rows, i)
+		if s := m.(*Signal); s.Signo != uint8(i%MaxSignal+1) {
+			t.Fatalf("signal %d arrived as #%d", s.Signo, i)
 		}
 	}
 	wg.Wait()
+}
+
+// TestSessionResizeBurst: a burst of resizes far beyond the control queue (a window being
+// dragged while nobody calls Recv) coalesces into the latest size instead of ending the
+// session.
+func TestSessionResizeBurst(t *testing.T) {
+	g, h := sessionPair(t)
+	var burst []byte
+	for i := range 5000 {
+		burst, _ = AppendMessage(burst, &Resize{Rows: uint16(i), Cols: 80})
+	}
+	burst, _ = AppendMessage(burst, &Signal{Signo: 2})
+	burst, _ = AppendMessage(burst, &Resize{Rows: 24, Cols: 132})
+	if _, err := g.Conn().Write(burst); err != nil {
+		t.Fatal(err)
+	}
+	// Nobody calls Recv until the host has read the whole burst (or ended).
+	for {
+		h.cmu.Lock()
+		var last Message
+		if len(h.cq) > 0 {
+			last = h.cq[len(h.cq)-1]
+		}
+		h.cmu.Unlock()
+		if r, ok := last.(*Resize); ok && r.Cols == 132 || isDone(h.Done()) {
+			break
+		}
+		time.Sleep(time.Millisecond)
+	}
+	var got []Message
+	for len(got) < 3 {
+		m, err := h.Recv(ctx(t))
+		if err != nil {
+			t.Fatalf("after %d messages %v: %v", len(got), got, err)
+		}
+		got = append(got, m)
+		if r, ok := m.(*Resize); ok && r.Cols == 132 {
+			break
+		}
+	}
+	// The resizes before the signal coalesced into one, which then gave way to the latest.
+	want := []Message{&Signal{Signo: 2}, &Resize{Rows: 24, Cols: 132}}
+	if !reflect.DeepEqual(got, want) {
+		var desc []string
+		for _, m := range got {
+			desc = append(desc, fmt.Sprintf("%T%+v", m, m))
+		}
+		t.Errorf("received %v, want a signal then the latest size", desc)
+	}
+	if err := h.Err(); err != nil {
+		t.Errorf("session ended: %v", err)
+	}
+}
+
+// TestSessionProtocolErrorText: a malformed control frame ends the session with one
+// "wire:" prefix, and the peer is told why before the connection closes.
+func TestSessionProtocolErrorText(t *testing.T) {
+	for _, tc := range []struct {
+		name, frame, want string
+	}{
+		{"truncated resize", "00000002 04 00", "wire: protocol error: resize message truncated"},
+		{"bad signal", "00000002 05 00", "wire: protocol error: signal 0 out of range"},
+		{"empty frame", "00000000 05", "wire: protocol error: empty frame"},
+		{"huge", "7fffffff 10", "wire: frame too large: 2147483651 bytes (limit 131077); is the peer a lab relay?"},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			g, h := sessionPair(t)
+			g.Conn().Write(unhex(t, tc.frame))
+			_, err := h.Recv(ctx(t))
+			if err == nil || err.Error() != tc.want {
+				t.Fatalf("host: %v, want %q", err, tc.want)
+			}
+			_, err = g.Recv(ctx(t))
+			var pe *PeerError
+			want := "wire: the peer ended the session: " + strings.TrimPrefix(tc.want, "wire: ")
+			if !errors.As(err, &pe) || err.Error() != want {
+				t.Fatalf("guest: %v, want %q", err, want)
+			}
+		})
+	}
 }

@@ -25,6 +25,7 @@ type relayOptions struct {
 	tokenFile        string
 	shares           []string
 	allow            []string
+	allowEnv         []string
 	peerCID          uint32
 	maxSessions      int
 	handshakeTimeout time.Duration
@@ -49,7 +50,10 @@ own prefix.
 Each --share HOST:GUEST says that the guest sees the host directory HOST at
 GUEST. The guest's working directory maps through the shares; outside them
 the program runs in --fallback-dir and the guest sees one warning line. Only
-the variables the guest's LABENV names cross (WSLENV's syntax and flags).
+the variables the guest's LABENV names cross (WSLENV's syntax and flags),
+and never one that can make a host program run other code (LD_*, BASH_ENV,
+PYTHON*, GIT_*, PATH, WINE* and more: see docs/DESIGN.md): a launch that
+sets one is refused, naming it, unless --allow-env lets it through.
 
 The relay prints one line per listener on stdout ("lab relay: listening on
 ADDR"). On SIGTERM or SIGINT it stops accepting, lets running programs finish
@@ -71,6 +75,7 @@ for --grace, then kills their process groups and exits 0.`,
 	f.StringVar(&o.tokenFile, "token-file", "", "file holding the token guests must present (required; at least 16 bytes; surrounding whitespace is ignored)")
 	f.StringArrayVar(&o.shares, "share", nil, "HOST:GUEST directory the guest sees HOST as (repeatable)")
 	f.StringArrayVar(&o.allow, "allow", nil, "NAME=HOSTPATH host command the guest may run by name (repeatable)")
+	f.StringArrayVar(&o.allowEnv, "allow-env", nil, "NAME (or PREFIX*) variable the guest may set although the built-in deny list names it (repeatable)")
 	f.Uint32Var(&o.peerCID, "peer-cid", 0, "on vsock, accept only this guest context ID (0: any)")
 	f.IntVar(&o.maxSessions, "max-sessions", 256, "concurrent connections; more wait in the listen backlog")
 	f.DurationVar(&o.handshakeTimeout, "handshake-timeout", 10*time.Second, "time a connection has to present a complete launch request")
@@ -97,6 +102,7 @@ func relayAction(cmd *cobra.Command, o relayOptions) error {
 		HandshakeTimeout: o.handshakeTimeout,
 		DrainTimeout:     o.grace,
 		FallbackDir:      o.fallbackDir,
+		EnvAllow:         o.allowEnv,
 		Wine:             host.WineConfig{Path: o.wine, Prefix: o.winePrefix},
 		Subreaper:        true, // this process runs nothing but the relay's programs
 		Logger:           slog.Default(),

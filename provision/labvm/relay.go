@@ -10,6 +10,7 @@ import (
 	"net"
 	"os"
 	"path/filepath"
+	"strings"
 	"sync"
 	"time"
 
@@ -25,6 +26,9 @@ const (
 	FileRelayLog   = "relay.log"  // the relay's log (slog text), one line per session event
 	FileRelayState = "relay.json" // RelayState, rewritten every second and on every change
 	FileRelayStop  = "relay.stop" // while this file exists the relay does not listen
+	// FileEnvAllow lists, one a line ('#' comments), the variables a guest may set although
+	// the relay's deny list names them (host.Config.EnvAllow); read by each new generation.
+	FileEnvAllow = "env-allow"
 )
 
 // RelayState is what the relay task publishes for lab status.
@@ -98,6 +102,8 @@ func (t *relayTask) stats() host.Stats {
 		x := r.Stats()
 		s.Sessions += x.Sessions
 		s.Active += x.Active
+		s.Pending += x.Pending
+		s.Waiting += x.Waiting
 		s.Launched += x.Launched
 		s.Refused += x.Refused
 		s.Errors += x.Errors
@@ -160,6 +166,11 @@ func (t *relayTask) config() (host.Config, error) {
 		// A generation retired by lab expose lets its running programs finish.
 		DrainTimeout: 10 * time.Minute,
 	}
+	allowEnv, err := readEnvAllow(filepath.Join(t.env.StateDir, FileEnvAllow))
+	if err != nil {
+		return host.Config{}, err
+	}
+	cfg.EnvAllow = allowEnv
 	for _, s := range in.Shares {
 		cfg.Shares = append(cfg.Shares, host.Share{HostPath: s.HostPath, GuestPath: s.GuestPath})
 	}
@@ -318,10 +329,19 @@ func newChanListener(addr net.Addr) *chanListener {
 	return &chanListener{addr: addr, ch: make(chan net.Conn), done: make(chan struct{})}
 }
 
+// deliverTimeout bounds how long an accepted connection waits for the relay to take it.
+// The relay takes every connection at once (its budgets apply after accept); this only
+// keeps a stuck generation from collecting parked connections.
+const deliverTimeout = 10 * time.Second
+
 func (l *chanListener) deliver(c net.Conn) {
+	t := time.NewTimer(deliverTimeout)
+	defer t.Stop()
 	select {
 	case l.ch <- c:
 	case <-l.done:
+		c.Close()
+	case <-t.C:
 		c.Close()
 	}
 }
@@ -341,3 +361,21 @@ func (l *chanListener) Close() error {
 }
 
 func (l *chanListener) Addr() net.Addr { return l.addr }
+
+// readEnvAllow reads FileEnvAllow; a missing file allows nothing extra.
+func readEnvAllow(p string) ([]string, error) {
+	b, err := os.ReadFile(p)
+	if errors.Is(err, fs.ErrNotExist) {
+		return nil, nil
+	}
+	if err != nil {
+		return nil, fmt.Errorf("labvm: %w", err)
+	}
+	var out []string
+	for _, line := range strings.Split(string(b), "\n") {
+		if line, _, _ = strings.Cut(line, "#"); strings.TrimSpace(line) != "" {
+			out = append(out, strings.TrimSpace(line))
+		}
+	}
+	return out, nil
+}
