@@ -10,10 +10,12 @@ import (
 // Protocol version. A peer whose major differs is refused with a
 // *VersionError; minors only add optional things. Major 2: Data frames of
 // 128 KiB and a 1 MiB window (major 1 had 32 KiB frames within a 64 KiB
-// frame limit and a 256 KiB window, which a major-1 peer would refuse).
+// frame limit and a 256 KiB window, which a major-1 peer would refuse). Minor 1:
+// Launch.TraceID (flag LaunchTrace), sent only when tracing (lab trace); a 2.0 relay
+// refuses such a Launch as malformed, a 2.1 relay takes 2.0 Launches as they are.
 const (
 	Major = 2
-	Minor = 0
+	Minor = 1
 )
 
 // Sizes and bounds. Anything larger than these is a protocol error, never an
