@@ -15,6 +15,7 @@ import (
 
 	"lab/host"
 	"lab/provision"
+	"lab/trace"
 	"lab/vm"
 	"lab/wineprefix"
 	"lab/wire"
@@ -25,6 +26,9 @@ const (
 	FileRelayLog   = "relay.log"  // the relay's log (slog text), one line per session event
 	FileRelayState = "relay.json" // RelayState, rewritten every second and on every change
 	FileRelayStop  = "relay.stop" // while this file exists the relay does not listen
+	// FileRelayTrace holds the relay's steps of traced launches (lab trace), JSON lines of
+	// lab/trace.Event; it starts over past 4 MiB, keeping the previous part as .1.
+	FileRelayTrace = "relay-trace.jsonl"
 )
 
 // RelayState is what the relay task publishes for lab status.
@@ -69,6 +73,12 @@ func runRelay(ctx context.Context, env *vm.Env) error {
 	defer lf.Close()
 	log := slog.New(slog.NewTextHandler(lf, &slog.HandlerOptions{Level: slog.LevelInfo}))
 	t := &relayTask{env: env, log: log, port: wire.DefaultPort}
+	if tf, err := trace.OpenFile(filepath.Join(env.StateDir, FileRelayTrace), 0); err != nil {
+		log.Warn("relay: no trace records (lab trace shows only the guest's side)", "err", err)
+	} else {
+		defer tf.Close()
+		t.trace = trace.NewSink(tf, trace.SideRelay)
+	}
 	err = t.run(ctx)
 	if err != nil {
 		log.Error("relay: stopped", "err", err)
@@ -78,9 +88,10 @@ func runRelay(ctx context.Context, env *vm.Env) error {
 }
 
 type relayTask struct {
-	env  *vm.Env
-	log  *slog.Logger
-	port uint32
+	env   *vm.Env
+	log   *slog.Logger
+	port  uint32
+	trace *trace.Sink
 
 	mu      sync.Mutex
 	relays  []*host.Relay // every generation, for the counters
@@ -157,6 +168,7 @@ func (t *relayTask) config() (host.Config, error) {
 		Token:   token,
 		PeerCID: t.env.CID,
 		Logger:  t.log,
+		Trace:   t.trace,
 		// A generation retired by lab expose lets its running programs finish.
 		DrainTimeout: 10 * time.Minute,
 	}
