@@ -217,17 +217,26 @@ func (t *sessionTrace) replied(errno wire.Errno) {
 
 // delivered records a signal from the guest.
 func (t *sessionTrace) delivered(signo uint8) {
+	if !t.on() {
+		return
+	}
 	t.record(trace.StepSignal, fmt.Sprintf("%v to the process group", syscall.Signal(signo)), map[string]any{"signo": signo})
 }
 
 // exited records the program's end, before its Exit frame goes out (so the record is
 // written before the guest can see the exit).
 func (t *sessionTrace) exited(s ExitStatus) {
+	if !t.on() {
+		return
+	}
 	t.record(trace.StepExit, fmt.Sprintf("%s after %.3f ms; Exit frame sent after both output EOFs", s, float64(time.Since(t.start))/1e6),
 		map[string]any{"code": s.Code, "signal": s.Signal, "core": s.Core, "session_ns": time.Since(t.start).Nanoseconds()})
 }
 
 // lostSession records a session that ended before the program.
 func (t *sessionTrace) lostSession(err error) {
+	if !t.on() {
+		return
+	}
 	t.record(trace.StepLost, fmt.Sprintf("connection ended before the program: %v (process group killed)", err), map[string]any{"error": err.Error()})
 }
