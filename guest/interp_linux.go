@@ -40,14 +40,16 @@ const giveUpAfter = 3
 // as the program's stdio, and returns the exit status to exit with. The
 // terminal is restored before it returns, on every path.
 func Main(args []string) int {
-	in := &interp{stderr: os.Stderr}
+	in := &interp{stderr: os.Stderr, tr: openTrace(os.Getenv)}
+	defer in.tr.close()
 	return in.run(args)
 }
 
 type interp struct {
 	stderr  io.Writer
 	relay   string
-	restore func() // puts the terminal back; set while it is raw
+	restore func()      // puts the terminal back; set while it is raw
+	tr      *guestTrace // nil unless LAB_TRACE is set (lab trace)
 }
 
 // fail restores the terminal, prints one line and returns code.
@@ -55,11 +57,15 @@ func (in *interp) fail(code int, format string, a ...any) int {
 	if in.restore != nil {
 		in.restore()
 	}
-	fmt.Fprintf(in.stderr, "lab-interop: "+format+"\n", a...)
+	line := fmt.Sprintf("lab-interop: "+format+"\n", a...)
+	in.tr.failed(code, line)
+	io.WriteString(in.stderr, line)
 	return code
 }
 
 func (in *interp) run(args []string) int {
+	in.tr.argv(args)
+	in.tr.binfmt(args)
 	file, argv, err := BinfmtArgv(args)
 	if err != nil {
 		return in.fail(ExitCannotRun, "%v", err)
@@ -69,6 +75,7 @@ func (in *interp) run(args []string) int {
 		return in.fail(ExitCannotRun, "interop is not configured: %v (run `lab provision` on the host)", trimPrefix(err))
 	}
 	in.relay = cfg.Relay
+	in.tr.config(cfgPath, cfg)
 	cwd, err := os.Getwd()
 	if err != nil {
 		cwd = "" // the relay falls back to its default directory
@@ -80,6 +87,8 @@ func (in *interp) run(args []string) int {
 		}
 		return in.fail(code, "%s: %v", file, err)
 	}
+	req.TraceID = in.tr.ID()
+	in.tr.launch(req)
 	token, err := ReadToken(cfg)
 	if err != nil {
 		return in.fail(ExitCannotRun, "cannot read the interop token: %v (is this user allowed to run host programs?)", trimPrefix(err))
@@ -91,20 +100,24 @@ func (in *interp) run(args []string) int {
 	}
 
 	ctx, cancel := context.WithTimeout(context.Background(), cfg.ConnectTimeout)
+	dialStart := time.Now()
 	conn, err := Dial(ctx, cfg.Relay)
 	cancel()
 	if err != nil {
 		return in.fail(ExitCannotRun, "cannot reach the relay at %s: %v", cfg.Relay, dialReason(err, cfg.ConnectTimeout))
 	}
+	in.tr.connected(conn, cfg.Relay, time.Since(dialStart))
 	s := wire.NewSession(conn, wire.RoleGuest)
 	defer s.Close()
 
 	// Handshake, bounded: Hello + Launch out in one write, Hello and
 	// LaunchResult back.
 	s.SetDeadline(time.Now().Add(cfg.HandshakeTimeout))
-	if err := s.Send(wire.NewHello(token), req); err != nil {
+	hello, sent := wire.NewHello(token), in.tr.now()
+	if err := s.Send(hello, req); err != nil {
 		return in.handshakeFailed(err, cfg.HandshakeTimeout)
 	}
+	in.tr.sentHandshake(sent, hello, req)
 	var result *wire.LaunchResult
 	for result == nil {
 		m, err := s.Recv(context.Background())
@@ -116,12 +129,14 @@ func (in *interp) run(args []string) int {
 			if err := wire.CheckVersion(m); err != nil {
 				return in.fail(ExitCannotRun, "%v", trimPrefix(err))
 			}
+			in.tr.relayHello(m)
 		case *wire.LaunchResult:
 			result = m
 		default:
 			return in.fail(ExitCannotRun, "relay at %s sent %v before the launch result", cfg.Relay, m.Type())
 		}
 	}
+	in.tr.result(result)
 	if result.Errno != 0 {
 		// The relay's message is a whole line naming the program.
 		if result.Message != "" {
@@ -147,10 +162,15 @@ func (in *interp) run(args []string) int {
 		growPipe(1)
 		growPipe(2)
 	}
-	go copyIn(s.Writer(wire.Stdin), os.Stdin)
+	go func() { n := copyIn(s.Writer(wire.Stdin), os.Stdin); in.tr.stream("stdin", n, nil) }()
 	outDone := make(chan error, 2)
-	go func() { outDone <- copyOut(s.Reader(wire.Stdout), os.Stdout) }()
-	go func() { outDone <- copyOut(s.Reader(wire.Stderr), os.Stderr) }()
+	out := func(id wire.StreamID, name string, f *os.File) {
+		n, err := copyOut(s.Reader(id), f)
+		in.tr.stream(name, n, err)
+		outDone <- err
+	}
+	go out(wire.Stdout, "stdout", os.Stdout)
+	go out(wire.Stderr, "stderr", os.Stderr)
 
 	exitc := make(chan *wire.Exit, 1)
 	errc := make(chan error, 1)
@@ -181,6 +201,7 @@ func (in *interp) run(args []string) int {
 				continue
 			}
 			signo := sig.(syscall.Signal)
+			in.tr.signal(sig)
 			s.Send(&wire.Signal{Signo: uint8(signo)})
 			if kills++; kills >= giveUpAfter {
 				return in.fail(128+int(signo), "the program did not stop after %d signals; leaving it to the relay to kill", kills)
@@ -190,6 +211,7 @@ func (in *interp) run(args []string) int {
 			// connection); wait until they are written out.
 			<-outDone
 			<-outDone
+			in.tr.exit(e)
 			return e.Status()
 		case err := <-errc:
 			<-outDone
@@ -350,16 +372,17 @@ func foregroundTTY() (ok bool, rows, cols uint16) {
 	return true, ws.Row, ws.Col
 }
 
-// copyIn sends stdin until EOF, then half-closes the stream. A read error
+// copyIn sends stdin until EOF, then half-closes the stream, and returns the bytes sent. A read error
 // (a hung-up terminal, a closed fd) counts as EOF; a stream error (the
 // relay stopped reading stdin, the session ended) just stops.
-func copyIn(w *wire.Writer, f *os.File) {
+func copyIn(w *wire.Writer, f *os.File) int64 {
 	r := &fdReader{f: f}
-	_, err := w.ReadFrom(r)
+	n, err := w.ReadFrom(r)
 	if err != nil && r.err == nil {
-		return
+		return n
 	}
 	w.CloseWrite()
+	return n
 }
 
 // fdReader remembers read errors so they can be told apart from stream
@@ -392,17 +415,17 @@ func (w *fdWriter) Write(p []byte) (int, error) {
 	return n, err
 }
 
-// copyOut writes a stream to f until EOF. When f fails (a closed pipe)
+// copyOut writes a stream to f until EOF and returns the bytes written. When f fails (a closed pipe)
 // it tells the relay to stop the stream, so the host program gets EPIPE
 // as it would locally, and keeps waiting for the exit status.
-func copyOut(r *wire.Reader, f *os.File) error {
+func copyOut(r *wire.Reader, f *os.File) (int64, error) {
 	w := &fdWriter{f: f}
-	_, err := r.WriteTo(w)
+	n, err := r.WriteTo(w)
 	if err != nil && w.err != nil {
 		r.CloseRead()
-		return nil
+		return n, nil
 	}
-	return err
+	return n, err
 }
 
 // oneLine keeps a relay's message on one line and free of control

@@ -9,6 +9,8 @@ import (
 	"path/filepath"
 	"strings"
 	"time"
+
+	"lab/trace"
 )
 
 // Share maps a guest directory to the host directory it shows (a 9p share in the VM).
@@ -101,6 +103,9 @@ type Config struct {
 	Subreaper bool
 	// Logger receives one line per session event. Zero: slog.Default().
 	Logger *slog.Logger
+	// Trace records the steps of launches whose Launch carries a trace id (lab trace;
+	// protocol 2.1) as JSON lines. Zero: no trace records (the ids still appear in the log).
+	Trace *trace.Sink
 }
 
 // withDefaults validates c and returns a copy with defaults filled in and shares resolved.

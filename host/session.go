@@ -47,14 +47,16 @@ func (r *Relay) serveConn(ctx context.Context, stop <-chan struct{}, conn net.Co
 	id := r.nextID.Add(1)
 	log := r.cfg.Logger.With("session", id, "peer", addrString(conn.RemoteAddr()))
 	r.sessions.Add(1)
+	tr := r.traceSession(conn)
 
-	l, req, rf := r.handshake(conn, accepted, log)
+	l, req, rf := r.handshake(conn, accepted, log, tr)
 	if rf == nil {
 		rf = r.takeSlot(stop)
 	}
 	if rf != nil {
 		log.Warn("relay: refused", "errno", uint32(rf.errno), "reason", rf.log)
 		r.refused.Add(1)
+		tr.refusedLaunch(rf)
 		r.reply(conn, rf)
 		lingerClose(conn)
 		return
@@ -63,11 +65,14 @@ func (r *Relay) serveConn(ctx context.Context, stop <-chan struct{}, conn net.Co
 	r.active.Add(1)
 	defer r.active.Add(-1)
 	start := time.Now()
+	if req.TraceID != "" {
+		log = log.With("trace", req.TraceID)
+	}
 	conn.SetDeadline(time.Time{})
 	s := wire.NewSession(conn, wire.RoleHost)
 	defer s.Close()
 
-	status, err := r.run(ctx, s, l, req, log)
+	status, err := r.run(ctx, s, l, req, log, tr)
 	if err != nil {
 		r.errs.Add(1)
 		log.Error("relay: session failed", "err", err, "duration", time.Since(start))
@@ -140,7 +145,7 @@ func (r *Relay) reply(conn net.Conn, rf *refusal) {
 // HelloTimeout; the whole handshake has HandshakeTimeout from accept. Reading the frames
 // before the session starts lets a malformed or hostile first frame still get an error
 // reply.
-func (r *Relay) handshake(conn net.Conn, accepted time.Time, log *slog.Logger) (launch, *wire.Launch, *refusal) {
+func (r *Relay) handshake(conn net.Conn, accepted time.Time, log *slog.Logger, tr *sessionTrace) (launch, *wire.Launch, *refusal) {
 	if err := r.cfg.checkPeer(conn.RemoteAddr()); err != nil {
 		return launch{}, nil, refuse(wire.EACCES, err, accessDenied)
 	}
@@ -158,6 +163,7 @@ func (r *Relay) handshake(conn net.Conn, accepted time.Time, log *slog.Logger) (
 	if err := r.cfg.checkToken(hello.Token); err != nil {
 		return launch{}, nil, refuse(wire.EACCES, err, accessDenied)
 	}
+	tr.gotHello(hello)
 	conn.SetDeadline(accepted.Add(r.cfg.HandshakeTimeout))
 	buf := framePool.Get().(*[]byte)
 	defer framePool.Put(buf)
@@ -169,9 +175,14 @@ func (r *Relay) handshake(conn net.Conn, accepted time.Time, log *slog.Logger) (
 	if !ok {
 		return launch{}, nil, refuse(wire.EINVAL, fmt.Errorf("second message is %v", m.Type()), "lab relay: protocol error: expected a launch request")
 	}
+	tr.gotLaunch(req)
 	l, rf := r.authorise(req)
 	if rf != nil {
 		return launch{}, nil, rf
+	}
+	tr.decided(&r.cfg, req, l)
+	if req.TraceID != "" {
+		log = log.With("trace", req.TraceID)
 	}
 	log.Info("relay: launch", "guest_path", req.Path, "program", l.Program, "format", req.Format,
 		"runner", l.Format.String(), "args", len(req.Argv), "guest_cwd", req.Cwd, "tty", req.Flags&wire.LaunchTTY != 0)
@@ -336,15 +347,17 @@ func (r *Relay) authorise(req *wire.Launch) (launch, *refusal) {
 
 // run starts the program and serves the session until the program's exit status is sent
 // or the connection is lost.
-func (r *Relay) run(ctx context.Context, s *wire.Session, l launch, req *wire.Launch, log *slog.Logger) (ExitStatus, error) {
+func (r *Relay) run(ctx context.Context, s *wire.Session, l launch, req *wire.Launch, log *slog.Logger, tr *sessionTrace) (ExitStatus, error) {
 	dir, warning := r.cfg.mapCwd(req.Cwd)
 	l.Dir = dir
+	tr.mappedCwd(req.Cwd, dir, warning)
 	tty := req.Flags&wire.LaunchTTY != 0
 	var ws *WinSize
 	if tty {
 		ws = &WinSize{Rows: req.Rows, Cols: req.Cols}
 	}
 	fail := func(errno wire.Errno, err error, msg string) (ExitStatus, error) {
+		tr.refusedLaunch(&refusal{errno: errno, msg: msg, log: err})
 		s.Send(wire.NewHello(nil), &wire.LaunchResult{Errno: errno, Message: msg})
 		return ExitStatus{}, err
 	}
@@ -358,6 +371,8 @@ func (r *Relay) run(ctx context.Context, s *wire.Session, l launch, req *wire.La
 		return fail(errno, err, fmt.Sprintf("lab relay: %s: %s", req.Path, why))
 	}
 	r.launched.Add(1)
+	tr.started(p, cmd, req)
+	tr.replied(0)
 	if err := s.Send(wire.NewHello(nil), &wire.LaunchResult{}); err != nil {
 		p.kill()
 		p.reap()
@@ -402,6 +417,7 @@ func (r *Relay) run(ctx context.Context, s *wire.Session, l launch, req *wire.La
 			switch m := m.(type) {
 			case *wire.Signal:
 				log.Debug("relay: signal", "signo", m.Signo)
+				tr.delivered(m.Signo)
 				p.signal(syscall.Signal(m.Signo))
 			case *wire.Resize:
 				if err := p.resize(WinSize{Rows: m.Rows, Cols: m.Cols}); err != nil {
@@ -432,6 +448,7 @@ func (r *Relay) run(ctx context.Context, s *wire.Session, l launch, req *wire.La
 	}
 	status := p.reap()
 	if lost == nil {
+		tr.exited(status)
 		err := s.Send(&wire.Exit{Code: uint32(status.Code), Signal: uint8(status.Signal), Flags: coreFlag(status)})
 		if err != nil {
 			return status, fmt.Errorf("host: send exit status: %w", err)
@@ -447,6 +464,7 @@ func (r *Relay) run(ctx context.Context, s *wire.Session, l launch, req *wire.La
 		t.Stop()
 		return status, nil
 	}
+	tr.lostSession(lost)
 	if errors.Is(lost, context.Canceled) {
 		return status, errors.New("host: killed by the relay's drain deadline")
 	}

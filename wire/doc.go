@@ -25,6 +25,7 @@
 //	0x01 Hello         "LABW" major u16, minor u16, flags u32, token bytes
 //	0x02 Launch        format str, path str, argv [str], cwd str,
 //	                   env [name str, value str, flags u8], flags u8, rows u16, cols u16
+//	                   [, trace id str: only when flags bit 1 (LaunchTrace) is set; 2.1]
 //	0x03 LaunchResult  errno u32 (0 = started), flags u32, message str
 //	0x04 Resize        rows u16, cols u16, xpixel u16, ypixel u16
 //	0x05 Signal        signo u8 (Linux numbering, 1..64)
@@ -46,7 +47,8 @@
 //
 // Version 2.0 differs from 1.0 only in these sizes (1.0: 64 KiB frame
 // limit, 32 KiB Data frames, 256 KiB window); the two majors refuse each
-// other with a *VersionError.
+// other with a *VersionError. Version 2.1 adds Launch.TraceID (lab trace),
+// on the wire only when set: untraced 2.1 Launches are 2.0 Launches.
 //
 // # A launch
 //

@@ -12,7 +12,9 @@ import (
 // 128 KiB and a 1 MiB window (major 1 had 32 KiB frames within a 64 KiB
 // frame limit and a 256 KiB window, which a major-1 peer would refuse).
 // Minor 1 adds the SessionError frame (a 2.0 peer that receives one ends
-// the session as it would anyway, only without the reason).
+// the session as it would anyway, only without the reason) and
+// Launch.TraceID (flag LaunchTrace), sent only when tracing (lab trace); a 2.0 relay
+// refuses such a Launch as malformed, a 2.1 relay takes 2.0 Launches as they are.
 const (
 	Major = 2
 	Minor = 1

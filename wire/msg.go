@@ -187,7 +187,8 @@ type EnvVar struct {
 type LaunchFlag uint8
 
 const (
-	LaunchTTY LaunchFlag = 1 << iota // the guest's stdio is one foreground terminal: run under a pty
+	LaunchTTY   LaunchFlag = 1 << iota // the guest's stdio is one foreground terminal: run under a pty
+	LaunchTrace                        // (1.1) a trace id follows cols: the relay records its steps under it (lab trace)
 )
 
 // Launch asks the relay to run a program. Sent by the guest right after its
@@ -201,6 +202,10 @@ type Launch struct {
 	Flags  LaunchFlag // LaunchTTY
 	Rows   uint16     // terminal size when LaunchTTY
 	Cols   uint16
+	// TraceID (protocol 1.1, optional) asks the relay to record this launch's steps under
+	// the id (lab trace). On the wire it follows Cols only when Flags has LaunchTrace, which
+	// the encoder sets when TraceID is not empty: a Launch without one is a 2.0 Launch.
+	TraceID string
 }
 
 func (*Launch) Type() Type                       { return TypeLaunch }
@@ -238,9 +243,37 @@ func (m *Launch) appendPayload(e *encoder) {
 		e.str(v.Value)
 		e.u8(uint8(v.Flags))
 	}
-	e.u8(uint8(m.Flags))
+	flags := m.Flags
+	if m.TraceID != "" {
+		flags |= LaunchTrace
+		e.check(CheckTraceID(m.TraceID))
+	} else if flags&LaunchTrace != 0 {
+		e.check(errors.New("wire: launch trace flag without a trace id"))
+	}
+	e.u8(uint8(flags))
 	e.u16(m.Rows)
 	e.u16(m.Cols)
+	if flags&LaunchTrace != 0 {
+		e.str(m.TraceID)
+	}
+}
+
+// MaxTraceID bounds Launch.TraceID.
+const MaxTraceID = 64
+
+// CheckTraceID reports whether id is a valid trace id: 1 to MaxTraceID bytes of
+// [A-Za-z0-9._-] (it lands in file names and log lines).
+func CheckTraceID(id string) error {
+	if id == "" || len(id) > MaxTraceID {
+		return fmt.Errorf("wire: trace id of %d bytes (want 1 to %d)", len(id), MaxTraceID)
+	}
+	for i := 0; i < len(id); i++ {
+		c := id[i]
+		if !('a' <= c && c <= 'z' || 'A' <= c && c <= 'Z' || '0' <= c && c <= '9' || c == '.' || c == '_' || c == '-') {
+			return fmt.Errorf("wire: trace id %q: only letters, digits, '.', '_' and '-'", id)
+		}
+	}
+	return nil
 }
 
 func checkEnvName(s string) error {
@@ -280,6 +313,13 @@ func (m *Launch) UnmarshalBinary(p []byte) error {
 	m.Flags = LaunchFlag(d.u8())
 	m.Rows = d.u16()
 	m.Cols = d.u16()
+	if m.Flags&LaunchTrace != 0 {
+		n := d.length(MaxTraceID, "trace id")
+		m.TraceID = string(d.take(n))
+		if d.err == nil {
+			d.fail(CheckTraceID(m.TraceID))
+		}
+	}
 	if d.err == nil && m.Format == "" {
 		d.fail(errors.New("wire: launch without a format"))
 	}

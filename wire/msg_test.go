@@ -40,6 +40,16 @@ var goldenMessages = []struct {
 			"00000002 00000006 4c4142454e56 00000003 502f70 00" +
 			"00000001 50 00000006 2f6d6e742f63 01" +
 			"01 0018 0050"},
+	// Protocol 1.1: the trace id follows cols when flag bit 1 is set.
+	{"launch-trace", &Launch{Format: "host", Path: "hi", Argv: []string{"hi"}, Flags: LaunchTrace, TraceID: "t1"},
+		"0000002c 02" +
+			"00000004 686f7374" +
+			"00000002 6869" +
+			"00000001 00000002 6869" +
+			"00000000" +
+			"00000000" +
+			"02 0000 0000" +
+			"00000002 7431"},
 	{"launch-result-ok", &LaunchResult{},
 		"0000000d 03 00000000 00000000 00000000"},
 	{"launch-result-enoent", &LaunchResult{Errno: ENOENT, Message: "no"},
@@ -122,6 +132,10 @@ func TestDecodeErrors(t *testing.T) {
 		{"no format", "02 00000000 00000002 2f61 00000001 00000001 61 00000000 00000000 00 0000 0000", "without a format"},
 		{"env name with =", "02 00000002 7065 00000002 2f61 00000001 00000001 61 00000000 00000001 00000003 613d62 00000000 00 00 0000 0000", "contains '='"},
 		{"env name empty", "02 00000002 7065 00000002 2f61 00000001 00000001 61 00000000 00000001 00000000 00000000 00 00 0000 0000", "empty environment"},
+		{"trace id missing", "02 00000004 686f7374 00000002 6869 00000001 00000002 6869 00000000 00000000 02 0000 0000", "truncated"},
+		{"trace id empty", "02 00000004 686f7374 00000002 6869 00000001 00000002 6869 00000000 00000000 02 0000 0000 00000000", "trace id of 0 bytes"},
+		{"trace id slash", "02 00000004 686f7374 00000002 6869 00000001 00000002 6869 00000000 00000000 02 0000 0000 00000003 612f62", `trace id "a/b": only letters`},
+		{"trace id too long", "02 00000004 686f7374 00000002 6869 00000001 00000002 6869 00000000 00000000 02 0000 0000 00000041", "trace id too long"},
 		{"message too long", "03 00000002 00000000 00100000", "too long"},
 		{"too big", "raw 00020002 05 02", "frame too large"},
 		{"empty frame", "raw 00000000 05 02", "empty frame"},
@@ -158,6 +172,8 @@ func TestEncodeErrors(t *testing.T) {
 		{"no format", &Launch{Argv: []string{"a"}}, "without a format"},
 		{"env name", &Launch{Format: "pe", Argv: []string{"a"}, Env: []EnvVar{{Name: "A=B"}}}, "contains '='"},
 		{"too large", &Launch{Format: "pe", Argv: []string{strings.Repeat("x", MaxPayload)}}, "frame too large"},
+		{"trace flag without id", &Launch{Format: "pe", Argv: []string{"a"}, Flags: LaunchTrace}, "trace flag without a trace id"},
+		{"trace id", &Launch{Format: "pe", Argv: []string{"a"}, TraceID: "a b"}, `trace id "a b"`},
 		{"signal", &Signal{}, "out of range"},
 		{"message", &LaunchResult{Errno: EINVAL, Message: strings.Repeat("m", MaxMessage+1)}, "too long"},
 	} {
@@ -170,6 +186,27 @@ func TestEncodeErrors(t *testing.T) {
 				t.Fatalf("dst changed on error: %q", b)
 			}
 		})
+	}
+}
+
+// A Launch with a TraceID carries the flag on the wire whether or not the caller set it,
+// and one without is byte for byte a protocol 2.0 Launch (what a 2.0 relay accepts).
+func TestLaunchTraceFlag(t *testing.T) {
+	m := &Launch{Format: "host", Path: "hi", Argv: []string{"hi"}, TraceID: "t1"}
+	b, err := m.MarshalBinary()
+	if err != nil {
+		t.Fatal(err)
+	}
+	var got Launch
+	if err := got.UnmarshalBinary(b); err != nil || got.Flags != LaunchTrace || got.TraceID != "t1" {
+		t.Fatalf("decoded %+v, %v", got, err)
+	}
+	plain, err := (&Launch{Format: "host", Path: "hi", Argv: []string{"hi"}}).MarshalBinary()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if want := unhex(t, "00000004 686f7374 00000002 6869 00000001 00000002 6869 00000000 00000000 00 0000 0000"); !bytes.Equal(plain, want) {
+		t.Fatalf("untraced launch = %x; want the 2.0 encoding %x", plain, want)
 	}
 }
 

@@ -6,6 +6,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"regexp"
 	"strconv"
 	"strings"
 	"syscall"
@@ -128,6 +129,38 @@ func TestIntegrationCLI(t *testing.T) {
 	r = must("exec", "--name", name, "--", "hostprintf", "%s|", "a", "b c", "ü")
 	if r.stdout != "a|b c|ü|" {
 		t.Errorf("hostprintf through interop printed %q; want %q", r.stdout, "a|b c|ü|")
+	}
+
+	// lab trace: the same launch, step by step, as the kernel, the interpreter and the
+	// relay saw it.
+	r = must("trace", "--name", name, "--", "hostprintf", "%s|", "t")
+	report, ok := strings.CutPrefix(r.stdout, "t|")
+	if !ok {
+		t.Fatalf("lab trace: the command's output does not come first:\n%s", r.stdout)
+	}
+	t.Logf("lab trace -- hostprintf '%%s|' t:\n%s", report)
+	for _, want := range []string{
+		`(?m)^launch 1, trace [0-9a-f]{16}: relay times placed on the guest's clock by the handshake round trip \(±[0-9.]+ ms\)$`,
+		`(?m)^ +[0-9.]+ ms  guest  interpreter argv  \["/usr/local/lib/lab/interop" "/usr/bin/hostprintf" "hostprintf" "%s\|" "t"\]  \(flag P: `,
+		`(?m)^ +[0-9.]+ ms  guest  binfmt            rule lab-host: magic "#!lab-host\\n" at offset 0, flags PF \(P: keep the caller's argv\[0\]; F: interpreter opened at registration\), interpreter /usr/local/lib/lab/interop$`,
+		`(?m)^ +[0-9.]+ ms  guest  config            /etc/lab/interop.conf: relay vsock:2:5555, token /etc/lab/token, shares \[.*/mnt/work = host `,
+		`(?m)^ +[0-9.]+ ms  guest  connect           vsock vm\([0-9]+\):[0-9]+ -> host\(2\):5555 \(relay vsock:2:5555\) in [0-9.]+ ms$`,
+		`(?m)^ +[0-9.]+ ms  guest  hello\+launch      Hello [0-9]+ B \(protocol 2\.1, token [0-9]+ B\) \+ Launch [0-9]+ B`,
+		`(?m)^ +[0-9.]+ ms  relay  accept            connection from vsock:vm\([0-9]+\):[0-9]+ on vsock:host\(2\):5555$`,
+		`(?m)^ +[0-9.]+ ms  relay  decision          exposed command "hostprintf" -> ` + regexp.QuoteMeta(printf) + ` \(allow list\), runner exec$`,
+		`(?m)^ +[0-9.]+ ms  relay  start             host pid [0-9]+ \(own process group\) on pipes: `,
+		`(?m)^ +[0-9.]+ ms  guest  launch result     relay speaks 2\.1; started`,
+		`(?m)^ +[0-9.]+ ms  guest  stream            stdout: 2 bytes host -> guest$`,
+		`(?m)^ +[0-9.]+ ms  relay  exit              exit status 0 `,
+		`(?m)^ +[0-9.]+ ms  guest  exit              status 0 \(host exit code 0\)$`,
+		`(?m)^command exit status 0$`,
+	} {
+		if !regexp.MustCompile(want).MatchString(report) {
+			t.Errorf("lab trace: no line matching %s", want)
+		}
+	}
+	if r := must("trace", "--name", name, "--", "true"); !strings.Contains(r.stdout, "no interop launch") {
+		t.Errorf("lab trace -- true:\n%s", r.stdout)
 	}
 
 	// Exit status of a guest command passes through lab exec.

@@ -17,6 +17,7 @@ import (
 	"github.com/spf13/cobra"
 
 	"lab/host"
+	"lab/trace"
 	"lab/wire"
 )
 
@@ -33,6 +34,7 @@ type relayOptions struct {
 	fallbackDir      string
 	wine             string
 	winePrefix       string
+	traceFile        string
 }
 
 func newRelayCommand() *cobra.Command {
@@ -83,6 +85,7 @@ for --grace, then kills their process groups and exits 0.`,
 	f.StringVar(&o.fallbackDir, "fallback-dir", "", "host working directory when the guest's is not in a share (default: your home directory)")
 	f.StringVar(&o.wine, "wine", "", "wine loader for PE files (default: wine in PATH, then /usr/lib/wine/wine64)")
 	f.StringVar(&o.winePrefix, "wine-prefix", "", "WINEPREFIX for PE files (default: $XDG_STATE_HOME/lab/wine)")
+	f.StringVar(&o.traceFile, "trace-file", "", "append the steps of traced launches (lab trace) to this file as JSON lines")
 	return cmd
 }
 
@@ -120,6 +123,14 @@ func relayAction(cmd *cobra.Command, o relayOptions) error {
 			return &usageError{fmt.Errorf("relay: --allow %q: want NAME=HOSTPATH", a)}
 		}
 		cfg.Allow = append(cfg.Allow, host.Exposed{Name: name, HostPath: hostPath})
+	}
+	if o.traceFile != "" {
+		tf, err := trace.OpenFile(o.traceFile, 0)
+		if err != nil {
+			return fmt.Errorf("relay: %w", err)
+		}
+		defer tf.Close()
+		cfg.Trace = trace.NewSink(tf, trace.SideRelay)
 	}
 	relay, err := host.NewRelay(cfg)
 	if err != nil {

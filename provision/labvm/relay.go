@@ -16,6 +16,7 @@ import (
 
 	"lab/host"
 	"lab/provision"
+	"lab/trace"
 	"lab/vm"
 	"lab/wineprefix"
 	"lab/wire"
@@ -29,6 +30,9 @@ const (
 	// FileEnvAllow lists, one a line ('#' comments), the variables a guest may set although
 	// the relay's deny list names them (host.Config.EnvAllow); read by each new generation.
 	FileEnvAllow = "env-allow"
+	// FileRelayTrace holds the relay's steps of traced launches (lab trace), JSON lines of
+	// lab/trace.Event; it starts over past 4 MiB, keeping the previous part as .1.
+	FileRelayTrace = "relay-trace.jsonl"
 )
 
 // RelayState is what the relay task publishes for lab status.
@@ -73,6 +77,12 @@ func runRelay(ctx context.Context, env *vm.Env) error {
 	defer lf.Close()
 	log := slog.New(slog.NewTextHandler(lf, &slog.HandlerOptions{Level: slog.LevelInfo}))
 	t := &relayTask{env: env, log: log, port: wire.DefaultPort}
+	if tf, err := trace.OpenFile(filepath.Join(env.StateDir, FileRelayTrace), 0); err != nil {
+		log.Warn("relay: no trace records (lab trace shows only the guest's side)", "err", err)
+	} else {
+		defer tf.Close()
+		t.trace = trace.NewSink(tf, trace.SideRelay)
+	}
 	err = t.run(ctx)
 	if err != nil {
 		log.Error("relay: stopped", "err", err)
@@ -82,9 +92,10 @@ func runRelay(ctx context.Context, env *vm.Env) error {
 }
 
 type relayTask struct {
-	env  *vm.Env
-	log  *slog.Logger
-	port uint32
+	env   *vm.Env
+	log   *slog.Logger
+	port  uint32
+	trace *trace.Sink
 
 	mu      sync.Mutex
 	relays  []*host.Relay // every generation, for the counters
@@ -163,6 +174,7 @@ func (t *relayTask) config() (host.Config, error) {
 		Token:   token,
 		PeerCID: t.env.CID,
 		Logger:  t.log,
+		Trace:   t.trace,
 		// A generation retired by lab expose lets its running programs finish.
 		DrainTimeout: 10 * time.Minute,
 	}
