@@ -15,15 +15,21 @@ import (
 
 func newRunCommand() *cobra.Command {
 	var name, junit, interp string
-	var tap, jsonOut, list, verbose bool
+	var tap, jsonOut, list, verbose, builtin bool
+	var dirs []string
 	cmd := &cobra.Command{
-		Use:   "run [PATTERN...] [--junit FILE] [--tap] [--json]",
+		Use:   "run [PATTERN...] [--scenarios DIR]... [--builtin] [--junit FILE] [--tap] [--json]",
 		Short: "Run the interop scenarios in a running VM",
 		Long: `run runs the scenario suite (one behaviour per scenario: streams, exit status,
 signals, terminal, cwd, LABENV, labpath, interop off, relay errors, security, load)
 in the guest over SSH, one scenario at a time, and prints a line per scenario and a
 summary table; a failing scenario shows its command, expected vs got, and the
 relay's and the guest's log lines. PATTERNs (globs or substrings) select scenarios.
+
+--scenarios DIR (repeatable; a directory of *.txtar files or one FILE.txtar) runs
+your own scenarios instead, written in the same language (lab help scenarios);
+--builtin adds lab's. Every file is checked before the VM is touched: errors say
+FILE:LINE.
 
 The VM needs a writable share (lab up --share DIR:/mnt/lab): the suite builds its
 host fixtures there (with the Go toolchain) and exposes them as host-* commands.
@@ -36,11 +42,11 @@ was skipped), 1 when one failed.`,
   lab run --junit report.xml`,
 		RunE: func(cmd *cobra.Command, args []string) error {
 			out := cmd.OutOrStdout()
+			all, err := selectScenarios(dirs, builtin)
+			if err != nil {
+				return err
+			}
 			if list {
-				all, err := scenarios.List()
-				if err != nil {
-					return err
-				}
 				for _, s := range all {
 					if scenarios.Match(s.Name, args) {
 						fmt.Fprintf(out, "%-24s %s\n", s.Name, s.Summary)
@@ -66,7 +72,7 @@ was skipped), 1 when one failed.`,
 			if err != nil {
 				return err
 			}
-			rep, err := scenarios.Run(ctx, env, scenarios.Options{Patterns: args, Progress: progress, Verbose: verbose})
+			rep, err := scenarios.Run(ctx, env, scenarios.Options{Scenarios: all, Patterns: args, Progress: progress, Verbose: verbose})
 			if err != nil {
 				return err
 			}
@@ -81,7 +87,39 @@ was skipped), 1 when one failed.`,
 	f.BoolVar(&list, "list", false, "list the scenarios (and their behaviour) without running them")
 	f.BoolVar(&verbose, "verbose", false, "keep the full log of passing scenarios in the reports")
 	f.StringVar(&interp, "interpreter", "", "lab-interop binary for the guest (default: next to lab)")
+	f.StringArrayVar(&dirs, "scenarios", nil, "run the scenarios in DIR (or one FILE.txtar); repeatable")
+	f.BoolVar(&builtin, "builtin", false, "with --scenarios: run lab's built-in scenarios too")
 	return cmd
+}
+
+// selectScenarios is the suite of a run: the user's files (checked now, before any VM
+// work), lab's built-in scenarios when asked for or when no --scenarios is given.
+func selectScenarios(dirs []string, builtin bool) ([]scenarios.Scenario, error) {
+	var all []scenarios.Scenario
+	if builtin || len(dirs) == 0 {
+		b, err := scenarios.List()
+		if err != nil {
+			return nil, err
+		}
+		all = b
+	}
+	if len(dirs) > 0 {
+		user, err := scenarios.Load(dirs)
+		if err != nil {
+			return nil, err
+		}
+		all = append(all, user...)
+	}
+	return all, nil
+}
+
+// newScenariosHelpTopic is `lab help scenarios` (a help topic: no Run).
+func newScenariosHelpTopic() *cobra.Command {
+	return &cobra.Command{
+		Use:   "scenarios",
+		Short: "The scenario language: commands, conditions, variables, a worked example",
+		Long:  scenarios.HelpText(),
+	}
 }
 
 // writeReport prints the report in the chosen format and maps failures to exit status 1.
