@@ -31,8 +31,9 @@ your own scenarios instead, written in the same language (lab help scenarios);
 --builtin adds lab's. Every file is checked before the VM is touched: errors say
 FILE:LINE.
 
-The VM needs a writable share (lab up --share DIR:/mnt/lab): the suite builds its
-host fixtures there (with the Go toolchain) and exposes them as host-* commands.
+Any VM from lab up will do: the suite builds its host fixtures (with the Go
+toolchain) in the VM's scratch share (/mnt/lab, in its state directory) and exposes
+them as host-* commands. A VM started with --no-scratch needs a writable --share.
 
 --tap and --json print that format on stdout instead of the table; --junit FILE
 writes JUnit XML as well. Exit status: 0 when every selected scenario passed (or
