@@ -78,6 +78,10 @@ type Options struct {
 	Verbose   bool      // keep the whole log of passing scenarios too
 	// Timeout bounds each guest command that names no -timeout. Zero: 2 minutes.
 	Timeout time.Duration
+	// Shard, if set, runs only that part of the selected scenarios (Assign, by
+	// Durations when given: lab run --shard K/N --durations REPORT).
+	Shard     *ShardSpec
+	Durations map[string]time.Duration
 }
 
 // Scenario is one scenario file.
@@ -173,7 +177,11 @@ type Result struct {
 type Report struct {
 	Start    time.Time     `json:"start"`
 	Duration time.Duration `json:"duration_ns"`
-	Results  []Result      `json:"results"`
+	// Suite names every scenario selected before sharding, in run order; Shard is the
+	// part this report ran (nil: all). Merge checks shards against both.
+	Suite   []string   `json:"suite,omitempty"`
+	Shard   *ShardSpec `json:"shard,omitempty"`
+	Results []Result   `json:"results"`
 }
 
 // Counts returns how many passed, failed and were skipped.
@@ -216,11 +224,12 @@ func Run(ctx context.Context, env Env, opts Options) (*Report, error) {
 		return nil, fmt.Errorf("scenarios: %w", err)
 	}
 	defer os.RemoveAll(dir)
+	suite, selected := Select(all, opts)
+	if len(suite) == 0 {
+		return nil, fmt.Errorf("scenarios: no scenario matches %q (lab run --list shows them)", opts.Patterns)
+	}
 	var files []string
-	for _, s := range all {
-		if !Match(s.Name, opts.Patterns) {
-			continue
-		}
+	for _, s := range selected {
 		if s.File != "" {
 			files = append(files, s.File)
 			continue
@@ -235,10 +244,41 @@ func Run(ctx context.Context, env Env, opts Options) (*Report, error) {
 		}
 		files = append(files, f)
 	}
+	var rep *Report
 	if len(files) == 0 {
-		return nil, fmt.Errorf("scenarios: no scenario matches %q (lab run --list shows them)", opts.Patterns)
+		// More shards than scenarios: this one has none, and says so in its report.
+		rep = &Report{Start: time.Now()}
+	} else if rep, err = runFiles(ctx, env, opts, files, dir); err != nil {
+		return nil, err
 	}
-	return runFiles(ctx, env, opts, files, dir)
+	rep.Suite, rep.Shard = suite, opts.Shard
+	return rep, nil
+}
+
+// Select applies opts' patterns and shard to all: suite is every matching name (the
+// suite the shards are cut from), part the scenarios this run runs.
+func Select(all []Scenario, opts Options) (suite []string, part []Scenario) {
+	var selected []Scenario
+	for _, s := range all {
+		if Match(s.Name, opts.Patterns) {
+			selected = append(selected, s)
+			suite = append(suite, s.Name)
+		}
+	}
+	sh := opts.Shard
+	if sh == nil || len(suite) == 0 {
+		return suite, selected
+	}
+	mine := map[string]bool{}
+	for _, n := range Assign(suite, sh.N, opts.Durations)[sh.K-1] {
+		mine[n] = true
+	}
+	for _, s := range selected {
+		if mine[s.Name] {
+			part = append(part, s)
+		}
+	}
+	return suite, part
 }
 
 // RunFiles runs scenario files from disk (tests of the engine); use Load and Run for users' files.
