@@ -173,3 +173,34 @@ func TestIntegrationBuildCleanCache(t *testing.T) {
 		t.Errorf("manifest.json: %v", err)
 	}
 }
+
+func TestKeyWithoutApt(t *testing.T) {
+	t.Setenv("PATH", t.TempDir())
+	_, err := Key(context.Background(), Options{CacheDir: t.TempDir()})
+	if err == nil || !strings.HasPrefix(err.Error(), "images: ") || !strings.HasSuffix(err.Error(), ": the image key comes from apt's package metadata") {
+		t.Fatalf("Key without apt: %v", err)
+	}
+}
+
+// The key is the cache directory Build uses, computed without building (on a host
+// with apt; the image itself is built by the integration tests and lab image build).
+func TestKeyIsBuildsKey(t *testing.T) {
+	if testing.Short() {
+		t.Skip("-short: resolves packages with apt and builds (or reuses) the image")
+	}
+	if err := (&apt{progress: newProgress(nil)}).available(); err != nil {
+		t.Skipf("no apt: %v", err)
+	}
+	ctx := context.Background()
+	key, err := Key(ctx, Options{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	img, err := Build(ctx, Options{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if img.Manifest.Key != key || filepath.Base(img.Dir) != key {
+		t.Errorf("Key = %s; Build used %s (%s)", key, img.Manifest.Key, img.Dir)
+	}
+}

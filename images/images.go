@@ -153,20 +153,7 @@ func build(ctx context.Context, opts Options) (*Image, error) {
 		}
 		return nil, fmt.Errorf("%w: lab builds the guest's userland from Debian packages (%s) with apt-get download: run it on a Debian or Ubuntu host (--kernel and --modules replace only the linux-image package)", err, strings.Join(rc.packages, ", "))
 	}
-	wantKernel := ks == nil
-	pr.line("resolving packages")
-	res, err := a.resolve(ctx, cache, rc.packages, wantKernel)
-	if err != nil && wantKernel {
-		// No kernel package in apt's sources: the host's own kernel will do
-		// when both its image and its modules are there.
-		if hk, ok := hostKernel(); ok {
-			pr.line("no kernel package from apt (%v): using the host's %s", err, hk.Image)
-			ks, wantKernel = hk, false
-			res, err = a.resolve(ctx, cache, rc.packages, false)
-		} else {
-			err = fmt.Errorf("%w (or pass --kernel and --modules)", err)
-		}
-	}
+	ks, res, err := resolvePackages(ctx, a, cache, rc, ks)
 	if err != nil {
 		return nil, err
 	}
@@ -177,23 +164,10 @@ func build(ctx context.Context, opts Options) (*Image, error) {
 	}
 	start := time.Now()
 
-	// The cache key: recipe, packages (by SHA256), kernel, command line.
-	h := sha256.New()
-	fmt.Fprintf(h, "%s\n%s\n%s\n%s\n%s\n%q\n", recipeVersion, server, DefaultCmdline, rcS, rc.inittab, moduleRoots)
-	for _, f := range rc.extra {
-		fmt.Fprintf(h, "%s %v %s %x\n", f.Path, f.Mode, f.Linkname, sha256.Sum256(f.Data))
+	key, err := cacheKey(rc, server, pkgs, ks)
+	if err != nil {
+		return nil, err
 	}
-	for _, p := range pkgs {
-		fmt.Fprintf(h, "pkg %s %s %s %s\n", p.Name, p.Version, p.Arch, p.SHA256)
-	}
-	if ks != nil {
-		id, err := kernelIdentity(ks)
-		if err != nil {
-			return nil, err
-		}
-		fmt.Fprintf(h, "kernel %s\n", id)
-	}
-	key := hex.EncodeToString(h.Sum(nil))[:20]
 	dir := filepath.Join(cache, "images", key)
 	if !opts.Rebuild {
 		if img, err := loadImage(dir); err == nil {
@@ -379,6 +353,97 @@ func build(ctx context.Context, opts Options) (*Image, error) {
 	}
 	pr.line("built %s (%d files, initramfs %.1f MB, kernel %s) in %.1fs", dir, len(files), float64(cw.n)/1e6, ks.Version, m.BuildSeconds)
 	return loadImage(dir)
+}
+
+// resolvePackages asks apt's metadata (nothing is downloaded) for the packages'
+// versions and checksums, and the kernel package unless ks is set; without a kernel
+// package it falls back to the host's kernel.
+func resolvePackages(ctx context.Context, a *apt, cache string, rc *recipe, ks *kernelSource) (*kernelSource, *resolution, error) {
+	pr := a.progress
+	wantKernel := ks == nil
+	pr.line("resolving packages")
+	res, err := a.resolve(ctx, cache, rc.packages, wantKernel)
+	if err != nil && wantKernel {
+		// No kernel package in apt's sources: the host's own kernel will do
+		// when both its image and its modules are there.
+		if hk, ok := hostKernel(); ok {
+			pr.line("no kernel package from apt (%v): using the host's %s", err, hk.Image)
+			ks, wantKernel = hk, false
+			res, err = a.resolve(ctx, cache, rc.packages, false)
+		} else {
+			err = fmt.Errorf("%w (or pass --kernel and --modules)", err)
+		}
+	}
+	if err != nil {
+		return nil, nil, err
+	}
+	return ks, res, nil
+}
+
+// cacheKey is the image's cache key: recipe, packages (by SHA256), kernel, command line.
+func cacheKey(rc *recipe, server string, pkgs []Package, ks *kernelSource) (string, error) {
+	h := sha256.New()
+	fmt.Fprintf(h, "%s\n%s\n%s\n%s\n%s\n%q\n", recipeVersion, server, DefaultCmdline, rcS, rc.inittab, moduleRoots)
+	for _, f := range rc.extra {
+		fmt.Fprintf(h, "%s %v %s %x\n", f.Path, f.Mode, f.Linkname, sha256.Sum256(f.Data))
+	}
+	for _, p := range pkgs {
+		fmt.Fprintf(h, "pkg %s %s %s %s\n", p.Name, p.Version, p.Arch, p.SHA256)
+	}
+	if ks != nil {
+		id, err := kernelIdentity(ks)
+		if err != nil {
+			return "", err
+		}
+		fmt.Fprintf(h, "kernel %s\n", id)
+	}
+	return hex.EncodeToString(h.Sum(nil))[:20], nil
+}
+
+// Key returns the cache key of the image Build would build or reuse with opts, from
+// apt's metadata, without downloading or building anything: CI caches
+// $XDG_CACHE_HOME/lab under it (lab image key). It needs apt-get, as a build does.
+func Key(ctx context.Context, opts Options) (string, error) {
+	key, err := imageKey(ctx, opts)
+	if err != nil {
+		return "", fmt.Errorf("images: %w", err)
+	}
+	return key, nil
+}
+
+func imageKey(ctx context.Context, opts Options) (string, error) {
+	server := opts.SSHServer
+	if server == "" {
+		server = DefaultSSHServer
+	}
+	rc, err := newRecipe(server)
+	if err != nil {
+		return "", err
+	}
+	cache := opts.CacheDir
+	if cache == "" {
+		if cache, err = DefaultCacheDir(); err != nil {
+			return "", err
+		}
+	}
+	var ks *kernelSource
+	switch {
+	case opts.Kernel != "":
+		if ks, err = kernelFromFlags(opts.Kernel, opts.Modules); err != nil {
+			return "", err
+		}
+	case opts.Modules != "":
+		return "", errors.New("--modules needs --kernel")
+	}
+	a := &apt{progress: newProgress(opts.Progress)}
+	if err := a.available(); err != nil {
+		return "", fmt.Errorf("%w: the image key comes from apt's package metadata", err)
+	}
+	ks, res, err := resolvePackages(ctx, a, cache, rc, ks)
+	if err != nil {
+		return "", err
+	}
+	return cacheKey(rc, server, res.Packages, ks)
 }
 
 // kernelPkgDir is where a kernel package is unpacked in the cache.

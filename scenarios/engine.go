@@ -71,11 +71,17 @@ type Env struct {
 
 // Options select and present a run.
 type Options struct {
-	Patterns []string  // glob or substring of scenario names; none: all
-	Progress io.Writer // one line per scenario as it finishes; nil: silent
-	Verbose  bool      // keep the whole log of passing scenarios too
+	// Scenarios to run (List, Load, or both); nil: the built-in ones (List).
+	Scenarios []Scenario
+	Patterns  []string  // glob or substring of scenario names; none: all
+	Progress  io.Writer // one line per scenario as it finishes; nil: silent
+	Verbose   bool      // keep the whole log of passing scenarios too
 	// Timeout bounds each guest command that names no -timeout. Zero: 2 minutes.
 	Timeout time.Duration
+	// Shard, if set, runs only that part of the selected scenarios (Assign, by
+	// Durations when given: lab run --shard K/N --durations REPORT).
+	Shard     *ShardSpec
+	Durations map[string]time.Duration
 }
 
 // Scenario is one scenario file.
@@ -83,6 +89,20 @@ type Scenario struct {
 	Name    string // file name without .txtar
 	Summary string // its first comment line
 	Script  string // the script part
+	// File is the user's file (Load), as given; empty for a built-in scenario.
+	File string
+}
+
+// BuiltinPrefix stands for the directory of the built-in scenarios in reports
+// (builtin/args.txtar:12: ...).
+const BuiltinPrefix = "builtin/"
+
+// source is how reports name the scenario's file.
+func (s Scenario) source() string {
+	if s.File == "" {
+		return BuiltinPrefix + s.Name + ".txtar"
+	}
+	return s.File
 }
 
 // List returns the built-in scenarios in name order.
@@ -138,8 +158,10 @@ const (
 
 // Result is one scenario's outcome.
 type Result struct {
-	Name     string        `json:"name"`
-	Summary  string        `json:"summary"`
+	Name    string `json:"name"`
+	Summary string `json:"summary"`
+	// File is the scenario's file: the user's path, or builtin/NAME.txtar.
+	File     string        `json:"file,omitempty"`
 	Status   Status        `json:"status"`
 	Duration time.Duration `json:"duration_ns"`
 	// Log is the script's transcript: for a failure, the failing phase with the command,
@@ -155,7 +177,11 @@ type Result struct {
 type Report struct {
 	Start    time.Time     `json:"start"`
 	Duration time.Duration `json:"duration_ns"`
-	Results  []Result      `json:"results"`
+	// Suite names every scenario selected before sharding, in run order; Shard is the
+	// part this report ran (nil: all). Merge checks shards against both.
+	Suite   []string   `json:"suite,omitempty"`
+	Shard   *ShardSpec `json:"shard,omitempty"`
+	Results []Result   `json:"results"`
 }
 
 // Counts returns how many passed, failed and were skipped.
@@ -183,8 +209,14 @@ func (r *Report) OK() bool {
 // change it) and returns the report. The error is for the run itself (no scenario
 // matched, a broken environment), never for a failing scenario.
 func Run(ctx context.Context, env Env, opts Options) (*Report, error) {
-	all, err := List()
-	if err != nil {
+	all := opts.Scenarios
+	if all == nil {
+		var err error
+		if all, err = List(); err != nil {
+			return nil, err
+		}
+	}
+	if err := checkNames(all); err != nil {
 		return nil, err
 	}
 	dir, err := os.MkdirTemp("", "lab-scenarios-")
@@ -192,9 +224,14 @@ func Run(ctx context.Context, env Env, opts Options) (*Report, error) {
 		return nil, fmt.Errorf("scenarios: %w", err)
 	}
 	defer os.RemoveAll(dir)
+	suite, selected := Select(all, opts)
+	if len(suite) == 0 {
+		return nil, fmt.Errorf("scenarios: no scenario matches %q (lab run --list shows them)", opts.Patterns)
+	}
 	var files []string
-	for _, s := range all {
-		if !Match(s.Name, opts.Patterns) {
+	for _, s := range selected {
+		if s.File != "" {
+			files = append(files, s.File)
 			continue
 		}
 		b, err := scenarioFS.ReadFile("testdata/" + s.Name + ".txtar")
@@ -207,14 +244,50 @@ func Run(ctx context.Context, env Env, opts Options) (*Report, error) {
 		}
 		files = append(files, f)
 	}
+	var rep *Report
 	if len(files) == 0 {
-		return nil, fmt.Errorf("scenarios: no scenario matches %q (lab run --list shows them)", opts.Patterns)
+		// More shards than scenarios: this one has none, and says so in its report.
+		rep = &Report{Start: time.Now()}
+	} else if rep, err = runFiles(ctx, env, opts, files, dir); err != nil {
+		return nil, err
 	}
-	return RunFiles(ctx, env, opts, files)
+	rep.Suite, rep.Shard = suite, opts.Shard
+	return rep, nil
 }
 
-// RunFiles runs scenario files from disk (lab run FILE.txtar, tests of the engine).
+// Select applies opts' patterns and shard to all: suite is every matching name (the
+// suite the shards are cut from), part the scenarios this run runs.
+func Select(all []Scenario, opts Options) (suite []string, part []Scenario) {
+	var selected []Scenario
+	for _, s := range all {
+		if Match(s.Name, opts.Patterns) {
+			selected = append(selected, s)
+			suite = append(suite, s.Name)
+		}
+	}
+	sh := opts.Shard
+	if sh == nil || len(suite) == 0 {
+		return suite, selected
+	}
+	mine := map[string]bool{}
+	for _, n := range Assign(suite, sh.N, opts.Durations)[sh.K-1] {
+		mine[n] = true
+	}
+	for _, s := range selected {
+		if mine[s.Name] {
+			part = append(part, s)
+		}
+	}
+	return suite, part
+}
+
+// RunFiles runs scenario files from disk (tests of the engine); use Load and Run for users' files.
 func RunFiles(ctx context.Context, env Env, opts Options, files []string) (*Report, error) {
+	return runFiles(ctx, env, opts, files, "")
+}
+
+// runFiles runs files; builtinDir, if set, holds the built-in ones, shown as builtin/ in reports.
+func runFiles(ctx context.Context, env Env, opts Options, files []string, builtinDir string) (*Report, error) {
 	if opts.Timeout == 0 {
 		opts.Timeout = 2 * time.Minute
 	}
@@ -224,10 +297,12 @@ func RunFiles(ctx context.Context, env Env, opts Options, files []string) (*Repo
 		return nil, fmt.Errorf("scenarios: %w", err)
 	}
 	defer os.RemoveAll(work)
-	r := &runner{env: env, opts: opts, ctx: ctx, summaries: map[string]string{}}
+	r := &runner{env: env, opts: opts, ctx: ctx, summaries: map[string]string{}, files: map[string]string{}, builtinDir: builtinDir}
 	for _, f := range files {
+		name := strings.TrimSuffix(strings.TrimSuffix(filepath.Base(f), ".txtar"), ".txt")
+		r.files[name] = f
 		if a, err := txtar.ParseFile(f); err == nil {
-			r.summaries[strings.TrimSuffix(strings.TrimSuffix(filepath.Base(f), ".txtar"), ".txt")] = summaryOf(a.Comment)
+			r.summaries[name] = summaryOf(a.Comment)
 		}
 	}
 	top := &scriptT{r: r, verbose: opts.Verbose}
@@ -263,12 +338,27 @@ type runner struct {
 	results []Result
 
 	summaries map[string]string
+	files     map[string]string // scenario name -> its file
+	// builtinDir holds the built-in scenarios written out for testscript; reports name
+	// it builtin/.
+	builtinDir string
 
 	mu    sync.Mutex
 	dirty bool // the current scenario changed the lab: Restore after it
 }
 
 func (r *runner) setup(e *testscript.Env) error {
+	// $SCENARIODIR: the directory of the scenario's file, where a user keeps host
+	// fixtures next to it (expose $SCENARIODIR/tool.sh tool, cp $SCENARIODIR/x $SHARE/x).
+	if st, ok := e.T().(*scriptT); ok {
+		if f, ok := r.files[st.name]; ok {
+			d, err := filepath.Abs(filepath.Dir(f))
+			if err != nil {
+				return err
+			}
+			e.Setenv("SCENARIODIR", d)
+		}
+	}
 	e.Setenv("SHARE", r.env.ShareHost)
 	e.Setenv("GSHARE", r.env.ShareGuest)
 	e.Setenv("FIXTURES", r.env.Fixtures)
@@ -337,7 +427,7 @@ func (t *scriptT) Run(name string, f func(testscript.T)) {
 		f(sub)
 	}()
 	<-done
-	res := Result{Name: name, Status: Pass, Duration: time.Since(start), Log: sub.log.String()}
+	res := Result{Name: name, File: r.source(name), Status: Pass, Duration: time.Since(start), Log: r.rewritePaths(sub.log.String())}
 	switch {
 	case sub.failed:
 		res.Status = Fail
@@ -370,6 +460,23 @@ func (t *scriptT) Run(name string, f func(testscript.T)) {
 			writeFailure(w, res)
 		}
 	}
+}
+
+// source names a scenario's file as reports show it.
+func (r *runner) source(name string) string {
+	f := r.files[name]
+	if r.builtinDir != "" && filepath.Dir(f) == r.builtinDir {
+		return BuiltinPrefix + filepath.Base(f)
+	}
+	return f
+}
+
+// rewritePaths shows built-in scenarios' FAIL lines as builtin/NAME.txtar:LINE.
+func (r *runner) rewritePaths(log string) string {
+	if r.builtinDir == "" {
+		return log
+	}
+	return strings.ReplaceAll(log, r.builtinDir+string(filepath.Separator), BuiltinPrefix)
 }
 
 func (r *runner) guestLog() []string {

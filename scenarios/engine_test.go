@@ -57,6 +57,7 @@ func TestEngine(t *testing.T) {
 		Guest:      localGuest{t},
 		ShareGuest: "/guest/share",
 		Stub:       func(name string) []byte { return []byte("STUB " + name + "\n") },
+		RelayLog:   func(time.Time) []string { return []string{"level=INFO msg=launch name=host-x"} },
 	}
 	var progress bytes.Buffer
 	rep, err := RunFiles(context.Background(), env, Options{Progress: &progress, Timeout: time.Minute}, files)
@@ -108,7 +109,20 @@ func TestEngine(t *testing.T) {
 		t.Fatalf("JUnit does not parse: %v\n%s", err, junit.String())
 	}
 	if s := js.Suites[0]; s.Tests != 3 || s.Failures != 1 || s.Skipped != 1 || s.Cases[0].Failure == nil {
-		t.Errorf("JUnit suite %+v", s)
+		t.Fatalf("JUnit suite %+v", s)
+	}
+	// What a CI UI shows of the failure: where, which command, expected vs got, and the
+	// relay's log lines beside it.
+	c := js.Suites[0].Cases[0]
+	if c.File != "testdata/engine/fail.txtar" || c.Line != 3 || c.Time == "" {
+		t.Errorf("JUnit case: file %q line %d time %q", c.File, c.Line, c.Time)
+	}
+	if f := c.Failure; f.Message != "testdata/engine/fail.txtar:3: stdout and want differ" || f.Type != "cmp stdout want" ||
+		!strings.Contains(f.Body, "-got\n+expected") {
+		t.Errorf("JUnit failure: message %q type %q body:\n%s", f.Message, f.Type, f.Body)
+	}
+	if c.SystemOut == nil || !strings.Contains(c.SystemOut.Text, "relay log:\nlevel=INFO msg=launch name=host-x\n") {
+		t.Errorf("JUnit system-out: %+v", c.SystemOut)
 	}
 	var jb bytes.Buffer
 	if err := rep.WriteJSON(&jb); err != nil {
@@ -136,28 +150,16 @@ func TestBuiltinScenariosParse(t *testing.T) {
 	if len(list) < 20 {
 		t.Fatalf("only %d scenarios", len(list))
 	}
-	known := map[string]bool{}
-	for _, c := range Commands {
-		known[c.Name] = true
-	}
-	for _, b := range []string{"cmp", "cmpenv", "stdout", "stderr", "exec", "cp", "mkdir", "skip", "grep", "symlink", "rm", "env", "exists", "chmod"} {
-		known[b] = true
-	}
 	for _, s := range list {
 		if s.Summary == "" {
 			t.Errorf("%s: no summary comment on its first line", s.Name)
 		}
-		for i, line := range strings.Split(s.Script, "\n") {
-			f := strings.Fields(line)
-			for len(f) > 0 && (strings.HasPrefix(f[0], "[") || f[0] == "!") {
-				f = f[1:]
-			}
-			if len(f) == 0 || strings.HasPrefix(f[0], "#") {
-				continue
-			}
-			if !known[f[0]] {
-				t.Errorf("%s:%d: unknown command %q", s.Name, i+1, f[0])
-			}
+		b, err := scenarioFS.ReadFile("testdata/" + s.Name + ".txtar")
+		if err != nil {
+			t.Fatal(err)
+		}
+		if err := Lint(BuiltinPrefix+s.Name+".txtar", b); err != nil {
+			t.Error(err)
 		}
 	}
 }

@@ -29,7 +29,9 @@ commands. Conditions: ` + "`[wine]`" + ` (Wine is installed and the VM has the W
 Wine prefix's ` + "`drive_c`" + ` at ` + "`/mnt/c`" + `; the PE scenarios skip with "wine not installed" otherwise,
 never pass), testscript's ` + "`[exec:PROG]`" + `. Under ` + "`[wine]`" + `, ` + "`$PEFIX`" + ` holds the Windows test programs
 (package pefixtures: echoargs.exe, upper.exe, stderr.exe, waitctrlc.exe, pwd.exe, getenv.exe, ...) and
-` + "`$DRIVEC`" + ` is the host directory the guest sees as ` + "`/mnt/c`" + `.
+` + "`$DRIVEC`" + ` is the host directory the guest sees as ` + "`/mnt/c`" + `. ` + "`$SCENARIODIR`" + ` is the directory of the
+scenario's file (users keep host programs next to their scenarios; ` + "`lab run --scenarios DIR`" + `
+runs them and ` + "`lab help scenarios`" + ` documents the language with a worked example, ` + "`example/`" + `).
 
 ## Commands
 
@@ -38,6 +40,10 @@ never pass), testscript's ` + "`[exec:PROG]`" + `. Under ` + "`[wine]`" + `, ` +
 `)
 	for _, c := range Commands {
 		fmt.Fprintf(&b, "| `%s` | `%s` | %s |\n", c.Name, strings.ReplaceAll(c.Usage, "|", `\|`), strings.ReplaceAll(c.Summary, "|", `\|`))
+	}
+	b.WriteString("\n## Conditions\n\n| condition | holds when |\n|---|---|\n")
+	for _, c := range Conditions {
+		fmt.Fprintf(&b, "| `[%s]` | %s |\n", c.Name, strings.ReplaceAll(c.Summary, "|", `\|`))
 	}
 	b.WriteString("\n## Scenarios\n\n| scenario | behaviour |\n|---|---|\n")
 	for _, s := range list {

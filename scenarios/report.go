@@ -5,6 +5,8 @@ import (
 	"encoding/xml"
 	"fmt"
 	"io"
+	"regexp"
+	"strconv"
 	"strings"
 	"time"
 )
@@ -103,13 +105,39 @@ type junitSuite struct {
 	Cases     []junitCase `xml:"testcase"`
 }
 
+// junitCase carries what CI UIs show: the file and line (GitLab, GitHub annotators read
+// file/line), the time, the failure (message FILE:LINE: reason, type the failing
+// command, body the failing phase with expected vs got), the relay's and the guest's
+// log lines as system-out, and the behaviour as a property.
 type junitCase struct {
-	Name      string        `xml:"name,attr"`
-	Classname string        `xml:"classname,attr"`
-	Time      string        `xml:"time,attr"`
-	Failure   *junitMessage `xml:"failure,omitempty"`
-	Skipped   *junitMessage `xml:"skipped,omitempty"`
-	SystemOut string        `xml:"system-out,omitempty"`
+	Name       string        `xml:"name,attr"`
+	Classname  string        `xml:"classname,attr"`
+	File       string        `xml:"file,attr,omitempty"`
+	Line       int           `xml:"line,attr,omitempty"`
+	Time       string        `xml:"time,attr"`
+	Properties *junitProps   `xml:"properties,omitempty"`
+	Failure    *junitFailure `xml:"failure,omitempty"`
+	Skipped    *junitMessage `xml:"skipped,omitempty"`
+	SystemOut  *junitCDATA   `xml:"system-out,omitempty"`
+}
+
+type junitCDATA struct {
+	Text string `xml:",cdata"`
+}
+
+type junitProps struct {
+	Props []junitProp `xml:"property"`
+}
+
+type junitProp struct {
+	Name  string `xml:"name,attr"`
+	Value string `xml:"value,attr"`
+}
+
+type junitFailure struct {
+	Message string `xml:"message,attr"`
+	Type    string `xml:"type,attr,omitempty"`
+	Body    string `xml:",cdata"`
 }
 
 type junitMessage struct {
@@ -120,22 +148,27 @@ type junitMessage struct {
 // WriteJUnit writes the JUnit XML that CI systems read.
 func (r *Report) WriteJUnit(w io.Writer) error {
 	p, f, s := r.Counts()
+	name := "lab scenarios"
+	if r.Shard != nil {
+		name += " (shard " + r.Shard.String() + ")"
+	}
 	suite := junitSuite{
-		Name: "lab scenarios", Tests: p + f + s, Failures: f, Skipped: s,
+		Name: name, Tests: p + f + s, Failures: f, Skipped: s,
 		Time: secs(r.Duration), Timestamp: r.Start.UTC().Format(time.RFC3339),
 	}
 	for _, x := range r.Results {
-		c := junitCase{Name: x.Name, Classname: "lab.scenarios", Time: secs(x.Duration)}
+		c := junitCase{Name: x.Name, Classname: "lab.scenarios", File: x.File, Time: secs(x.Duration)}
+		if x.Summary != "" {
+			c.Properties = &junitProps{[]junitProp{{Name: "behaviour", Value: x.Summary}}}
+		}
 		switch x.Status {
 		case Fail:
-			body := x.Log
-			if len(x.RelayLog) > 0 {
-				body += "\nrelay log:\n" + strings.Join(x.RelayLog, "\n")
+			fl := parseFailure(x.Log)
+			c.Line = fl.Line
+			c.Failure = &junitFailure{Message: fl.Message, Type: fl.Command, Body: strings.TrimRight(x.Log, "\n")}
+			if out := systemOut(x); out != "" {
+				c.SystemOut = &junitCDATA{out}
 			}
-			if len(x.GuestLog) > 0 {
-				body += "\nguest log:\n" + strings.Join(x.GuestLog, "\n")
-			}
-			c.Failure = &junitMessage{Message: failLine(x.Log), Body: body}
 		case Skip:
 			c.Skipped = &junitMessage{Message: oneLine(lastLine(x.Log))}
 		}
@@ -153,14 +186,50 @@ func (r *Report) WriteJUnit(w io.Writer) error {
 	return err
 }
 
-// failLine picks the FAIL line of a log, the one-line reason.
-func failLine(log string) string {
+// systemOut is the relay's and the guest's log lines of a failing scenario.
+func systemOut(x Result) string {
+	var b strings.Builder
+	if len(x.RelayLog) > 0 {
+		b.WriteString("relay log:\n" + strings.Join(x.RelayLog, "\n") + "\n")
+	}
+	if len(x.GuestLog) > 0 {
+		b.WriteString("guest log (dmesg):\n" + strings.Join(x.GuestLog, "\n") + "\n")
+	}
+	return b.String()
+}
+
+// Failure is what a failing scenario's log says about where and why it failed.
+type Failure struct {
+	Message string // FILE:LINE: reason (testscript's FAIL line without "FAIL: ")
+	Line    int    // the failing line of the scenario's file; 0 if unknown
+	Command string // the failing command as written in the script
+}
+
+var failRE = regexp.MustCompile(`^FAIL: (.*):(\d+): (.*)$`)
+
+// parseFailure finds the FAIL line of a log and the command it belongs to (the last
+// "> " line before it).
+func parseFailure(log string) Failure {
+	fl := Failure{Message: "failed"}
+	cmd := ""
 	for _, l := range splitLines(log) {
-		if strings.HasPrefix(l, "FAIL:") {
-			return l
+		if c, ok := strings.CutPrefix(l, "> "); ok {
+			cmd = c
+			continue
+		}
+		if m := failRE.FindStringSubmatch(l); m != nil {
+			fl.Message = strings.TrimPrefix(l, "FAIL: ")
+			fl.Line, _ = strconv.Atoi(m[2])
+			fl.Command = cmd
+			return fl
+		}
+		if rest, ok := strings.CutPrefix(l, "FAIL: "); ok {
+			fl.Message = rest
+			fl.Command = cmd
+			return fl
 		}
 	}
-	return "failed"
+	return fl
 }
 
 func secs(d time.Duration) string { return fmt.Sprintf("%.3f", d.Seconds()) }

@@ -28,6 +28,11 @@ type Config struct {
 	Accel    string // "auto" (try KVM, fall back to TCG), "kvm" or "tcg"; zero: auto
 	Vsock    string // "auto" (kernel when /dev/vhost-vsock opens, else user), "kernel" or "user"; zero: auto
 	Shares   []Share
+	// Scratch, when set, is where the guest mounts a writable share lab owns:
+	// <state>/scratch (tag ScratchTag), made by Up and removed with the state dir by
+	// Down. It is what lab run builds its fixtures in, so a VM needs no --share for
+	// the scenarios. Zero: none.
+	Scratch string
 	// MemoryMiB and CPUs size the guest; zero: 1024 MiB and 2 CPUs.
 	MemoryMiB, CPUs int
 	// Kernel, when set, boots this kernel instead of the one from the host's package
@@ -49,6 +54,12 @@ type Config struct {
 	// inProcess, in tests, runs this hostagent inside the calling process.
 	inProcess *Hostagent
 }
+
+// ScratchTag is the 9p tag of the scratch share (Config.Scratch).
+const ScratchTag = "lab-scratch"
+
+// DefaultScratch is where lab up mounts the scratch share.
+const DefaultScratch = "/mnt/lab"
 
 // Share is a host directory exported to the guest over 9p.
 type Share struct {
@@ -151,5 +162,15 @@ func (c Config) withDefaults() (Config, error) {
 		shares[i] = sh
 	}
 	c.Shares = shares
+	if c.Scratch != "" {
+		if !filepath.IsAbs(c.Scratch) || strings.ContainsAny(c.Scratch, " \t\n:") {
+			return c, fmt.Errorf("vm: scratch share guest path %q: want an absolute path without spaces or colons", c.Scratch)
+		}
+		for _, sh := range shares {
+			if sh.Tag == ScratchTag || filepath.Clean(sh.GuestPath) == filepath.Clean(c.Scratch) {
+				return c, fmt.Errorf("vm: share %s:%s takes the scratch share's place (%s); mount it elsewhere", sh.HostPath, sh.GuestPath, c.Scratch)
+			}
+		}
+	}
 	return c, nil
 }

@@ -29,6 +29,7 @@ const (
 	FileQEMUExit    = "qemu.exit"        // why QEMU ended, written by the hostagent
 	FileQMPSock     = "qmp.sock"         // QMP monitor for lab status / lab down
 	FileConsoleLog  = "console.log"      // the guest's serial console
+	DirScratch      = "scratch"          // the scratch share (Config.Scratch), if the VM has one
 	FileInitrd      = "initrd.cpio"      // base image cpio followed by this VM's instance cpio
 	FileVhostSock   = "vhost-vsock.sock" // vhost-user socket of the userspace vsock backend (user mode)
 	FileVsockUDS    = "vsock.sock"       // Firecracker-style host side of the userspace vsock ("<path>_<port>")

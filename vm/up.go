@@ -117,6 +117,13 @@ func Up(ctx context.Context, cfg Config) (*Instance, error) {
 		return nil, fmt.Errorf("vm: %w", err)
 	}
 
+	if cfg.Scratch != "" {
+		dir := filepath.Join(cfg.StateDir, DirScratch)
+		if err := os.Mkdir(dir, 0o755); err != nil {
+			return nil, fmt.Errorf("vm: scratch share: %w", err)
+		}
+		cfg.Shares = append(cfg.Shares, Share{HostPath: dir, GuestPath: cfg.Scratch, Tag: ScratchTag})
+	}
 	in := &Instance{
 		Name: cfg.Name, StateDir: cfg.StateDir, Created: time.Now().UTC(),
 		Accel: accel, AccelReason: reason, Vsock: vsockMode, CID: cid, SSHPort: port,

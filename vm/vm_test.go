@@ -72,6 +72,8 @@ func TestConfigErrors(t *testing.T) {
 		{"negative cpus", Config{CPUs: -1}, "CPUs"},
 		{"relative guest path", Config{Shares: []Share{{HostPath: "/h", GuestPath: "g"}}}, "guest path"},
 		{"duplicate tag", Config{Shares: []Share{{HostPath: "/h", GuestPath: "/g", Tag: "t"}, {HostPath: "/i", GuestPath: "/j", Tag: "t"}}}, "two shares"},
+		{"scratch taken", Config{Scratch: "/mnt/lab", Shares: []Share{{HostPath: "/h", GuestPath: "/mnt/lab/"}}}, "vm: share /h:/mnt/lab/ takes the scratch share's place (/mnt/lab); mount it elsewhere"},
+		{"relative scratch", Config{Scratch: "lab"}, `vm: scratch share guest path "lab": want an absolute path`},
 		{"long state dir", Config{StateDir: "/" + strings.Repeat("d", 100)}, "too long"},
 	}
 	for _, tt := range tests {

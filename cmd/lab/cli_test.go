@@ -3,6 +3,7 @@ package main
 import (
 	"bytes"
 	"encoding/json"
+	"fmt"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -42,7 +43,6 @@ func TestIntegrationCLI(t *testing.T) {
 	build([]string{"CGO_ENABLED=0"}, "-o", filepath.Join(bin, "lab-interop"), "../lab-interop")
 
 	base := t.TempDir()
-	share := t.TempDir()
 	env := []string{"XDG_STATE_HOME=" + filepath.Join(base, "state"), "XDG_DATA_HOME=" + filepath.Join(base, "data")}
 	type result struct {
 		code           int
@@ -73,7 +73,8 @@ func TestIntegrationCLI(t *testing.T) {
 	}
 
 	const name = "cli"
-	r := lab("up", "--name", name, "--share", share+":/mnt/work")
+	// Plain lab up: no --share. The VM's own scratch share is all lab run needs.
+	r := lab("up", "--name", name)
 	stateDir := filepath.Join(base, "state", "lab", name)
 	var pids []int
 	for _, f := range []string{"ha.pid", "qemu.pid"} {
@@ -208,6 +209,56 @@ func TestIntegrationCLI(t *testing.T) {
 			t.Fatalf("the relay's counters do not show the two launches: %s", r.stdout)
 		}
 		time.Sleep(250 * time.Millisecond)
+	}
+
+	// lab image key names the image the VM booted, without building anything.
+	var inst struct {
+		Kernel string `json:"kernel"`
+	}
+	if b, err := os.ReadFile(filepath.Join(stateDir, "instance.json")); err != nil || json.Unmarshal(b, &inst) != nil {
+		t.Fatalf("instance.json: %v", err)
+	}
+	if key := strings.TrimSpace(must("image", "key").stdout); key != filepath.Base(filepath.Dir(inst.Kernel)) {
+		t.Errorf("lab image key = %q; the VM booted %s", key, inst.Kernel)
+	}
+
+	// A user's scenario directory (the worked example of lab help scenarios: a host
+	// program next to the scenario, exposed, fed from the guest) on this plain VM.
+	example, err := filepath.Abs("../../scenarios/testdata/example")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if r := lab("run", "--name", name, "--scenarios", example, "--json"); r.code != 0 || !strings.Contains(r.stdout, `"passed": 1`) {
+		t.Fatalf("lab run --scenarios %s: exit %d\n%s\n%s", example, r.code, r.stdout, r.stderr)
+	}
+	// A failing user scenario: exit 1, and the report names FILE:LINE and expected vs got.
+	mine := t.TempDir()
+	os.WriteFile(filepath.Join(mine, "wrong.txtar"), []byte("# The guest's kernel is not called Windows.\nguest 'uname -s'\nstdout '^Windows$'\n"), 0o644)
+	if r := lab("run", "--name", name, "--scenarios", mine); r.code != 1 || !strings.Contains(r.stderr, "FAIL: "+mine+"/wrong.txtar:3: no match for `^Windows$` found in stdout") || !strings.Contains(r.stderr, "Linux") {
+		t.Errorf("a failing user scenario: exit %d\nstdout: %s\nstderr: %s", r.code, r.stdout, r.stderr)
+	}
+	// The whole built-in suite and the example, in two shards, merged: every scenario
+	// once, all passing on a VM from plain lab up.
+	reports := t.TempDir()
+	var shardFiles []string
+	for k := 1; k <= 2; k++ {
+		js := filepath.Join(reports, fmt.Sprintf("shard-%d.json", k))
+		xml := filepath.Join(reports, fmt.Sprintf("shard-%d.xml", k))
+		r := lab("run", "--name", name, "--scenarios", example, "--builtin", "--shard", fmt.Sprintf("%d/2", k), "--json", "--junit", xml)
+		os.WriteFile(js, []byte(r.stdout), 0o644)
+		if r.code != 0 {
+			t.Errorf("lab run --shard %d/2: exit %d\n%s", k, r.code, r.stderr)
+		}
+		shardFiles = append(shardFiles, js)
+	}
+	merged := filepath.Join(reports, "all.json")
+	r = lab(append(append([]string{"report", "merge"}, shardFiles...), "--json", merged, "--junit", filepath.Join(reports, "all.xml"))...)
+	t.Logf("lab report merge:\n%s", r.stdout)
+	if r.code != 0 {
+		t.Errorf("lab report merge: exit %d\n%s%s", r.code, r.stdout, r.stderr)
+	}
+	if list := must("run", "--scenarios", example, "--builtin", "--list"); strings.Count(r.stdout, "PASS")+strings.Count(r.stdout, "SKIP") != strings.Count(list.stdout, "\n") {
+		t.Errorf("the merged report does not hold every scenario once:\n%s\nsuite:\n%s", r.stdout, list.stdout)
 	}
 
 	must("down", "--name", name)

@@ -25,7 +25,7 @@ func newDemoCommand() *cobra.Command {
 		Short: "Image, boot, provision, run every scenario, report, shut down",
 		Long: `demo shows the whole mechanism on this machine: it installs QEMU if it is missing
 (Debian/Ubuntu, from the host's apt sources), builds the default guest image (cached),
-boots a VM with a scratch share, provisions it, runs the whole scenario suite,
+boots a VM (with its scratch share at /mnt/lab), provisions it, runs the whole scenario suite,
 prints the report and shuts the VM down. Exit status 0 only if every scenario
 passed (skipped ones are reported as skipped).`,
 		Example: `  lab demo
@@ -38,12 +38,7 @@ passed (skipped ones are reported as skipped).`,
 					return err
 				}
 			}
-			share, err := os.MkdirTemp("", "lab-demo-share-")
-			if err != nil {
-				return err
-			}
-			defer os.RemoveAll(share)
-			shares := []vm.Share{{HostPath: share, GuestPath: "/mnt/lab"}}
+			var shares []vm.Share
 			if !noWindows {
 				sh, err := windowsShare(ctx, name)
 				if err != nil {
@@ -56,7 +51,7 @@ passed (skipped ones are reported as skipped).`,
 			fmt.Fprintf(os.Stderr, "demo: booting VM %q (image build on first use)\n", name)
 			in, err := vm.Up(ctx, vm.Config{
 				Name: name, Accel: accel, Vsock: vsockMode, Progress: os.Stderr,
-				Shares: shares,
+				Shares: shares, Scratch: vm.DefaultScratch,
 			})
 			if err != nil {
 				return err

@@ -17,7 +17,40 @@ func newImageCommand() *cobra.Command {
 		Short: "Build and inspect the guest image",
 		Args:  cobra.NoArgs,
 	}
-	cmd.AddCommand(newImageBuildCommand())
+	cmd.AddCommand(newImageBuildCommand(), newImageKeyCommand())
+	return cmd
+}
+
+func newImageKeyCommand() *cobra.Command {
+	var opts images.Options
+	cmd := &cobra.Command{
+		Use:   "key",
+		Short: "Print the cache key of the guest image (for CI caches)",
+		Long: `key prints the key under which lab image build caches the image it would build
+now: a hash of the recipe, the packages' versions and checksums from this host's
+apt metadata, and the kernel. Nothing is downloaded or built. CI jobs cache
+$XDG_CACHE_HOME/lab under it, so a cache is reused exactly while the image it
+holds is the one lab would build.`,
+		Example: `  lab image key
+  key=lab-image-$(lab image key)   # GitHub Actions: actions/cache with this key`,
+		Args: cobra.NoArgs,
+		RunE: func(cmd *cobra.Command, args []string) error {
+			if opts.SSHServer != images.Dropbear && opts.SSHServer != images.OpenSSH {
+				return &usageError{fmt.Errorf("--ssh-server: want %q or %q", images.Dropbear, images.OpenSSH)}
+			}
+			key, err := images.Key(cmd.Context(), opts)
+			if err != nil {
+				return err
+			}
+			fmt.Fprintln(cmd.OutOrStdout(), key)
+			return nil
+		},
+	}
+	f := cmd.Flags()
+	f.StringVar(&opts.Kernel, "kernel", "", "as lab image build --kernel")
+	f.StringVar(&opts.Modules, "modules", "", "as lab image build --modules")
+	f.StringVar(&opts.CacheDir, "cache-dir", "", "cache directory (default $XDG_CACHE_HOME/lab or ~/.cache/lab)")
+	f.StringVar(&opts.SSHServer, "ssh-server", images.DefaultSSHServer, "SSH server in the image: dropbear or openssh")
 	return cmd
 }
 

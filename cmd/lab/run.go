@@ -14,10 +14,11 @@ import (
 )
 
 func newRunCommand() *cobra.Command {
-	var name, junit, interp string
-	var tap, jsonOut, list, verbose bool
+	var name, junit, interp, shard, durations string
+	var tap, jsonOut, list, verbose, builtin bool
+	var dirs []string
 	cmd := &cobra.Command{
-		Use:   "run [PATTERN...] [--junit FILE] [--tap] [--json]",
+		Use:   "run [PATTERN...] [--scenarios DIR]... [--builtin] [--shard K/N [--durations REPORT]] [--junit FILE] [--tap] [--json]",
 		Short: "Run the interop scenarios in a running VM",
 		Long: `run runs the scenario suite (one behaviour per scenario: streams, exit status,
 signals, terminal, cwd, LABENV, labpath, interop off, relay errors, security, load)
@@ -25,33 +26,72 @@ in the guest over SSH, one scenario at a time, and prints a line per scenario an
 summary table; a failing scenario shows its command, expected vs got, and the
 relay's and the guest's log lines. PATTERNs (globs or substrings) select scenarios.
 
-The VM needs a writable share (lab up --share DIR:/mnt/lab): the suite builds its
-host fixtures there (with the Go toolchain) and exposes them as host-* commands.
+--scenarios DIR (repeatable; a directory of *.txtar files or one FILE.txtar) runs
+your own scenarios instead, written in the same language (lab help scenarios);
+--builtin adds lab's. Every file is checked before the VM is touched: errors say
+FILE:LINE.
+
+Any VM from lab up will do: the suite builds its host fixtures (with the Go
+toolchain) in the VM's scratch share (/mnt/lab, in its state directory) and exposes
+them as host-* commands. A VM started with --no-scratch needs a writable --share.
+
+--shard K/N runs part K of N of the selected scenarios, for N CI runners that each
+have a VM: without --durations, round robin over the sorted names; with
+--durations REPORT (an earlier lab run --json or lab report merge --json), greedy
+longest-first by the recorded times. Every runner must select the same suite; the
+shards' --json reports combine with lab report merge.
 
 --tap and --json print that format on stdout instead of the table; --junit FILE
 writes JUnit XML as well. Exit status: 0 when every selected scenario passed (or
 was skipped), 1 when one failed.`,
 		Example: `  lab run
   lab run stdin tty --tap
-  lab run --junit report.xml`,
+  lab run --junit report.xml
+  lab run --scenarios ./scenarios --builtin
+  lab run --shard 2/4 --durations last.json --json --junit shard2.xml > shard2.json`,
 		RunE: func(cmd *cobra.Command, args []string) error {
 			out := cmd.OutOrStdout()
-			if list {
-				all, err := scenarios.List()
-				if err != nil {
-					return err
-				}
-				for _, s := range all {
-					if scenarios.Match(s.Name, args) {
-						fmt.Fprintf(out, "%-24s %s\n", s.Name, s.Summary)
-					}
-				}
-				return nil
+			all, err := selectScenarios(dirs, builtin)
+			if err != nil {
+				return err
 			}
 			if tap && jsonOut {
 				return &usageError{errors.New("run: choose one of --tap and --json")}
 			}
+			opts := scenarios.Options{Scenarios: all, Patterns: args, Verbose: verbose}
+			if shard != "" {
+				sh, err := scenarios.ParseShard(shard)
+				if err != nil {
+					return &usageError{err}
+				}
+				opts.Shard = &sh
+			} else if durations != "" {
+				return &usageError{errors.New("run: --durations goes with --shard K/N")}
+			}
+			if durations != "" {
+				prev, err := scenarios.ReadJSONFile(durations)
+				if err != nil {
+					return err
+				}
+				opts.Durations = prev.Durations()
+			}
+			suiteNames, part := scenarios.Select(all, opts)
+			if list {
+				for _, s := range part {
+					fmt.Fprintf(out, "%-24s %s\n", s.Name, s.Summary)
+				}
+				return nil
+			}
 			ctx := cmd.Context()
+			if len(part) == 0 && len(suiteNames) > 0 {
+				// More shards than scenarios: this runner has none to run, and its
+				// (empty) report still counts for lab report merge.
+				rep, err := scenarios.Run(ctx, scenarios.Env{}, opts)
+				if err != nil {
+					return err
+				}
+				return writeReport(out, rep, tap, jsonOut, junit)
+			}
 			c, err := vm.Connect(ctx, name)
 			if err != nil {
 				return err
@@ -66,7 +106,8 @@ was skipped), 1 when one failed.`,
 			if err != nil {
 				return err
 			}
-			rep, err := scenarios.Run(ctx, env, scenarios.Options{Patterns: args, Progress: progress, Verbose: verbose})
+			opts.Progress = progress
+			rep, err := scenarios.Run(ctx, env, opts)
 			if err != nil {
 				return err
 			}
@@ -81,7 +122,41 @@ was skipped), 1 when one failed.`,
 	f.BoolVar(&list, "list", false, "list the scenarios (and their behaviour) without running them")
 	f.BoolVar(&verbose, "verbose", false, "keep the full log of passing scenarios in the reports")
 	f.StringVar(&interp, "interpreter", "", "lab-interop binary for the guest (default: next to lab)")
+	f.StringVar(&shard, "shard", "", "run part K of N of the suite (K/N)")
+	f.StringVar(&durations, "durations", "", "with --shard: balance the shards by the times in this JSON report")
+	f.StringArrayVar(&dirs, "scenarios", nil, "run the scenarios in DIR (or one FILE.txtar); repeatable")
+	f.BoolVar(&builtin, "builtin", false, "with --scenarios: run lab's built-in scenarios too")
 	return cmd
+}
+
+// selectScenarios is the suite of a run: the user's files (checked now, before any VM
+// work), lab's built-in scenarios when asked for or when no --scenarios is given.
+func selectScenarios(dirs []string, builtin bool) ([]scenarios.Scenario, error) {
+	var all []scenarios.Scenario
+	if builtin || len(dirs) == 0 {
+		b, err := scenarios.List()
+		if err != nil {
+			return nil, err
+		}
+		all = b
+	}
+	if len(dirs) > 0 {
+		user, err := scenarios.Load(dirs)
+		if err != nil {
+			return nil, err
+		}
+		all = append(all, user...)
+	}
+	return all, nil
+}
+
+// newScenariosHelpTopic is `lab help scenarios` (a help topic: no Run).
+func newScenariosHelpTopic() *cobra.Command {
+	return &cobra.Command{
+		Use:   "scenarios",
+		Short: "The scenario language: commands, conditions, variables, a worked example",
+		Long:  scenarios.HelpText(),
+	}
 }
 
 // writeReport prints the report in the chosen format and maps failures to exit status 1.

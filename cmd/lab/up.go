@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"os"
+	"path/filepath"
 	"runtime"
 	"time"
 
@@ -19,7 +20,7 @@ import (
 func newUpCommand() *cobra.Command {
 	var cfg vm.Config
 	var shares []string
-	var noProvision, noWindows, noWindowsPath bool
+	var noProvision, noWindows, noWindowsPath, noScratch bool
 	cmd := &cobra.Command{
 		Use:   "up",
 		Short: "Boot a guest VM and wait until it runs commands",
@@ -28,7 +29,10 @@ hostagent process and waits until its SSH server runs commands.
 
 --accel auto tries KVM and falls back to TCG; --vsock auto uses the kernel's
 vhost-vsock when /dev/vhost-vsock opens, else lab's userspace backend.
---share HOST:GUEST[:ro] exports a host directory to the guest over 9p.
+--share HOST:GUEST[:ro] exports a host directory to the guest over 9p. Every VM
+also gets a writable scratch share of its own at /mnt/lab (in its state directory,
+removed by lab down; --no-scratch: none), where lab run builds its fixtures; a
+--share mounted at /mnt/lab takes its place.
 Unless --no-provision is given, up then provisions the guest (see lab provision):
 the interpreter, its configuration and token, and the binfmt rules.
 When Wine is installed, the VM gets the Windows personality (--no-windows turns it
@@ -47,6 +51,9 @@ On failure nothing is left running and the error shows the console's last lines.
 					return &usageError{err}
 				}
 				cfg.Shares = append(cfg.Shares, sh)
+			}
+			if !noScratch && !mountsAt(cfg.Shares, vm.DefaultScratch) {
+				cfg.Scratch = vm.DefaultScratch
 			}
 			cfg.Progress = os.Stderr
 			ctx := cmd.Context()
@@ -97,9 +104,20 @@ On failure nothing is left running and the error shows the console's last lines.
 	f.StringVar(&cfg.QEMU, "qemu", "qemu-system-x86_64", "QEMU system emulator")
 	f.BoolVar(&noProvision, "no-provision", false, "boot only: do not install the interpreter and binfmt rules")
 	f.BoolVar(&noWindows, "no-windows", false, "no Windows personality: no Wine prefix, no /mnt/c")
+	f.BoolVar(&noScratch, "no-scratch", false, "no lab-owned scratch share at /mnt/lab (lab run then needs a writable --share)")
 	f.BoolVar(&noWindowsPath, "no-windows-path", false, "do not append /mnt/c/windows/system32 to the guest's PATH")
 	f.DurationVar(&cfg.BootTimeout, "boot-timeout", vm.DefaultBootTimeout, "how long to wait for the guest's SSH")
 	return cmd
+}
+
+// mountsAt reports whether a share is mounted at guestPath.
+func mountsAt(shares []vm.Share, guestPath string) bool {
+	for _, sh := range shares {
+		if filepath.Clean(sh.GuestPath) == guestPath {
+			return true
+		}
+	}
+	return false
 }
 
 // provisionInstance installs interop in a VM that is up, over its kept SSH connection.

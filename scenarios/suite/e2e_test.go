@@ -85,12 +85,9 @@ func TestIntegrationScenarios(t *testing.T) {
 	if out, err := build.CombinedOutput(); err != nil {
 		t.Fatalf("build lab-interop: %v\n%s", err, out)
 	}
-	share := filepath.Join(tmp, "share")
-	if err := os.MkdirAll(share, 0o755); err != nil {
-		t.Fatal(err)
-	}
 	stateDir := filepath.Join(tmp, "vm")
-	shares := []vm.Share{{HostPath: share, GuestPath: "/mnt/lab"}}
+	// No share of the test's own: the suite uses the scratch share lab up gives every VM.
+	var shares []vm.Share
 	// The Windows personality, as lab up sets it up when Wine is installed: a prefix of
 	// the VM's own (here in the test's temp dir) whose drive_c is /mnt/c.
 	prefix := filepath.Join(tmp, "wine")
@@ -115,6 +112,7 @@ func TestIntegrationScenarios(t *testing.T) {
 		Accel:     "auto",
 		Vsock:     "auto",
 		Shares:    shares,
+		Scratch:   vm.DefaultScratch,
 		Hostagent: []string{os.Args[0]},
 		Progress:  &progress,
 	})

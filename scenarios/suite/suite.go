@@ -5,7 +5,6 @@ package suite
 
 import (
 	"context"
-	"errors"
 	"fmt"
 	"io"
 	"os"
@@ -42,15 +41,9 @@ func Env(ctx context.Context, g Guest, stateDir string, opts Options) (scenarios
 	if err != nil {
 		return scenarios.Env{}, err
 	}
-	var share *vm.Share
-	for i := range in.Shares {
-		if !in.Shares[i].ReadOnly {
-			share = &in.Shares[i]
-			break
-		}
-	}
-	if share == nil {
-		return scenarios.Env{}, errors.New("suite: the scenarios need a writable share: lab down, then lab up --share DIR:/mnt/lab")
+	share, err := fixtureShare(in)
+	if err != nil {
+		return scenarios.Env{}, err
 	}
 	hostShare, err := filepath.EvalSymlinks(share.HostPath)
 	if err != nil {
@@ -109,6 +102,26 @@ func Env(ctx context.Context, g Guest, stateDir string, opts Options) (scenarios
 			return labvm.Stub(provision.Exposed{Name: name})
 		},
 	}, nil
+}
+
+// fixtureShare is the share the suite builds its fixtures in: the VM's scratch share
+// (lab up gives every VM one at /mnt/lab), else its first writable share that is not
+// the Windows personality's drive_c (a guest path there is C:\..., not a host path).
+func fixtureShare(in *vm.Instance) (*vm.Share, error) {
+	var first *vm.Share
+	for i := range in.Shares {
+		sh := &in.Shares[i]
+		if sh.Tag == vm.ScratchTag {
+			return sh, nil
+		}
+		if !sh.ReadOnly && first == nil && sh.Tag != labvm.DriveCTag {
+			first = sh
+		}
+	}
+	if first == nil {
+		return nil, fmt.Errorf("suite: VM %q has no writable share for the scenarios' fixtures (it was started with lab up --no-scratch, or by an older lab): lab down --name %s, then lab up --name %s", in.Name, in.Name, in.Name)
+	}
+	return first, nil
 }
 
 func provisionQuiet(ctx context.Context, g Guest, stateDir string, opts Options) (*provision.Result, error) {
