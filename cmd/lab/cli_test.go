@@ -159,6 +159,12 @@ func TestIntegrationCLI(t *testing.T) {
 			t.Errorf("lab trace: no line matching %s", want)
 		}
 	}
+	// Both ends name the same guest address (the guest's own CID, not VMADDR_CID_ANY).
+	acc := regexp.MustCompile(`relay  accept +connection from vsock:vm\((\d+)\):(\d+) `).FindStringSubmatch(report)
+	con := regexp.MustCompile(`guest  connect +vsock vm\((\d+)\):(\d+) -> `).FindStringSubmatch(report)
+	if acc == nil || con == nil || acc[1] != con[1] || acc[2] != con[2] {
+		t.Errorf("lab trace: the relay's peer %q and the guest's address %q differ", acc, con)
+	}
 	if r := must("trace", "--name", name, "--", "true"); !strings.Contains(r.stdout, "no interop launch") {
 		t.Errorf("lab trace -- true:\n%s", r.stdout)
 	}
