@@ -11,6 +11,9 @@ import (
 	"strings"
 	"time"
 
+	"github.com/mdlayher/vsock"
+	"golang.org/x/sys/unix"
+
 	"lab/trace"
 	"lab/wire"
 )
@@ -302,6 +305,13 @@ func (t *guestTrace) connected(conn net.Conn, relay string, took time.Duration) 
 		return
 	}
 	l, r := conn.LocalAddr(), conn.RemoteAddr()
+	// A guest socket is bound to VMADDR_CID_ANY, which LocalAddr reports as is: name the
+	// guest's own CID instead.
+	if va, ok := l.(*vsock.Addr); ok && va.ContextID == unix.VMADDR_CID_ANY {
+		if cid, err := vsock.ContextID(); err == nil {
+			l = &vsock.Addr{ContextID: cid, Port: va.Port}
+		}
+	}
 	t.record(trace.StepConnect, fmt.Sprintf("%s %s -> %s (relay %s) in %.3f ms", l.Network(), l, r, relay, ms(took)),
 		map[string]any{"network": l.Network(), "local": l.String(), "remote": r.String(), "relay": relay, "connect_ns": took.Nanoseconds()})
 }

@@ -13,6 +13,8 @@ import (
 	"syscall"
 	"testing"
 	"time"
+
+	"lab/wire"
 )
 
 // TestIntegrationCLI walks the path a user takes, with the real binaries as `make build`
@@ -146,19 +148,26 @@ func TestIntegrationCLI(t *testing.T) {
 		`(?m)^ +[0-9.]+ ms  guest  binfmt            rule lab-host: magic "#!lab-host\\n" at offset 0, flags PF \(P: keep the caller's argv\[0\]; F: interpreter opened at registration\), interpreter /usr/local/lib/lab/interop$`,
 		`(?m)^ +[0-9.]+ ms  guest  config            /etc/lab/interop.conf: relay vsock:2:5555, token /etc/lab/token, shares \[.*/mnt/work = host `,
 		`(?m)^ +[0-9.]+ ms  guest  connect           vsock vm\([0-9]+\):[0-9]+ -> host\(2\):5555 \(relay vsock:2:5555\) in [0-9.]+ ms$`,
-		`(?m)^ +[0-9.]+ ms  guest  hello\+launch      Hello [0-9]+ B \(protocol 2\.1, token [0-9]+ B\) \+ Launch [0-9]+ B`,
+		`(?m)^ +[0-9.]+ ms  guest  hello\+launch      Hello [0-9]+ B \(protocol VERSION, token [0-9]+ B\) \+ Launch [0-9]+ B`,
 		`(?m)^ +[0-9.]+ ms  relay  accept            connection from vsock:vm\([0-9]+\):[0-9]+ on vsock:host\(2\):5555$`,
 		`(?m)^ +[0-9.]+ ms  relay  decision          exposed command "hostprintf" -> ` + regexp.QuoteMeta(printf) + ` \(allow list\), runner exec$`,
 		`(?m)^ +[0-9.]+ ms  relay  start             host pid [0-9]+ \(own process group\) on pipes: `,
-		`(?m)^ +[0-9.]+ ms  guest  launch result     relay speaks 2\.1; started`,
+		`(?m)^ +[0-9.]+ ms  guest  launch result     relay speaks VERSION; started`,
 		`(?m)^ +[0-9.]+ ms  guest  stream            stdout: 2 bytes host -> guest$`,
 		`(?m)^ +[0-9.]+ ms  relay  exit              exit status 0 `,
 		`(?m)^ +[0-9.]+ ms  guest  exit              status 0 \(host exit code 0\)$`,
 		`(?m)^command exit status 0$`,
 	} {
+		want = strings.ReplaceAll(want, "VERSION", fmt.Sprintf(`%d\.%d`, wire.Major, wire.Minor))
 		if !regexp.MustCompile(want).MatchString(report) {
 			t.Errorf("lab trace: no line matching %s", want)
 		}
+	}
+	// Both ends name the same guest address (the guest's own CID, not VMADDR_CID_ANY).
+	acc := regexp.MustCompile(`relay  accept +connection from vsock:vm\((\d+)\):(\d+) `).FindStringSubmatch(report)
+	con := regexp.MustCompile(`guest  connect +vsock vm\((\d+)\):(\d+) -> `).FindStringSubmatch(report)
+	if acc == nil || con == nil || acc[1] != con[1] || acc[2] != con[2] {
+		t.Errorf("lab trace: the relay's peer %q and the guest's address %q differ", acc, con)
 	}
 	if r := must("trace", "--name", name, "--", "true"); !strings.Contains(r.stdout, "no interop launch") {
 		t.Errorf("lab trace -- true:\n%s", r.stdout)
