@@ -21,7 +21,7 @@ var bin struct {
 }
 
 // fixtureNames are the names the fixture answers to (see testdata/fixture).
-var fixtureNames = []string{"echoargs", "cat", "sha256", "gen", "zeros", "exit", "killself", "tty", "waitsig",
+var fixtureNames = []string{"echoargs", "cat", "sha256", "gen", "fill", "zeros", "exit", "killself", "tty", "waitsig",
 	"produce", "sleeper", "sleeper-child", "orphan", "orphan-child", "interleave", "true"}
 
 func TestMain(m *testing.M) {

@@ -378,10 +378,10 @@ func (r *Relay) pumpOutput(s *wire.Session, p *process, id wire.StreamID, f *os.
 	if f == nil {
 		return
 	}
-	_, err := w.ReadFrom(countReader{outputReader{f}, &r.bytesOut})
+	_, err := w.ReadFrom(countReader{p.output(f), &r.bytesOut})
 	if errors.Is(err, wire.ErrStreamClosed) {
 		if p.ptmx != nil {
-			io.Copy(io.Discard, outputReader{f}) // one file is the whole terminal: keep it drained
+			io.Copy(io.Discard, p.output(f)) // one file is the whole terminal: keep it drained
 			return
 		}
 		f.Close()

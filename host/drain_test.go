@@ -1,0 +1,102 @@
+package host_test
+
+import (
+	"bytes"
+	"crypto/sha256"
+	"encoding/hex"
+	"errors"
+	"fmt"
+	"io"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strconv"
+	"syscall"
+	"testing"
+	"time"
+
+	"github.com/creack/pty"
+)
+
+// TestProofSlowReaderAfterExit: a guest that reads the program's output only long after the
+// program exited (`prog | less`, `prog | (sleep 3; wc -c)`) still receives every byte, on a
+// pipe and on a terminal. The relay's output drain bounds only idle time with nothing to
+// read; output waiting for the guest's credit is never cut (issue 9). The fixture (fill)
+// writes until everything downstream is full and stays full, then exits: part of its output
+// is still in the host pipe or pty when it exits, and the guest reads it only after delay.
+func TestProofSlowReaderAfterExit(t *testing.T) {
+	w := newWorld(t)
+	const n = 3 << 20
+	for _, tty := range []bool{false, true} {
+		for _, delay := range []time.Duration{0, 3 * time.Second, 10 * time.Second} {
+			name := fmt.Sprintf("pipe/%v", delay)
+			if tty {
+				name = fmt.Sprintf("tty/%v", delay)
+			}
+			t.Run(name, func(t *testing.T) {
+				t.Parallel()
+				seed := uint64(20 + delay/time.Second)
+				countFile := filepath.Join(w.root, fmt.Sprintf("fill-%v-%d", tty, seed))
+				cmd := w.interop("fill", "fill", strconv.Itoa(n), strconv.FormatUint(seed, 10), countFile)
+				var got []byte
+				var errOut bytes.Buffer
+				if tty {
+					ptmx, err := pty.StartWithSize(cmd, &pty.Winsize{Rows: 24, Cols: 80})
+					if err != nil {
+						t.Fatal(err)
+					}
+					defer ptmx.Close()
+					time.Sleep(delay) // the program has long exited
+					got, err = io.ReadAll(ptmx)
+					if err != nil && !errors.Is(err, syscall.EIO) { // EIO: the interpreter closed the terminal
+						t.Fatalf("reading the terminal: %v", err)
+					}
+				} else {
+					out, err := cmd.StdoutPipe()
+					if err != nil {
+						t.Fatal(err)
+					}
+					cmd.Stderr = &errOut
+					if err := cmd.Start(); err != nil {
+						t.Fatal(err)
+					}
+					time.Sleep(delay) // the program has long exited
+					got, _ = io.ReadAll(out)
+				}
+				err := cmd.Wait()
+				b, rerr := os.ReadFile(countFile)
+				if rerr != nil {
+					t.Fatalf("the program did not finish: %v (stderr %q)", rerr, errOut.String())
+				}
+				count, _ := strconv.ParseInt(string(b), 10, 64)
+				want := expectedOutput(seed, count, tty)
+				t.Logf("the program wrote %d bytes", count)
+				if err != nil {
+					var ee *exec.ExitError
+					if !errors.As(err, &ee) {
+						t.Fatal(err)
+					}
+					t.Errorf("interpreter: %v, stderr %q", err, errOut.String())
+				}
+				if len(got) != len(want) || sum(got) != sum(want) {
+					t.Errorf("received %d bytes (sha256 %s), want %d (sha256 %s)", len(got), sum(got), len(want), sum(want))
+				}
+			})
+		}
+	}
+}
+
+// expectedOutput is what the guest receives from `gen n seed`: on a terminal, the host
+// pty's line discipline turns each "\n" into "\r\n" (the guest's own terminal is raw).
+func expectedOutput(seed uint64, n int64, tty bool) []byte {
+	b, _ := io.ReadAll(io.LimitReader(stream(seed), n))
+	if tty {
+		b = bytes.ReplaceAll(b, []byte("\n"), []byte("\r\n"))
+	}
+	return b
+}
+
+func sum(b []byte) string {
+	h := sha256.Sum256(b)
+	return hex.EncodeToString(h[:])
+}
