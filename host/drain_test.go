@@ -16,6 +16,8 @@ import (
 	"time"
 
 	"github.com/creack/pty"
+
+	"lab/wire"
 )
 
 // TestProofSlowReaderAfterExit: a guest that reads the program's output only long after the
@@ -99,4 +101,31 @@ func expectedOutput(seed uint64, n int64, tty bool) []byte {
 func sum(b []byte) string {
 	h := sha256.Sum256(b)
 	return hex.EncodeToString(h[:])
+}
+
+// TestProofExposedArgv0: an exposed command runs with its exposed name as argv[0], whatever
+// argv[0] the guest sent, so exposing one applet of a multi-call binary (busybox as `ls`)
+// does not expose the others (argv[0] `sh` would be a shell) (issue 9). The guest's other
+// arguments are passed on unchanged.
+func TestProofExposedArgv0(t *testing.T) {
+	w := newWorld(t)
+	w.stopRelay()
+	w.startRelay("--allow", "ls="+filepath.Join(w.hostShare, "bin", "multicall"))
+	stub := filepath.Join(w.root, "ls")
+	b, err := wire.FormatStub("ls")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := os.WriteFile(stub, b, 0o755); err != nil {
+		t.Fatal(err)
+	}
+	for _, argv0 := range []string{"ls", "sh", "/bin/sh", "ls -l"} {
+		cmd := exec.Command(bin.interop, stub, argv0, "-c", "id")
+		cmd.Env = append(os.Environ(), "LAB_INTEROP_CONFIG="+w.config)
+		cmd.Dir = w.guestShare
+		out, errOut, code := output(t, cmd, "")
+		if want := `applet ls ["-c" "id"]` + "\n"; out != want || code != 0 || errOut != "" {
+			t.Errorf("argv[0] %q: exit %d stdout %q stderr %q; want exit 0 stdout %q", argv0, code, out, errOut, want)
+		}
+	}
 }

@@ -134,6 +134,19 @@ func (c *Config) resolveExposed(name string) (string, error) {
 	return "", denied(name, "not an exposed host command (expose it with --allow NAME=HOSTPATH)")
 }
 
+// exposedArgv is the argv an exposed command runs with: argv[0] is always the exposed name,
+// whatever the guest sent, because a multi-call binary (busybox, a git-style tool) picks what
+// it does from argv[0]: exposing it as `ls` must not let argv[0] `sh` start a shell. The
+// guest's other arguments are kept.
+func exposedArgv(name string, guestArgv []string) []string {
+	argv := make([]string, 0, max(len(guestArgv), 1))
+	argv = append(argv, name)
+	if len(guestArgv) > 1 {
+		argv = append(argv, guestArgv[1:]...)
+	}
+	return argv
+}
+
 // mapCwd maps the guest working directory to a host directory. A cwd outside every share
 // (or one that does not resolve to a directory inside a share) falls back to
 // Config.FallbackDir; warning is then the one line to show the user.

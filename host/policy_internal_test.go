@@ -4,6 +4,7 @@ import (
 	"errors"
 	"os"
 	"path/filepath"
+	"slices"
 	"strings"
 	"testing"
 )
@@ -177,6 +178,22 @@ func TestConfigValidation(t *testing.T) {
 	for i, c := range bad {
 		if _, err := c.withDefaults(); err == nil {
 			t.Errorf("config %d: accepted, want an error", i)
+		}
+	}
+}
+
+func TestExposedArgv(t *testing.T) {
+	tests := []struct {
+		guest, want []string
+	}{
+		{nil, []string{"ls"}},
+		{[]string{"sh"}, []string{"ls"}},
+		{[]string{"sh", "-c", "id"}, []string{"ls", "-c", "id"}},
+		{[]string{"ls", ""}, []string{"ls", ""}},
+	}
+	for _, tt := range tests {
+		if got := exposedArgv("ls", tt.guest); !slices.Equal(got, tt.want) {
+			t.Errorf("exposedArgv(ls, %q) = %q, want %q", tt.guest, got, tt.want)
 		}
 	}
 }

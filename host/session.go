@@ -206,9 +206,13 @@ func (r *Relay) authorise(req *wire.Launch) (launch, *refusal) {
 	if err != nil {
 		return launch{}, refuse(wire.EACCES, err, "lab relay: %s: cannot read the program", req.Path)
 	}
+	args := req.Argv
+	if req.Format == wire.FormatHost {
+		args = exposedArgv(req.Path, req.Argv)
+	}
 	return launch{
 		Program: program,
-		Args:    req.Argv,
+		Args:    args,
 		Env:     hostEnv(r.cfg.Env, req.Env, r.cfg.guestToHostPath),
 		Format:  format,
 	}, nil
