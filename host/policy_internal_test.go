@@ -197,3 +197,49 @@ func TestExposedArgv(t *testing.T) {
 		}
 	}
 }
+
+func TestOpenProgram(t *testing.T) {
+	c, share, _ := testConfig(t)
+	f, real, err := c.openProgram("/mnt/host/bin/link")
+	if err != nil || real != filepath.Join(share, "bin", "prog") {
+		t.Fatalf("openProgram(link) = %q, %v", real, err)
+	}
+	defer f.Close()
+	fi, err := f.Stat()
+	want, _ := os.Stat(real)
+	if err != nil || !os.SameFile(fi, want) {
+		t.Errorf("openProgram(link) opened %v (%v), not %s", fi, err, real)
+	}
+	var de *DeniedError
+	if _, _, err := c.openProgram("/mnt/host/dir"); !errors.As(err, &de) || de.Reason != "not a regular file" {
+		t.Errorf("openProgram(dir) = %v, want a refusal (not a regular file)", err)
+	}
+}
+
+// TestOpenBeneath: a path that gained a symlink after the check (here: one given as if it
+// were resolved) is not opened, with openat2 and with the fallback for older kernels.
+func TestOpenBeneath(t *testing.T) {
+	_, share, outside := testConfig(t)
+	for name, open := range map[string]func(string) (*os.File, error){
+		"openat2":  func(p string) (*os.File, error) { return openBeneath(share, p) },
+		"fallback": openChecked,
+	} {
+		f, err := open(filepath.Join(share, "bin", "prog"))
+		if err != nil {
+			t.Errorf("%s: bin/prog: %v", name, err)
+		} else {
+			f.Close()
+		}
+		for _, p := range []string{"bin/link", "bin/out", "dirlink/secret"} {
+			if f, err := open(filepath.Join(share, p)); !errors.Is(err, errChanged) {
+				if f != nil {
+					f.Close()
+				}
+				t.Errorf("%s: %s: %v, want errChanged", name, p, err)
+			}
+		}
+	}
+	if _, err := openBeneath(share, filepath.Join(outside, "secret")); !errors.Is(err, errChanged) {
+		t.Errorf("openBeneath outside the root: %v, want errChanged", err)
+	}
+}

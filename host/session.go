@@ -185,11 +185,12 @@ func readMessage(conn net.Conn, buf []byte) (wire.Message, *refusal) {
 // authorise turns a launch request into a host launch, or refuses it.
 func (r *Relay) authorise(req *wire.Launch) (launch, *refusal) {
 	var program string
+	var file *os.File // the checked share file, run through its descriptor
 	var err error
 	if req.Format == wire.FormatHost {
 		program, err = r.cfg.resolveExposed(req.Path)
 	} else {
-		program, err = r.cfg.resolveProgram(req.Path)
+		file, program, err = r.cfg.openProgram(req.Path)
 	}
 	if err != nil {
 		var de *DeniedError
@@ -202,8 +203,16 @@ func (r *Relay) authorise(req *wire.Launch) (launch, *refusal) {
 			return launch{}, refuse(wire.EACCES, err, "lab relay: %s: %s", req.Path, strings.TrimPrefix(err.Error(), "host: "))
 		}
 	}
-	format, err := DetectFormat(program)
+	var format Format
+	if file != nil {
+		format, err = detectFormatOf(file)
+	} else {
+		format, err = DetectFormat(program)
+	}
 	if err != nil {
+		if file != nil {
+			file.Close()
+		}
 		return launch{}, refuse(wire.EACCES, err, "lab relay: %s: cannot read the program", req.Path)
 	}
 	args := req.Argv
@@ -211,6 +220,7 @@ func (r *Relay) authorise(req *wire.Launch) (launch, *refusal) {
 		args = exposedArgv(req.Path, req.Argv)
 	}
 	return launch{
+		File:    file,
 		Program: program,
 		Args:    args,
 		Env:     hostEnv(r.cfg.Env, req.Env, r.cfg.guestToHostPath),
@@ -221,6 +231,9 @@ func (r *Relay) authorise(req *wire.Launch) (launch, *refusal) {
 // run starts the program and serves the session until the program's exit status is sent
 // or the connection is lost.
 func (r *Relay) run(ctx context.Context, s *wire.Session, l launch, req *wire.Launch, log *slog.Logger) (ExitStatus, error) {
+	if l.File != nil {
+		defer l.File.Close() // the child has its own copy once started
+	}
 	dir, warning := r.cfg.mapCwd(req.Cwd)
 	l.Dir = dir
 	tty := req.Flags&wire.LaunchTTY != 0
