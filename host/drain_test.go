@@ -129,3 +129,16 @@ func TestProofExposedArgv0(t *testing.T) {
 		}
 	}
 }
+
+// TestRelayTrailingSlash: a program path ending in '/' is refused with its own message (it
+// used to be cleaned and run: `SHARE/prog/` ran prog).
+func TestRelayTrailingSlash(t *testing.T) {
+	ip := startInproc(t, nil, nil)
+	for _, p := range []string{"/mnt/host/bin/echoargs/", "/mnt/host/bin/", "/mnt/host/"} {
+		res := guestRun(t, ip.sock, testToken, launchOf(p), nil)
+		want := "lab relay: " + p + ": a program path cannot end in '/' (that names a directory, not a file)"
+		if res.launch.Errno != wire.EPERM || res.launch.Message != want || res.exit != nil {
+			t.Errorf("%s: errno %d message %q (exit %v), want errno %d message %q", p, res.launch.Errno, res.launch.Message, res.exit, wire.EPERM, want)
+		}
+	}
+}

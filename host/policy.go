@@ -92,6 +92,11 @@ func (c *Config) resolveProgram(guestPath string) (string, error) {
 	if err := checkGuestPath(guestPath); err != nil {
 		return "", err
 	}
+	if strings.HasSuffix(guestPath, "/") {
+		// Clean would drop the slash and run the file; the kernel refuses `prog/` (ENOTDIR),
+		// so binfmt_misc never sends one: it is a probe.
+		return "", denied(guestPath, trailingSlashReason)
+	}
 	clean := filepath.Clean(guestPath)
 	_, hostPath, ok := c.shareFor(clean)
 	if !ok {
@@ -169,6 +174,9 @@ func (c *Config) openProgram(guestPath string) (*os.File, string, error) {
 	}
 	return f, real, nil
 }
+
+// trailingSlashReason refuses a program path ending in '/'.
+const trailingSlashReason = "a program path cannot end in '/' (that names a directory, not a file)"
 
 // changedReason is the refusal of a path that changed while the relay checked it.
 const changedReason = "changed while the relay checked it (a symlink appeared on its path); not run"

@@ -67,6 +67,7 @@ func TestResolveProgram(t *testing.T) {
 		{guest: "", denied: true},
 		{guest: "/mnt/host/bin/prog\x00x", denied: true},
 		{guest: "/mnt/host/dir", denied: true},
+		{guest: "/mnt/host/bin/prog/", denied: true},
 		{guest: "/mnt/host/bin/nothere", missing: true},
 	}
 	for _, tt := range tests {
