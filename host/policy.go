@@ -182,7 +182,7 @@ const trailingSlashReason = "a program path cannot end in '/' (that names a dire
 const changedReason = "changed while the relay checked it (a symlink appeared on its path); not run"
 
 // errChanged is a path that no longer resolves the way it did when it was checked.
-var errChanged = errors.New("the path changed while it was checked")
+var errChanged = errors.New("changed while the relay checked it; not run")
 
 // openBeneath opens real, a symlink-free path under root, as O_PATH without following any
 // symlink and without leaving root. Kernels without openat2 (before 5.6) get a weaker check:

@@ -59,7 +59,7 @@ func detectFormatOf(f *os.File) (Format, error) {
 type launch struct {
 	File    *os.File // the checked share file, open O_PATH (nil for an exposed command); run() closes it
 	Program string   // resolved host path of the program
-	Args    []string // argv, argv[0] as the guest gave it
+	Args    []string // argv: argv[0] as the guest gave it, or the exposed name (exposedArgv)
 	Dir     string   // host working directory
 	Env     []string // host environment
 	Format  Format
