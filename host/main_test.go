@@ -21,8 +21,8 @@ var bin struct {
 }
 
 // fixtureNames are the names the fixture answers to (see testdata/fixture).
-var fixtureNames = []string{"echoargs", "cat", "sha256", "gen", "zeros", "exit", "killself", "tty", "waitsig",
-	"produce", "sleeper", "sleeper-child", "orphan", "orphan-child", "interleave", "true"}
+var fixtureNames = []string{"echoargs", "cat", "sha256", "gen", "fill", "zeros", "exit", "killself", "tty", "waitsig",
+	"produce", "sleeper", "sleeper-child", "orphan", "orphan-child", "interleave", "multicall", "true"}
 
 func TestMain(m *testing.M) {
 	code := m.Run()

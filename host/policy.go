@@ -6,7 +6,10 @@ import (
 	"io/fs"
 	"os"
 	"path/filepath"
+	"strconv"
 	"strings"
+
+	"golang.org/x/sys/unix"
 )
 
 // DeniedError is a request the policy refuses. Its message is sent to the guest.
@@ -83,14 +86,16 @@ func (c *Config) insideShares(real string) bool {
 }
 
 // resolveProgram maps a guest program path to the host file to run. The path must map into
-// a share and resolve, after every symlink, to a regular file inside a share.
-//
-// The check runs before exec, so a guest that can write to a share could swap a path
-// component for a symlink in between; that gains it nothing it does not already have (it can
-// put any program in a writable share and run it), and read-only shares cannot be raced.
+// a share and resolve, after every symlink, to a regular file inside a share. It checks a
+// path; openProgram opens what it checked, and the relay runs that.
 func (c *Config) resolveProgram(guestPath string) (string, error) {
 	if err := checkGuestPath(guestPath); err != nil {
 		return "", err
+	}
+	if strings.HasSuffix(guestPath, "/") {
+		// Clean would drop the slash and run the file; the kernel refuses `prog/` (ENOTDIR),
+		// so binfmt_misc never sends one: it is a probe.
+		return "", denied(guestPath, trailingSlashReason)
 	}
 	clean := filepath.Clean(guestPath)
 	_, hostPath, ok := c.shareFor(clean)
@@ -101,6 +106,10 @@ func (c *Config) resolveProgram(guestPath string) (string, error) {
 	if err != nil {
 		if errors.Is(err, fs.ErrNotExist) {
 			return "", fmt.Errorf("host: %s: %w", guestPath, errNotFound)
+		}
+		if errors.Is(err, unix.EINVAL) {
+			// readlink of what lstat had just seen as a symlink: the path is being changed.
+			return "", denied(guestPath, changedReason)
 		}
 		return "", fmt.Errorf("host: %s: %w", guestPath, err)
 	}
@@ -117,6 +126,124 @@ func (c *Config) resolveProgram(guestPath string) (string, error) {
 	return real, nil
 }
 
+// shareRootOf is the host root of the innermost share containing the resolved path real.
+func (c *Config) shareRootOf(real string) (string, bool) {
+	root, ok := "", false
+	for _, s := range c.Shares {
+		if within(real, s.HostPath) && len(s.HostPath) >= len(root) {
+			root, ok = s.HostPath, true
+		}
+	}
+	return root, ok
+}
+
+// openProgram checks a guest program path like resolveProgram and opens the file it checked
+// (O_PATH), so that the relay runs exactly that file (through its descriptor) and not whatever
+// the path names by the time of the exec: a guest that can write to a share could otherwise swap
+// the file, or a directory on its path, for a symlink out of the shares between the check and
+// the exec. The resolved path is opened beneath its share's root with no symlink allowed on the
+// way (openat2 RESOLVE_BENEATH|RESOLVE_NO_SYMLINKS): anything swapped in after the check makes
+// the open fail, and the file is refused. It returns the open file and its resolved host path.
+func (c *Config) openProgram(guestPath string) (*os.File, string, error) {
+	real, err := c.resolveProgram(guestPath)
+	if err != nil {
+		return nil, "", err
+	}
+	root, ok := c.shareRootOf(real)
+	if !ok {
+		return nil, "", denied(guestPath, "resolves outside the shared folders")
+	}
+	f, err := openBeneath(root, real)
+	if err != nil {
+		switch {
+		case errors.Is(err, fs.ErrNotExist):
+			return nil, "", fmt.Errorf("host: %s: %w", guestPath, errNotFound)
+		case errors.Is(err, errChanged):
+			return nil, "", denied(guestPath, changedReason)
+		}
+		return nil, "", fmt.Errorf("host: %s: %w", guestPath, err)
+	}
+	var st unix.Stat_t
+	if err := unix.Fstat(int(f.Fd()), &st); err != nil {
+		f.Close()
+		return nil, "", fmt.Errorf("host: %s: %w", guestPath, err)
+	}
+	if st.Mode&unix.S_IFMT != unix.S_IFREG {
+		f.Close()
+		return nil, "", denied(guestPath, "not a regular file")
+	}
+	return f, real, nil
+}
+
+// trailingSlashReason refuses a program path ending in '/'.
+const trailingSlashReason = "a program path cannot end in '/' (that names a directory, not a file)"
+
+// changedReason is the refusal of a path that changed while the relay checked it.
+const changedReason = "changed while the relay checked it (a symlink appeared on its path); not run"
+
+// errChanged is a path that no longer resolves the way it did when it was checked.
+var errChanged = errors.New("changed while the relay checked it; not run")
+
+// openBeneath opens real, a symlink-free path under root, as O_PATH without following any
+// symlink and without leaving root. Kernels without openat2 (before 5.6) get a weaker check:
+// open with O_NOFOLLOW (the last component only; a symlink is refused), then the path the kernel reports for the
+// descriptor (/proc/self/fd/N) must still be real. That is still a check of the file opened,
+// not of a path, and what is opened is what runs; it only lets a file be opened whose path was
+// real at the moment of the open.
+func openBeneath(root, real string) (*os.File, error) {
+	rel, err := filepath.Rel(root, real)
+	if err != nil || rel == ".." || strings.HasPrefix(rel, "../") {
+		return nil, errChanged
+	}
+	dir, err := unix.Open(root, unix.O_PATH|unix.O_DIRECTORY|unix.O_CLOEXEC, 0)
+	if err != nil {
+		return nil, &fs.PathError{Op: "open", Path: root, Err: err}
+	}
+	defer unix.Close(dir)
+	how := unix.OpenHow{
+		Flags:   unix.O_PATH | unix.O_CLOEXEC,
+		Resolve: unix.RESOLVE_BENEATH | unix.RESOLVE_NO_SYMLINKS | unix.RESOLVE_NO_MAGICLINKS,
+	}
+	for try := 0; ; try++ {
+		fd, err := unix.Openat2(dir, rel, &how)
+		switch {
+		case err == nil:
+			return os.NewFile(uintptr(fd), real), nil
+		case err == unix.EAGAIN && try < 16:
+			continue // a rename somewhere raced the lookup: the kernel asks to retry
+		case err == unix.ENOSYS:
+			return openChecked(real)
+		case err == unix.ELOOP, err == unix.EXDEV, err == unix.EAGAIN:
+			return nil, errChanged
+		}
+		return nil, &fs.PathError{Op: "open", Path: real, Err: err}
+	}
+}
+
+// openChecked is openBeneath's fallback without openat2.
+func openChecked(real string) (*os.File, error) {
+	fd, err := unix.Open(real, unix.O_PATH|unix.O_NOFOLLOW|unix.O_CLOEXEC, 0)
+	if err != nil {
+		if err == unix.ELOOP {
+			return nil, errChanged
+		}
+		return nil, &fs.PathError{Op: "open", Path: real, Err: err}
+	}
+	var st unix.Stat_t
+	if err := unix.Fstat(fd, &st); err != nil || st.Mode&unix.S_IFMT == unix.S_IFLNK {
+		unix.Close(fd) // O_PATH|O_NOFOLLOW opens a symlink itself rather than failing
+		return nil, errChanged
+	}
+	if got, err := os.Readlink(fdPath(fd)); err != nil || got != real {
+		unix.Close(fd)
+		return nil, errChanged
+	}
+	return os.NewFile(uintptr(fd), real), nil
+}
+
+// fdPath is the /proc path of one of this process's descriptors.
+func fdPath(fd int) string { return "/proc/self/fd/" + strconv.Itoa(fd) }
+
 // resolveExposed maps an exposed command name to its host program.
 func (c *Config) resolveExposed(name string) (string, error) {
 	for _, e := range c.Allow {
@@ -132,6 +259,19 @@ func (c *Config) resolveExposed(name string) (string, error) {
 		}
 	}
 	return "", denied(name, "not an exposed host command (expose it with --allow NAME=HOSTPATH)")
+}
+
+// exposedArgv is the argv an exposed command runs with: argv[0] is always the exposed name,
+// whatever the guest sent, because a multi-call binary (busybox, a git-style tool) picks what
+// it does from argv[0]: exposing it as `ls` must not let argv[0] `sh` start a shell. The
+// guest's other arguments are kept.
+func exposedArgv(name string, guestArgv []string) []string {
+	argv := make([]string, 0, max(len(guestArgv), 1))
+	argv = append(argv, name)
+	if len(guestArgv) > 1 {
+		argv = append(argv, guestArgv[1:]...)
+	}
+	return argv
 }
 
 // mapCwd maps the guest working directory to a host directory. A cwd outside every share

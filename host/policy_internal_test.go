@@ -4,6 +4,7 @@ import (
 	"errors"
 	"os"
 	"path/filepath"
+	"slices"
 	"strings"
 	"testing"
 )
@@ -66,6 +67,7 @@ func TestResolveProgram(t *testing.T) {
 		{guest: "", denied: true},
 		{guest: "/mnt/host/bin/prog\x00x", denied: true},
 		{guest: "/mnt/host/dir", denied: true},
+		{guest: "/mnt/host/bin/prog/", denied: true},
 		{guest: "/mnt/host/bin/nothere", missing: true},
 	}
 	for _, tt := range tests {
@@ -178,5 +180,67 @@ func TestConfigValidation(t *testing.T) {
 		if _, err := c.withDefaults(); err == nil {
 			t.Errorf("config %d: accepted, want an error", i)
 		}
+	}
+}
+
+func TestExposedArgv(t *testing.T) {
+	tests := []struct {
+		guest, want []string
+	}{
+		{nil, []string{"ls"}},
+		{[]string{"sh"}, []string{"ls"}},
+		{[]string{"sh", "-c", "id"}, []string{"ls", "-c", "id"}},
+		{[]string{"ls", ""}, []string{"ls", ""}},
+	}
+	for _, tt := range tests {
+		if got := exposedArgv("ls", tt.guest); !slices.Equal(got, tt.want) {
+			t.Errorf("exposedArgv(ls, %q) = %q, want %q", tt.guest, got, tt.want)
+		}
+	}
+}
+
+func TestOpenProgram(t *testing.T) {
+	c, share, _ := testConfig(t)
+	f, real, err := c.openProgram("/mnt/host/bin/link")
+	if err != nil || real != filepath.Join(share, "bin", "prog") {
+		t.Fatalf("openProgram(link) = %q, %v", real, err)
+	}
+	defer f.Close()
+	fi, err := f.Stat()
+	want, _ := os.Stat(real)
+	if err != nil || !os.SameFile(fi, want) {
+		t.Errorf("openProgram(link) opened %v (%v), not %s", fi, err, real)
+	}
+	var de *DeniedError
+	if _, _, err := c.openProgram("/mnt/host/dir"); !errors.As(err, &de) || de.Reason != "not a regular file" {
+		t.Errorf("openProgram(dir) = %v, want a refusal (not a regular file)", err)
+	}
+}
+
+// TestOpenBeneath: a path that gained a symlink after the check (here: one given as if it
+// were resolved) is not opened, with openat2 and with the fallback for older kernels.
+func TestOpenBeneath(t *testing.T) {
+	_, share, outside := testConfig(t)
+	for name, open := range map[string]func(string) (*os.File, error){
+		"openat2":  func(p string) (*os.File, error) { return openBeneath(share, p) },
+		"fallback": openChecked,
+	} {
+		f, err := open(filepath.Join(share, "bin", "prog"))
+		if err != nil {
+			t.Errorf("%s: bin/prog: %v", name, err)
+		} else {
+			f.Close()
+		}
+		for _, p := range []string{"bin/link", "bin/out", "dirlink/secret"} {
+			if f, err := open(filepath.Join(share, p)); !errors.Is(err, errChanged) {
+				if f != nil {
+					f.Close()
+				}
+				t.Errorf("%s: %s: %v, want errChanged", name, p, err)
+			}
+		}
+	}
+	if _, err := openBeneath(share, filepath.Join(outside, "secret")); !errors.Is(err, errChanged) {
+		t.Errorf("openBeneath outside the root: %v, want errChanged", err)
 	}
 }

@@ -228,10 +228,13 @@ func (p *process) closeStdin() {
 	}
 }
 
-// afterExit bounds the reads of the output still in flight once the leader has exited:
-// descendants (Wine's services, daemons) may hold the pipe or the pty open.
+// afterExit bounds a read that is blocked when the leader exits: descendants (Wine's
+// services, daemons) may hold the pipe or the pty open with nothing more to say. The bound
+// is idle time, not time since the exit: outputReader re-arms it on every read, so output
+// that waits for the guest's credit (`prog | less`) is never cut.
 func (p *process) afterExit() {
 	<-p.exited
+	// time.Now here, not the exit time: a later deadline than a read's own only extends it.
 	deadline := time.Now().Add(p.drain)
 	p.stdout.SetReadDeadline(deadline)
 	if p.stderr != nil {
@@ -239,16 +242,57 @@ func (p *process) afterExit() {
 	}
 }
 
-// readOutput wraps an output file so that the drain deadline and the pty's EIO (all slave
-// ends closed) read as EOF.
-type outputReader struct{ f *os.File }
+// output returns the reader of one of the program's outputs.
+func (p *process) output(f *os.File) outputReader {
+	return outputReader{f: f, exited: p.exited, drain: p.drain}
+}
+
+// outputReader reads a program's output. Once the leader has exited, each read may wait
+// at most drain with nothing to read before it ends as EOF (the pipe or pty is held open by
+// descendants): the deadline is armed at each read, that is only while the relay has
+// credit for more (wire.Writer.ReadFrom reads only then), and a deadline that passes with
+// data in the buffer (FIONREAD) does not end the output. A pty's EIO (all slave ends
+// closed) and a closed file read as EOF too.
+type outputReader struct {
+	f      *os.File
+	exited <-chan struct{} // nil: no bound (tests)
+	drain  time.Duration
+}
 
 func (o outputReader) Read(b []byte) (int, error) {
-	n, err := o.f.Read(b)
-	if err != nil && (errors.Is(err, os.ErrDeadlineExceeded) || errors.Is(err, syscall.EIO) || errors.Is(err, os.ErrClosed)) {
-		err = io.EOF
+	for {
+		if o.exited != nil {
+			select {
+			case <-o.exited:
+				o.f.SetReadDeadline(time.Now().Add(o.drain))
+			default:
+			}
+		}
+		n, err := o.f.Read(b)
+		if n == 0 && errors.Is(err, os.ErrDeadlineExceeded) && buffered(o.f) > 0 {
+			continue // data came in as the deadline passed: not idle
+		}
+		if err != nil && (errors.Is(err, os.ErrDeadlineExceeded) || errors.Is(err, syscall.EIO) || errors.Is(err, os.ErrClosed)) {
+			err = io.EOF
+		}
+		return n, err
 	}
-	return n, err
+}
+
+// buffered is how many bytes a pipe or pty holds unread (FIONREAD, which Linux spells
+// TIOCINQ; 0 when unknown).
+func buffered(f *os.File) int {
+	rc, err := f.SyscallConn()
+	if err != nil {
+		return 0
+	}
+	n := 0
+	rc.Control(func(fd uintptr) {
+		if v, err := unix.IoctlGetInt(int(fd), unix.TIOCINQ); err == nil {
+			n = v
+		}
+	})
+	return n
 }
 
 // reap waits for the leader's exit, collects its status and releases every file.

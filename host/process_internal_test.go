@@ -68,10 +68,10 @@ func run(t *testing.T, tty *WinSize, drain time.Duration, name string, args ...s
 		t.Fatal(err)
 	}
 	go p.afterExit()
-	stdout := collect(outputReader{p.stdout})
+	stdout := collect(p.output(p.stdout))
 	stderr := collect(strings.NewReader(""))
 	if p.stderr != nil {
-		stderr = collect(outputReader{p.stderr})
+		stderr = collect(p.output(p.stderr))
 	}
 	return p, stdout, stderr
 }
@@ -173,6 +173,20 @@ func TestProcessPTYDrainBounded(t *testing.T) {
 		t.Errorf("output %q", o)
 	}
 	if st := p.reap(); st.Code != 4 {
+		t.Errorf("status %v", st)
+	}
+	syscall.Kill(-p.pid, syscall.SIGKILL) // the sleep; the test owns this group
+}
+
+func TestProcessDrainIsIdleTime(t *testing.T) {
+	// A descendant goes on writing after the leader exited, a line every 0.3 s for longer
+	// than the drain: the drain bounds the time with nothing to read, not the time since the
+	// exit, so every line arrives; then the pipe stays idle and the read ends.
+	p, stdout, _ := run(t, nil, time.Second, "/bin/sh", "-c", "(for i in 1 2 3 4 5 6 7 8; do sleep 0.3; echo $i; done; exec sleep 600) & exit 5")
+	if o := stdout.all(); o != "1\n2\n3\n4\n5\n6\n7\n8\n" {
+		t.Errorf("stdout %q", o)
+	}
+	if st := p.reap(); st.Code != 5 {
 		t.Errorf("status %v", st)
 	}
 	syscall.Kill(-p.pid, syscall.SIGKILL) // the sleep; the test owns this group

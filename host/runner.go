@@ -10,6 +10,8 @@ import (
 	"path/filepath"
 	"strings"
 	"time"
+
+	"golang.org/x/sys/unix"
 )
 
 // Format is an executable format the relay knows a runner for.
@@ -47,10 +49,17 @@ func DetectFormat(path string) (Format, error) {
 	return FormatNative, nil
 }
 
+// detectFormatOf is DetectFormat for an open (possibly O_PATH) file: it reads the very file
+// the descriptor names, through /proc/self/fd, whatever its path names now.
+func detectFormatOf(f *os.File) (Format, error) {
+	return DetectFormat(fdPath(int(f.Fd())))
+}
+
 // launch is a fully authorised request, in host terms.
 type launch struct {
+	File    *os.File // the checked share file, open O_PATH (nil for an exposed command); run() closes it
 	Program string   // resolved host path of the program
-	Args    []string // argv, argv[0] as the guest gave it
+	Args    []string // argv: argv[0] as the guest gave it, or the exposed name (exposedArgv)
 	Dir     string   // host working directory
 	Env     []string // host environment
 	Format  Format
@@ -67,8 +76,31 @@ func (c *Config) command(l launch) (*exec.Cmd, time.Duration, error) {
 		if len(cmd.Args) == 0 {
 			cmd.Args = []string{l.Program}
 		}
+		if l.File != nil {
+			// Exec the checked file itself, not its path: the child gets the descriptor as
+			// fd 3 and execs /proc/self/fd/3 (execveat(fd, "", AT_EMPTY_PATH), which os/exec
+			// cannot do). fd 3 stays open in the program: a `#!` script's interpreter opens
+			// the script by that name (the kernel refuses a script whose descriptor is
+			// close-on-exec), and a script's $0 is /proc/self/fd/3.
+			cmd.Path = fdPath(3)
+			cmd.ExtraFiles = []*os.File{l.File}
+		}
 		return cmd, c.OutputDrain, nil
 	}
+}
+
+// checkSame verifies that path still names the file f: Wine opens the program by path (it
+// needs the real directory for the DLL search and GetModuleFileName), so the last check before
+// the start is that path and descriptor are still the same file (device and inode).
+func checkSame(f *os.File, path string) error {
+	var a, b unix.Stat_t
+	if err := unix.Fstat(int(f.Fd()), &a); err != nil {
+		return fmt.Errorf("host: %s: %w", path, err)
+	}
+	if err := unix.Stat(path, &b); err != nil || a.Dev != b.Dev || a.Ino != b.Ino {
+		return fmt.Errorf("host: %s: %w", path, errChanged)
+	}
+	return nil
 }
 
 // wineLoader finds the wine loader.
@@ -102,6 +134,11 @@ func (c *Config) wineCommand(l launch) (*exec.Cmd, time.Duration, error) {
 	}
 	if err := os.MkdirAll(filepath.Dir(c.Wine.Prefix), 0o755); err != nil {
 		return nil, 0, fmt.Errorf("host: wine prefix: %w", err)
+	}
+	if l.File != nil {
+		if err := checkSame(l.File, l.Program); err != nil {
+			return nil, 0, err
+		}
 	}
 	args := []string{loader, l.Program}
 	if len(l.Args) > 1 {

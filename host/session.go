@@ -51,7 +51,9 @@ func (r *Relay) serveConn(ctx context.Context, stop <-chan struct{}, conn net.Co
 
 	l, req, rf := r.handshake(conn, accepted, log, tr)
 	if rf == nil {
-		rf = r.takeSlot(stop)
+		if rf = r.takeSlot(stop); rf != nil && l.File != nil {
+			l.File.Close()
+		}
 	}
 	if rf != nil {
 		log.Warn("relay: refused", "errno", uint32(rf.errno), "reason", rf.log)
@@ -311,11 +313,12 @@ func readMessage(conn net.Conn, buf []byte) (wire.Message, *refusal) {
 // authorise turns a launch request into a host launch, or refuses it.
 func (r *Relay) authorise(req *wire.Launch) (launch, *refusal) {
 	var program string
+	var file *os.File // the checked share file, run through its descriptor
 	var err error
 	if req.Format == wire.FormatHost {
 		program, err = r.cfg.resolveExposed(req.Path)
 	} else {
-		program, err = r.cfg.resolveProgram(req.Path)
+		file, program, err = r.cfg.openProgram(req.Path)
 	}
 	if err != nil {
 		var de *DeniedError
@@ -329,17 +332,33 @@ func (r *Relay) authorise(req *wire.Launch) (launch, *refusal) {
 		}
 	}
 	if err := checkEnvPolicy(req.Env, r.cfg.EnvAllow); err != nil {
+		if file != nil {
+			file.Close()
+		}
 		var de *EnvDeniedError
 		errors.As(err, &de)
 		return launch{}, refuse(wire.EPERM, err, "lab relay: variable %s may not cross to the host (host policy, %s; see lab relay --allow-env)", de.Name, de.Class)
 	}
-	format, err := DetectFormat(program)
+	var format Format
+	if file != nil {
+		format, err = detectFormatOf(file)
+	} else {
+		format, err = DetectFormat(program)
+	}
 	if err != nil {
+		if file != nil {
+			file.Close()
+		}
 		return launch{}, refuse(wire.EACCES, err, "lab relay: %s: cannot read the program", req.Path)
 	}
+	args := req.Argv
+	if req.Format == wire.FormatHost {
+		args = exposedArgv(req.Path, req.Argv)
+	}
 	return launch{
+		File:    file,
 		Program: program,
-		Args:    req.Argv,
+		Args:    args,
 		Env:     hostEnv(r.cfg.Env, req.Env, r.cfg.guestToHostPath),
 		Format:  format,
 	}, nil
@@ -348,6 +367,9 @@ func (r *Relay) authorise(req *wire.Launch) (launch, *refusal) {
 // run starts the program and serves the session until the program's exit status is sent
 // or the connection is lost.
 func (r *Relay) run(ctx context.Context, s *wire.Session, l launch, req *wire.Launch, log *slog.Logger, tr *sessionTrace) (ExitStatus, error) {
+	if l.File != nil {
+		defer l.File.Close() // the child has its own copy once started
+	}
 	dir, warning := r.cfg.mapCwd(req.Cwd)
 	l.Dir = dir
 	tr.mappedCwd(req.Cwd, dir, warning)
@@ -516,10 +538,10 @@ func (r *Relay) pumpOutput(s *wire.Session, p *process, id wire.StreamID, f *os.
 	if f == nil {
 		return
 	}
-	_, err := w.ReadFrom(countReader{outputReader{f}, &r.bytesOut})
+	_, err := w.ReadFrom(countReader{p.output(f), &r.bytesOut})
 	if errors.Is(err, wire.ErrStreamClosed) {
 		if p.ptmx != nil {
-			io.Copy(io.Discard, outputReader{f}) // one file is the whole terminal: keep it drained
+			io.Copy(io.Discard, p.output(f)) // one file is the whole terminal: keep it drained
 			return
 		}
 		f.Close()
