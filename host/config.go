@@ -9,6 +9,8 @@ import (
 	"path/filepath"
 	"strings"
 	"time"
+
+	"lab/host/proctree"
 )
 
 // Share maps a guest directory to the host directory it shows (a 9p share in the VM).
@@ -85,6 +87,11 @@ type Config struct {
 	// whose children are all the relay's (lab relay); the reaper would otherwise reap
 	// children other code in the process waits for.
 	Subreaper bool
+	// Procs, when set, holds every host program the relay starts and all their descendants
+	// (a cgroup, or an environment marker), so that they die with the process that opened
+	// it, SIGKILL included (see package proctree). Zero: programs are only in their own
+	// process group, and a daemonised descendant outlives the relay.
+	Procs *proctree.Tree
 	// Logger receives one line per session event. Zero: slog.Default().
 	Logger *slog.Logger
 }
