@@ -28,9 +28,10 @@
 // not paid for it): this binary re-executed with LAB_PROCTREE_WATCH set, reading a pipe
 // whose only write end the daemon holds. The daemon's death, SIGKILL included, is EOF on
 // that pipe, and the watcher kills the tree at once (cgroup.kill and rmdir, or the marker
-// scan). Close does the same on a normal exit. Open also sweeps what dead daemons left:
-// sibling cgroups lab-*.PID.START and marked processes whose daemon (PID with that start
-// time) no longer runs.
+// scan). Close does the same on a normal exit. Open also sweeps what dead daemons of the
+// same name left (a relay's, by the next relay; a hostagent's, by the next hostagent):
+// sibling cgroups lab-NAME.PID.START and processes marked NAME.PID.START whose daemon (PID
+// with that start time) no longer runs.
 package proctree
 
 import (
@@ -125,9 +126,9 @@ func Open(opts Options) (*Tree, error) {
 
 	parent, cgErr := ownCgroup()
 	if cgErr == nil {
-		sweepCgroups(parent, log)
+		sweepCgroups(parent, opts.Name, log)
 	}
-	sweepMarked(log)
+	sweepMarked(opts.Name, log)
 	if mode != ModeFallback {
 		if cgErr == nil {
 			cgErr = t.makeCgroup(parent)
@@ -347,17 +348,17 @@ func killCgroup(dir string) error {
 	}
 }
 
-var cgroupName = regexp.MustCompile(`^lab-[a-z0-9][a-z0-9-]*\.(\d+)\.(\d+)$`)
-
-// sweepCgroups kills and removes the cgroups under parent whose daemon is gone.
-func sweepCgroups(parent string, log *slog.Logger) {
+// sweepCgroups kills and removes the cgroups lab-NAME.PID.START under parent whose daemon
+// is gone.
+func sweepCgroups(parent, name string, log *slog.Logger) {
 	ents, err := os.ReadDir(parent)
 	if err != nil {
 		return
 	}
 	for _, e := range ents {
-		m := cgroupName.FindStringSubmatch(e.Name())
-		if !e.IsDir() || m == nil || alive(m[1], m[2]) {
+		rest, ok := strings.CutPrefix(e.Name(), "lab-"+name+".")
+		pid, start, ok2 := strings.Cut(rest, ".")
+		if !e.IsDir() || !ok || !ok2 || alive(pid, start) {
 			continue
 		}
 		dir := filepath.Join(parent, e.Name())
@@ -369,13 +370,15 @@ func sweepCgroups(parent string, log *slog.Logger) {
 	}
 }
 
-// sweepMarked kills the marked processes whose daemon is gone.
-func sweepMarked(log *slog.Logger) {
+// sweepMarked kills the processes marked by a daemon of this name that is gone.
+func sweepMarked(name string, log *slog.Logger) {
 	owners := map[string]bool{}
 	scanMarked(func(pid int, owner string) {
 		if _, ok := owners[owner]; !ok {
 			parts := strings.Split(owner, ".")
-			owners[owner] = len(parts) == 3 && alive(parts[1], parts[2])
+			if len(parts) == 3 && parts[0] == name {
+				owners[owner] = alive(parts[1], parts[2])
+			}
 		}
 	})
 	for owner, live := range owners {
@@ -475,6 +478,7 @@ func (t *Tree) startWatcher() error {
 	cmd.Args = []string{"lab-proctree-watch", t.id}
 	cmd.Env = []string{watchEnv + "=" + arg}
 	cmd.Stdin = r
+	cmd.Dir = "/" // pins no mount
 	// Its own group: a terminal's ^C for the daemon's group must not end the watcher first.
 	cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true}
 	err = cmd.Start()

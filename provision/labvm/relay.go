@@ -157,6 +157,7 @@ func (t *relayTask) config() (host.Config, error) {
 		Token:   token,
 		PeerCID: t.env.CID,
 		Logger:  t.log,
+		Procs:   t.env.Procs, // host programs die with the hostagent
 		// A generation retired by lab expose lets its running programs finish.
 		DrainTimeout: 10 * time.Minute,
 	}
