@@ -14,8 +14,9 @@
 //     /proc/self/mountinfo, never an assumed path). It works where the daemon's cgroup is
 //     writable: as root, or for a user inside a delegated subtree (systemd-run --user
 //     --scope -p Delegate=yes). Children are cloned straight into it (CLONE_INTO_CGROUP,
-//     SysProcAttr.UseCgroupFD), so no fresh child is ever outside it, and nothing a
-//     non-root program does can leave it. Killing is one write to cgroup.kill (Linux 5.14).
+//     SysProcAttr.UseCgroupFD), so no fresh child is ever outside it; setsid, double forks
+//     and setuid execs do not leave it (only a write to another cgroup's cgroup.procs that
+//     its user may write would). Killing is one write to cgroup.kill (Linux 5.14).
 //   - fallback (no writable cgroup v2, no cgroup.kill, or LAB_PROCTREE=fallback): every
 //     started process gets the environment variable LAB_PROCTREE_OWNER=NAME.PID.START,
 //     which its descendants inherit (setsid and double forks included); killing is a scan

@@ -229,16 +229,25 @@ func hostagentKilled(t *testing.T, ctx context.Context, c *vm.Client, stateDir, 
 	if _, err := labvm.Expose(ctx, c, stateDir, []string{script}, "lab-tree", labvm.Options{Interpreter: interp}); err != nil {
 		t.Fatalf("expose: %v", err)
 	}
-	// The relay applies a new allow list within a tick; retry the launch until it does.
+	// The relay applies a new allow list within a tick; the stub's first launch may be
+	// refused until it did, so launch until the tree runs. A launch blocks (the program
+	// sleeps) until the hostagent dies and takes the connection with it.
 	deadline := time.Now().Add(30 * time.Second)
+	last := "(nothing)"
 	for len(procsWith(marker, "")) == 0 {
-		if out, err := c.Output(ctx, "nohup lab-tree </dev/null >/dev/null 2>&1 &"); err != nil {
-			t.Fatalf("start lab-tree in the guest: %v %s", err, out)
-		}
 		if time.Now().After(deadline) {
-			t.Fatal("the exposed lab-tree never ran on the host")
+			t.Fatalf("the exposed lab-tree never ran on the host; a launch said: %s", last)
 		}
-		time.Sleep(500 * time.Millisecond)
+		res := make(chan string, 1)
+		go func() {
+			out, err := c.Output(ctx, "lab-tree")
+			res <- fmt.Sprintf("%q, %v", out, err)
+		}()
+		select {
+		case last = <-res: // refused or failed: try again
+			time.Sleep(300 * time.Millisecond)
+		case <-time.After(2 * time.Second): // still running: the tree should be there
+		}
 	}
 	waitProcs(t, marker, "", 3)
 	var wine []int
