@@ -291,3 +291,31 @@ func TestUnescapeMount(t *testing.T) {
 		}
 	}
 }
+
+// BenchmarkStart: the cost Prepare adds to starting and reaping a trivial program.
+func BenchmarkStart(b *testing.B) {
+	truePath, err := exec.LookPath("true")
+	if err != nil {
+		b.Skip(err)
+	}
+	run := func(b *testing.B, tr *Tree) {
+		for b.Loop() {
+			cmd := exec.Command(truePath)
+			tr.Prepare(cmd)
+			if err := cmd.Run(); err != nil {
+				b.Fatal(err)
+			}
+		}
+	}
+	b.Run("none", func(b *testing.B) { run(b, nil) })
+	for _, mode := range []string{ModeCgroup, ModeFallback} {
+		b.Run(mode, func(b *testing.B) {
+			tr, err := Open(Options{Name: "bench", Mode: mode, Logger: slog.New(slog.NewTextHandler(io.Discard, nil))})
+			if err != nil {
+				b.Skip(err)
+			}
+			defer tr.Close()
+			run(b, tr)
+		})
+	}
+}
