@@ -10,6 +10,7 @@ import (
 	"strings"
 	"time"
 
+	"lab/host/proctree"
 	"lab/trace"
 )
 
@@ -101,6 +102,11 @@ type Config struct {
 	// whose children are all the relay's (lab relay); the reaper would otherwise reap
 	// children other code in the process waits for.
 	Subreaper bool
+	// Procs, when set, holds every host program the relay starts and all their descendants
+	// (a cgroup, or an environment marker), so that they die with the process that opened
+	// it, SIGKILL included (see package proctree). Zero: programs are only in their own
+	// process group, and a daemonised descendant outlives the relay.
+	Procs *proctree.Tree
 	// Logger receives one line per session event. Zero: slog.Default().
 	Logger *slog.Logger
 	// Trace records the steps of launches whose Launch carries a trace id (lab trace;

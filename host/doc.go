@@ -14,6 +14,8 @@
 //     files), in its own process group, on pipes or on a pty;
 //   - streams stdin, stdout and stderr, forwards signals to the process group, resizes the pty,
 //     and reports the exit status; a disconnect kills the process group.
+//   - with Config.Procs (package proctree), holds every program and its descendants so that
+//     they die with the relay's process, SIGKILL included.
 //
 // Relay.Serve takes any net.Listener, so the same relay serves kernel vsock
 // (github.com/mdlayher/vsock), the userspace vsock backend and Unix sockets; Listen builds the

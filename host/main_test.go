@@ -22,7 +22,8 @@ var bin struct {
 
 // fixtureNames are the names the fixture answers to (see testdata/fixture).
 var fixtureNames = []string{"echoargs", "cat", "sha256", "gen", "fill", "zeros", "exit", "killself", "tty", "waitsig",
-	"produce", "sleeper", "sleeper-child", "orphan", "orphan-child", "interleave", "multicall", "true"}
+	"produce", "sleeper", "sleeper-child", "orphan", "orphan-child", "interleave", "multicall", "true",
+	"daemon", "daemon-child", "daemon-grandchild"}
 
 func TestMain(m *testing.M) {
 	code := m.Run()

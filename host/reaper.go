@@ -12,6 +12,8 @@ import (
 	"time"
 
 	"golang.org/x/sys/unix"
+
+	"lab/host/proctree"
 )
 
 // reaper starts the relay's children and, when the relay is the child subreaper, reaps the
@@ -21,9 +23,10 @@ import (
 // other programs (the VM's host agent runs QEMU).
 type reaper struct {
 	mu      sync.Mutex
-	live    map[int]bool // started by a session, reaped by it
-	adopt   bool         // subreaper mode
-	orphans int64        // orphans reaped (counter)
+	live    map[int]bool   // started by a session, reaped by it
+	adopt   bool           // subreaper mode
+	orphans int64          // orphans reaped (counter)
+	procs   *proctree.Tree // where started children go (Config.Procs); nil: nowhere in particular
 }
 
 func newReaper() *reaper { return &reaper{live: map[int]bool{}} }
@@ -32,6 +35,7 @@ func newReaper() *reaper { return &reaper{live: map[int]bool{}} }
 func (r *reaper) start(cmd *exec.Cmd) error {
 	r.mu.Lock()
 	defer r.mu.Unlock()
+	r.procs.Prepare(cmd)
 	if err := cmd.Start(); err != nil {
 		return err
 	}

@@ -47,7 +47,9 @@ func NewRelay(cfg Config) (*Relay, error) {
 	if err != nil {
 		return nil, err
 	}
-	return &Relay{cfg: c, reaper: newReaper(), slots: make(chan struct{}, c.MaxSessions), pre: newPreauth(c.MaxPending)}, nil
+	rp := newReaper()
+	rp.procs = c.Procs
+	return &Relay{cfg: c, reaper: rp, slots: make(chan struct{}, c.MaxSessions), pre: newPreauth(c.MaxPending)}, nil
 }
 
 // Stats returns a snapshot of the counters.

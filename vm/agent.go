@@ -19,6 +19,7 @@ import (
 	"github.com/mdlayher/vsock"
 	"golang.org/x/crypto/ssh"
 
+	"lab/host/proctree"
 	"lab/vhostvsock"
 	"lab/vm/qemu"
 )
@@ -41,6 +42,10 @@ type Env struct {
 	// sshd's config) replaces the kept connection and closes the old one.
 	Ready <-chan struct{}
 	SSH   func(ctx context.Context) (*ssh.Client, error)
+	// Procs holds QEMU and every process a Task starts (pass each exec.Cmd to
+	// Procs.Prepare before Start; host.Config.Procs for the relay): they all die with the
+	// hostagent, SIGKILL included (package proctree).
+	Procs *proctree.Tree
 }
 
 // Task is something that lives exactly as long as the VM: it starts before QEMU
@@ -97,10 +102,11 @@ type QEMUExit struct {
 }
 
 type agent struct {
-	h    *Hostagent
-	in   *Instance
-	keys *keys
-	log  *slog.Logger
+	h     *Hostagent
+	in    *Instance
+	procs *proctree.Tree
+	keys  *keys
+	log   *slog.Logger
 
 	mu     sync.Mutex
 	health Health
@@ -154,7 +160,13 @@ func (h *Hostagent) Run(ctx context.Context) (err error) {
 		return fmt.Errorf("vm: %w", err)
 	}
 	defer ev.Close()
-	a := &agent{h: h, in: in, keys: ks, log: log.With("vm", in.Name), events: ev,
+	// QEMU, the relay's host programs and Wine die with this process however it ends.
+	procs, err := proctree.Open(proctree.Options{Name: "hostagent", Logger: log})
+	if err != nil {
+		return fmt.Errorf("vm: %w", err)
+	}
+	defer procs.Close()
+	a := &agent{procs: procs, h: h, in: in, keys: ks, log: log.With("vm", in.Name), events: ev,
 		ready: make(chan struct{}), qemuDone: make(chan struct{}), vsockDone: make(chan error, 1)}
 	a.health = Health{Phase: "booting", Started: time.Now()}
 	a.emit("starting", fmt.Sprintf("hostagent pid %d", os.Getpid()), nil)
@@ -185,7 +197,7 @@ func (a *agent) run(ctx context.Context) error {
 	defer stopVM()
 
 	env := &Env{Name: in.Name, StateDir: dir, CID: in.CID, Vsock: in.Vsock, Logger: a.log,
-		Ready: a.ready, SSH: a.guestClient}
+		Ready: a.ready, SSH: a.guestClient, Procs: a.procs}
 	switch in.Vsock {
 	case "user":
 		dev, err := vhostvsock.New(vhostvsock.Config{
@@ -358,6 +370,7 @@ func (a *agent) startQEMU() error {
 		cmd.Dir = dir
 		cmd.SysProcAttr = &syscall.SysProcAttr{Pdeathsig: syscall.SIGKILL, Setpgid: true}
 		cmd.ExtraFiles = []*os.File{qmpf} // fd qmpFD
+		a.procs.Prepare(cmd)
 		err := cmd.Start()
 		qmpf.Close() // QEMU's is the only copy now
 		if err != nil {

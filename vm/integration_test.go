@@ -346,8 +346,24 @@ func TestIntegrationSecondVMKilled(t *testing.T) {
 		}
 	}}
 	failing := Task{Name: "failing", Run: func(context.Context, *Env) error { return io.ErrUnexpectedEOF }}
+	// A host process tree started the way the relay and the wine task start theirs
+	// (Env.Procs), with a daemon that setsid()s away from the group: it must die with QEMU.
+	marker, treeScript := hostTreeScript(t)
+	treeStarted := make(chan error, 1)
+	tree := Task{Name: "tree", Run: func(ctx context.Context, env *Env) error {
+		cmd := exec.Command(treeScript)
+		cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true}
+		env.Procs.Prepare(cmd)
+		err := cmd.Start()
+		treeStarted <- err
+		if err == nil {
+			go cmd.Wait()
+		}
+		<-ctx.Done()
+		return nil
+	}}
 	agents := make(chan *agent, 1)
-	h := &Hostagent{Tasks: []Task{echo, failing}, onReady: func(a *agent) { agents <- a }}
+	h := &Hostagent{Tasks: []Task{echo, failing, tree}, onReady: func(a *agent) { agents <- a }}
 	if _, err := Up(ctx, Config{Name: name, StateDir: dir, inProcess: h}); err != nil {
 		t.Fatal(err)
 	}
@@ -406,10 +422,17 @@ func TestIntegrationSecondVMKilled(t *testing.T) {
 		}
 	}
 
+	if err := <-treeStarted; err != nil {
+		t.Fatalf("starting the host process tree: %v", err)
+	}
+	waitTree(t, marker, 3, 20*time.Second)
+
 	qemuPID, agentPID := st2.QEMUPID, st2.AgentPID
 	if err := syscall.Kill(qemuPID, syscall.SIGKILL); err != nil {
 		t.Fatal(err)
 	}
+	// The hostagent ends with QEMU, and so does every process in its tree.
+	waitTree(t, marker, 0, 30*time.Second)
 	// The hostagent notices and exits; status then says stopped and why.
 	deadline := time.Now().Add(20 * time.Second)
 	var st *Status
@@ -856,4 +879,64 @@ func TestIntegrationReconnect(t *testing.T) {
 		code, err := c.Run(ctx, "kill -0 "+before, nil, nil, nil)
 		return err == nil && code != 0
 	})
+}
+
+// hostTreeScript writes a host program that starts a daemon in a new session and a
+// background child, then sleeps; every process of the tree is a copy of sleep whose
+// path holds the returned marker.
+func hostTreeScript(t *testing.T) (marker, script string) {
+	t.Helper()
+	sleep, err := exec.LookPath("sleep")
+	if err != nil {
+		t.Fatal(err)
+	}
+	b, err := os.ReadFile(sleep)
+	if err != nil {
+		t.Fatal(err)
+	}
+	marker = fmt.Sprintf("lab-tree-%d", time.Now().UnixNano())
+	dir := t.TempDir()
+	if err := os.WriteFile(filepath.Join(dir, marker), b, 0o755); err != nil {
+		t.Fatal(err)
+	}
+	script = filepath.Join(dir, "tree.sh")
+	body := fmt.Sprintf("#!/bin/sh\nsetsid %[1]s 600 </dev/null >/dev/null 2>&1 &\n%[1]s 600 &\nexec %[1]s 600\n", filepath.Join(dir, marker))
+	if err := os.WriteFile(script, []byte(body), 0o755); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() {
+		for _, p := range treePIDs(marker) {
+			syscall.Kill(p, syscall.SIGKILL)
+		}
+	})
+	return marker, script
+}
+
+// treePIDs lists the live (not zombie) processes whose command line holds marker.
+func treePIDs(marker string) []int {
+	ents, _ := os.ReadDir("/proc")
+	var pids []int
+	for _, e := range ents {
+		pid, err := strconv.Atoi(e.Name())
+		if err == nil && processAlive(pid, marker) {
+			pids = append(pids, pid)
+		}
+	}
+	return pids
+}
+
+// waitTree polls until exactly n processes hold marker, or fails after d.
+func waitTree(t *testing.T, marker string, n int, d time.Duration) {
+	t.Helper()
+	deadline := time.Now().Add(d)
+	for {
+		pids := treePIDs(marker)
+		if len(pids) == n {
+			return
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("processes of the host tree %s: %v, want %d", marker, pids, n)
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
 }

@@ -65,6 +65,9 @@ type Prefix struct {
 	Loader      string // the wine loader: run a PE file as Loader PROGRAM ARGS...
 	Server      string // wineserver
 	WineVersion string // `wine --version`, e.g. "wine-8.0 (Debian 8.0~repack-4)"
+	// Prepare, when set, is called on every command Warm, Shutdown and Command make, just
+	// before it starts (the hostagent puts Wine into its process tree with it).
+	Prepare func(*exec.Cmd)
 }
 
 type stamp struct {
@@ -322,17 +325,28 @@ func (p *Prefix) Command(ctx context.Context, program string, args ...string) *e
 	cmd.Cancel = func() error { return syscall.Kill(-cmd.Process.Pid, syscall.SIGKILL) }
 	// Belt and braces for a prefix that was not warmed: its services would hold the pipes.
 	cmd.WaitDelay = 2 * time.Second
+	if p.Prepare != nil {
+		p.Prepare(cmd)
+	}
 	return cmd
 }
 
 // internal runs one of Wine's own commands for prefix dir with stdio on /dev/null (nobody may
 // inherit a pipe of ours) and waits for it.
 func internal(ctx context.Context, dir string, name string, args ...string) error {
+	return internalPrepared(ctx, nil, dir, name, args...)
+}
+
+// internalPrepared is internal with prepare (if not nil) called on the command.
+func internalPrepared(ctx context.Context, prepare func(*exec.Cmd), dir string, name string, args ...string) error {
 	cmd := exec.CommandContext(ctx, name, args...)
 	cmd.Env = append(append(baseEnv(), wineVars(dir)...), "LANG=C.UTF-8", "LC_ALL=C.UTF-8")
 	cmd.Dir = dir
 	cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true}
 	cmd.WaitDelay = 5 * time.Second
+	if prepare != nil {
+		prepare(cmd)
+	}
 	// Stdin, Stdout, Stderr nil: /dev/null.
 	if err := cmd.Run(); err != nil {
 		return fmt.Errorf("wineprefix: %s %s (WINEPREFIX=%s): %w", filepath.Base(name), strings.Join(args, " "), dir, err)
@@ -343,10 +357,10 @@ func internal(ctx context.Context, dir string, name string, args ...string) erro
 // Warm starts a persistent wineserver for the prefix and Wine's background services, with
 // stdio on /dev/null, so that no program's pipes are inherited by them later. Idempotent.
 func (p *Prefix) Warm(ctx context.Context) error {
-	if err := internal(ctx, p.Dir, p.Server, "-p"); err != nil {
+	if err := internalPrepared(ctx, p.Prepare, p.Dir, p.Server, "-p"); err != nil {
 		return err
 	}
-	return internal(ctx, p.Dir, p.Loader, "wineboot")
+	return internalPrepared(ctx, p.Prepare, p.Dir, p.Loader, "wineboot")
 }
 
 // Shutdown stops the prefix's wineserver and every Wine process of the prefix
@@ -354,8 +368,8 @@ func (p *Prefix) Warm(ctx context.Context) error {
 // It is safe to call when nothing runs.
 func (p *Prefix) Shutdown(ctx context.Context) error {
 	// -k exits 1 both when it killed a server and when there was none: not an error signal.
-	_ = internal(ctx, p.Dir, p.Server, "-k")
-	if err := internal(ctx, p.Dir, p.Server, "-w"); err != nil {
+	_ = internalPrepared(ctx, p.Prepare, p.Dir, p.Server, "-k")
+	if err := internalPrepared(ctx, p.Prepare, p.Dir, p.Server, "-w"); err != nil {
 		return err
 	}
 	return cleanServerDir(p.Dir)

@@ -17,6 +17,7 @@ import (
 	"github.com/spf13/cobra"
 
 	"lab/host"
+	"lab/host/proctree"
 	"lab/trace"
 	"lab/wire"
 )
@@ -59,7 +60,11 @@ sets one is refused, naming it, unless --allow-env lets it through.
 
 The relay prints one line per listener on stdout ("lab relay: listening on
 ADDR"). On SIGTERM or SIGINT it stops accepting, lets running programs finish
-for --grace, then kills their process groups and exits 0.`,
+for --grace, then kills their process groups and exits 0. However the relay ends (SIGKILL
+included), every program it started and all their descendants are killed:
+they are held in a cgroup v2 of their own when this user may create one, else
+marked with LAB_PROCTREE_OWNER in their environment (LAB_PROCTREE=fallback
+forces that mode); leftovers of a relay that died are swept at start.`,
 		Example: `  # a relay for tests, on a Unix socket, sharing /srv/lab as /mnt/host in the guest
   head -c 32 /dev/urandom | base64 > token && chmod 600 token
   lab relay --listen unix:/tmp/lab-relay.sock --token-file token --share /srv/lab:/mnt/host
@@ -132,6 +137,13 @@ func relayAction(cmd *cobra.Command, o relayOptions) error {
 		defer tf.Close()
 		cfg.Trace = trace.NewSink(tf, trace.SideRelay)
 	}
+	// Every host program and its descendants die with this process, SIGKILL included.
+	procs, err := proctree.Open(proctree.Options{Name: "relay", Logger: slog.Default()})
+	if err != nil {
+		return fmt.Errorf("relay: %w", err)
+	}
+	defer procs.Close()
+	cfg.Procs = procs
 	relay, err := host.NewRelay(cfg)
 	if err != nil {
 		return relayError(err)

@@ -175,6 +175,7 @@ func (t *relayTask) config() (host.Config, error) {
 		PeerCID: t.env.CID,
 		Logger:  t.log,
 		Trace:   t.trace,
+		Procs:   t.env.Procs, // host programs die with the hostagent
 		// A generation retired by lab expose lets its running programs finish.
 		DrainTimeout: 10 * time.Minute,
 	}

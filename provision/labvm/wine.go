@@ -128,6 +128,8 @@ func runWine(ctx context.Context, env *vm.Env) error {
 	writeWineState(env.StateDir, st)
 	p, err := wineprefix.Ensure(ctx, wineprefix.Options{Dir: dir})
 	if err == nil {
+		// The persistent wineserver and Wine's services die with the hostagent.
+		p.Prepare = env.Procs.Prepare
 		st.WineVersion = p.WineVersion
 		err = p.Warm(ctx)
 	}
