@@ -26,6 +26,7 @@ import (
 	"os/exec"
 	"path/filepath"
 	"regexp"
+	"sort"
 	"strings"
 	"syscall"
 	"time"
@@ -57,14 +58,19 @@ type Options struct {
 	Wine string
 	// Server is wineserver. Zero: "wineserver" in PATH, then /usr/lib/wine/wineserver64.
 	Server string
+	// Programs are installed into drive_c/windows/system32 on every Ensure (file name -> host
+	// file; rewritten only when the content differs): the Windows commands WSL users type
+	// that Wine lacks (pefixtures.SystemPrograms: clip.exe, ...).
+	Programs map[string]string
 }
 
 // Prefix is a ready Wine prefix owned by the lab.
 type Prefix struct {
-	Dir         string // absolute prefix directory (WINEPREFIX)
-	Loader      string // the wine loader: run a PE file as Loader PROGRAM ARGS...
-	Server      string // wineserver
-	WineVersion string // `wine --version`, e.g. "wine-8.0 (Debian 8.0~repack-4)"
+	Dir         string   // absolute prefix directory (WINEPREFIX)
+	Loader      string   // the wine loader: run a PE file as Loader PROGRAM ARGS...
+	Server      string   // wineserver
+	WineVersion string   // `wine --version`, e.g. "wine-8.0 (Debian 8.0~repack-4)"
+	Programs    []string // file names Ensure installed into system32 (Options.Programs)
 }
 
 type stamp struct {
@@ -129,8 +135,15 @@ func Ensure(ctx context.Context, opts Options) (*Prefix, error) {
 		return nil, err
 	}
 	p := &Prefix{Dir: dir, Loader: loader, Server: server, WineVersion: version}
+	for name := range opts.Programs {
+		p.Programs = append(p.Programs, name)
+	}
+	sort.Strings(p.Programs)
 	if isPrefix(dir) {
 		if err := checkOwner(dir); err != nil {
+			return nil, err
+		}
+		if err := layout(dir, opts.Programs); err != nil {
 			return nil, err
 		}
 		return p, nil
@@ -162,10 +175,13 @@ func Ensure(ctx context.Context, opts Options) (*Prefix, error) {
 	if err := writeStamp(filepath.Join(tmp, prefixStamp), version); err != nil {
 		return nil, err
 	}
+	if err := layout(tmp, opts.Programs); err != nil {
+		return nil, err
+	}
 	os.Remove(dir) // an empty directory (checkReplaceable) may stand in the way
 	if err := os.Rename(tmp, dir); err != nil {
 		if isPrefix(dir) {
-			return p, nil // another caller made it first
+			return p, layout(dir, opts.Programs) // another caller made it first
 		}
 		return nil, fmt.Errorf("wineprefix: %w", err)
 	}
@@ -341,12 +357,31 @@ func internal(ctx context.Context, dir string, name string, args ...string) erro
 }
 
 // Warm starts a persistent wineserver for the prefix and Wine's background services, with
-// stdio on /dev/null, so that no program's pipes are inherited by them later. Idempotent.
+// stdio on /dev/null, so that no program's pipes are inherited by them later, and points
+// Wine's browser launcher at lab's opener (OpenedLog). Idempotent.
 func (p *Prefix) Warm(ctx context.Context) error {
 	if err := internal(ctx, p.Dir, p.Server, "-p"); err != nil {
 		return err
 	}
-	return internal(ctx, p.Dir, p.Loader, "wineboot")
+	if err := internal(ctx, p.Dir, p.Loader, "wineboot"); err != nil {
+		return err
+	}
+	return p.Configure(ctx)
+}
+
+// Configure applies lab's registry settings, in a running or stopped prefix (Warm calls it):
+// the installed programs (Prefix.Programs) run as themselves, and Wine's browser launcher runs
+// lab's opener (OpenedLog).
+func (p *Prefix) Configure(ctx context.Context) error {
+	// Wine runs its own builtin of a program it has one of (powershell.exe: a stub that
+	// exits 0 without a word) even when system32 holds another PE file under that name,
+	// unless the DLL override says native.
+	for _, name := range p.Programs {
+		if err := internal(ctx, p.Dir, p.Loader, "reg", "add", `HKCU\Software\Wine\DllOverrides`, "/v", name, "/d", "native", "/f"); err != nil {
+			return err
+		}
+	}
+	return p.installOpener(ctx)
 }
 
 // Shutdown stops the prefix's wineserver and every Wine process of the prefix
