@@ -27,6 +27,9 @@
 //	clip.exe               puts stdin on the Windows clipboard (BOM / console code page rules)
 //	paste.exe              prints the clipboard's text (PowerShell's Get-Clipboard -Raw)
 //	powershell.exe         says that Wine has no PowerShell, exits 1
+//	labdesktop.exe         stays attached to the desktop so that the clipboard outlives clip.exe
+//	labrun.exe             runs LABRUN_PROGRAM with the exact command line LABRUN_CMDLINE (the
+//	                       relay's way around Wine's own quoting, see host.wineCommand)
 package pefixtures
 
 import (
@@ -66,14 +69,16 @@ const (
 	Clip       = "clip.exe"
 	Paste      = "paste.exe"
 	PowerShell = "powershell.exe"
+	LabRun     = "labrun.exe"
+	LabDesktop = "labdesktop.exe"
 )
 
 // Names lists every fixture.
-var Names = []string{EchoArgs, Cat, Upper, Stderr, Exit, WaitCtrlC, Pwd, Getenv, Cmdline, Clip, Paste, PowerShell}
+var Names = []string{EchoArgs, Cat, Upper, Stderr, Exit, WaitCtrlC, Pwd, Getenv, Cmdline, Clip, Paste, PowerShell, LabRun, LabDesktop}
 
 // SystemPrograms are the programs lab installs into a prefix's system32 (file name -> the
 // same name): Windows commands that Wine does not ship.
-var SystemPrograms = []string{Clip, Paste, PowerShell}
+var SystemPrograms = []string{Clip, Paste, PowerShell, LabRun, LabDesktop}
 
 // DefaultToolchain is the newest Go whose Windows binaries run on Wine < 8.13.
 const DefaultToolchain = "go1.21.4"

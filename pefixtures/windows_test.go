@@ -1,14 +1,17 @@
 package pefixtures_test
 
 import (
+	"bufio"
 	"bytes"
 	"context"
 	"os"
 	"path/filepath"
 	"strings"
+	"syscall"
 	"testing"
 	"time"
 
+	"lab/host"
 	"lab/pefixtures"
 	"lab/wineprefix"
 )
@@ -127,31 +130,13 @@ func TestOpenURL(t *testing.T) {
 	t.Errorf("%s = %q, want %q", log, got, want)
 }
 
-// wslQuote is WSL's FormatCommandLine for one argument (MSVCRT rules): quoted when empty or
-// containing space, tab, CR, LF or '"'; inside quotes a '"' becomes \", the backslashes before
-// it are doubled, and so are trailing backslashes.
-func wslQuote(a string) string {
-	if a != "" && !strings.ContainsAny(a, " \t\r\n\"") {
-		return a
+func mustRead(t *testing.T, p string) []byte {
+	t.Helper()
+	b, err := os.ReadFile(p)
+	if err != nil {
+		t.Fatal(err)
 	}
-	var b strings.Builder
-	b.WriteByte('"')
-	slashes := 0
-	for _, r := range a {
-		switch r {
-		case '\\':
-			slashes++
-		case '"':
-			b.WriteString(strings.Repeat(`\`, slashes+1)) // the run itself is already written
-			slashes = 0
-		default:
-			slashes = 0
-		}
-		b.WriteRune(r)
-	}
-	b.WriteString(strings.Repeat(`\`, slashes))
-	b.WriteByte('"')
-	return b.String()
+	return b
 }
 
 // TestCommandLine compares the command line a PE program gets from `wine PROGRAM ARGS...`
@@ -186,7 +171,7 @@ func TestCommandLine(t *testing.T) {
 	} {
 		r := run(t, p, p.DriveC(), nil, nil, exe, tc.arg)
 		got := strings.TrimSuffix(r.stdout, "\n")
-		wsl := `"` + win + `" ` + wslQuote(tc.arg)
+		wsl := `"` + win + `" ` + host.QuoteWindowsArg(tc.arg)
 		want := wsl
 		if tc.wine != "" {
 			want = `"` + win + `" ` + tc.wine
@@ -198,6 +183,32 @@ func TestCommandLine(t *testing.T) {
 			t.Errorf("arg %q: marked as differing from WSL, but Wine builds WSL's %q", tc.arg, wsl)
 		}
 	}
+	// labrun.exe (what the relay uses when Wine's quoting differs) gives WSL's exact line.
+	launcher := filepath.Join(p.DriveC(), "windows", "system32", pefixtures.LabRun)
+	if err := os.WriteFile(launcher, mustRead(t, fx[pefixtures.LabRun]), 0o755); err != nil {
+		t.Fatal(err)
+	}
+	defer os.Remove(launcher)
+	for _, args := range [][]string{{`q"x`}, {`a\"b`, "nl\nx", "cr\rx"}, {"", "a b", `trail\`, `"hello world"`}} {
+		line := `"` + win + `"`
+		for _, a := range args {
+			line += " " + host.QuoteWindowsArg(a)
+		}
+		r := run(t, p, p.DriveC(), nil, []string{"LABRUN_PROGRAM=" + win, "LABRUN_CMDLINE=" + line}, launcher)
+		if got := strings.TrimSuffix(r.stdout, "\n"); got != line || r.code != 0 {
+			t.Errorf("labrun %q: %q (stderr %q, exit %d), want %q", args, got, r.stderr, r.code, line)
+		}
+	}
+	// Exit codes and the environment (without LABRUN_*) pass through the launcher.
+	exitWin, _ := p.WindowsPath(fx[pefixtures.Exit])
+	if r := run(t, p, p.DriveC(), nil, []string{"LABRUN_PROGRAM=" + exitWin, "LABRUN_CMDLINE=exit.exe 7"}, launcher); r.code != 7 {
+		t.Errorf("labrun exit.exe 7: exit %d (stderr %q)", r.code, r.stderr)
+	}
+	getenvWin, _ := p.WindowsPath(fx[pefixtures.Getenv])
+	if r := run(t, p, p.DriveC(), nil, []string{"LABRUN_PROGRAM=" + getenvWin, "LABRUN_CMDLINE=getenv.exe LABRUN_CMDLINE"}, launcher); r.code != 1 {
+		t.Errorf("labrun getenv.exe LABRUN_CMDLINE: %q, exit %d; want it unset (exit 1)", r.stdout, r.code)
+	}
+
 	// Every argument still arrives intact through MSVCRT-style parsing (Go's os.Args).
 	var args []string
 	var want bytes.Buffer
@@ -207,5 +218,44 @@ func TestCommandLine(t *testing.T) {
 	}
 	if r := run(t, p, p.DriveC(), nil, nil, fx[pefixtures.EchoArgs], args...); r.stdout != want.String() {
 		t.Errorf("echoargs: %q, want %q", r.stdout, want.String())
+	}
+}
+
+// TestLabRunCtrlC: Ctrl-C reaches a program started by labrun.exe, and the launcher exits
+// with the program's answer (waitctrlc.exe: 42), not first.
+func TestLabRunCtrlC(t *testing.T) {
+	p, fx := setup(t)
+	launcher := filepath.Join(p.DriveC(), "labrun-ctrlc.exe")
+	if err := os.WriteFile(launcher, mustRead(t, fx[pefixtures.LabRun]), 0o755); err != nil {
+		t.Fatal(err)
+	}
+	win, _ := p.WindowsPath(fx[pefixtures.WaitCtrlC])
+	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
+	defer cancel()
+	cmd := p.Command(ctx, launcher)
+	cmd.Dir = p.DriveC()
+	cmd.Env = append(cmd.Env, "LABRUN_PROGRAM="+win, `LABRUN_CMDLINE=waitctrlc.exe "q\"x"`)
+	stdout, err := cmd.StdoutPipe()
+	if err != nil {
+		t.Fatal(err)
+	}
+	var errb bytes.Buffer
+	cmd.Stderr = &errb
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	r := bufio.NewReader(stdout)
+	if line, err := r.ReadString('\n'); err != nil || line != "ready\n" {
+		cmd.Cancel()
+		cmd.Wait()
+		t.Fatalf("first line %q, %v (stderr %q)", line, err, errb.String())
+	}
+	if err := syscall.Kill(-cmd.Process.Pid, syscall.SIGINT); err != nil {
+		t.Fatal(err)
+	}
+	rest, _ := r.ReadString(0)
+	err = cmd.Wait()
+	if rest != "got ctrl-c\n" || cmd.ProcessState.ExitCode() != 42 {
+		t.Errorf("after SIGINT: %q, exit %d (%v), stderr %q; want \"got ctrl-c\\n\", 42", rest, cmd.ProcessState.ExitCode(), err, errb.String())
 	}
 }

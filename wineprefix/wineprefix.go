@@ -373,15 +373,51 @@ func (p *Prefix) Warm(ctx context.Context) error {
 // the installed programs (Prefix.Programs) run as themselves, and Wine's browser launcher runs
 // lab's opener (OpenedLog).
 func (p *Prefix) Configure(ctx context.Context) error {
+	opener, err := p.writeOpener()
+	if err != nil {
+		return err
+	}
 	// Wine runs its own builtin of a program it has one of (powershell.exe: a stub that
 	// exits 0 without a word) even when system32 holds another PE file under that name,
-	// unless the DLL override says native.
+	// unless the DLL override says native. One reg import for all the settings: each Wine
+	// start costs 0.3-1 s on a busy host.
+	vals := map[string]map[string]string{
+		`HKEY_CURRENT_USER\Software\Wine\WineBrowser`:  {"Browsers": opener},
+		`HKEY_CURRENT_USER\Software\Wine\DllOverrides`: {},
+	}
 	for _, name := range p.Programs {
-		if err := internal(ctx, p.Dir, p.Loader, "reg", "add", `HKCU\Software\Wine\DllOverrides`, "/v", name, "/d", "native", "/f"); err != nil {
-			return err
+		vals[`HKEY_CURRENT_USER\Software\Wine\DllOverrides`][name] = "native"
+	}
+	regFile := filepath.Join(p.Dir, "lab-settings.reg")
+	if err := os.WriteFile(regFile, regFileContent(vals), 0o644); err != nil {
+		return fmt.Errorf("wineprefix: %w", err)
+	}
+	if err := internal(ctx, p.Dir, p.Loader, "reg", "import", `Z:`+strings.ReplaceAll(regFile, "/", `\`)); err != nil {
+		return err
+	}
+	for _, name := range p.Programs {
+		if name == "labdesktop.exe" {
+			return p.keepDesktop()
 		}
 	}
-	return p.installOpener(ctx)
+	return nil
+}
+
+// keepDesktop starts labdesktop.exe (pefixtures), which keeps Wine's desktop process and the
+// clipboard alive between programs: Wine's explorer.exe /desktop exits about a second after
+// its last user, and clip.exe's text went with it. It runs until Shutdown's wineserver -k; a
+// second one exits at once. Its stdio is /dev/null and it has its own process group, so no
+// program's pipes or group hold it.
+func (p *Prefix) keepDesktop() error {
+	cmd := exec.Command(p.Loader, "labdesktop.exe")
+	cmd.Env = append(append(baseEnv(), wineVars(p.Dir)...), "LANG=C.UTF-8", "LC_ALL=C.UTF-8")
+	cmd.Dir = p.Dir
+	cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true}
+	if err := cmd.Start(); err != nil {
+		return fmt.Errorf("wineprefix: start labdesktop.exe: %w", err)
+	}
+	go cmd.Wait() // reaped when wineserver -k ends it (or at once when one already runs)
+	return nil
 }
 
 // Shutdown stops the prefix's wineserver and every Wine process of the prefix

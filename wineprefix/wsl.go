@@ -2,13 +2,14 @@ package wineprefix
 
 import (
 	"bytes"
-	"context"
 	"errors"
 	"fmt"
 	"io/fs"
 	"os"
 	"path/filepath"
+	"sort"
 	"strings"
+	"unicode/utf16"
 )
 
 // wslAliases are the names WSL users and tools hard-code (`/mnt/c/Windows/System32/cmd.exe`,
@@ -87,21 +88,52 @@ func openerScript(driveC, display, wayland string) string {
 
 func shQuote(s string) string { return "'" + strings.ReplaceAll(s, "'", `'\''`) + "'" }
 
-// installOpener writes the opener and points winebrowser at it.
-func (p *Prefix) installOpener(ctx context.Context) error {
+// writeOpener writes the opener script into the prefix and returns its path.
+func (p *Prefix) writeOpener() (string, error) {
 	path := filepath.Join(p.Dir, openerName)
 	if strings.Contains(path, ",") {
 		// Browsers is a comma-separated list.
-		return fmt.Errorf("wineprefix: the prefix path %s contains a comma, which Wine's Browsers setting cannot hold", p.Dir)
+		return "", fmt.Errorf("wineprefix: the prefix path %s contains a comma, which Wine's Browsers setting cannot hold", p.Dir)
 	}
 	script := openerScript(p.DriveC(), os.Getenv("DISPLAY"), os.Getenv("WAYLAND_DISPLAY"))
 	if old, err := os.ReadFile(path); err != nil || string(old) != script {
 		if err := os.WriteFile(path+".tmp", []byte(script), 0o755); err != nil {
-			return fmt.Errorf("wineprefix: %w", err)
+			return "", fmt.Errorf("wineprefix: %w", err)
 		}
 		if err := os.Rename(path+".tmp", path); err != nil {
-			return fmt.Errorf("wineprefix: %w", err)
+			return "", fmt.Errorf("wineprefix: %w", err)
 		}
 	}
-	return internal(ctx, p.Dir, p.Loader, "reg", "add", `HKCU\Software\Wine\WineBrowser`, "/v", "Browsers", "/d", path, "/f")
+	return path, nil
+}
+
+// regFileContent is a .reg file (version 5.00: UTF-16LE with a byte order mark) setting
+// string values: key -> value name -> data.
+func regFileContent(vals map[string]map[string]string) []byte {
+	esc := strings.NewReplacer(`\`, `\\`, `"`, `\"`)
+	var b strings.Builder
+	b.WriteString("Windows Registry Editor Version 5.00\r\n")
+	keys := make([]string, 0, len(vals))
+	for k := range vals {
+		keys = append(keys, k)
+	}
+	sort.Strings(keys)
+	for _, k := range keys {
+		b.WriteString("\r\n[" + k + "]\r\n")
+		names := make([]string, 0, len(vals[k]))
+		for n := range vals[k] {
+			names = append(names, n)
+		}
+		sort.Strings(names)
+		for _, n := range names {
+			b.WriteString(`"` + esc.Replace(n) + `"="` + esc.Replace(vals[k][n]) + "\"\r\n")
+		}
+	}
+	u := utf16.Encode([]rune(b.String()))
+	out := make([]byte, 2, 2+2*len(u))
+	out[0], out[1] = 0xFF, 0xFE
+	for _, c := range u {
+		out = append(out, byte(c), byte(c>>8))
+	}
+	return out
 }
