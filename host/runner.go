@@ -140,11 +140,82 @@ func (c *Config) wineCommand(l launch) (*exec.Cmd, time.Duration, error) {
 			return nil, 0, err
 		}
 	}
-	args := []string{loader, l.Program}
+	var rest []string
 	if len(l.Args) > 1 {
-		args = append(args, l.Args[1:]...)
+		rest = l.Args[1:]
 	}
-	return &exec.Cmd{Path: loader, Args: args, Dir: l.Dir, Env: wineEnv(windowsEnv(l.Env, c.Wine.Prefix), c.Wine)}, c.Wine.WaitDelay, nil
+	env := windowsEnv(l.Env, c.Wine.Prefix)
+	args := append([]string{loader, l.Program}, rest...)
+	if launcher := filepath.Join(c.Wine.Prefix, "drive_c", "windows", "system32", LabRunName); !wineQuotesLikeWSL(rest) && isFile(launcher) {
+		// Wine would build another command line than WSL: hand the exact one to labrun.exe.
+		program := windowsPath(l.Program, driveCs(c.Wine.Prefix))
+		line := `"` + program + `"`
+		for _, a := range rest {
+			line += " " + QuoteWindowsArg(a)
+		}
+		args = []string{loader, launcher}
+		env = append(env, "LABRUN_PROGRAM="+program, "LABRUN_CMDLINE="+line)
+	}
+	return &exec.Cmd{Path: loader, Args: args, Dir: l.Dir, Env: wineEnv(env, c.Wine)}, c.Wine.WaitDelay, nil
+}
+
+// LabRunName is the launcher (pefixtures' labrun.exe, installed into the prefix's system32)
+// that runs a program with an exact Windows command line.
+const LabRunName = "labrun.exe"
+
+// QuoteWindowsArg quotes one argument for a Windows command line as WSL does (MSVCRT rules,
+// WSL's FormatCommandLine): quoted when empty or containing space, tab, CR, LF or '"'; inside
+// the quotes '"' becomes \" with the backslashes before it doubled, and trailing backslashes
+// are doubled.
+func QuoteWindowsArg(a string) string {
+	if a != "" && !strings.ContainsAny(a, " \t\r\n\"") {
+		return a
+	}
+	var b strings.Builder
+	b.WriteByte('"')
+	slashes := 0
+	for _, r := range a {
+		switch r {
+		case '\\':
+			slashes++
+		case '"':
+			b.WriteString(strings.Repeat(`\`, slashes+1)) // the run itself is written below
+			slashes = 0
+		default:
+			slashes = 0
+		}
+		b.WriteRune(r)
+	}
+	b.WriteString(strings.Repeat(`\`, slashes))
+	b.WriteByte('"')
+	return b.String()
+}
+
+// wineQuotesLikeWSL reports whether Wine's own command line for args (`wine PROGRAM
+// ARGS...`) is WSL's: Wine quotes only arguments that are empty or hold a space or tab, and
+// escapes '"' without quoting, so an argument with '"', CR or LF and no space or tab comes
+// out differently (measured: pefixtures TestCommandLine).
+func wineQuotesLikeWSL(args []string) bool {
+	for _, a := range args {
+		if strings.ContainsAny(a, "\"\r\n") && !strings.ContainsAny(a, " \t") {
+			return false
+		}
+	}
+	return true
+}
+
+// driveCs is the prefix's drive_c, and its target when it is a symlink (windowsPath's list).
+func driveCs(prefix string) []string {
+	d := []string{filepath.Join(prefix, "drive_c")}
+	if real, err := filepath.EvalSymlinks(d[0]); err == nil && real != d[0] {
+		d = append(d, real)
+	}
+	return d
+}
+
+func isFile(p string) bool {
+	fi, err := os.Stat(p)
+	return err == nil && fi.Mode().IsRegular()
 }
 
 // wineEnv sets Wine's own variables over env: the lab's prefix, no debug output (the wine

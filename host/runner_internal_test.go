@@ -2,8 +2,10 @@ package host
 
 import (
 	"os"
+	"os/exec"
 	"path/filepath"
 	"reflect"
+	"strings"
 	"testing"
 )
 
@@ -92,5 +94,80 @@ func TestWineMissing(t *testing.T) {
 	c, _ := Config{Token: make([]byte, 16), Wine: WineConfig{Prefix: "/tmp/x"}}.withDefaults()
 	if _, _, err := c.command(launch{Program: "/x.exe", Args: []string{"x"}, Format: FormatPE}); err == nil {
 		t.Error("wine command built without wine installed")
+	}
+}
+
+// TestQuoteWindowsArg: WSL's FormatCommandLine rules (wsl-reference §1 row 8).
+func TestQuoteWindowsArg(t *testing.T) {
+	for _, tc := range []struct{ in, want string }{
+		{"plain", "plain"},
+		{"", `""`},
+		{"a b", `"a b"`},
+		{"a\tb", "\"a\tb\""},
+		{"a\nb", "\"a\nb\""},
+		{"a\rb", "\"a\rb\""},
+		{`q"x`, `"q\"x"`},
+		{`a\"b`, `"a\\\"b"`},
+		{`a\\"b`, `"a\\\\\"b"`},
+		{`trail\`, `trail\`},
+		{`dir with space\`, `"dir with space\\"`},
+		{`back\slash`, `back\slash`},
+		{`x\\ y\\`, `"x\\ y\\\\"`},
+		{"ü€", "ü€"},
+	} {
+		if got := QuoteWindowsArg(tc.in); got != tc.want {
+			t.Errorf("QuoteWindowsArg(%q) = %q, want %q", tc.in, got, tc.want)
+		}
+	}
+}
+
+// TestCommandWineExactCmdline: an argument that Wine would quote differently from WSL goes
+// through labrun.exe with the exact command line; other launches stay `wine PROGRAM ARGS`.
+func TestCommandWineExactCmdline(t *testing.T) {
+	dir := t.TempDir()
+	prefix := filepath.Join(dir, "wine")
+	sys32 := filepath.Join(prefix, "drive_c", "windows", "system32")
+	if err := os.MkdirAll(sys32, 0o755); err != nil {
+		t.Fatal(err)
+	}
+	c, err := Config{Token: make([]byte, 16), Wine: WineConfig{Path: "/opt/wine", Prefix: prefix}}.withDefaults()
+	if err != nil {
+		t.Fatal(err)
+	}
+	prog := filepath.Join(prefix, "drive_c", "fx", "cmdline.exe")
+	build := func(args ...string) *exec.Cmd {
+		cmd, _, err := c.command(launch{Program: prog, Args: append([]string{"cmdline.exe"}, args...), Dir: "/", Format: FormatPE})
+		if err != nil {
+			t.Fatal(err)
+		}
+		return cmd
+	}
+	// No launcher installed: Wine's own quoting, whatever the arguments.
+	if cmd := build(`q"x`); !reflect.DeepEqual(cmd.Args, []string{"/opt/wine", prog, `q"x`}) {
+		t.Errorf("without labrun.exe: args %q", cmd.Args)
+	}
+	launcher := filepath.Join(sys32, LabRunName)
+	if err := os.WriteFile(launcher, []byte("MZ"), 0o755); err != nil {
+		t.Fatal(err)
+	}
+	if cmd := build("a b", `a\"b c`, ""); !reflect.DeepEqual(cmd.Args, []string{"/opt/wine", prog, "a b", `a\"b c`, ""}) {
+		t.Errorf("Wine quotes these as WSL does, yet: args %q", cmd.Args)
+	}
+	cmd := build("a b", `q"x`, "nl\nx")
+	if !reflect.DeepEqual(cmd.Args, []string{"/opt/wine", launcher}) {
+		t.Errorf("args %q, want wine and the launcher", cmd.Args)
+	}
+	wantLine := `"C:\fx\cmdline.exe" "a b" "q\"x" "nl` + "\n" + `x"`
+	var gotProg, gotLine string
+	for _, kv := range cmd.Env {
+		if v, ok := strings.CutPrefix(kv, "LABRUN_PROGRAM="); ok {
+			gotProg = v
+		}
+		if v, ok := strings.CutPrefix(kv, "LABRUN_CMDLINE="); ok {
+			gotLine = v
+		}
+	}
+	if gotProg != `C:\fx\cmdline.exe` || gotLine != wantLine {
+		t.Errorf("LABRUN_PROGRAM %q, LABRUN_CMDLINE %q; want %q, %q", gotProg, gotLine, `C:\fx\cmdline.exe`, wantLine)
 	}
 }

@@ -19,6 +19,17 @@
 //	waitctrlc.exe          prints "ready", waits for Ctrl-C, prints "got ctrl-c", exits 42
 //	pwd.exe                prints its working directory (C:\... inside drive_c)
 //	getenv.exe NAME        prints NAME's value; exits 1 when it is not set
+//	cmdline.exe ARGS...    prints its command line as Windows gave it (GetCommandLineW)
+//
+// and the programs lab installs into every prefix's system32 (wineprefix.Options.Programs),
+// the Windows commands WSL users type that Wine lacks:
+//
+//	clip.exe               puts stdin on the Windows clipboard (BOM / console code page rules)
+//	paste.exe              prints the clipboard's text (PowerShell's Get-Clipboard -Raw)
+//	powershell.exe         says that Wine has no PowerShell, exits 1
+//	labdesktop.exe         stays attached to the desktop so that the clipboard outlives clip.exe
+//	labrun.exe             runs LABRUN_PROGRAM with the exact command line LABRUN_CMDLINE (the
+//	                       relay's way around Wine's own quoting, see host.wineCommand)
 package pefixtures
 
 import (
@@ -53,10 +64,21 @@ const (
 	WaitCtrlC = "waitctrlc.exe"
 	Pwd       = "pwd.exe"
 	Getenv    = "getenv.exe"
+	Cmdline   = "cmdline.exe"
+
+	Clip       = "clip.exe"
+	Paste      = "paste.exe"
+	PowerShell = "powershell.exe"
+	LabRun     = "labrun.exe"
+	LabDesktop = "labdesktop.exe"
 )
 
 // Names lists every fixture.
-var Names = []string{EchoArgs, Cat, Upper, Stderr, Exit, WaitCtrlC, Pwd, Getenv}
+var Names = []string{EchoArgs, Cat, Upper, Stderr, Exit, WaitCtrlC, Pwd, Getenv, Cmdline, Clip, Paste, PowerShell, LabRun, LabDesktop}
+
+// SystemPrograms are the programs lab installs into a prefix's system32 (file name -> the
+// same name): Windows commands that Wine does not ship.
+var SystemPrograms = []string{Clip, Paste, PowerShell, LabRun, LabDesktop}
 
 // DefaultToolchain is the newest Go whose Windows binaries run on Wine < 8.13.
 const DefaultToolchain = "go1.21.4"

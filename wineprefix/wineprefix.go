@@ -26,6 +26,7 @@ import (
 	"os/exec"
 	"path/filepath"
 	"regexp"
+	"sort"
 	"strings"
 	"syscall"
 	"time"
@@ -57,14 +58,19 @@ type Options struct {
 	Wine string
 	// Server is wineserver. Zero: "wineserver" in PATH, then /usr/lib/wine/wineserver64.
 	Server string
+	// Programs are installed into drive_c/windows/system32 on every Ensure (file name -> host
+	// file; rewritten only when the content differs): the Windows commands WSL users type
+	// that Wine lacks (pefixtures.SystemPrograms: clip.exe, ...).
+	Programs map[string]string
 }
 
 // Prefix is a ready Wine prefix owned by the lab.
 type Prefix struct {
-	Dir         string // absolute prefix directory (WINEPREFIX)
-	Loader      string // the wine loader: run a PE file as Loader PROGRAM ARGS...
-	Server      string // wineserver
-	WineVersion string // `wine --version`, e.g. "wine-8.0 (Debian 8.0~repack-4)"
+	Dir         string   // absolute prefix directory (WINEPREFIX)
+	Loader      string   // the wine loader: run a PE file as Loader PROGRAM ARGS...
+	Server      string   // wineserver
+	WineVersion string   // `wine --version`, e.g. "wine-8.0 (Debian 8.0~repack-4)"
+	Programs    []string // file names Ensure installed into system32 (Options.Programs)
 	// Prepare, when set, is called on every command Warm, Shutdown and Command make, just
 	// before it starts (the hostagent puts Wine into its process tree with it).
 	Prepare func(*exec.Cmd)
@@ -132,8 +138,15 @@ func Ensure(ctx context.Context, opts Options) (*Prefix, error) {
 		return nil, err
 	}
 	p := &Prefix{Dir: dir, Loader: loader, Server: server, WineVersion: version}
+	for name := range opts.Programs {
+		p.Programs = append(p.Programs, name)
+	}
+	sort.Strings(p.Programs)
 	if isPrefix(dir) {
 		if err := checkOwner(dir); err != nil {
+			return nil, err
+		}
+		if err := layout(dir, opts.Programs); err != nil {
 			return nil, err
 		}
 		return p, nil
@@ -165,10 +178,13 @@ func Ensure(ctx context.Context, opts Options) (*Prefix, error) {
 	if err := writeStamp(filepath.Join(tmp, prefixStamp), version); err != nil {
 		return nil, err
 	}
+	if err := layout(tmp, opts.Programs); err != nil {
+		return nil, err
+	}
 	os.Remove(dir) // an empty directory (checkReplaceable) may stand in the way
 	if err := os.Rename(tmp, dir); err != nil {
 		if isPrefix(dir) {
-			return p, nil // another caller made it first
+			return p, layout(dir, opts.Programs) // another caller made it first
 		}
 		return nil, fmt.Errorf("wineprefix: %w", err)
 	}
@@ -355,12 +371,70 @@ func internalPrepared(ctx context.Context, prepare func(*exec.Cmd), dir string, 
 }
 
 // Warm starts a persistent wineserver for the prefix and Wine's background services, with
-// stdio on /dev/null, so that no program's pipes are inherited by them later. Idempotent.
+// stdio on /dev/null, so that no program's pipes are inherited by them later, and points
+// Wine's browser launcher at lab's opener (OpenedLog). Idempotent.
 func (p *Prefix) Warm(ctx context.Context) error {
 	if err := internalPrepared(ctx, p.Prepare, p.Dir, p.Server, "-p"); err != nil {
 		return err
 	}
-	return internalPrepared(ctx, p.Prepare, p.Dir, p.Loader, "wineboot")
+	if err := internalPrepared(ctx, p.Prepare, p.Dir, p.Loader, "wineboot"); err != nil {
+		return err
+	}
+	return p.Configure(ctx)
+}
+
+// Configure applies lab's registry settings, in a running or stopped prefix (Warm calls it):
+// the installed programs (Prefix.Programs) run as themselves, and Wine's browser launcher runs
+// lab's opener (OpenedLog).
+func (p *Prefix) Configure(ctx context.Context) error {
+	opener, err := p.writeOpener()
+	if err != nil {
+		return err
+	}
+	// Wine runs its own builtin of a program it has one of (powershell.exe: a stub that
+	// exits 0 without a word) even when system32 holds another PE file under that name,
+	// unless the DLL override says native. One reg import for all the settings: each Wine
+	// start costs 0.3-1 s on a busy host.
+	vals := map[string]map[string]string{
+		`HKEY_CURRENT_USER\Software\Wine\WineBrowser`:  {"Browsers": opener},
+		`HKEY_CURRENT_USER\Software\Wine\DllOverrides`: {},
+	}
+	for _, name := range p.Programs {
+		vals[`HKEY_CURRENT_USER\Software\Wine\DllOverrides`][name] = "native"
+	}
+	regFile := filepath.Join(p.Dir, "lab-settings.reg")
+	if err := os.WriteFile(regFile, regFileContent(vals), 0o644); err != nil {
+		return fmt.Errorf("wineprefix: %w", err)
+	}
+	if err := internal(ctx, p.Dir, p.Loader, "reg", "import", `Z:`+strings.ReplaceAll(regFile, "/", `\`)); err != nil {
+		return err
+	}
+	for _, name := range p.Programs {
+		if name == "labdesktop.exe" {
+			return p.keepDesktop()
+		}
+	}
+	return nil
+}
+
+// keepDesktop starts labdesktop.exe (pefixtures), which keeps Wine's desktop process and the
+// clipboard alive between programs: Wine's explorer.exe /desktop exits about a second after
+// its last user, and clip.exe's text went with it. It runs until Shutdown's wineserver -k; a
+// second one exits at once. Its stdio is /dev/null and it has its own process group, so no
+// program's pipes or group hold it.
+func (p *Prefix) keepDesktop() error {
+	cmd := exec.Command(p.Loader, "labdesktop.exe")
+	cmd.Env = append(append(baseEnv(), wineVars(p.Dir)...), "LANG=C.UTF-8", "LC_ALL=C.UTF-8")
+	cmd.Dir = p.Dir
+	cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true}
+	if p.Prepare != nil {
+		p.Prepare(cmd)
+	}
+	if err := cmd.Start(); err != nil {
+		return fmt.Errorf("wineprefix: start labdesktop.exe: %w", err)
+	}
+	go cmd.Wait() // reaped when wineserver -k ends it (or at once when one already runs)
+	return nil
 }
 
 // Shutdown stops the prefix's wineserver and every Wine process of the prefix

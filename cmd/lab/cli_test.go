@@ -114,7 +114,7 @@ func TestIntegrationCLI(t *testing.T) {
 	if _, err := exec.LookPath("wine"); err != nil {
 		t.Log("wine is not installed: skipping cmd.exe by name (the VM has no Windows personality)")
 	} else {
-		const want = "/mnt/c/windows/system32/cmd.exe"
+		const want = "/mnt/c/Windows/System32/cmd.exe"
 		if r := must("exec", "--name", name, "--", "sh", "-c", "command -v cmd.exe"); r.stdout != want+"\n" {
 			t.Errorf("lab exec -- sh -c 'command -v cmd.exe' = %q; want %q", r.stdout, want+"\n")
 		}

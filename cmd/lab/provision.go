@@ -27,7 +27,7 @@ SSH connection, and changes only what differs:
   - the VM's shares mounted, and a stub on the PATH for each exposed host command;
   - with the Windows personality (/mnt/c, see lab up): the drive mapping C: = /mnt/c
     for labpath and /etc/profile.d/lab-windows-path.sh, which appends
-    /mnt/c/windows/system32 and /mnt/c/windows to login shells' PATH as WSL's
+    /mnt/c/Windows/System32 and /mnt/c/Windows to login shells' PATH as WSL's
     appendWindowsPath does (--no-windows-path: off).
 
 Each rule is then read back from /proc/sys/fs/binfmt_misc; a difference fails with
@@ -42,7 +42,7 @@ re-registers the rules (flag F holds the old file open).`,
 		},
 	}
 	cmd.Flags().StringVar(&name, "name", vm.DefaultName, "VM name")
-	cmd.Flags().BoolVar(&opts.NoWindowsPath, "no-windows-path", false, "do not append /mnt/c/windows/system32 to the guest's PATH (and remove it if an earlier run did)")
+	cmd.Flags().BoolVar(&opts.NoWindowsPath, "no-windows-path", false, "do not append /mnt/c/Windows/System32 to the guest's PATH (and remove it if an earlier run did)")
 	cmd.Flags().StringVar(&opts.Interpreter, "interpreter", "", "lab-interop binary for the guest (default: next to lab, as make build puts it)")
 	return cmd
 }

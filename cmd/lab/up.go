@@ -38,7 +38,7 @@ the interpreter, its configuration and token, and the binfmt rules.
 When Wine is installed, the VM gets the Windows personality (--no-windows turns it
 off): a Wine prefix of its own in $XDG_DATA_HOME/lab/NAME/wine (kept by lab down,
 as WSL keeps C:), whose drive_c the guest sees read-write at /mnt/c, with
-/mnt/c/windows/system32 appended to login shells' PATH (--no-windows-path).
+/mnt/c/Windows/System32 appended to login shells' PATH (--no-windows-path).
 On failure nothing is left running and the error shows the console's last lines.`,
 		Example: `  lab up
   lab up --name second --share $PWD:/mnt/work
@@ -105,7 +105,7 @@ On failure nothing is left running and the error shows the console's last lines.
 	f.BoolVar(&noProvision, "no-provision", false, "boot only: do not install the interpreter and binfmt rules")
 	f.BoolVar(&noWindows, "no-windows", false, "no Windows personality: no Wine prefix, no /mnt/c")
 	f.BoolVar(&noScratch, "no-scratch", false, "no lab-owned scratch share at /mnt/lab (lab run then needs a writable --share)")
-	f.BoolVar(&noWindowsPath, "no-windows-path", false, "do not append /mnt/c/windows/system32 to the guest's PATH")
+	f.BoolVar(&noWindowsPath, "no-windows-path", false, "do not append /mnt/c/Windows/System32 to the guest's PATH")
 	f.DurationVar(&cfg.BootTimeout, "boot-timeout", vm.DefaultBootTimeout, "how long to wait for the guest's SSH")
 	return cmd
 }

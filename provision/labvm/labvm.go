@@ -93,7 +93,7 @@ type Options struct {
 
 // WindowsPath is what the guest's PATH gains under the Windows personality, as WSL
 // appends the Windows PATH: cmd.exe and friends by name.
-var WindowsPath = []string{DriveCGuest + "/windows/system32", DriveCGuest + "/windows"}
+var WindowsPath = []string{DriveCGuest + "/Windows/System32", DriveCGuest + "/Windows"}
 
 // Rules are the binfmt rules lab registers.
 func Rules() []provision.Rule { return provision.DefaultRules([]byte(wire.StubMagic)) }

@@ -10,6 +10,7 @@ import (
 	"path/filepath"
 	"time"
 
+	"lab/pefixtures"
 	"lab/vm"
 	"lab/wineprefix"
 )
@@ -55,11 +56,30 @@ func PrefixDir(name string) (string, error) {
 // Without Wine on the host it returns wineprefix.ErrNoWine: callers carry on without
 // the Windows personality.
 func EnsureWindows(ctx context.Context, dir string, progress io.Writer) (*wineprefix.Prefix, vm.Share, error) {
-	p, err := wineprefix.Ensure(ctx, wineprefix.Options{Dir: dir, Progress: progress})
+	p, err := wineprefix.Ensure(ctx, wineprefix.Options{Dir: dir, Progress: progress, Programs: SystemPrograms(ctx, progress)})
 	if err != nil {
 		return nil, vm.Share{}, err
 	}
 	return p, WindowsShare(p.Dir), nil
+}
+
+// SystemPrograms builds (or takes from the cache) the Windows commands lab adds to a prefix's
+// system32 (pefixtures.SystemPrograms: clip.exe, paste.exe, powershell.exe). They are Go 1.21
+// programs, so the first build needs the Go toolchain and the module proxy; without them the
+// prefix works without these commands, and progress gets one line that says so.
+func SystemPrograms(ctx context.Context, progress io.Writer) map[string]string {
+	built, err := pefixtures.BuildWith(ctx, pefixtures.Options{Progress: progress})
+	if err != nil {
+		if progress != nil {
+			fmt.Fprintf(progress, "lab: the Windows personality has no clip.exe, paste.exe or powershell.exe: %v\n", err)
+		}
+		return nil
+	}
+	out := make(map[string]string, len(pefixtures.SystemPrograms))
+	for _, n := range pefixtures.SystemPrograms {
+		out[n] = built[n]
+	}
+	return out
 }
 
 // WindowsShare is the share of prefix dir's drive_c at /mnt/c.
@@ -126,7 +146,7 @@ func runWine(ctx context.Context, env *vm.Env) error {
 	}
 	st := WineState{State: "warming", Prefix: dir}
 	writeWineState(env.StateDir, st)
-	p, err := wineprefix.Ensure(ctx, wineprefix.Options{Dir: dir})
+	p, err := wineprefix.Ensure(ctx, wineprefix.Options{Dir: dir, Programs: SystemPrograms(ctx, nil)})
 	if err == nil {
 		// The persistent wineserver and Wine's services die with the hostagent.
 		p.Prepare = env.Procs.Prepare
