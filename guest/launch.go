@@ -45,17 +45,21 @@ const (
 //
 // Both lists count: WSLENV's entries first, then LABENV's; a name in both takes WSLENV's
 // flags. When WSLENV is set it also crosses itself, as WSL's client always sends WSLENV,
-// and the selection sent as LABENV is then "WSLENV-entries:LABENV-entries:WSLENV".
+// and the selection sent as LABENV is then WSLENV's entries, LABENV's and WSLENV, each name
+// once (the relay reads the list itself, and a later entry of a name would win there).
 func SelectEnv(getenv func(string) (string, bool)) []wire.EnvVar {
 	spec, ok := getenv(LabEnv)
 	if wsl, wok := getenv(WSLEnv); wok {
 		var parts []string
-		for _, s := range []string{wsl, spec} {
-			if s != "" {
-				parts = append(parts, s)
+		named := map[string]bool{}
+		for _, ent := range strings.Split(wsl+":"+spec+":"+WSLEnv, ":") {
+			name, _, _ := strings.Cut(ent, "/")
+			if name != "" && !named[name] {
+				named[name] = true
+				parts = append(parts, ent)
 			}
 		}
-		spec, ok = strings.Join(append(parts, WSLEnv), ":"), true
+		spec, ok = strings.Join(parts, ":"), true
 	}
 	if !ok {
 		return nil

@@ -3,6 +3,7 @@ package guest
 import (
 	"errors"
 	"reflect"
+	"strings"
 	"testing"
 
 	"lab/wire"
@@ -88,7 +89,7 @@ func TestSelectEnvWSLENV(t *testing.T) {
 			}},
 		{"both: merged, WSLENV's flags win", map[string]string{"WSLENV": "A/p", "LABENV": "A/l:B", "A": "/x", "B": "b"},
 			[]wire.EnvVar{
-				{Name: "LABENV", Value: "A/p:A/l:B:WSLENV"},
+				{Name: "LABENV", Value: "A/p:B:WSLENV"}, // each name once: the relay reads this list
 				{Name: "A", Value: "/x", Flags: wire.EnvPath},
 				{Name: "B", Value: "b"},
 				{Name: "WSLENV", Value: "A/p"},
@@ -98,8 +99,21 @@ func TestSelectEnvWSLENV(t *testing.T) {
 		{"neither", map[string]string{"A": "a"}, nil},
 	} {
 		getenv := func(k string) (string, bool) { v, ok := tc.env[k]; return v, ok }
-		if got := SelectEnv(getenv); !reflect.DeepEqual(got, tc.want) {
+		got := SelectEnv(getenv)
+		if !reflect.DeepEqual(got, tc.want) {
 			t.Errorf("%s:\ngot  %+v\nwant %+v", tc.name, got, tc.want)
+		}
+		// The relay reads the LABENV list and lets a later entry of a name win: each name
+		// must appear once, with the flags the guest applied.
+		if len(got) > 0 {
+			seen := map[string]bool{}
+			for _, ent := range strings.Split(got[0].Value, ":") {
+				name, _, _ := strings.Cut(ent, "/")
+				if seen[name] {
+					t.Errorf("%s: %s named twice in the list sent: %q", tc.name, name, got[0].Value)
+				}
+				seen[name] = true
+			}
 		}
 	}
 }
