@@ -13,10 +13,13 @@ const (
 	DefaultLabpath     = "/usr/local/bin/labpath" // a symlink to the interpreter
 )
 
-// Binfmt rule names, as they appear under /proc/sys/fs/binfmt_misc.
+// Binfmt rule names, as they appear under /proc/sys/fs/binfmt_misc. The pe rule is WSL's
+// WSLInterop by default (software written for WSL toggles it by that name); RulePE is its
+// name when WSL's names are off.
 const (
-	RulePE   = "lab-pe"
-	RuleHost = "lab-host"
+	RuleWSLInterop = "WSLInterop"
+	RulePE         = "lab-pe"
+	RuleHost       = "lab-host"
 )
 
 // BinfmtRules returns the binfmt_misc register strings for the built-in
@@ -25,12 +28,16 @@ const (
 // interpreter at registration so the rules work in other mount namespaces
 // and chroots (as WSL's rule does). Each string is written on its own to
 // /proc/sys/fs/binfmt_misc/register.
-func BinfmtRules(interp string) ([]string, error) {
+func BinfmtRules(interp string, wslNames bool) ([]string, error) {
 	if !strings.HasPrefix(interp, "/") || len(interp) > 127 || strings.ContainsAny(interp, ":\n") {
 		return nil, fmt.Errorf("guest: interpreter path %q must be absolute, at most 127 bytes, without ':'", interp)
 	}
+	pe := RulePE
+	if wslNames {
+		pe = RuleWSLInterop
+	}
 	return []string{
-		":" + RulePE + ":M::MZ::" + interp + ":PF",
+		":" + pe + ":M::MZ::" + interp + ":PF",
 		":" + RuleHost + ":M::" + binfmtEscape(wire.StubMagic) + "::" + interp + ":PF",
 	}, nil
 }

@@ -42,6 +42,7 @@ var DefaultRelay = "vsock:2:" + strconv.Itoa(wire.DefaultPort)
 //	format            = elf-arm64 0 7f454c460201 ffffffffffff   # NAME OFFSET MAGIC [MASK]
 //	connect_timeout   = 5s
 //	handshake_timeout = 10s
+//	cwd_warning       = true     # the relay's "not in a shared folder" line on stderr
 //
 // Paths with spaces are written as Go-quoted strings ("...").
 type Config struct {
@@ -52,6 +53,10 @@ type Config struct {
 	Formats          []Format      // extra formats, tried after the built-in pe and host
 	ConnectTimeout   time.Duration // zero: DefaultConnectTimeout
 	HandshakeTimeout time.Duration // zero: DefaultHandshakeTimeout
+	// CwdWarning makes launches ask the relay for its one-line warning on the program's
+	// stderr when the cwd is not in a share (wire.LaunchCwdWarning). Provisioning sets it
+	// from /etc/wsl.conf [lab] cwdWarning; off by default, as WSL prints nothing there.
+	CwdWarning bool
 }
 
 // Share maps a guest directory to a host directory.
@@ -177,6 +182,16 @@ func (c *Config) parseLine(s string) error {
 		} else {
 			c.HandshakeTimeout = d
 		}
+	case "cwd_warning":
+		v, err := one()
+		if err != nil {
+			return err
+		}
+		b, err := strconv.ParseBool(v)
+		if err != nil {
+			return fmt.Errorf("cwd_warning: want true or false, got %q", v)
+		}
+		c.CwdWarning = b
 	case "share":
 		if len(fields) != 2 && len(fields) != 3 {
 			return fmt.Errorf("share wants GUEST HOST [DRIVE], got %d values", len(fields))
@@ -356,6 +371,9 @@ func (c *Config) MarshalText() ([]byte, error) {
 	}
 	if c.HandshakeTimeout != 0 {
 		fmt.Fprintf(&b, "handshake_timeout = %v\n", c.HandshakeTimeout)
+	}
+	if c.CwdWarning {
+		b.WriteString("cwd_warning = true\n")
 	}
 	out := []byte(b.String())
 	if _, err := ParseConfig(strings.NewReader(b.String()), "generated"); err != nil {

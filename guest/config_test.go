@@ -47,6 +47,10 @@ handshake_timeout = 2s
 		{name: "drive no path", in: "drive = C:", err: "DRIVE GUEST"},
 		{name: "drive arity", in: "drive = C: /a /b", err: "DRIVE GUEST"},
 		{name: "no equals", in: "relay unix:/x", err: ":1: expected `key = value`"},
+		{name: "cwd warning", in: "cwd_warning = true\n", want: &Config{
+			Relay: "vsock:2:5555", TokenFile: DefaultTokenFile, CwdWarning: true,
+			ConnectTimeout: DefaultConnectTimeout, HandshakeTimeout: DefaultHandshakeTimeout}},
+		{name: "cwd warning not a bool", in: "cwd_warning = loud", err: "cwd_warning: want true or false"},
 		{name: "unknown key", in: "\nrealy = unix:/x", err: ":2: unknown key \"realy\""},
 		{name: "bad transport", in: "relay = tcp:1.2.3.4:5", err: "unknown transport"},
 		{name: "bad vsock", in: "relay = vsock:host:5555", err: "must be numbers"},
@@ -135,6 +139,7 @@ func TestConfigMarshalText(t *testing.T) {
 		Formats:          []Format{{Name: "elf", Offset: 0, Magic: []byte("\x7fELF"), Mask: []byte{0xff, 0xff, 0xff, 0xff}}},
 		ConnectTimeout:   3 * time.Second,
 		HandshakeTimeout: 1500 * time.Millisecond,
+		CwdWarning:       true,
 	}
 	b, err := c.MarshalText()
 	if err != nil {

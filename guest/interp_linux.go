@@ -255,6 +255,9 @@ func buildLaunch(file string, argv []string, cwd string, cfg *Config) (*wire.Lau
 		return nil, ExitCannotRun, err
 	}
 	req := &wire.Launch{Argv: argv, Cwd: cwd, Env: SelectEnv(os.LookupEnv)}
+	if cfg.CwdWarning {
+		req.Flags |= wire.LaunchCwdWarning
+	}
 	req.Format = DetectFormat(head, cfg.Formats)
 	switch req.Format {
 	case "":

@@ -31,7 +31,7 @@ func TestTranslatePath(t *testing.T) {
 		{ToHost, false, "/mnt/hostile/x", "", ErrNotRepresentable},
 		{ToHost, false, "/etc/passwd", "", ErrNotRepresentable},
 		{ToHost, false, "/mnt/host/../../etc", "", ErrNotRepresentable},
-		{ToHost, false, "a/b", `a\b`, nil},                 // relative stays relative
+		{ToHost, false, "a/b", "a/b", nil},                 // relative stays relative (cwd in a host share)
 		{ToHostMixed, false, "a/b", "a/b", nil},            // relative stays relative
 		{ToHost, true, "x/y", "/home/me/share/w/x/y", nil}, // -a: from cwd /mnt/host/w
 		{ToHost, true, "../../c/u", `C:\u`, nil},           // -a with ..
@@ -39,13 +39,13 @@ func TestTranslatePath(t *testing.T) {
 		// host -> guest
 		{ToGuest, false, `C:\Users\me`, "/mnt/c/Users/me", nil},
 		{ToGuest, false, `c:/Users/me`, "/mnt/c/Users/me", nil},
-		{ToGuest, false, `C:\`, "/mnt/c", nil},
-		{ToGuest, false, `C:`, "/mnt/c", nil},
-		{ToGuest, false, `C:\..\..\etc`, "/mnt/c/etc", nil}, // cannot climb out of the drive
+		{ToGuest, false, `C:\`, "/mnt/c/", nil},              // trailing separator kept (WSL)
+		{ToGuest, false, `C:`, "C:", nil},                    // not absolute: a relative name, as in WSL
+		{ToGuest, false, `C:\..\..\etc`, "", ErrInvalidPath}, // cannot climb out of the drive (WSL: EINVAL)
 		{ToGuest, false, `D:\x`, "", ErrNotRepresentable},
 		{ToGuest, false, "/home/me/share/a/b", "/mnt/host/a/b", nil},
 		{ToGuest, false, "/srv/deep/q", "/mnt/host/deep/q", nil},
-		{ToGuest, false, "/home/me/shared", "", ErrNotRepresentable},
+		{ToGuest, false, "/home/me/shared", "", ErrInvalidPath}, // WSL: root of the cwd's drive; the cwd has none
 		{ToGuest, false, `a\b`, "a/b", nil},
 		{ToGuest, true, `a\b`, "/mnt/host/w/a/b", nil},
 		{ToGuest, false, "rel", "rel", nil},
@@ -121,10 +121,10 @@ func TestTranslateDrives(t *testing.T) {
 		{"w relative", drivesOnly, ToHost, false, "a/b", `a\b`, nil},
 		{"u", drivesOnly, ToGuest, false, `C:\x`, "/mnt/c/x", nil},
 		{"u lower slash", drivesOnly, ToGuest, false, `c:/x/y`, "/mnt/c/x/y", nil},
-		{"u root", drivesOnly, ToGuest, false, `C:\`, "/mnt/c", nil},
-		{"u climb", drivesOnly, ToGuest, false, `C:\..\etc`, "/mnt/c/etc", nil},
+		{"u root", drivesOnly, ToGuest, false, `C:\`, "/mnt/c/", nil},
+		{"u climb", drivesOnly, ToGuest, false, `C:\..\etc`, "", ErrInvalidPath},
 		{"u other drive", drivesOnly, ToGuest, false, `D:\x`, "", ErrNotRepresentable},
-		{"u host path, no share", drivesOnly, ToGuest, false, "/home/me/x", "", ErrNotRepresentable},
+		{"u rooted path: root of the cwd's drive (WSL)", drivesOnly, ToGuest, false, "/home/me/x", "/mnt/c/home/me/x", nil},
 		{"mixed w drive", mixed, ToHost, false, "/mnt/c/Users", `C:\Users`, nil},
 		{"mixed w share", mixed, ToHost, false, "/mnt/host/a", "/home/me/share/a", nil},
 		{"mixed w second drive wins (longest)", mixed, ToHost, false, "/mnt/host/data/f", `D:\f`, nil},

@@ -30,16 +30,37 @@ func BinfmtArgv(args []string) (file string, argv []string, err error) {
 	return file, argv, nil
 }
 
-// LabEnv is the variable listing what crosses to the host (WSLENV syntax).
-const LabEnv = "LABENV"
+// WSLEnv and LabEnv list what crosses to the host (WSLENV's syntax and flags). LABENV is
+// lab's alias; it is also the name under which the selection travels to the relay.
+const (
+	WSLEnv = "WSLENV"
+	LabEnv = "LABENV"
+)
 
-// SelectEnv returns the environment entries LABENV selects, LABENV itself
-// first. Each entry of LABENV is NAME or NAME/FLAGS with flags among p
-// (path), l (path list), u (host to guest only: not sent), w (guest to
-// host only); an entry with an unknown flag is skipped, as WSL does. An
-// unset variable is sent with EnvUnset so the host removes it.
+// SelectEnv returns the environment entries WSLENV and LABENV select, first a LABENV
+// entry holding the selection (the relay reads it). Each entry of the lists is NAME or
+// NAME/FLAGS with flags among p (path), l (path list), u (host to guest only: not sent),
+// w (guest to host only); an entry with an unknown flag is skipped, as WSL does. An unset
+// variable is sent with EnvUnset so the host removes it.
+//
+// Both lists count: WSLENV's entries first, then LABENV's; a name in both takes WSLENV's
+// flags. When WSLENV is set it also crosses itself, as WSL's client always sends WSLENV,
+// and the selection sent as LABENV is then WSLENV's entries, LABENV's and WSLENV, each name
+// once (the relay reads the list itself, and a later entry of a name would win there).
 func SelectEnv(getenv func(string) (string, bool)) []wire.EnvVar {
 	spec, ok := getenv(LabEnv)
+	if wsl, wok := getenv(WSLEnv); wok {
+		var parts []string
+		named := map[string]bool{}
+		for _, ent := range strings.Split(wsl+":"+spec+":"+WSLEnv, ":") {
+			name, _, _ := strings.Cut(ent, "/")
+			if name != "" && !named[name] {
+				named[name] = true
+				parts = append(parts, ent)
+			}
+		}
+		spec, ok = strings.Join(parts, ":"), true
+	}
 	if !ok {
 		return nil
 	}

@@ -3,6 +3,7 @@ package guest
 import (
 	"errors"
 	"reflect"
+	"strings"
 	"testing"
 
 	"lab/wire"
@@ -69,6 +70,54 @@ func TestSelectEnv(t *testing.T) {
 	}
 }
 
+// TestSelectEnvWSLENV: WSLENV is honoured with LABENV's flags and meaning; with both set
+// the lists merge, WSLENV's flags winning for a name in both; WSLENV itself crosses.
+func TestSelectEnvWSLENV(t *testing.T) {
+	for _, tc := range []struct {
+		name string
+		env  map[string]string
+		want []wire.EnvVar
+	}{
+		{"WSLENV alone, WSL's flags", map[string]string{"WSLENV": "P/p:L/l:U/u:W/w:X/z:Q", "P": "/mnt/c/x", "L": "/a:/b", "U": "u", "W": "w", "X": "x"},
+			[]wire.EnvVar{
+				{Name: "LABENV", Value: "P/p:L/l:U/u:W/w:X/z:Q:WSLENV"},
+				{Name: "P", Value: "/mnt/c/x", Flags: wire.EnvPath},
+				{Name: "L", Value: "/a:/b", Flags: wire.EnvPathList},
+				{Name: "W", Value: "w", Flags: wire.EnvToHost},
+				{Name: "Q", Flags: wire.EnvUnset},
+				{Name: "WSLENV", Value: "P/p:L/l:U/u:W/w:X/z:Q"},
+			}},
+		{"both: merged, WSLENV's flags win", map[string]string{"WSLENV": "A/p", "LABENV": "A/l:B", "A": "/x", "B": "b"},
+			[]wire.EnvVar{
+				{Name: "LABENV", Value: "A/p:B:WSLENV"}, // each name once: the relay reads this list
+				{Name: "A", Value: "/x", Flags: wire.EnvPath},
+				{Name: "B", Value: "b"},
+				{Name: "WSLENV", Value: "A/p"},
+			}},
+		{"empty WSLENV still crosses (WSL always sends it)", map[string]string{"WSLENV": ""},
+			[]wire.EnvVar{{Name: "LABENV", Value: "WSLENV"}, {Name: "WSLENV", Value: ""}}},
+		{"neither", map[string]string{"A": "a"}, nil},
+	} {
+		getenv := func(k string) (string, bool) { v, ok := tc.env[k]; return v, ok }
+		got := SelectEnv(getenv)
+		if !reflect.DeepEqual(got, tc.want) {
+			t.Errorf("%s:\ngot  %+v\nwant %+v", tc.name, got, tc.want)
+		}
+		// The relay reads the LABENV list and lets a later entry of a name win: each name
+		// must appear once, with the flags the guest applied.
+		if len(got) > 0 {
+			seen := map[string]bool{}
+			for _, ent := range strings.Split(got[0].Value, ":") {
+				name, _, _ := strings.Cut(ent, "/")
+				if seen[name] {
+					t.Errorf("%s: %s named twice in the list sent: %q", tc.name, name, got[0].Value)
+				}
+				seen[name] = true
+			}
+		}
+	}
+}
+
 func TestDetectFormat(t *testing.T) {
 	formats := []Format{
 		{Name: "elf", Magic: []byte("\x7fELF")},
@@ -100,7 +149,7 @@ func TestExitCodeFor(t *testing.T) {
 }
 
 func TestBinfmtRules(t *testing.T) {
-	rules, err := BinfmtRules(DefaultInterpreter)
+	rules, err := BinfmtRules(DefaultInterpreter, false)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -112,7 +161,7 @@ func TestBinfmtRules(t *testing.T) {
 		t.Fatalf("got %q", rules)
 	}
 	for _, bad := range []string{"interop", "/a:b", "/" + string(make([]byte, 127))} {
-		if _, err := BinfmtRules(bad); err == nil {
+		if _, err := BinfmtRules(bad, true); err == nil {
 			t.Errorf("BinfmtRules(%q) accepted", bad)
 		}
 	}

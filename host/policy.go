@@ -276,7 +276,9 @@ func exposedArgv(name string, guestArgv []string) []string {
 
 // mapCwd maps the guest working directory to a host directory. A cwd outside every share
 // (or one that does not resolve to a directory inside a share) falls back to
-// Config.FallbackDir; warning is then the one line to show the user.
+// Config.FallbackDir; warning is then the line the relay logs, and writes on the program's
+// stderr only when the Launch asks for it (wire.LaunchCwdWarning: WSL writes nothing of
+// its own on a program's stderr).
 func (c *Config) mapCwd(guestCwd string) (dir, warning string) {
 	fallback := func(why string) (string, string) {
 		return c.FallbackDir, fmt.Sprintf("lab: warning: the working directory %s %s; the host program runs in %s", quoteIfNeeded(guestCwd), why, c.FallbackDir)

@@ -499,20 +499,33 @@ func TestProofCwd(t *testing.T) {
 		{w.root, w.fallback, true},
 		{"/", w.fallback, true},
 	}
-	for _, tt := range tests {
-		cmd := w.interop("echoargs", "echoargs")
-		cmd.Dir = tt.guestDir
-		out, errOut, code := output(t, cmd, "")
-		got := parseEcho(t, out, errOut)
-		if code != 0 || got.Cwd != tt.hostDir {
-			t.Errorf("guest cwd %s: host cwd %q (exit %d), want %q", tt.guestDir, got.Cwd, code, tt.hostDir)
+	// By default the fallback is silent on the program's stderr (WSL writes nothing of its
+	// own there); the interpreter config's cwd_warning (wsl.conf [lab] cwdWarning) asks for
+	// the line.
+	for _, knob := range []bool{false, true} {
+		if knob {
+			f, err := os.OpenFile(w.config, os.O_APPEND|os.O_WRONLY, 0)
+			if err != nil {
+				t.Fatal(err)
+			}
+			f.WriteString("cwd_warning = true\n")
+			f.Close()
 		}
-		wantErr := ""
-		if tt.warn {
-			wantErr = fmt.Sprintf("lab: warning: the working directory %s is not in a shared folder; the host program runs in %s\n", tt.guestDir, w.fallback)
-		}
-		if errOut != wantErr {
-			t.Errorf("guest cwd %s: stderr %q, want %q", tt.guestDir, errOut, wantErr)
+		for _, tt := range tests {
+			cmd := w.interop("echoargs", "echoargs")
+			cmd.Dir = tt.guestDir
+			out, errOut, code := output(t, cmd, "")
+			got := parseEcho(t, out, errOut)
+			if code != 0 || got.Cwd != tt.hostDir {
+				t.Errorf("guest cwd %s: host cwd %q (exit %d), want %q", tt.guestDir, got.Cwd, code, tt.hostDir)
+			}
+			wantErr := ""
+			if tt.warn && knob {
+				wantErr = fmt.Sprintf("lab: warning: the working directory %s is not in a shared folder; the host program runs in %s\n", tt.guestDir, w.fallback)
+			}
+			if errOut != wantErr {
+				t.Errorf("cwd_warning %v, guest cwd %s: stderr %q, want %q", knob, tt.guestDir, errOut, wantErr)
+			}
 		}
 	}
 }

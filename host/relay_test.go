@@ -200,8 +200,12 @@ func TestRelayExposedCommand(t *testing.T) {
 	if !bytes.Contains(res.stdout, []byte(`"args":["hostecho","x"]`)) {
 		t.Errorf("stdout %q", res.stdout)
 	}
+	if len(res.stderr) != 0 {
+		t.Errorf("stderr %q, want none: the cwd fallback is only logged unless the launch asks", res.stderr)
+	}
+	res = guestRun(t, ip.sock, testToken, &wire.Launch{Format: wire.FormatHost, Path: "hostecho", Argv: []string{"hostecho", "x"}, Cwd: "/root", Flags: wire.LaunchCwdWarning}, nil)
 	if !bytes.HasPrefix(res.stderr, []byte("lab: warning: the working directory /root is not in a shared folder; the host program runs in /\n")) {
-		t.Errorf("stderr %q, want the cwd warning", res.stderr)
+		t.Errorf("stderr %q, want the cwd warning (LaunchCwdWarning)", res.stderr)
 	}
 	res = guestRun(t, ip.sock, testToken, &wire.Launch{Format: wire.FormatHost, Path: "sh", Argv: []string{"sh"}, Cwd: "/"}, nil)
 	if res.launch.Errno != wire.EPERM {

@@ -401,7 +401,9 @@ func (r *Relay) run(ctx context.Context, s *wire.Session, l launch, req *wire.La
 		return ExitStatus{}, fmt.Errorf("host: send launch result: %w", err)
 	}
 	if warning != "" {
-		log.Info("relay: cwd fallback", "guest_cwd", req.Cwd, "host_dir", dir)
+		log.Info("relay: cwd fallback", "guest_cwd", req.Cwd, "host_dir", dir, "why", warning)
+	}
+	if warning != "" && req.Flags&wire.LaunchCwdWarning != 0 {
 		line := warning + "\n"
 		if tty {
 			line = warning + "\r\n" // the guest terminal is in raw mode

@@ -19,11 +19,13 @@ type state struct {
 	files         map[string]string // guest path -> sha256 hex; absent: no such file
 	tokenMode     string            // octal permission bits of TokenPath, e.g. "600"
 	labpath       string            // readlink of LabpathPath
+	wslpath       string            // readlink of WslpathPath
+	wslConf       string            // WSLConfPath's text ("" when missing)
 	binfmtMounted bool
 	systemd       bool
 	profileHook   bool   // ProfilePath reads /etc/profile.d
 	sshdConfig    bool   // SSHDConfigPath exists (OpenSSH)
-	sshdPath      string // its `SetEnv PATH=...` line, if any
+	sshdPath      string // its first `SetEnv ...` line, if any
 	rules         map[string]ruleProbe
 	mounts        map[string]string // 9p mount point -> tag
 	stubs         map[string]string // StubDir entries starting with the stub magic: name -> sha256
@@ -41,16 +43,18 @@ type ruleProbe struct {
 func probeScript(rules []Rule, names []string) string {
 	var b strings.Builder
 	b.WriteString(`echo "arch $(uname -m)"
-for f in ` + InterpreterPath + ` ` + ConfigPath + ` ` + TokenPath + ` ` + BinfmtConfPath + ` ` + StubsManifest + ` ` + WindowsPathFile + `; do
+for f in ` + InterpreterPath + ` ` + ConfigPath + ` ` + TokenPath + ` ` + BinfmtConfPath + ` ` + StubsManifest + ` ` + WindowsPathFile + ` ` + WSLEnvFile + `; do
   [ -f "$f" ] && echo "file $f $(sha256sum < "$f" | cut -d' ' -f1)"
 done
 [ -f ` + TokenPath + ` ] && echo "tokenmode $(stat -c %a ` + TokenPath + `)"
 [ -L ` + LabpathPath + ` ] && echo "labpath $(readlink ` + LabpathPath + `)"
+[ -L ` + WslpathPath + ` ] && echo "wslpath $(readlink ` + WslpathPath + `)"
+[ -f ` + WSLConfPath + ` ] && { head -c 65536 ` + WSLConfPath + ` | sed 's/^/wslconf /'; echo; }
 grep -q ' ` + BinfmtDir + ` binfmt_misc ' /proc/mounts && echo "binfmt mounted"
 [ -d /run/systemd/system ] && echo "systemd yes"
 grep -q 'profile\.d' ` + ProfilePath + ` 2>/dev/null && echo "profilehook yes"
 [ -f ` + SSHDConfigPath + ` ] && echo "sshd yes"
-grep '^SetEnv PATH=' ` + SSHDConfigPath + ` 2>/dev/null | head -n 1 | sed 's/^/sshdpath /'
+grep '^SetEnv ' ` + SSHDConfigPath + ` 2>/dev/null | head -n 1 | sed 's/^/sshdpath /'
 `)
 	for _, r := range rules {
 		f := BinfmtDir + "/" + r.Name
@@ -97,7 +101,12 @@ func parseProbe(out string, magic []byte) (*state, error) {
 	entries := map[string][2]string{}
 	sc := bufio.NewScanner(strings.NewReader(out))
 	sc.Buffer(make([]byte, 64<<10), 1<<20)
+	var wslConf strings.Builder
 	for sc.Scan() {
+		if rest, ok := strings.CutPrefix(sc.Text(), "wslconf "); ok {
+			wslConf.WriteString(rest + "\n")
+			continue
+		}
 		f := strings.Fields(sc.Text())
 		if len(f) == 0 {
 			continue
@@ -115,6 +124,8 @@ func parseProbe(out string, magic []byte) (*state, error) {
 			st.tokenMode = f[1]
 		case f[0] == "labpath" && len(f) == 2:
 			st.labpath = f[1]
+		case f[0] == "wslpath" && len(f) == 2:
+			st.wslpath = f[1]
 		case f[0] == "binfmt":
 			st.binfmtMounted = true
 		case f[0] == "systemd":
@@ -141,6 +152,7 @@ func parseProbe(out string, magic []byte) (*state, error) {
 		return nil, fmt.Errorf("provision: probe the guest: no architecture in its answer %q", abbrev(out))
 	}
 	st.entries = entries
+	st.wslConf = wslConf.String()
 	if magic != nil {
 		st.sortEntries(magic)
 	}

@@ -34,14 +34,29 @@ type Reconnecter interface {
 	Reconnect(ctx context.Context) error
 }
 
-// StepSSHDPath is the step that edits sshd's SetEnv PATH.
+// StepSSHDPath is the step that edits sshd's SetEnv line (PATH and WSL's variables).
 const StepSSHDPath = "sshd path"
+
+// Binfmt rule names. The pe rule is WSL's WSLInterop by default, so that software written
+// for WSL finds it (`echo 0 > /proc/sys/fs/binfmt_misc/WSLInterop`); lab-pe without WSL's
+// names. Provisioning removes lab's rule of the other name when it finds it.
+const (
+	RuleWSLInterop = "WSLInterop"
+	RuleLabPE      = "lab-pe"
+	RuleHost       = "lab-host"
+)
+
+// WSLInteropValue is what WSL_INTEROP holds in a lab guest. WSL's is the unix socket of
+// the session's interop server (/run/WSL/<pid>_interop); lab's interpreter reaches the relay
+// over vsock, named in this file, which exists whenever interop is provisioned.
+const WSLInteropValue = ConfigPath
 
 // Paths in the guest. They are fixed so that a guest provisioned by one lab version can
 // be re-provisioned (and cleaned) by another.
 const (
 	InterpreterPath = "/usr/local/lib/lab/interop" // the static lab-interop binary
 	LabpathPath     = "/usr/bin/labpath"           // symlink to the interpreter (multi-call), as WSL's /usr/bin/wslpath
+	WslpathPath     = "/usr/bin/wslpath"           // the same, under WSL's name (Config.WSLNames)
 	ConfigPath      = "/etc/lab/interop.conf"      // read by the interpreter
 	TokenPath       = "/etc/lab/token"             // per-VM secret, 0600 root
 	StubDir         = "/usr/bin"                   // exposed host commands' stubs (on every PATH, even dropbear's default)
@@ -51,8 +66,12 @@ const (
 	// appendWindowsPath); ProfilePath gets a line that reads /etc/profile.d when it has none.
 	WindowsPathFile = "/etc/profile.d/lab-windows-path.sh"
 	ProfilePath     = "/etc/profile"
-	// SSHDConfigPath gets `SetEnv PATH=SSHDDefaultPath:WINDOWS-DIRS` so that commands run
-	// over new SSH connections (not login shells) find cmd.exe too; sshd is sent SIGHUP.
+	// WSLEnvFile exports WSL_DISTRO_NAME and WSL_INTEROP to login shells (Config.WSLNames).
+	WSLEnvFile = "/etc/profile.d/lab-wsl-env.sh"
+	// SSHDConfigPath gets `SetEnv PATH=SSHDDefaultPath:WINDOWS-DIRS WSL_DISTRO_NAME=...
+	// WSL_INTEROP=...` (one line: sshd uses only its first SetEnv) so that commands run over
+	// new SSH connections (not login shells) find cmd.exe and WSL's variables too; sshd is
+	// sent SIGHUP.
 	SSHDConfigPath = "/etc/ssh/sshd_config"
 	SSHDPidFile    = "/run/sshd.pid"
 	// SSHDDefaultPath is the PATH Debian's sshd gives root (its compiled-in superuser path).
@@ -106,6 +125,13 @@ type Config struct {
 	// appendWindowsPath appends the Windows PATH (e.g. /mnt/c/windows/system32). Nil:
 	// none, and a PATH file an earlier run wrote is removed.
 	WindowsPath []string
+	// WSLNames installs WSL's names beside lab's: the pe rule is WSLInterop (else lab-pe),
+	// /usr/bin/wslpath links to the interpreter, and login shells and SSH commands get
+	// WSL_DISTRO_NAME and WSL_INTEROP. Without it, none of these is installed, and those an
+	// earlier run installed are removed.
+	WSLNames bool
+	// DistroName is WSL_DISTRO_NAME (lab: the VM's name). Required with WSLNames.
+	DistroName string
 	// Progress receives one line per step. Nil: silent.
 	Progress io.Writer
 }
@@ -122,15 +148,35 @@ type Settings struct {
 	TokenPath string  // zero: TokenPath
 	Shares    []Share // guest path -> host path (labpath, cwd mapping)
 	Drives    []Drive // Windows drives (the Windows personality)
+	// CwdWarning asks the relay for its "not in a shared folder" line on the program's
+	// stderr. Provisioning sets it from /etc/wsl.conf [lab] cwdWarning.
+	CwdWarning bool
 }
 
 // DefaultRules are lab's two formats: pe (magic MZ, flags FP, exactly as WSL's
-// WSLInterop registration) and host (exposed host commands: the stub magic).
-func DefaultRules(stubMagic []byte) []Rule {
-	return []Rule{
-		{Name: "lab-pe", Magic: []byte("MZ"), Interpreter: InterpreterPath, Flags: "FP"},
-		{Name: "lab-host", Magic: slices.Clone(stubMagic), Interpreter: InterpreterPath, Flags: "FP"},
+// WSLInterop registration; named WSLInterop with wslNames, else lab-pe) and host (exposed
+// host commands: the stub magic).
+func DefaultRules(stubMagic []byte, wslNames bool) []Rule {
+	pe := RuleLabPE
+	if wslNames {
+		pe = RuleWSLInterop
 	}
+	return []Rule{
+		{Name: pe, Magic: []byte("MZ"), Interpreter: InterpreterPath, Flags: "FP"},
+		{Name: RuleHost, Magic: slices.Clone(stubMagic), Interpreter: InterpreterPath, Flags: "FP"},
+	}
+}
+
+// otherRules are lab's rules of the names not in use (the pe rule under its other name):
+// provisioning removes them, so that the two names never both route MZ files.
+func otherRules(rules []Rule) []Rule {
+	var out []Rule
+	for _, name := range []string{RuleWSLInterop, RuleLabPE} {
+		if !slices.ContainsFunc(rules, func(r Rule) bool { return r.Name == name }) {
+			out = append(out, Rule{Name: name, Magic: []byte("MZ"), Interpreter: InterpreterPath, Flags: "FP"})
+		}
+	}
+	return out
 }
 
 // Step is one thing provisioning checked, and what it did about it.
@@ -187,7 +233,10 @@ func (c *Config) setDefaults() error {
 		c.InterpreterFor = FindInterpreter
 	}
 	if c.Rules == nil {
-		c.Rules = DefaultRules(c.StubMagic)
+		c.Rules = DefaultRules(c.StubMagic, c.WSLNames)
+	}
+	if c.WSLNames && (c.DistroName == "" || strings.ContainsAny(c.DistroName, " \t\n'\"\\$`=")) {
+		return fmt.Errorf("provision: distribution name %q: must be a plain word (it becomes WSL_DISTRO_NAME)", c.DistroName)
 	}
 	for _, r := range c.Rules {
 		if err := r.Validate(); err != nil {
@@ -231,9 +280,21 @@ func Provision(ctx context.Context, g Guest, cfg Config) (*Result, error) {
 	for _, e := range cfg.Exposed {
 		names = append(names, e.Name)
 	}
-	st, err := probe(ctx, g, cfg.Rules, cfg.StubMagic, names)
+	st, err := probe(ctx, g, append(slices.Clone(cfg.Rules), otherRules(cfg.Rules)...), cfg.StubMagic, names)
 	if err != nil {
 		return nil, err
+	}
+	// /etc/wsl.conf, read as WSL's init reads it at start (see WSLConf).
+	wslConf := ParseWSLConf(st.wslConf)
+	for _, w := range wslConf.Warnings {
+		if cfg.Progress != nil {
+			fmt.Fprintf(cfg.Progress, "provision: warning: %s\n", w)
+		}
+	}
+	cfg.Settings.CwdWarning = wslConf.CwdWarning
+	winDirs := cfg.WindowsPath
+	if !wslConf.AppendWindowsPath {
+		winDirs = nil
 	}
 	interp := cfg.Interpreter
 	if interp == "" {
@@ -250,8 +311,12 @@ func Provision(ctx context.Context, g Guest, cfg Config) (*Result, error) {
 		return nil, fmt.Errorf("provision: render interpreter config: %w", err)
 	}
 	want := desired{
-		winPath: windowsPathScript(cfg.WindowsPath),
-		winDirs: cfg.WindowsPath,
+		winPath: windowsPathScript(winDirs),
+		winDirs: winDirs,
+		wslEnv:  wslEnv(cfg.WSLNames, cfg.DistroName, wslConf.InteropEnabled),
+		wslpath: cfg.WSLNames,
+		enabled: wslConf.InteropEnabled,
+		others:  otherRules(cfg.Rules),
 		interp:  interpData,
 		conf:    conf,
 		token:   cfg.Token,
@@ -273,7 +338,7 @@ func Provision(ctx context.Context, g Guest, cfg Config) (*Result, error) {
 			return res, fmt.Errorf("provision: sshd's config changed but the guest connection could not be renewed (restart the VM to apply it): %w", err)
 		}
 	}
-	if err := Verify(ctx, g, cfg.Rules, true); err != nil {
+	if err := Verify(ctx, g, cfg.Rules, wslConf.InteropEnabled); err != nil {
 		return res, err
 	}
 	if cfg.Progress != nil {
@@ -293,6 +358,10 @@ func Provision(ctx context.Context, g Guest, cfg Config) (*Result, error) {
 type desired struct {
 	winPath             []byte   // WindowsPathFile's content; nil: no such file
 	winDirs             []string // the Windows PATH directories
+	wslEnv              []envVar // WSL's variables for login shells and SSH commands
+	wslpath             bool     // WslpathPath links to the interpreter
+	enabled             bool     // the rules are enabled (wsl.conf [interop] enabled)
+	others              []Rule   // lab's rules of other names, removed when registered
 	interp, conf, token []byte
 	rules               []Rule
 	shares              []Share
@@ -348,6 +417,16 @@ func plan(st *state, want desired) *planned {
 	} else {
 		step("labpath", false, "up to date")
 	}
+	switch {
+	case want.wslpath && st.wslpath != InterpreterPath:
+		p.script = append(p.script, "ln -sfn "+InterpreterPath+" "+WslpathPath)
+		step("wslpath", true, WslpathPath+" -> "+InterpreterPath)
+	case want.wslpath:
+		step("wslpath", false, "up to date")
+	case st.wslpath == InterpreterPath:
+		p.script = append(p.script, "rm -f "+WslpathPath)
+		step("wslpath", true, "removed "+WslpathPath+" (no WSL names)")
+	}
 
 	if st.files[ConfigPath] != sum(want.conf) {
 		p.uploads = append(p.uploads, upload{ConfigPath, want.conf, 0o644})
@@ -370,15 +449,31 @@ func plan(st *state, want desired) *planned {
 		step("binfmt_misc", false, "mounted")
 	}
 
+	// Lab's pe rule under the name not in use goes first: two MZ rules must never coexist.
+	for _, r := range want.others {
+		if cur, ok := st.rules[r.Name]; ok && cur.err == nil && cur.st.Interpreter == InterpreterPath {
+			p.script = append(p.script, "echo -1 > "+BinfmtDir+"/"+r.Name)
+			step("rule "+r.Name, true, "removed (the pe rule is "+want.rules[0].Name+" now)")
+		}
+	}
+	// With wsl.conf's [interop] enabled=false the rules are registered but disabled: a
+	// foreign file then fails with "Exec format error", as WSL users see it.
+	disable, stateWord := "", "enabled"
+	if !want.enabled {
+		disable, stateWord = "disabled (wsl.conf: [interop] enabled=false)", "disabled"
+	}
 	for _, r := range want.rules {
 		name := "rule " + r.Name
 		cur, ok := st.rules[r.Name]
 		ctl := BinfmtDir + "/" + r.Name
 		reg := "printf '%s' " + shquote(r.String()) + " > " + BinfmtDir + "/register"
+		if !want.enabled {
+			reg += "\necho 0 > " + ctl
+		}
 		switch {
 		case !ok:
 			p.script = append(p.script, reg)
-			step(name, true, "registered "+r.String())
+			step(name, true, "registered "+r.String()+" "+stateWord)
 		case cur.err != nil || r.Mismatch(cur.st) != "":
 			why := "unreadable"
 			if cur.err == nil {
@@ -391,11 +486,14 @@ func plan(st *state, want desired) *planned {
 			// that inode until the rule is registered again.
 			p.script = append(p.script, "echo -1 > "+ctl, reg)
 			step(name, true, "re-registered (flag F holds the replaced interpreter open)")
-		case !cur.st.Enabled:
+		case want.enabled && !cur.st.Enabled:
 			p.script = append(p.script, "echo 1 > "+ctl)
 			step(name, true, "enabled")
+		case !want.enabled && cur.st.Enabled:
+			p.script = append(p.script, "echo 0 > "+ctl)
+			step(name, true, disable)
 		default:
-			step(name, false, "registered and enabled")
+			step(name, false, "registered and "+stateWord)
 		}
 	}
 
@@ -416,6 +514,12 @@ func plan(st *state, want desired) *planned {
 		step("binfmt.d", false, "no systemd in the guest: rules are registered by lab provision at each boot")
 	}
 
+	// /etc/profile must read profile.d when lab puts a file there.
+	hook := func() {
+		if !st.profileHook {
+			p.script = append(p.script, "grep -q 'profile\\.d' "+ProfilePath+" 2>/dev/null || echo "+shquote(profileHook)+" >> "+ProfilePath)
+		}
+	}
 	switch {
 	case want.winPath == nil && st.files[WindowsPathFile] != "":
 		p.script = append(p.script, "rm -f "+WindowsPathFile)
@@ -425,21 +529,42 @@ func plan(st *state, want desired) *planned {
 	case st.files[WindowsPathFile] != sum(want.winPath) || !st.profileHook:
 		p.script = append(p.script, "mkdir -p /etc/profile.d")
 		p.uploads = append(p.uploads, upload{WindowsPathFile, want.winPath, 0o644})
-		if !st.profileHook {
-			p.script = append(p.script, "echo "+shquote(profileHook)+" >> "+ProfilePath)
-		}
+		hook()
 		step("windows path", true, "written "+WindowsPathFile)
 	default:
 		step("windows path", false, "up to date")
 	}
+	envFile := wslEnvScript(want.wslEnv)
+	switch {
+	case envFile == nil && st.files[WSLEnvFile] != "":
+		p.script = append(p.script, "rm -f "+WSLEnvFile)
+		step("wsl env", true, "removed "+WSLEnvFile)
+	case envFile == nil:
+		step("wsl env", false, "off")
+	case st.files[WSLEnvFile] != sum(envFile) || !st.profileHook:
+		p.script = append(p.script, "mkdir -p /etc/profile.d")
+		p.uploads = append(p.uploads, upload{WSLEnvFile, envFile, 0o644})
+		hook()
+		step("wsl env", true, "written "+WSLEnvFile+" ("+envNames(want.wslEnv)+")")
+	default:
+		step("wsl env", false, "up to date")
+	}
 
-	// sshd: its SetEnv PATH line (lab owns the image's only one). Changing it restarts the
-	// listener (SIGHUP); connections already open, such as the hostagent's, keep the PATH
-	// they started with, so Provision then asks a Reconnecter guest for a new connection.
+	// sshd: its SetEnv line (lab owns the image's only one; sshd honours only the first
+	// SetEnv). Changing it restarts the listener (SIGHUP); connections already open, such as
+	// the hostagent's, keep the environment they started with, so Provision then asks a
+	// Reconnecter guest for a new connection.
 	if st.sshdConfig {
-		wantLine := ""
+		var vars []string
 		if len(want.winDirs) > 0 {
-			wantLine = "SetEnv PATH=" + SSHDDefaultPath + ":" + strings.Join(want.winDirs, ":")
+			vars = append(vars, "PATH="+SSHDDefaultPath+":"+strings.Join(want.winDirs, ":"))
+		}
+		for _, v := range want.wslEnv {
+			vars = append(vars, v.name+"="+v.value)
+		}
+		wantLine := ""
+		if len(vars) > 0 {
+			wantLine = "SetEnv " + strings.Join(vars, " ")
 		}
 		hup := "[ -f " + SSHDPidFile + " ] && kill -HUP \"$(cat " + SSHDPidFile + ")\" || true"
 		switch {
@@ -448,12 +573,12 @@ func plan(st *state, want desired) *planned {
 		case st.sshdPath == wantLine:
 			step(StepSSHDPath, false, "up to date")
 		case wantLine == "":
-			p.script = append(p.script, "sed -i '/^SetEnv PATH=/d' "+SSHDConfigPath, hup)
-			step(StepSSHDPath, true, "removed SetEnv PATH from "+SSHDConfigPath)
+			p.script = append(p.script, "sed -i '/^SetEnv /d' "+SSHDConfigPath, hup)
+			step(StepSSHDPath, true, "removed SetEnv from "+SSHDConfigPath)
 		default:
-			p.script = append(p.script, "sed -i '/^SetEnv PATH=/d' "+SSHDConfigPath,
+			p.script = append(p.script, "sed -i '/^SetEnv /d' "+SSHDConfigPath,
 				"echo "+shquote(wantLine)+" >> "+SSHDConfigPath, hup)
-			step(StepSSHDPath, true, "SetEnv PATH in "+SSHDConfigPath+" (new SSH connections)")
+			step(StepSSHDPath, true, wantLine+" in "+SSHDConfigPath+" (new SSH connections)")
 		}
 	}
 
@@ -512,6 +637,43 @@ func plan(st *state, want desired) *planned {
 		p.uploads = append(p.uploads, upload{StubsManifest, manifest, 0o644})
 	}
 	return p
+}
+
+// envVar is one variable lab sets for login shells and SSH commands.
+type envVar struct{ name, value string }
+
+// wslEnv is WSL's variables: WSL_DISTRO_NAME always, WSL_INTEROP only while interop is
+// enabled (WSL creates its interop server, and sets the variable, only then).
+func wslEnv(wslNames bool, distro string, interop bool) []envVar {
+	if !wslNames {
+		return nil
+	}
+	vars := []envVar{{"WSL_DISTRO_NAME", distro}}
+	if interop {
+		vars = append(vars, envVar{"WSL_INTEROP", WSLInteropValue})
+	}
+	return vars
+}
+
+func envNames(vars []envVar) string {
+	var names []string
+	for _, v := range vars {
+		names = append(names, v.name)
+	}
+	return strings.Join(names, ", ")
+}
+
+// wslEnvScript is the profile.d file that exports vars (nil: none).
+func wslEnvScript(vars []envVar) []byte {
+	if len(vars) == 0 {
+		return nil
+	}
+	var b strings.Builder
+	b.WriteString("# WSL's variables (written by lab provision; lab provision --no-wsl-names removes it).\n")
+	for _, v := range vars {
+		fmt.Fprintf(&b, "export %s=%s\n", v.name, shquote(v.value))
+	}
+	return []byte(b.String())
 }
 
 // windowsPathScript is the profile.d file that appends dirs to PATH once (nil: no dirs).
@@ -644,21 +806,36 @@ func Verify(ctx context.Context, g Guest, rules []Rule, wantEnabled bool) error 
 	return errors.Join(errs...)
 }
 
-// SetInterop enables or disables every rule, like `echo 0 > .../WSLInterop` in WSL; it
-// lasts until the next boot or provisioning. It then reads the rules back.
+// SetInterop enables or disables every rule of rules that is registered, like `echo 0 >
+// .../WSLInterop` in WSL; it lasts until the next boot or provisioning. rules may name
+// more than the guest has (the pe rule under both its names): those missing are skipped,
+// but at least one must be registered. It then reads the rules back.
 func SetInterop(ctx context.Context, g Guest, rules []Rule, on bool) error {
+	st, err := probe(ctx, g, rules, nil, nil)
+	if err != nil {
+		return err
+	}
+	var present []Rule
+	var names []string
+	for _, r := range rules {
+		names = append(names, r.Name)
+		if _, ok := st.rules[r.Name]; ok {
+			present = append(present, r)
+		}
+	}
+	if len(present) == 0 {
+		return fmt.Errorf("provision: none of lab's binfmt rules (%s) is registered: run lab provision", strings.Join(names, ", "))
+	}
 	v := "0"
 	if on {
 		v = "1"
 	}
 	var lines []string
-	for _, r := range rules {
-		f := BinfmtDir + "/" + r.Name
-		lines = append(lines, fmt.Sprintf("[ -e %s ] || { echo 'rule %s is not registered: run lab provision' >&2; exit 3; }", f, r.Name),
-			"echo "+v+" > "+f)
+	for _, r := range present {
+		lines = append(lines, "echo "+v+" > "+BinfmtDir+"/"+r.Name)
 	}
 	if err := run(ctx, g, "set -e\n"+strings.Join(lines, "\n"), nil); err != nil {
 		return err
 	}
-	return Verify(ctx, g, rules, on)
+	return Verify(ctx, g, present, on)
 }

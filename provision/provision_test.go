@@ -15,8 +15,9 @@ func TestRuleString(t *testing.T) {
 		rule Rule
 		want string
 	}{
-		{DefaultRules(testMagic)[0], ":lab-pe:M::MZ::/usr/local/lib/lab/interop:FP"},
-		{DefaultRules(testMagic)[1], `:lab-host:M::#!lab-host\x0a::/usr/local/lib/lab/interop:FP`},
+		{DefaultRules(testMagic, true)[0], ":WSLInterop:M::MZ::/usr/local/lib/lab/interop:FP"}, // WSL's string
+		{DefaultRules(testMagic, false)[0], ":lab-pe:M::MZ::/usr/local/lib/lab/interop:FP"},
+		{DefaultRules(testMagic, true)[1], `:lab-host:M::#!lab-host\x0a::/usr/local/lib/lab/interop:FP`},
 		{Rule{Name: "x", Offset: 4, Magic: []byte{0, ':', '\\'}, Mask: []byte{0xff, 0xff, 0xfe}, Interpreter: "/i", Flags: "P"},
 			`:x:M:4:\x00\x3a\x5c:\xff\xff\xfe:/i:P`},
 	}
@@ -50,7 +51,7 @@ func TestRuleValidate(t *testing.T) {
 }
 
 func TestParseRuleStatus(t *testing.T) {
-	pe := DefaultRules(testMagic)[0]
+	pe := DefaultRules(testMagic, true)[0]
 	tests := []struct {
 		text     string
 		enabled  bool
@@ -93,7 +94,7 @@ func FuzzParseRuleStatus(f *testing.F) {
 	f.Fuzz(func(t *testing.T, text string) {
 		st, err := ParseRuleStatus(text)
 		if err == nil {
-			_ = DefaultRules(testMagic)[0].Mismatch(st)
+			_ = DefaultRules(testMagic, true)[0].Mismatch(st)
 		}
 	})
 }
@@ -106,6 +107,12 @@ func probeOf(want desired, enabled bool) string {
 	b.WriteString("file " + ConfigPath + " " + sum(want.conf) + "\n")
 	b.WriteString("file " + TokenPath + " " + sum(want.token) + "\n")
 	b.WriteString("tokenmode 600\nlabpath " + InterpreterPath + "\nbinfmt mounted\n")
+	if want.wslpath {
+		b.WriteString("wslpath " + InterpreterPath + "\n")
+	}
+	if f := wslEnvScript(want.wslEnv); f != nil {
+		b.WriteString("file " + WSLEnvFile + " " + sum(f) + "\nprofilehook yes\n")
+	}
 	state := "enabled"
 	if !enabled {
 		state = "disabled"
@@ -146,13 +153,17 @@ func hexOf(b []byte) string {
 
 func testDesired() desired {
 	return desired{
-		interp: []byte("\x7fELF interpreter v1"),
-		conf:   []byte("relay = vsock:2:5555\n"),
-		token:  []byte(strings.Repeat("ab", 32)),
-		rules:  DefaultRules(testMagic),
-		shares: []Share{{Tag: "share0", HostPath: "/srv/x", GuestPath: "/mnt/host"}},
-		magic:  testMagic,
-		stubs:  map[string][]byte{"notify-send": []byte("#!lab-host\n/usr/bin/notify-send\n")},
+		interp:  []byte("\x7fELF interpreter v1"),
+		conf:    []byte("relay = vsock:2:5555\n"),
+		token:   []byte(strings.Repeat("ab", 32)),
+		rules:   DefaultRules(testMagic, true),
+		others:  otherRules(DefaultRules(testMagic, true)),
+		enabled: true,
+		wslpath: true,
+		wslEnv:  wslEnv(true, "default", true),
+		shares:  []Share{{Tag: "share0", HostPath: "/srv/x", GuestPath: "/mnt/host"}},
+		magic:   testMagic,
+		stubs:   map[string][]byte{"notify-send": []byte("#!lab-host\n/usr/bin/notify-send\n")},
 	}
 }
 
@@ -188,14 +199,37 @@ func TestPlanChanges(t *testing.T) {
 		steps []string
 	}{
 		{"fresh guest", func(string, *desired) string { return "arch x86_64\nbinfmt mounted\n" },
-			[]string{"interpreter", "labpath", "config", "token", "rule lab-pe", "rule lab-host", "share share0", "expose notify-send"}},
+			[]string{"interpreter", "labpath", "wslpath", "config", "token", "rule WSLInterop", "rule lab-host", "wsl env", "share share0", "expose notify-send"}},
 		{"new interpreter re-registers (flag F)", func(p string, w *desired) string {
 			w.interp = []byte("\x7fELF interpreter v2")
 			return p
-		}, []string{"interpreter", "rule lab-pe", "rule lab-host"}},
+		}, []string{"interpreter", "rule WSLInterop", "rule lab-host"}},
 		{"interop off is turned back on", func(p string, w *desired) string {
 			return probeOf(*w, false)
-		}, []string{"rule lab-pe", "rule lab-host"}},
+		}, []string{"rule WSLInterop", "rule lab-host"}},
+		{"an older lab's lab-pe rule is removed", func(p string, w *desired) string {
+			return p + "rule lab-pe enabled|interpreter " + InterpreterPath + "|flags: PF|offset 0|magic 4d5a|\n"
+		}, []string{"rule lab-pe"}},
+		{"someone else's lab-pe rule is left alone", func(p string, w *desired) string {
+			return p + "rule lab-pe enabled|interpreter /usr/bin/other|flags: PF|offset 0|magic 4d5a|\n"
+		}, nil},
+		{"wsl.conf enabled=false: registered but disabled, no WSL_INTEROP", func(p string, w *desired) string {
+			w.enabled = false
+			w.wslEnv = wslEnv(true, "default", false)
+			return p
+		}, []string{"rule WSLInterop", "rule lab-host", "wsl env"}},
+		{"wsl.conf enabled=false: a disabled rule stays so", func(p string, w *desired) string {
+			w.enabled = false
+			w.wslEnv = wslEnv(true, "default", false)
+			return probeOf(*w, false)
+		}, nil},
+		{"no WSL names: lab-pe, no wslpath, no WSL variables", func(p string, w *desired) string {
+			w.rules = DefaultRules(testMagic, false)
+			w.others = otherRules(w.rules)
+			w.wslpath = false
+			w.wslEnv = nil
+			return p + "rule WSLInterop enabled|interpreter " + InterpreterPath + "|flags: PF|offset 0|magic 4d5a|\n"
+		}, []string{"wslpath", "rule WSLInterop", "rule lab-pe", "wsl env"}},
 		{"token mode repaired", func(p string, w *desired) string {
 			return strings.Replace(p, "tokenmode 600", "tokenmode 644", 1)
 		}, []string{"token"}},
@@ -294,4 +328,97 @@ func TestExposedList(t *testing.T) {
 	if _, _, err := RemoveExposed(list, []string{"nothing"}); err == nil {
 		t.Error("unexpose of an unknown name: want an error")
 	}
+}
+
+// TestPlanScripts checks the guest commands of the WSL-name and wsl.conf steps.
+func TestPlanScripts(t *testing.T) {
+	want := testDesired()
+	want.enabled = false
+	want.wslEnv = wslEnv(true, "default", false)
+	want.winDirs = []string{"/mnt/c/windows/system32", "/mnt/c/windows"}
+	want.winPath = windowsPathScript(want.winDirs)
+	st, err := parseProbe("arch x86_64\nbinfmt mounted\nsshd yes\nsshdpath SetEnv PATH=/old\nrule lab-pe enabled|interpreter "+
+		InterpreterPath+"|flags: PF|offset 0|magic 4d5a|\n", testMagic)
+	if err != nil {
+		t.Fatal(err)
+	}
+	p := plan(st, want)
+	script := strings.Join(p.script, "\n")
+	for _, line := range []string{
+		"ln -sfn /usr/local/lib/lab/interop /usr/bin/wslpath",
+		"echo -1 > /proc/sys/fs/binfmt_misc/lab-pe",
+		"printf '%s' ':WSLInterop:M::MZ::/usr/local/lib/lab/interop:FP' > /proc/sys/fs/binfmt_misc/register\necho 0 > /proc/sys/fs/binfmt_misc/WSLInterop",
+		"echo 0 > /proc/sys/fs/binfmt_misc/lab-host",
+		"sed -i '/^SetEnv /d' /etc/ssh/sshd_config",
+		"echo 'SetEnv PATH=" + SSHDDefaultPath + ":/mnt/c/windows/system32:/mnt/c/windows WSL_DISTRO_NAME=default' >> /etc/ssh/sshd_config",
+	} {
+		if !strings.Contains(script, line) {
+			t.Errorf("script lacks %q:\n%s", line, script)
+		}
+	}
+	var env []byte
+	for _, u := range p.uploads {
+		if u.target == WSLEnvFile {
+			env = u.data
+		}
+	}
+	if !strings.Contains(string(env), "export WSL_DISTRO_NAME='default'\n") || strings.Contains(string(env), "WSL_INTEROP") {
+		t.Errorf("%s with interop disabled:\n%s", WSLEnvFile, env)
+	}
+	if got := string(wslEnvScript(wslEnv(true, "vm1", true))); !strings.Contains(got, "export WSL_INTEROP='/etc/lab/interop.conf'\n") {
+		t.Errorf("%s with interop enabled lacks WSL_INTEROP:\n%s", WSLEnvFile, got)
+	}
+}
+
+func TestParseProbeWSLConf(t *testing.T) {
+	st, err := parseProbe("arch x86_64\nwslconf [interop]\nwslconf   enabled = false  \nwslconf \nwslpath /usr/local/lib/lab/interop\n", nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if st.wslConf != "[interop]\n  enabled = false  \n\n" || st.wslpath != InterpreterPath {
+		t.Errorf("wslConf %q, wslpath %q", st.wslConf, st.wslpath)
+	}
+	if c := ParseWSLConf(st.wslConf); c.InteropEnabled || !c.AppendWindowsPath {
+		t.Errorf("parsed %+v", c)
+	}
+}
+
+func TestParseWSLConf(t *testing.T) {
+	def := DefaultWSLConf()
+	for _, tc := range []struct {
+		text string
+		want WSLConf
+		warn string
+	}{
+		{"", def, ""},
+		{"[interop]\nenabled=false\n", WSLConf{InteropEnabled: false, AppendWindowsPath: true}, ""},
+		{"[interop]\nappendWindowsPath = false\n", WSLConf{InteropEnabled: true, AppendWindowsPath: false}, ""},
+		{"[Interop]\nENABLED = FALSE # off\nappendwindowspath=\"false\"\n", WSLConf{}, ""},
+		{"[automount]\nenabled=false\n[interop]\n", def, ""}, // another section's key
+		{"[lab]\ncwdWarning=true\n", WSLConf{InteropEnabled: true, AppendWindowsPath: true, CwdWarning: true}, ""},
+		{"; comment\n# comment\n[interop]\nenabled=1\nappendWindowsPath=0\n", WSLConf{InteropEnabled: true}, ""},
+		{"[interop]\nenabled=nope\n", def, `/etc/wsl.conf:2: interop.enabled: want true or false, got "nope" (the default is kept)`},
+		{"[interop\nenabled=false\n", def, "/etc/wsl.conf:1: section header without ]"},
+		{"[interop]\nenabled\n", def, "/etc/wsl.conf:2: expected key = value"},
+	} {
+		got := ParseWSLConf(tc.text)
+		warn := strings.Join(got.Warnings, "; ")
+		got.Warnings = nil
+		if got.InteropEnabled != tc.want.InteropEnabled || got.AppendWindowsPath != tc.want.AppendWindowsPath ||
+			got.CwdWarning != tc.want.CwdWarning || warn != tc.warn {
+			t.Errorf("ParseWSLConf(%q) = %+v, warnings %q; want %+v, %q", tc.text, got, warn, tc.want, tc.warn)
+		}
+	}
+}
+
+func FuzzParseWSLConf(f *testing.F) {
+	f.Add("[interop]\nenabled = false\nappendWindowsPath=true\n[lab]\ncwdWarning=1\n")
+	f.Add("[x\n=\n\"\n")
+	f.Fuzz(func(t *testing.T, text string) {
+		c := ParseWSLConf(text)
+		// A file without lab's keys keeps the defaults.
+		if !strings.Contains(strings.ToLower(text), "enabled") && !c.InteropEnabled {
+			t.Errorf("interop disabled without an enabled key: %q", text)
+		}
+	})
 }

@@ -22,12 +22,13 @@ func TestPlanWindowsPath(t *testing.T) {
 		{"profile.d already read", dirs, "profilehook yes\n", []string{"windows path"}, nil},
 		{"no OpenSSH (dropbear)", dirs, "profilehook yes\nfile " + WindowsPathFile + " " + sum(script) + "\n", nil, nil},
 		{"turned off", nil, "sshd yes\nprofilehook yes\nfile " + WindowsPathFile + " " + sum(script) + "\nsshdpath " + sshdLine + "\n",
-			[]string{"windows path", "sshd path"}, []string{"rm -f " + WindowsPathFile, "sed -i '/^SetEnv PATH=/d' " + SSHDConfigPath}},
+			[]string{"windows path", "sshd path"}, []string{"rm -f " + WindowsPathFile, "sed -i '/^SetEnv /d' " + SSHDConfigPath}},
 		{"off and absent", nil, "sshd yes\n", nil, nil},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
 			want := testDesired()
+			want.wslEnv = nil // PATH alone here; WSL's variables share the line (TestPlanScripts)
 			want.winDirs = tt.dirs
 			want.winPath = windowsPathScript(tt.dirs)
 			st, err := parseProbe(probeOf(want, true)+tt.probe, testMagic)

@@ -44,6 +44,9 @@ type Control interface {
 	Unexpose(ctx context.Context, name string) error
 	RelayStop(ctx context.Context) error
 	RelayStart(ctx context.Context) error
+	// Provision provisions the guest again (it reads the guest's /etc/wsl.conf); wslNames
+	// false installs lab's names only (lab provision --no-wsl-names).
+	Provision(ctx context.Context, wslNames bool) error
 	Restore(ctx context.Context) error
 }
 
@@ -343,8 +346,9 @@ type runner struct {
 	// it builtin/.
 	builtinDir string
 
-	mu    sync.Mutex
-	dirty bool // the current scenario changed the lab: Restore after it
+	mu      sync.Mutex
+	dirty   bool // the current scenario changed the lab: Restore after it
+	wslConf bool // the current scenario wrote /etc/wsl.conf: put the old one back first
 }
 
 func (r *runner) setup(e *testscript.Env) error {
@@ -447,6 +451,10 @@ func (t *scriptT) Run(name string, f func(testscript.T)) {
 	r.mu.Unlock()
 	if dirty && r.env.Control != nil {
 		ctx, cancel := context.WithTimeout(r.ctx, 2*time.Minute)
+		if err := r.restoreWSLConf(ctx); err != nil {
+			res.Status = Fail
+			res.Log += fmt.Sprintf("FAIL: restoring /etc/wsl.conf after %s: %v\n", name, err)
+		}
 		if err := r.env.Control.Restore(ctx); err != nil {
 			res.Status = Fail
 			res.Log += fmt.Sprintf("FAIL: restoring the lab after %s: %v\n", name, err)
@@ -523,6 +531,8 @@ func (r *runner) cmds() map[string]func(ts *testscript.TestScript, neg bool, arg
 	add("relay", r.cmdRelay)
 	add("token", r.cmdToken)
 	add("stub", r.cmdStub)
+	add("provision", r.cmdProvision)
+	add("wslconf", r.cmdWSLConf)
 	return m
 }
 
@@ -537,6 +547,8 @@ var Commands = []struct{ Name, Usage, Summary string }{
 	{"unexpose", "unexpose NAME", "remove an exposed command"},
 	{"relay", "relay stop|start", "stop or restart the VM's relay"},
 	{"token", "token corrupt", "replace the guest's token with a wrong one (restored after the scenario)"},
+	{"provision", "provision [--no-wsl-names]", "provision the guest again (it reads /etc/wsl.conf); --no-wsl-names: lab's names only (restored after the scenario)"},
+	{"wslconf", "wslconf FILE", "write FILE as the guest's /etc/wsl.conf (the previous one is put back after the scenario); provision applies it"},
 }
 
 var tsizeRE = regexp.MustCompile(`^(\d+)x(\d+)$`)
@@ -693,6 +705,57 @@ func (r *runner) cmdRelay(ts *testscript.TestScript, neg bool, args []string) {
 	default:
 		ts.Fatalf("usage: relay stop|start")
 	}
+}
+
+func (r *runner) cmdProvision(ts *testscript.TestScript, neg bool, args []string) {
+	if neg || len(args) > 1 || len(args) == 1 && args[0] != "--no-wsl-names" {
+		ts.Fatalf("usage: provision [--no-wsl-names]")
+	}
+	ts.Check(r.control(ts).Provision(r.ctx, len(args) == 0))
+}
+
+// wslConfSaved is where cmdWSLConf keeps the guest's own /etc/wsl.conf meanwhile.
+const wslConfSaved = "/etc/lab/wsl.conf.saved-by-scenario"
+
+func (r *runner) cmdWSLConf(ts *testscript.TestScript, neg bool, args []string) {
+	if neg || len(args) != 1 {
+		ts.Fatalf("usage: wslconf FILE")
+	}
+	r.control(ts)
+	data, err := os.ReadFile(ts.MkAbs(args[0]))
+	ts.Check(err)
+	r.mu.Lock()
+	first := !r.wslConf
+	r.wslConf = true
+	r.mu.Unlock()
+	cmd := "set -e; cat > /etc/wsl.conf.lab-tmp; mv -f /etc/wsl.conf.lab-tmp /etc/wsl.conf"
+	if first { // keep the guest's own file (or its absence) for restoreWSLConf
+		cmd = "set -e; mkdir -p /etc/lab; rm -f " + wslConfSaved + "; if [ -e /etc/wsl.conf ]; then cp -p /etc/wsl.conf " + wslConfSaved + "; fi; " + cmd
+	}
+	var errb bytes.Buffer
+	code, err := r.env.Guest.Run(r.ctx, cmd, bytes.NewReader(data), io.Discard, &errb)
+	ts.Check(err)
+	if code != 0 {
+		ts.Fatalf("wslconf: status %d: %s", code, errb.String())
+	}
+}
+
+// restoreWSLConf puts back the guest's /etc/wsl.conf (or its absence) after a scenario
+// that wrote one.
+func (r *runner) restoreWSLConf(ctx context.Context) error {
+	r.mu.Lock()
+	wrote := r.wslConf
+	r.wslConf = false
+	r.mu.Unlock()
+	if !wrote {
+		return nil
+	}
+	var errb bytes.Buffer
+	code, err := r.env.Guest.Run(ctx, "if [ -e "+wslConfSaved+" ]; then mv -f "+wslConfSaved+" /etc/wsl.conf; else rm -f /etc/wsl.conf; fi", nil, io.Discard, &errb)
+	if err == nil && code != 0 {
+		err = fmt.Errorf("status %d: %s", code, strings.TrimSpace(errb.String()))
+	}
+	return err
 }
 
 // cmdToken corrupts the guest's copy of the token; Restore re-provisions the right one.

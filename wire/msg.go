@@ -188,7 +188,11 @@ type LaunchFlag uint8
 
 const (
 	LaunchTTY   LaunchFlag = 1 << iota // the guest's stdio is one foreground terminal: run under a pty
-	LaunchTrace                        // (1.1) a trace id follows cols: the relay records its steps under it (lab trace)
+	LaunchTrace                        // (2.1) a trace id follows cols: the relay records its steps under it (lab trace)
+	// LaunchCwdWarning asks the relay to write its one-line warning on the program's stderr
+	// when the guest cwd is not in a share (by default it only logs it: WSL writes nothing
+	// of its own there). A relay that predates the flag ignores it (and always warns).
+	LaunchCwdWarning
 )
 
 // Launch asks the relay to run a program. Sent by the guest right after its
@@ -199,10 +203,10 @@ type Launch struct {
 	Argv   []string   // argv[0] per binfmt P: the original argv0, or its basename when it equals the full path
 	Cwd    string     // guest working directory; the host maps it through the shares
 	Env    []EnvVar   // variables selected by LABENV, LABENV itself first
-	Flags  LaunchFlag // LaunchTTY
+	Flags  LaunchFlag // LaunchTTY, LaunchCwdWarning
 	Rows   uint16     // terminal size when LaunchTTY
 	Cols   uint16
-	// TraceID (protocol 1.1, optional) asks the relay to record this launch's steps under
+	// TraceID (protocol 2.1, optional) asks the relay to record this launch's steps under
 	// the id (lab trace). On the wire it follows Cols only when Flags has LaunchTrace, which
 	// the encoder sets when TraceID is not empty: a Launch without one is a 2.0 Launch.
 	TraceID string

@@ -20,8 +20,10 @@ func TestMultiCall(t *testing.T) {
 	if out, err := build.CombinedOutput(); err != nil {
 		t.Fatalf("build: %v\n%s", err, out)
 	}
-	if err := os.Symlink(bin, filepath.Join(dir, "labpath")); err != nil {
-		t.Fatal(err)
+	for _, name := range []string{"labpath", "wslpath"} {
+		if err := os.Symlink(bin, filepath.Join(dir, name)); err != nil {
+			t.Fatal(err)
+		}
 	}
 	conf := filepath.Join(dir, "interop.conf")
 	if err := os.WriteFile(conf, []byte("relay = unix:/nonexistent\nshare = /mnt/c /srv/c C:\n"), 0o644); err != nil {
@@ -34,6 +36,22 @@ func TestMultiCall(t *testing.T) {
 	out, err := cmd.Output()
 	if err != nil || string(out) != "C:\\Users\\x\n" {
 		t.Fatalf("labpath -w: %q, %v", out, err)
+	}
+
+	// As wslpath: WSL's trailing separator, and WSL's failure line and status.
+	cmd = exec.Command(filepath.Join(dir, "wslpath"), `C:\`)
+	cmd.Env = env
+	out, err = cmd.Output()
+	if err != nil || string(out) != "/mnt/c/\n" {
+		t.Fatalf("wslpath 'C:\\': %q, %v", out, err)
+	}
+	cmd = exec.Command(filepath.Join(dir, "wslpath"), `C:\..`)
+	cmd.Env = env
+	var stderr strings.Builder
+	cmd.Stderr = &stderr
+	out, err = cmd.Output()
+	if ee, ok := err.(*exec.ExitError); !ok || ee.ExitCode() != 1 || len(out) != 0 || stderr.String() != "wslpath: C:\\..: Invalid argument\n" {
+		t.Fatalf("wslpath 'C:\\..': %q, %q, %v", out, stderr.String(), err)
 	}
 
 	// As the interpreter without binfmt's arguments: one line, exit 126.

@@ -101,8 +101,8 @@ func TestIntegrationCLI(t *testing.T) {
 	if len(pids) != 2 {
 		t.Fatalf("lab up recorded pids %v; want the hostagent's and QEMU's", pids)
 	}
-	if !strings.Contains(r.stderr, "rule lab-pe") {
-		t.Errorf("lab up did not provision (no rule lab-pe in its output):\n%s", r.stderr)
+	if !strings.Contains(r.stderr, "rule WSLInterop") {
+		t.Errorf("lab up did not provision (no rule WSLInterop in its output):\n%s", r.stderr)
 	}
 
 	if r := must("provision", "--name", name); !strings.Contains(r.stdout+r.stderr, "nothing changed") {

@@ -20,7 +20,7 @@ import (
 func newUpCommand() *cobra.Command {
 	var cfg vm.Config
 	var shares []string
-	var noProvision, noWindows, noWindowsPath, noScratch bool
+	var noProvision, noWindows, noWindowsPath, noScratch, noWSLNames bool
 	cmd := &cobra.Command{
 		Use:   "up",
 		Short: "Boot a guest VM and wait until it runs commands",
@@ -39,6 +39,8 @@ When Wine is installed, the VM gets the Windows personality (--no-windows turns 
 off): a Wine prefix of its own in $XDG_DATA_HOME/lab/NAME/wine (kept by lab down,
 as WSL keeps C:), whose drive_c the guest sees read-write at /mnt/c, with
 /mnt/c/Windows/System32 appended to login shells' PATH (--no-windows-path).
+The guest gets WSL's names (binfmt rule WSLInterop, wslpath, WSL_DISTRO_NAME,
+WSL_INTEROP) unless --no-wsl-names.
 On failure nothing is left running and the error shows the console's last lines.`,
 		Example: `  lab up
   lab up --name second --share $PWD:/mnt/work
@@ -77,7 +79,7 @@ On failure nothing is left running and the error shows the console's last lines.
 				return err
 			}
 			if !noProvision {
-				if err := provisionInstance(ctx, in.StateDir, labvm.Options{NoWindowsPath: noWindowsPath, Progress: os.Stderr}); err != nil {
+				if err := provisionInstance(ctx, in.StateDir, labvm.Options{NoWindowsPath: noWindowsPath, NoWSLNames: noWSLNames, Progress: os.Stderr}); err != nil {
 					// A failed up leaves nothing running.
 					dctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), time.Minute)
 					defer cancel()
@@ -106,6 +108,7 @@ On failure nothing is left running and the error shows the console's last lines.
 	f.BoolVar(&noWindows, "no-windows", false, "no Windows personality: no Wine prefix, no /mnt/c")
 	f.BoolVar(&noScratch, "no-scratch", false, "no lab-owned scratch share at /mnt/lab (lab run then needs a writable --share)")
 	f.BoolVar(&noWindowsPath, "no-windows-path", false, "do not append /mnt/c/Windows/System32 to the guest's PATH")
+	f.BoolVar(&noWSLNames, "no-wsl-names", false, "only lab's names in the guest: binfmt rule lab-pe, no wslpath, no WSL_* variables")
 	f.DurationVar(&cfg.BootTimeout, "boot-timeout", vm.DefaultBootTimeout, "how long to wait for the guest's SSH")
 	return cmd
 }

@@ -71,15 +71,27 @@ func (c *Control) waitRelay(ctx context.Context, want string) error {
 	}
 }
 
+// Provision provisions the guest again with the control's options, WSL's names or not.
+func (c *Control) Provision(ctx context.Context, wslNames bool) error {
+	o := c.quiet()
+	o.NoWSLNames, o.WSLNames = !wslNames, wslNames
+	_, err := Provision(ctx, c.Guest, c.StateDir, o)
+	return err
+}
+
 // Restore undoes whatever a scenario changed: relay serving, rules on, token and stubs
-// as provisioned.
+// as provisioned, the names the control's options choose.
 func (c *Control) Restore(ctx context.Context) error {
 	if _, err := os.Stat(filepath.Join(c.StateDir, FileRelayStop)); err == nil {
 		if err := c.RelayStart(ctx); err != nil {
 			return err
 		}
 	}
-	_, err := Provision(ctx, c.Guest, c.StateDir, c.quiet())
+	o := c.quiet()
+	if !o.NoWSLNames {
+		o.WSLNames = true // undo a scenario's provision --no-wsl-names
+	}
+	_, err := Provision(ctx, c.Guest, c.StateDir, o)
 	return err
 }
 

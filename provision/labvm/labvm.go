@@ -7,8 +7,10 @@ package labvm
 import (
 	"context"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"io"
+	"io/fs"
 	"os"
 	"path/filepath"
 	"strconv"
@@ -62,6 +64,9 @@ func InteropConf(s provision.Settings) ([]byte, error) {
 	for _, d := range s.Drives {
 		fmt.Fprintf(&b, "drive = %s %s\n", d.Letter, quoteField(d.GuestPath))
 	}
+	if s.CwdWarning {
+		b.WriteString("cwd_warning = true\n") // from /etc/wsl.conf [lab] cwdWarning
+	}
 	return []byte(b.String()), nil
 }
 
@@ -89,14 +94,48 @@ type Options struct {
 	// NoWindowsPath leaves the guest's PATH alone: by default a VM with the Windows
 	// personality gets WindowsPath appended to login shells' PATH (WSL's appendWindowsPath).
 	NoWindowsPath bool
+	// NoWSLNames installs only lab's names: the pe rule is lab-pe instead of WSL's
+	// WSLInterop, no /usr/bin/wslpath, no WSL_DISTRO_NAME or WSL_INTEROP (and removes what an
+	// earlier run installed under WSL's names). The choice is kept in the state directory
+	// (FileNoWSLNames), so later provisioning (lab expose, lab provision) keeps it until
+	// WSLNames is given.
+	NoWSLNames bool
+	// WSLNames undoes an earlier NoWSLNames.
+	WSLNames bool
+}
+
+// FileNoWSLNames in a VM's state directory records NoWSLNames.
+const FileNoWSLNames = "no-wsl-names"
+
+// wslNames applies opts to the VM's recorded choice and returns it.
+func wslNames(stateDir string, opts Options) (bool, error) {
+	marker := filepath.Join(stateDir, FileNoWSLNames)
+	switch {
+	case opts.NoWSLNames && opts.WSLNames:
+		return false, fmt.Errorf("labvm: --wsl-names and --no-wsl-names contradict each other")
+	case opts.NoWSLNames:
+		if err := os.WriteFile(marker, []byte("lab's names only (lab provision --wsl-names undoes it)\n"), 0o644); err != nil {
+			return false, fmt.Errorf("labvm: %w", err)
+		}
+		return false, nil
+	case opts.WSLNames:
+		if err := os.Remove(marker); err != nil && !errors.Is(err, fs.ErrNotExist) {
+			return false, fmt.Errorf("labvm: %w", err)
+		}
+		return true, nil
+	}
+	_, err := os.Stat(marker)
+	return err != nil, nil
 }
 
 // WindowsPath is what the guest's PATH gains under the Windows personality, as WSL
 // appends the Windows PATH: cmd.exe and friends by name.
 var WindowsPath = []string{DriveCGuest + "/Windows/System32", DriveCGuest + "/Windows"}
 
-// Rules are the binfmt rules lab registers.
-func Rules() []provision.Rule { return provision.DefaultRules([]byte(wire.StubMagic)) }
+// Rules are the binfmt rules lab registers, with WSL's names or lab's.
+func Rules(wslNames bool) []provision.Rule {
+	return provision.DefaultRules([]byte(wire.StubMagic), wslNames)
+}
 
 // Config assembles the provisioning of the VM whose state is in stateDir.
 func Config(stateDir string, opts Options) (provision.Config, error) {
@@ -109,6 +148,10 @@ func Config(stateDir string, opts Options) (provision.Config, error) {
 		return provision.Config{}, err
 	}
 	exposed, err := provision.LoadExposed(stateDir)
+	if err != nil {
+		return provision.Config{}, err
+	}
+	names, err := wslNames(stateDir, opts)
 	if err != nil {
 		return provision.Config{}, err
 	}
@@ -130,6 +173,8 @@ func Config(stateDir string, opts Options) (provision.Config, error) {
 		Exposed:     exposed,
 		Stub:        Stub,
 		StubMagic:   []byte(wire.StubMagic),
+		WSLNames:    names,
+		DistroName:  in.Name,
 		Progress:    opts.Progress,
 	}, nil
 }
@@ -199,7 +244,8 @@ func Unexpose(ctx context.Context, g provision.Guest, nameOrDir string, names []
 	return removed, nil
 }
 
-// Interop turns the VM's binfmt rules on or off.
+// Interop turns the VM's binfmt rules on or off, whichever names they were provisioned
+// with (WSLInterop or lab-pe).
 func Interop(ctx context.Context, g provision.Guest, on bool) error {
-	return provision.SetInterop(ctx, g, Rules(), on)
+	return provision.SetInterop(ctx, g, append(Rules(true), Rules(false)[0]), on)
 }

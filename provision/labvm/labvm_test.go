@@ -47,16 +47,21 @@ func TestStubParsesInWire(t *testing.T) {
 }
 
 func TestRulesMatchGuest(t *testing.T) {
-	want, err := guest.BinfmtRules(provision.InterpreterPath)
-	if err != nil {
-		t.Fatal(err)
-	}
-	for i, r := range Rules() {
-		// Same rule; flag order differs only in spelling (WSL writes FP).
-		got := r.String()
-		if got[:len(got)-2] != want[i][:len(want[i])-2] {
-			t.Errorf("rule %d: %q, guest package says %q", i, got, want[i])
+	for _, wslNames := range []bool{true, false} {
+		want, err := guest.BinfmtRules(provision.InterpreterPath, wslNames)
+		if err != nil {
+			t.Fatal(err)
 		}
+		for i, r := range Rules(wslNames) {
+			// Same rule; flag order differs only in spelling (WSL writes FP).
+			got := r.String()
+			if got[:len(got)-2] != want[i][:len(want[i])-2] {
+				t.Errorf("rule %d: %q, guest package says %q", i, got, want[i])
+			}
+		}
+	}
+	if got := Rules(true)[0].String(); got != ":WSLInterop:M::MZ::/usr/local/lib/lab/interop:FP" {
+		t.Errorf("default pe rule %q, want WSL's string with lab's interpreter", got)
 	}
 }
 
@@ -78,5 +83,41 @@ func TestChanListener(t *testing.T) {
 	l.deliver(x) // closed listener: the connection is closed, not leaked
 	if _, err := x.Write([]byte("a")); err == nil {
 		t.Error("connection delivered to a closed listener is still open")
+	}
+}
+
+// TestWSLNamesSticky: --no-wsl-names is kept for later provisioning until --wsl-names.
+func TestWSLNamesSticky(t *testing.T) {
+	dir := t.TempDir()
+	for _, step := range []struct {
+		opts Options
+		want bool
+	}{
+		{Options{}, true},
+		{Options{NoWSLNames: true}, false},
+		{Options{}, false}, // lab expose, lab provision: the choice is kept
+		{Options{WSLNames: true}, true},
+		{Options{}, true},
+	} {
+		got, err := wslNames(dir, step.opts)
+		if err != nil || got != step.want {
+			t.Fatalf("wslNames(%+v) = %v, %v; want %v", step.opts, got, err, step.want)
+		}
+	}
+	if _, err := wslNames(dir, Options{WSLNames: true, NoWSLNames: true}); err == nil {
+		t.Error("both switches accepted")
+	}
+}
+
+func TestInteropConfCwdWarning(t *testing.T) {
+	for _, on := range []bool{false, true} {
+		b, err := InteropConf(provision.Settings{RelayAddr: RelayAddr, TokenPath: provision.TokenPath, CwdWarning: on})
+		if err != nil {
+			t.Fatal(err)
+		}
+		c, err := guest.ParseConfig(bytes.NewReader(b), "rendered")
+		if err != nil || c.CwdWarning != on {
+			t.Errorf("cwd warning %v: rendered %q parses to %+v, %v", on, b, c, err)
+		}
 	}
 }

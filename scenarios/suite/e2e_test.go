@@ -168,7 +168,7 @@ func TestIntegrationScenarios(t *testing.T) {
 	for _, s := range res.Steps {
 		changed[s.Name] = s.Changed
 	}
-	if !changed["interpreter"] || !changed["rule lab-pe"] || !changed["rule lab-host"] || changed["config"] {
+	if !changed["interpreter"] || !changed["rule WSLInterop"] || !changed["rule lab-host"] || changed["config"] {
 		t.Errorf("new interpreter: changed %s; want interpreter and both rules only", res.Summary())
 	}
 	if _, err := labvm.Provision(ctx, c, stateDir, labvm.Options{Interpreter: interp}); err != nil {
