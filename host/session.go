@@ -372,7 +372,7 @@ func (r *Relay) run(ctx context.Context, s *wire.Session, l launch, req *wire.La
 	}
 	dir, warning := r.cfg.mapCwd(req.Cwd)
 	l.Dir = dir
-	tr.mappedCwd(req.Cwd, dir, warning)
+	tr.mappedCwd(req.Cwd, dir, warning, req.Flags&wire.LaunchCwdWarning != 0)
 	tty := req.Flags&wire.LaunchTTY != 0
 	var ws *WinSize
 	if tty {

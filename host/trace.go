@@ -114,13 +114,16 @@ func (t *sessionTrace) refusedLaunch(rf *refusal) {
 }
 
 // mappedCwd records the working directory decision.
-func (t *sessionTrace) mappedCwd(guest, dir, warning string) {
+func (t *sessionTrace) mappedCwd(guest, dir, warning string, warn bool) {
 	if !t.on() {
 		return
 	}
 	text := fmt.Sprintf("guest %s -> host %s", guest, dir)
-	if warning != "" {
-		text = fmt.Sprintf("guest %s is not in a share: fallback %s (a warning line goes to the guest's stderr)", guest, dir)
+	switch {
+	case warning != "" && warn:
+		text = fmt.Sprintf("guest %s is not in a share: fallback %s (a warning line goes to the guest's stderr: [lab] cwdWarning)", guest, dir)
+	case warning != "":
+		text = fmt.Sprintf("guest %s is not in a share: fallback %s (logged only, as WSL writes nothing there)", guest, dir)
 	}
 	t.record(trace.StepCwd, text, map[string]any{"guest": guest, "host": dir, "fallback": warning != ""})
 }

@@ -15,7 +15,7 @@ func TestSessionTraceOff(t *testing.T) {
 		tr.gotLaunch(&wire.Launch{})
 		tr.decided(&Config{}, &wire.Launch{}, launch{})
 		tr.refusedLaunch(&refusal{})
-		tr.mappedCwd("/a", "/b", "")
+		tr.mappedCwd("/a", "/b", "", false)
 		tr.started(&process{}, nil, &wire.Launch{})
 		tr.replied(0)
 		tr.delivered(2)
