@@ -76,7 +76,7 @@ for --grace, then kills their process groups and exits 0.`,
 	f.StringArrayVar(&o.allow, "allow", nil, "NAME=HOSTPATH host command the guest may run by name (repeatable)")
 	f.StringArrayVar(&o.allowEnv, "allow-env", nil, "NAME (or PREFIX*) variable the guest may set although the built-in deny list names it (repeatable)")
 	f.Uint32Var(&o.peerCID, "peer-cid", 0, "on vsock, accept only this guest context ID (0: any)")
-	f.IntVar(&o.maxSessions, "max-sessions", 256, "concurrent connections; more wait in the listen backlog")
+	f.IntVar(&o.maxSessions, "max-sessions", 256, "concurrent running programs; more authorised launches wait for one to end")
 	f.DurationVar(&o.handshakeTimeout, "handshake-timeout", 10*time.Second, "time a connection has to present a complete launch request")
 	f.DurationVar(&o.grace, "grace", 10*time.Second, "on SIGTERM, how long running programs may finish before their process groups are killed")
 	f.StringVar(&o.fallbackDir, "fallback-dir", "", "host working directory when the guest's is not in a share (default: your home directory)")
