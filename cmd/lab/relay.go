@@ -27,6 +27,8 @@ type relayOptions struct {
 	allowEnv         []string
 	peerCID          uint32
 	maxSessions      int
+	maxPending       int
+	helloTimeout     time.Duration
 	handshakeTimeout time.Duration
 	grace            time.Duration
 	fallbackDir      string
@@ -77,6 +79,8 @@ for --grace, then kills their process groups and exits 0.`,
 	f.StringArrayVar(&o.allowEnv, "allow-env", nil, "NAME (or PREFIX*) variable the guest may set although the built-in deny list names it (repeatable)")
 	f.Uint32Var(&o.peerCID, "peer-cid", 0, "on vsock, accept only this guest context ID (0: any)")
 	f.IntVar(&o.maxSessions, "max-sessions", 256, "concurrent running programs; more authorised launches wait for one to end")
+	f.IntVar(&o.maxPending, "max-pending", 64, "connections waiting to present the token; over it the busiest peer's oldest is refused (EAGAIN)")
+	f.DurationVar(&o.helloTimeout, "hello-timeout", 3*time.Second, "time a connection has to present the token")
 	f.DurationVar(&o.handshakeTimeout, "handshake-timeout", 10*time.Second, "time a connection has to present a complete launch request")
 	f.DurationVar(&o.grace, "grace", 10*time.Second, "on SIGTERM, how long running programs may finish before their process groups are killed")
 	f.StringVar(&o.fallbackDir, "fallback-dir", "", "host working directory when the guest's is not in a share (default: your home directory)")
@@ -98,6 +102,8 @@ func relayAction(cmd *cobra.Command, o relayOptions) error {
 		Token:            token,
 		PeerCID:          o.peerCID,
 		MaxSessions:      o.maxSessions,
+		MaxPending:       o.maxPending,
+		HelloTimeout:     o.helloTimeout,
 		HandshakeTimeout: o.handshakeTimeout,
 		DrainTimeout:     o.grace,
 		FallbackDir:      o.fallbackDir,
