@@ -184,3 +184,42 @@ func TestRelayNotALabPeer(t *testing.T) {
 		t.Errorf("log has %d 'not a lab peer' lines, want 3:\n%s", got, log.String())
 	}
 }
+
+// TestRelayLargestHello: a Hello with the largest token the protocol allows is read whole
+// (and refused for the wrong token); one byte more is refused as too large.
+func TestRelayLargestHello(t *testing.T) {
+	ip := startInproc(t, nil, nil)
+	token := make([]byte, wire.MaxToken)
+	for i := range token {
+		token[i] = 'x'
+	}
+	hello, err := wire.AppendMessage(nil, wire.NewHello(token))
+	if err != nil {
+		t.Fatal(err)
+	}
+	over := append([]byte(nil), hello...)
+	over = append(over, 'x')
+	over[3]++ // the length byte: one byte more than the largest Hello
+	for _, tt := range []struct {
+		name string
+		send []byte
+		want wire.LaunchResult
+	}{
+		{"largest", hello, wire.LaunchResult{Errno: wire.EACCES, Message: "lab relay: access denied (the token or the VM does not match this relay; rerun `lab provision`)"}},
+		{"one more", over, wire.LaunchResult{Errno: wire.E2BIG, Message: "lab relay: request refused: the hello is larger than 1040 bytes"}},
+	} {
+		conn, err := net.Dial("unix", ip.sock)
+		if err != nil {
+			t.Fatal(err)
+		}
+		conn.Write(tt.send)
+		conn.SetDeadline(time.Now().Add(30 * time.Second))
+		buf := make([]byte, wire.MaxPayload)
+		wire.ReadMessage(conn, buf)
+		m, err := wire.ReadMessage(conn, buf)
+		if lr, ok := m.(*wire.LaunchResult); !ok || *lr != tt.want {
+			t.Errorf("%s: %+v %v, want %+v", tt.name, m, err, tt.want)
+		}
+		conn.Close()
+	}
+}

@@ -84,6 +84,8 @@ func FuzzRelayHandshake(f *testing.F) {
 	f.Add([]byte("GET / HTTP/1.0\r\n\r\n"))
 	f.Add([]byte{0, 0, 0, 1, 1})
 	f.Add([]byte{0, 1, 0, 6, 2, 0})
+	big, _ := wire.AppendMessage(nil, wire.NewHello(make([]byte, wire.MaxToken))) // the largest Hello
+	f.Add(big)
 	r, err := host.NewRelay(host.Config{
 		Token:            testToken,
 		Shares:           []host.Share{{HostPath: f.TempDir(), GuestPath: "/mnt/host"}},

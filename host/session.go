@@ -154,6 +154,9 @@ func (r *Relay) handshake(conn net.Conn, accepted time.Time, log *slog.Logger, t
 	pc := &pendingConn{conn: conn, key: peerKey(conn, r.cfg.PeerCIDOf)}
 	r.pre.admit(pc)
 	conn.SetDeadline(accepted.Add(r.cfg.HelloTimeout))
+	if pc.evicted.Load() {
+		conn.SetReadDeadline(time.Unix(1, 0)) // evicted before the deadline above was set
+	}
 	hello, rf := readHello(conn)
 	if !r.pre.leave(pc) {
 		return launch{}, nil, refuse(wire.EAGAIN, fmt.Errorf("evicted before authenticating: more than %d connections pending (peer %s)", r.cfg.MaxPending, pc.key),
@@ -205,7 +208,7 @@ func notLab(first []byte) *refusal {
 // readHello reads the first frame, which must be a Hello. The type byte and the magic are
 // checked before the length, so that a foreign protocol is named as such.
 func readHello(conn net.Conn) (*wire.Hello, *refusal) {
-	var b [maxHello]byte
+	var b [wire.HeaderSize + maxHello]byte
 	if _, err := io.ReadFull(conn, b[:wire.HeaderSize]); err != nil {
 		return nil, readRefusal(err)
 	}

@@ -30,6 +30,7 @@
 //	0x04 Resize        rows u16, cols u16, xpixel u16, ypixel u16
 //	0x05 Signal        signo u8 (Linux numbering, 1..64)
 //	0x06 Exit          code u32, signal u8, flags u8 (bit0 core dumped)
+//	0x07 SessionError  message str (2.1: why the sender closes; never queued)
 //	0x10 Data          stream u8, bytes (at most MaxData: a full frame is 128 KiB)
 //	0x11 EOF           stream u8                  (sender's half-close)
 //	0x12 Window        stream u8, increment u32   (receiver grants credit)
@@ -69,6 +70,11 @@
 // naming both versions) then a LaunchResult; on refusal it closes after
 // the LaunchResult. Exit travels after the last stdout/stderr bytes on the
 // same ordered connection, so the guest never races the end of output.
+//
+// A side that ends the session over a protocol error of the peer sends a
+// SessionError first (protocol 2.1); the peer's session then ends with a
+// *PeerError carrying the reason. Resize frames waiting in the control
+// queue coalesce into the latest size.
 //
 // Exit carries the full 32-bit code and, separately, "killed by signal N".
 // The guest exits with Exit.Status(): 128+N for a signal, else Code&0xff.

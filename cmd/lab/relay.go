@@ -30,6 +30,8 @@ type relayOptions struct {
 	allowEnv         []string
 	peerCID          uint32
 	maxSessions      int
+	maxPending       int
+	helloTimeout     time.Duration
 	handshakeTimeout time.Duration
 	grace            time.Duration
 	fallbackDir      string
@@ -84,7 +86,9 @@ forces that mode); leftovers of a relay that died are swept at start.`,
 	f.StringArrayVar(&o.allow, "allow", nil, "NAME=HOSTPATH host command the guest may run by name (repeatable)")
 	f.StringArrayVar(&o.allowEnv, "allow-env", nil, "NAME (or PREFIX*) variable the guest may set although the built-in deny list names it (repeatable)")
 	f.Uint32Var(&o.peerCID, "peer-cid", 0, "on vsock, accept only this guest context ID (0: any)")
-	f.IntVar(&o.maxSessions, "max-sessions", 256, "concurrent connections; more wait in the listen backlog")
+	f.IntVar(&o.maxSessions, "max-sessions", 256, "concurrent running programs; more authorised launches wait for one to end")
+	f.IntVar(&o.maxPending, "max-pending", 64, "connections waiting to present the token; over it the busiest peer's oldest is refused (EAGAIN)")
+	f.DurationVar(&o.helloTimeout, "hello-timeout", 3*time.Second, "time a connection has to present the token")
 	f.DurationVar(&o.handshakeTimeout, "handshake-timeout", 10*time.Second, "time a connection has to present a complete launch request")
 	f.DurationVar(&o.grace, "grace", 10*time.Second, "on SIGTERM, how long running programs may finish before their process groups are killed")
 	f.StringVar(&o.fallbackDir, "fallback-dir", "", "host working directory when the guest's is not in a share (default: your home directory)")
@@ -107,6 +111,8 @@ func relayAction(cmd *cobra.Command, o relayOptions) error {
 		Token:            token,
 		PeerCID:          o.peerCID,
 		MaxSessions:      o.maxSessions,
+		MaxPending:       o.maxPending,
+		HelloTimeout:     o.helloTimeout,
 		HandshakeTimeout: o.handshakeTimeout,
 		DrainTimeout:     o.grace,
 		FallbackDir:      o.fallbackDir,

@@ -3,7 +3,11 @@ package labvm
 import (
 	"bytes"
 	"net"
+	"os"
+	"path/filepath"
+	"reflect"
 	"testing"
+	"time"
 
 	"lab/guest"
 	"lab/provision"
@@ -65,6 +69,19 @@ func TestRulesMatchGuest(t *testing.T) {
 	}
 }
 
+// TestChanListenerNoParking: a connection nobody accepts is closed after the hand-over
+// deadline instead of waiting (with its goroutine) for as long as the generation lives.
+func TestChanListenerNoParking(t *testing.T) {
+	l := newChanListener(&net.UnixAddr{Name: "x", Net: "unix"})
+	l.wait = 10 * time.Millisecond
+	a, b := net.Pipe()
+	defer b.Close()
+	l.deliver(a) // returns: nobody accepted
+	if _, err := a.Write([]byte("a")); err == nil {
+		t.Error("a connection nobody accepted is still open")
+	}
+}
+
 func TestChanListener(t *testing.T) {
 	l := newChanListener(&net.UnixAddr{Name: "x", Net: "unix"})
 	a, b := net.Pipe()
@@ -119,5 +136,16 @@ func TestInteropConfCwdWarning(t *testing.T) {
 		if err != nil || c.CwdWarning != on {
 			t.Errorf("cwd warning %v: rendered %q parses to %+v, %v", on, b, c, err)
 		}
+	}
+}
+
+func TestReadEnvAllow(t *testing.T) {
+	p := filepath.Join(t.TempDir(), FileEnvAllow)
+	if got, err := readEnvAllow(p); err != nil || got != nil {
+		t.Errorf("missing file: %q, %v", got, err)
+	}
+	os.WriteFile(p, []byte("# trusted by the host owner\nPATH\n  GIT_AUTHOR_*  # names for commits\n\n"), 0o600)
+	if got, err := readEnvAllow(p); err != nil || !reflect.DeepEqual(got, []string{"PATH", "GIT_AUTHOR_*"}) {
+		t.Errorf("readEnvAllow = %q, %v", got, err)
 	}
 }

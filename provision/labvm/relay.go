@@ -334,12 +334,13 @@ type chanListener struct {
 	ch   chan net.Conn
 	once sync.Once
 	done chan struct{}
+	wait time.Duration // deliverTimeout
 }
 
 var _ net.Listener = (*chanListener)(nil)
 
 func newChanListener(addr net.Addr) *chanListener {
-	return &chanListener{addr: addr, ch: make(chan net.Conn), done: make(chan struct{})}
+	return &chanListener{addr: addr, ch: make(chan net.Conn), done: make(chan struct{}), wait: deliverTimeout}
 }
 
 // deliverTimeout bounds how long an accepted connection waits for the relay to take it.
@@ -348,7 +349,7 @@ func newChanListener(addr net.Addr) *chanListener {
 const deliverTimeout = 10 * time.Second
 
 func (l *chanListener) deliver(c net.Conn) {
-	t := time.NewTimer(deliverTimeout)
+	t := time.NewTimer(l.wait)
 	defer t.Stop()
 	select {
 	case l.ch <- c:
