@@ -189,16 +189,57 @@ func (c *Client) SFTP() (*sftp.Client, error) {
 // shell reports it. err is set only when the command could not be run or its status
 // is unknown (the connection broke, ctx ended: then the command is sent SIGKILL).
 func (c *Client) Run(ctx context.Context, cmd string, stdin io.Reader, stdout, stderr io.Writer) (exit int, err error) {
+	return c.Exec(ctx, cmd, ExecOptions{Stdin: stdin, Stdout: stdout, Stderr: stderr})
+}
+
+// ExecOptions says how Exec runs a command. The zero value is Run's: no stdio, no pty.
+type ExecOptions struct {
+	Stdin          io.Reader
+	Stdout, Stderr io.Writer
+	// Pty, when set, runs the command on a guest pty (its output, stderr included,
+	// then arrives on Stdout): keys such as ^C are bytes on Stdin that the guest's
+	// line discipline turns into signals, as with ssh -t.
+	Pty *PtyOptions
+	// Signals are forwarded to the command as SSH "signal" requests until it exits;
+	// OpenSSH's sshd (7.9 and later) delivers them to the command's process group.
+	Signals <-chan ssh.Signal
+}
+
+// PtyOptions describes the guest pty of ExecOptions.Pty.
+type PtyOptions struct {
+	Term          string // TERM in the guest ("" for xterm)
+	Width, Height int
+	Modes         ssh.TerminalModes
+	// Resize delivers the local terminal's new sizes (SIGWINCH) to the guest pty.
+	Resize <-chan WindowSize
+}
+
+// WindowSize is a terminal size in characters.
+type WindowSize struct{ Width, Height int }
+
+// Exec is Run with a guest pty and signal forwarding (lab exec); see ExecOptions.
+func (c *Client) Exec(ctx context.Context, cmd string, o ExecOptions) (exit int, err error) {
 	s, err := c.ssh.NewSession()
 	if err != nil {
 		return -1, fmt.Errorf("vm: new session: %w", err)
 	}
 	defer s.Close()
-	s.Stdout, s.Stderr = stdout, stderr
+	s.Stdout, s.Stderr = o.Stdout, o.Stderr
 	// Not s.Stdin: Session.Wait would wait for stdin's EOF even after the command exited.
 	w, err := s.StdinPipe()
 	if err != nil {
 		return -1, fmt.Errorf("vm: %w", err)
+	}
+	var resize <-chan WindowSize
+	if p := o.Pty; p != nil {
+		term := p.Term
+		if term == "" {
+			term = "xterm"
+		}
+		if err := s.RequestPty(term, p.Height, p.Width, p.Modes); err != nil {
+			return -1, fmt.Errorf("vm: guest pty: %w", err)
+		}
+		resize = p.Resize
 	}
 	if err := s.Start(cmd); err != nil {
 		return -1, fmt.Errorf("vm: starting %q: %w", cmd, err)
@@ -206,22 +247,29 @@ func (c *Client) Run(ctx context.Context, cmd string, stdin io.Reader, stdout, s
 	// Only after the exec request: an SSH server may close a session whose stdin
 	// ends before it has a command (dropbear does).
 	go func() {
-		if stdin != nil {
-			io.Copy(w, stdin)
+		if o.Stdin != nil {
+			io.Copy(w, o.Stdin)
 		}
 		w.Close()
 	}()
 	done := make(chan error, 1)
 	go func() { done <- s.Wait() }()
-	select {
-	case err = <-done:
-	case <-ctx.Done():
-		s.Signal(ssh.SIGKILL)
-		s.Close()
-		<-done
-		return -1, fmt.Errorf("vm: %q: %w", cmd, ctx.Err())
+	for {
+		select {
+		case err = <-done:
+			return exitStatus(err)
+		case sig := <-o.Signals:
+			// An error means the session is ending; Wait reports how.
+			s.Signal(sig)
+		case ws := <-resize:
+			s.WindowChange(ws.Height, ws.Width)
+		case <-ctx.Done():
+			s.Signal(ssh.SIGKILL)
+			s.Close()
+			<-done
+			return -1, fmt.Errorf("vm: %q: %w", cmd, ctx.Err())
+		}
 	}
-	return exitStatus(err)
 }
 
 // exitStatus maps Session.Wait's error to an exit status.
