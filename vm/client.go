@@ -9,6 +9,7 @@ import (
 	"io"
 	"net"
 	"path/filepath"
+	"strconv"
 	"strings"
 	"sync"
 	"syscall"
@@ -200,8 +201,12 @@ type ExecOptions struct {
 	// then arrives on Stdout): keys such as ^C are bytes on Stdin that the guest's
 	// line discipline turns into signals, as with ssh -t.
 	Pty *PtyOptions
-	// Signals are forwarded to the command as SSH "signal" requests until it exits;
-	// OpenSSH's sshd (7.9 and later) delivers them to the command's process group.
+	// Signals are delivered to the command's process group until it exits. Without a
+	// pty they go as `kill -s SIG -PGID` in a second session: OpenSSH's sshd refuses
+	// SSH "signal" requests in root sessions (they need post-auth privilege separation,
+	// which it skips for root), and lab logs in as root. The command line is then
+	// prefixed with a line on stderr that tells Exec the group, which Exec strips.
+	// With a pty they go as "signal" requests (a key such as ^C needs neither).
 	Signals <-chan ssh.Signal
 }
 
@@ -231,6 +236,14 @@ func (c *Client) Exec(ctx context.Context, cmd string, o ExecOptions) (exit int,
 		return -1, fmt.Errorf("vm: %w", err)
 	}
 	var resize <-chan WindowSize
+	var group *groupFinder
+	if o.Signals != nil && o.Pty == nil {
+		group = &groupFinder{w: o.Stderr, found: make(chan struct{})}
+		s.Stderr = group
+		// sshd runs the command in a new session with the login shell as its leader:
+		// $$ is the group, and exec keeps it for the command.
+		cmd = "printf '" + groupLinePrefix + "%d\\n' $$ >&2 && exec sh -c " + ShellQuote([]string{cmd})
+	}
 	if p := o.Pty; p != nil {
 		term := p.Term
 		if term == "" {
@@ -257,19 +270,100 @@ func (c *Client) Exec(ctx context.Context, cmd string, o ExecOptions) (exit int,
 	for {
 		select {
 		case err = <-done:
+			if group != nil {
+				group.flush() // Wait has waited for the stderr copy
+			}
 			return exitStatus(err)
 		case sig := <-o.Signals:
-			// An error means the session is ending; Wait reports how.
-			s.Signal(sig)
+			if group == nil {
+				s.Signal(sig) // an error means the session is ending; Wait says how
+				continue
+			}
+			go c.killGroup(ctx, group, sig)
 		case ws := <-resize:
 			s.WindowChange(ws.Height, ws.Width)
 		case <-ctx.Done():
 			s.Signal(ssh.SIGKILL)
+			if group != nil {
+				kctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+				c.killGroup(kctx, group, ssh.SIGKILL)
+				cancel()
+			}
 			s.Close()
 			<-done
 			return -1, fmt.Errorf("vm: %q: %w", cmd, ctx.Err())
 		}
 	}
+}
+
+// groupLinePrefix starts the line Exec's wrapper writes on stderr: the command's group.
+const groupLinePrefix = "lab-exec-pgid "
+
+// groupFinder passes a command's stderr through, minus the first line when that is
+// the wrapper's "lab-exec-pgid N".
+type groupFinder struct {
+	w     io.Writer // the real stderr (nil: discard)
+	line  []byte    // the first line, until complete
+	done  bool
+	pgid  int
+	found chan struct{} // closed once the first line is in (pgid 0: not found)
+}
+
+func (g *groupFinder) Write(p []byte) (int, error) {
+	n := len(p)
+	if !g.done {
+		i := bytes.IndexByte(p, '\n')
+		if i < 0 && len(g.line)+len(p) < 64 {
+			g.line = append(g.line, p...)
+			return n, nil
+		}
+		g.done = true
+		rest := p
+		if i >= 0 {
+			g.line, rest = append(g.line, p[:i+1]...), p[i+1:]
+		}
+		if num, ok := strings.CutPrefix(string(g.line), groupLinePrefix); ok {
+			if v, err := strconv.Atoi(strings.TrimSuffix(num, "\n")); err == nil && v > 1 {
+				g.pgid, g.line = v, nil
+			}
+		}
+		close(g.found)
+		p = append(g.line, rest...)
+		g.line = nil
+	}
+	if g.w == nil || len(p) == 0 {
+		return n, nil
+	}
+	if _, err := g.w.Write(p); err != nil {
+		return 0, err
+	}
+	return n, nil
+}
+
+// flush passes on a first line that never ended (the command exited first).
+func (g *groupFinder) flush() {
+	if g.done {
+		return
+	}
+	g.done = true
+	close(g.found)
+	if g.w != nil && len(g.line) > 0 {
+		g.w.Write(g.line)
+	}
+}
+
+// killGroup sends sig to the command's process group from a second session, once the
+// group is known.
+func (c *Client) killGroup(ctx context.Context, g *groupFinder, sig ssh.Signal) {
+	select {
+	case <-g.found:
+	case <-ctx.Done():
+		return
+	}
+	if g.pgid == 0 {
+		return
+	}
+	c.Run(ctx, fmt.Sprintf("kill -s %s -%d 2>/dev/null", sig, g.pgid), nil, nil, nil)
 }
 
 // exitStatus maps Session.Wait's error to an exit status.
