@@ -277,7 +277,9 @@ func checkExecSignals(t *testing.T, lab string, env []string, name string) {
 		}
 		var mu sync.Mutex
 		var screen bytes.Buffer
+		drained := make(chan struct{}) // closed when the master reads EIO: every slave fd closed
 		go func() {
+			defer close(drained)
 			b := make([]byte, 4096)
 			for {
 				n, err := ptmx.Read(b)
@@ -311,11 +313,22 @@ func checkExecSignals(t *testing.T, lab string, env []string, name string) {
 		stop := guard(c)
 		defer stop()
 		if !waitFor("ready\r\n") {
+			mu.Lock()
+			defer mu.Unlock()
 			t.Fatalf("lab exec on a terminal exited before the command was ready: %v\n%q", werr, screen.String())
 		}
 		ptmx.Write([]byte{3}) // ^C
 		<-exited
-		waitFor("got INT\r\n")
+		// lab exec restored the local terminal's modes.
+		after, err := unix.IoctlGetTermios(int(tty.Fd()), unix.TCGETS)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if *after != *before {
+			t.Errorf("terminal modes not restored: before %+v, after %+v", *before, *after)
+		}
+		tty.Close()
+		<-drained // everything lab exec wrote
 		mu.Lock()
 		out := screen.String()
 		mu.Unlock()
@@ -325,14 +338,6 @@ func checkExecSignals(t *testing.T, lab string, env []string, name string) {
 		// The guest pty had the local terminal's size.
 		if !strings.Contains(out, "31 97\r\n") {
 			t.Errorf("stty size in the guest: terminal showed %q; want 31 97", out)
-		}
-		// lab exec restored the local terminal's modes.
-		after, err := unix.IoctlGetTermios(int(tty.Fd()), unix.TCGETS)
-		if err != nil {
-			t.Fatal(err)
-		}
-		if *after != *before {
-			t.Errorf("terminal modes not restored: before %+v, after %+v", *before, *after)
 		}
 	})
 }
