@@ -39,10 +39,12 @@ on exit), so ^C, ^Z and ^\ are keys the guest's terminal turns into signals, and
 window size changes follow. Otherwise stdin, stdout and stderr pass through
 separately.
 
-SIGINT, SIGTERM, SIGHUP and SIGQUIT sent to lab exec are forwarded to CMD's
-process group, and lab exec waits for CMD's own exit status (a command that traps
-SIGINT and exits 7 makes lab exec exit 7). After three forwarded signals lab exec
-stops waiting: it kills CMD and exits 128+N for the last signal N.`,
+Without a terminal, SIGINT, SIGTERM, SIGHUP and SIGQUIT sent to lab exec are
+delivered to CMD's process group, and lab exec waits for CMD's own exit status (a
+command that traps SIGINT and exits 7 makes lab exec exit 7). On a terminal they
+go as SSH signal requests, which the guest's sshd ignores for root logins (the
+keys work). After three such signals lab exec stops waiting: it kills CMD and
+exits 128+N for the last signal N.`,
 		Example: `  lab exec -- uname -r
   echo hi | lab exec -- sh -c 'cat >/tmp/x'
   lab exec -- top          # on a terminal: full-screen, q or ^C ends it`,
