@@ -9,6 +9,7 @@ import (
 	"io"
 	"net"
 	"path/filepath"
+	"strconv"
 	"strings"
 	"sync"
 	"syscall"
@@ -189,16 +190,69 @@ func (c *Client) SFTP() (*sftp.Client, error) {
 // shell reports it. err is set only when the command could not be run or its status
 // is unknown (the connection broke, ctx ended: then the command is sent SIGKILL).
 func (c *Client) Run(ctx context.Context, cmd string, stdin io.Reader, stdout, stderr io.Writer) (exit int, err error) {
+	return c.Exec(ctx, cmd, ExecOptions{Stdin: stdin, Stdout: stdout, Stderr: stderr})
+}
+
+// ExecOptions says how Exec runs a command. The zero value is Run's: no stdio, no pty.
+type ExecOptions struct {
+	Stdin          io.Reader
+	Stdout, Stderr io.Writer
+	// Pty, when set, runs the command on a guest pty (its output, stderr included,
+	// then arrives on Stdout): keys such as ^C are bytes on Stdin that the guest's
+	// line discipline turns into signals, as with ssh -t.
+	Pty *PtyOptions
+	// Signals are delivered to the command's process group until it exits. Without a
+	// pty they go as `kill -s SIG -PGID` in a second session: OpenSSH's sshd refuses
+	// SSH "signal" requests in root sessions (they need post-auth privilege separation,
+	// which it skips for root), and lab logs in as root. The command line is then
+	// prefixed with a line on stderr that tells Exec the group, which Exec strips.
+	// With a pty they go as "signal" requests (a key such as ^C needs neither).
+	Signals <-chan ssh.Signal
+}
+
+// PtyOptions describes the guest pty of ExecOptions.Pty.
+type PtyOptions struct {
+	Term          string // TERM in the guest ("" for xterm)
+	Width, Height int
+	Modes         ssh.TerminalModes
+	// Resize delivers the local terminal's new sizes (SIGWINCH) to the guest pty.
+	Resize <-chan WindowSize
+}
+
+// WindowSize is a terminal size in characters.
+type WindowSize struct{ Width, Height int }
+
+// Exec is Run with a guest pty and signal forwarding (lab exec); see ExecOptions.
+func (c *Client) Exec(ctx context.Context, cmd string, o ExecOptions) (exit int, err error) {
 	s, err := c.ssh.NewSession()
 	if err != nil {
 		return -1, fmt.Errorf("vm: new session: %w", err)
 	}
 	defer s.Close()
-	s.Stdout, s.Stderr = stdout, stderr
+	s.Stdout, s.Stderr = o.Stdout, o.Stderr
 	// Not s.Stdin: Session.Wait would wait for stdin's EOF even after the command exited.
 	w, err := s.StdinPipe()
 	if err != nil {
 		return -1, fmt.Errorf("vm: %w", err)
+	}
+	var resize <-chan WindowSize
+	var group *groupFinder
+	if o.Signals != nil && o.Pty == nil {
+		group = &groupFinder{w: o.Stderr, found: make(chan struct{})}
+		s.Stderr = group
+		// sshd runs the command in a new session with the login shell as its leader:
+		// $$ is the group, and exec keeps it for the command.
+		cmd = "printf '" + groupLinePrefix + "%d\\n' $$ >&2 && exec sh -c " + ShellQuote([]string{cmd})
+	}
+	if p := o.Pty; p != nil {
+		term := p.Term
+		if term == "" {
+			term = "xterm"
+		}
+		if err := s.RequestPty(term, p.Height, p.Width, p.Modes); err != nil {
+			return -1, fmt.Errorf("vm: guest pty: %w", err)
+		}
+		resize = p.Resize
 	}
 	if err := s.Start(cmd); err != nil {
 		return -1, fmt.Errorf("vm: starting %q: %w", cmd, err)
@@ -206,22 +260,110 @@ func (c *Client) Run(ctx context.Context, cmd string, stdin io.Reader, stdout, s
 	// Only after the exec request: an SSH server may close a session whose stdin
 	// ends before it has a command (dropbear does).
 	go func() {
-		if stdin != nil {
-			io.Copy(w, stdin)
+		if o.Stdin != nil {
+			io.Copy(w, o.Stdin)
 		}
 		w.Close()
 	}()
 	done := make(chan error, 1)
 	go func() { done <- s.Wait() }()
-	select {
-	case err = <-done:
-	case <-ctx.Done():
-		s.Signal(ssh.SIGKILL)
-		s.Close()
-		<-done
-		return -1, fmt.Errorf("vm: %q: %w", cmd, ctx.Err())
+	for {
+		select {
+		case err = <-done:
+			if group != nil {
+				group.flush() // Wait has waited for the stderr copy
+			}
+			return exitStatus(err)
+		case sig := <-o.Signals:
+			if group == nil {
+				s.Signal(sig) // an error means the session is ending; Wait says how
+				continue
+			}
+			go c.killGroup(ctx, group, sig)
+		case ws := <-resize:
+			s.WindowChange(ws.Height, ws.Width)
+		case <-ctx.Done():
+			s.Signal(ssh.SIGKILL)
+			if group != nil {
+				kctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+				c.killGroup(kctx, group, ssh.SIGKILL)
+				cancel()
+			}
+			s.Close()
+			<-done
+			return -1, fmt.Errorf("vm: %q: %w", cmd, ctx.Err())
+		}
 	}
-	return exitStatus(err)
+}
+
+// groupLinePrefix starts the line Exec's wrapper writes on stderr: the command's group.
+const groupLinePrefix = "lab-exec-pgid "
+
+// groupFinder passes a command's stderr through, minus the first line when that is
+// the wrapper's "lab-exec-pgid N".
+type groupFinder struct {
+	w     io.Writer // the real stderr (nil: discard)
+	line  []byte    // the first line, until complete
+	done  bool
+	pgid  int
+	found chan struct{} // closed once the first line is in (pgid 0: not found)
+}
+
+func (g *groupFinder) Write(p []byte) (int, error) {
+	n := len(p)
+	if !g.done {
+		i := bytes.IndexByte(p, '\n')
+		if i < 0 && len(g.line)+len(p) < 64 {
+			g.line = append(g.line, p...)
+			return n, nil
+		}
+		g.done = true
+		rest := p
+		if i >= 0 {
+			g.line, rest = append(g.line, p[:i+1]...), p[i+1:]
+		}
+		if num, ok := strings.CutPrefix(string(g.line), groupLinePrefix); ok {
+			if v, err := strconv.Atoi(strings.TrimSuffix(num, "\n")); err == nil && v > 1 {
+				g.pgid, g.line = v, nil
+			}
+		}
+		close(g.found)
+		p = append(g.line, rest...)
+		g.line = nil
+	}
+	if g.w == nil || len(p) == 0 {
+		return n, nil
+	}
+	if _, err := g.w.Write(p); err != nil {
+		return 0, err
+	}
+	return n, nil
+}
+
+// flush passes on a first line that never ended (the command exited first).
+func (g *groupFinder) flush() {
+	if g.done {
+		return
+	}
+	g.done = true
+	close(g.found)
+	if g.w != nil && len(g.line) > 0 {
+		g.w.Write(g.line)
+	}
+}
+
+// killGroup sends sig to the command's process group from a second session, once the
+// group is known.
+func (c *Client) killGroup(ctx context.Context, g *groupFinder, sig ssh.Signal) {
+	select {
+	case <-g.found:
+	case <-ctx.Done():
+		return
+	}
+	if g.pgid == 0 {
+		return
+	}
+	c.Run(ctx, fmt.Sprintf("kill -s %s -%d 2>/dev/null", sig, g.pgid), nil, nil, nil)
 }
 
 // exitStatus maps Session.Wait's error to an exit status.

@@ -22,6 +22,8 @@ import (
 	"testing"
 	"time"
 
+	"golang.org/x/crypto/ssh"
+
 	"lab/images"
 )
 
@@ -206,6 +208,38 @@ func TestIntegrationExecStreams(t *testing.T) {
 	r = lab(t, s.base, "", "exec", "--name", s.name, "--", "sh", "-c", "kill -TERM $$")
 	if r.code != 128+15 {
 		t.Errorf("a command killed by SIGTERM: exit %d, want 143", r.code)
+	}
+}
+
+// TestIntegrationExecSignal: a signal sent through ExecOptions.Signals reaches the
+// command's process group in the guest (sshd's killpg: the sleep dies, so the shell's
+// trap runs at once) and the command's own exit status comes back.
+func TestIntegrationExecSignal(t *testing.T) {
+	s := sharedGuest(t)
+	// A guard, not a timing assertion: a lost signal leaves the sleep running.
+	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
+	defer cancel()
+	c, err := Connect(ctx, s.dir)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	pr, pw := io.Pipe()
+	sigs := make(chan ssh.Signal, 1)
+	rest := make(chan string, 1)
+	go func() {
+		br := bufio.NewReader(pr)
+		if line, _ := br.ReadString('\n'); line == "ready\n" {
+			sigs <- ssh.SIGTERM
+		}
+		b, _ := io.ReadAll(br)
+		rest <- string(b)
+	}()
+	code, err := c.Exec(ctx, ShellQuote([]string{"sh", "-c", `trap "echo got TERM; exit 9" TERM; echo ready; sleep 1000`}),
+		ExecOptions{Stdout: pw, Signals: sigs})
+	pw.Close()
+	if out := <-rest; err != nil || code != 9 || out != "got TERM\n" {
+		t.Errorf("Exec with SIGTERM forwarded: exit %d, %v, output after ready %q; want exit 9 and %q", code, err, out, "got TERM\n")
 	}
 }
 

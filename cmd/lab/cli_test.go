@@ -1,19 +1,24 @@
 package main
 
 import (
+	"bufio"
 	"bytes"
 	"encoding/json"
 	"fmt"
+	"io"
 	"os"
 	"os/exec"
 	"path/filepath"
 	"regexp"
 	"strconv"
 	"strings"
+	"sync"
 	"syscall"
 	"testing"
 	"time"
 
+	"github.com/creack/pty"
+	"golang.org/x/sys/unix"
 	"lab/wire"
 )
 
@@ -178,6 +183,9 @@ func TestIntegrationCLI(t *testing.T) {
 		t.Errorf("lab exec -- sh -c 'exit 7': exit %d; want 7", r.code)
 	}
 
+	// Signals reach the guest command, and its own exit status comes back.
+	checkExecSignals(t, filepath.Join(bin, "lab"), env, name)
+
 	// With interop off a stub is an ordinary #! file naming an interpreter that does not
 	// exist (the scenarios check "Exec format error" for MZ files with an execve probe).
 	must("interop", "off", "--name", name)
@@ -290,4 +298,138 @@ func running(pid int) bool {
 	}
 	i := bytes.LastIndexByte(b, ')')
 	return i < 0 || i+2 >= len(b) || b[i+2] != 'Z'
+}
+
+// guestTrap prints "ready" once its SIGINT trap is set; on SIGINT it prints "got INT"
+// and exits 7. Its sleep is long enough that only a delivered signal ends it in time.
+const guestTrap = `trap "echo got INT; exit 7" INT; stty size 2>/dev/null; echo ready; sleep 1000`
+
+// checkExecSignals checks lab exec's signal handling against the booted VM: without a
+// terminal SIGINT to lab exec is forwarded to the command's process group; on a
+// terminal ^C is a byte the guest pty turns into SIGINT.
+func checkExecSignals(t *testing.T, lab string, env []string, name string) {
+	t.Helper()
+	// A guard, not a timing assertion: a signal that never arrives must fail, not hang.
+	guard := func(c *exec.Cmd) (stop func()) {
+		timer := time.AfterFunc(2*time.Minute, func() {
+			t.Errorf("lab exec still runs 2 minutes after the signal: the guest command did not get it")
+			c.Process.Kill()
+		})
+		return func() { timer.Stop() }
+	}
+	t.Run("no tty: SIGINT forwarded", func(t *testing.T) {
+		c := exec.Command(lab, "exec", "--name", name, "--", "sh", "-c", guestTrap)
+		c.Env = append(os.Environ(), env...)
+		var stderr bytes.Buffer
+		c.Stderr = &stderr
+		out, err := c.StdoutPipe()
+		if err != nil {
+			t.Fatal(err)
+		}
+		if err := c.Start(); err != nil {
+			t.Fatal(err)
+		}
+		br := bufio.NewReader(out)
+		line, err := br.ReadString('\n')
+		if line != "ready\n" {
+			c.Process.Kill()
+			c.Wait()
+			t.Fatalf("lab exec: first line %q, %v (stderr %q)", line, err, stderr.String())
+		}
+		c.Process.Signal(syscall.SIGINT)
+		defer guard(c)()
+		rest, _ := io.ReadAll(br)
+		err = c.Wait()
+		if code := c.ProcessState.ExitCode(); code != 7 || string(rest) != "got INT\n" {
+			t.Errorf("after SIGINT: exit %d (%v), rest of stdout %q, stderr %q; want exit 7 and %q",
+				code, err, rest, stderr.String(), "got INT\n")
+		}
+	})
+	t.Run("tty: ^C through the guest pty", func(t *testing.T) {
+		ptmx, tty, err := pty.Open()
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer ptmx.Close()
+		defer tty.Close()
+		if err := pty.Setsize(ptmx, &pty.Winsize{Rows: 31, Cols: 97}); err != nil {
+			t.Fatal(err)
+		}
+		before, err := unix.IoctlGetTermios(int(tty.Fd()), unix.TCGETS)
+		if err != nil {
+			t.Fatal(err)
+		}
+		c := exec.Command(lab, "exec", "--name", name, "--", "sh", "-c", guestTrap)
+		c.Env = append(os.Environ(), env...)
+		c.Stdin, c.Stdout, c.Stderr = tty, tty, tty
+		// lab exec leads a session whose controlling terminal is tty: its foreground group.
+		c.SysProcAttr = &syscall.SysProcAttr{Setsid: true, Setctty: true}
+		if err := c.Start(); err != nil {
+			t.Fatal(err)
+		}
+		var mu sync.Mutex
+		var screen bytes.Buffer
+		drained := make(chan struct{}) // closed when the master reads EIO: every slave fd closed
+		go func() {
+			defer close(drained)
+			b := make([]byte, 4096)
+			for {
+				n, err := ptmx.Read(b)
+				mu.Lock()
+				screen.Write(b[:n])
+				mu.Unlock()
+				if err != nil {
+					return
+				}
+			}
+		}()
+		// waitFor waits until the terminal shows s (or lab exec exited).
+		exited := make(chan struct{})
+		var werr error
+		go func() { werr = c.Wait(); close(exited) }()
+		waitFor := func(s string) bool {
+			for {
+				mu.Lock()
+				ok := strings.Contains(screen.String(), s)
+				mu.Unlock()
+				if ok {
+					return true
+				}
+				select {
+				case <-exited:
+					return false
+				case <-time.After(20 * time.Millisecond):
+				}
+			}
+		}
+		stop := guard(c)
+		defer stop()
+		if !waitFor("ready\r\n") {
+			mu.Lock()
+			defer mu.Unlock()
+			t.Fatalf("lab exec on a terminal exited before the command was ready: %v\n%q", werr, screen.String())
+		}
+		ptmx.Write([]byte{3}) // ^C
+		<-exited
+		// lab exec restored the local terminal's modes.
+		after, err := unix.IoctlGetTermios(int(tty.Fd()), unix.TCGETS)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if *after != *before {
+			t.Errorf("terminal modes not restored: before %+v, after %+v", *before, *after)
+		}
+		tty.Close()
+		<-drained // everything lab exec wrote
+		mu.Lock()
+		out := screen.String()
+		mu.Unlock()
+		if code := c.ProcessState.ExitCode(); code != 7 || !strings.Contains(out, "got INT\r\n") {
+			t.Errorf("after ^C: exit %d (%v); terminal showed %q; want exit 7 after \"got INT\"", code, werr, out)
+		}
+		// The guest pty had the local terminal's size.
+		if !strings.Contains(out, "31 97\r\n") {
+			t.Errorf("stty size in the guest: terminal showed %q; want 31 97", out)
+		}
+	})
 }
