@@ -19,7 +19,7 @@ import (
 const (
 	DefaultConfigPath       = "/etc/lab/interop.conf"
 	DefaultTokenFile        = "/etc/lab/token"
-	DefaultConnectTimeout   = 5 * time.Second
+	DefaultConnectTimeout   = 10 * time.Second
 	DefaultHandshakeTimeout = 10 * time.Second
 	// ConfigEnv names a config file to use instead of DefaultConfigPath.
 	// It is honoured only for a file owned by the caller's uid (or root)
@@ -40,7 +40,7 @@ var DefaultRelay = "vsock:2:" + strconv.Itoa(wire.DefaultPort)
 //	share             = /mnt/host /home/me/share           # GUEST HOST [DRIVE]
 //	drive             = C: /mnt/c                          # DRIVE GUEST (or C:/mnt/c)
 //	format            = elf-arm64 0 7f454c460201 ffffffffffff   # NAME OFFSET MAGIC [MASK]
-//	connect_timeout   = 5s
+//	connect_timeout   = 10s
 //	handshake_timeout = 10s
 //	cwd_warning       = true     # the relay's "not in a shared folder" line on stderr
 //

@@ -72,7 +72,7 @@ type Config struct {
 	// answered EAGAIN and closed. Zero: 64.
 	MaxPending int
 	// HelloTimeout bounds the time from accept to a valid token; a real interpreter sends
-	// it at once. Zero: 3s (at most HandshakeTimeout).
+	// it at once (a guest under heavy TCG load may take seconds). Zero: 5s (at most HandshakeTimeout).
 	HelloTimeout time.Duration
 	// HandshakeTimeout bounds the time from accept to a complete, authorised launch request.
 	// Zero: 10s (WSL's interop accept timeout).
@@ -158,7 +158,7 @@ func (c Config) withDefaults() (Config, error) {
 		c.HandshakeTimeout = 10 * time.Second
 	}
 	if c.HelloTimeout <= 0 {
-		c.HelloTimeout = 3 * time.Second
+		c.HelloTimeout = 5 * time.Second
 	}
 	c.HelloTimeout = min(c.HelloTimeout, c.HandshakeTimeout)
 	if c.DrainTimeout <= 0 {

@@ -88,7 +88,7 @@ forces that mode); leftovers of a relay that died are swept at start.`,
 	f.Uint32Var(&o.peerCID, "peer-cid", 0, "on vsock, accept only this guest context ID (0: any)")
 	f.IntVar(&o.maxSessions, "max-sessions", 256, "concurrent running programs; more authorised launches wait for one to end")
 	f.IntVar(&o.maxPending, "max-pending", 64, "connections waiting to present the token; over it the busiest peer's oldest is refused (EAGAIN)")
-	f.DurationVar(&o.helloTimeout, "hello-timeout", 3*time.Second, "time a connection has to present the token")
+	f.DurationVar(&o.helloTimeout, "hello-timeout", 5*time.Second, "time a connection has to present the token")
 	f.DurationVar(&o.handshakeTimeout, "handshake-timeout", 10*time.Second, "time a connection has to present a complete launch request")
 	f.DurationVar(&o.grace, "grace", 10*time.Second, "on SIGTERM, how long running programs may finish before their process groups are killed")
 	f.StringVar(&o.fallbackDir, "fallback-dir", "", "host working directory when the guest's is not in a share (default: your home directory)")
