@@ -255,7 +255,7 @@ func buildLaunch(file string, argv []string, cwd string, cfg *Config) (*wire.Lau
 		return nil, ExitCannotRun, err
 	}
 	req := &wire.Launch{Argv: argv, Cwd: cwd, Env: SelectEnv(os.LookupEnv)}
-	req.Format = DetectFormat(head, cfg.Formats)
+	req.Format = DetectFormatOf(file, head, cfg.Formats)
 	switch req.Format {
 	case "":
 		return nil, ExitCannotRun, errUnknownFormat

@@ -333,7 +333,7 @@ func (r *Relay) authorise(req *wire.Launch) (launch, *refusal) {
 		errors.As(err, &de)
 		return launch{}, refuse(wire.EPERM, err, "lab relay: variable %s may not cross to the host (host policy, %s; see lab relay --allow-env)", de.Name, de.Class)
 	}
-	format, err := DetectFormat(program)
+	format, interp, err := r.cfg.detectFormat(program)
 	if err != nil {
 		return launch{}, refuse(wire.EACCES, err, "lab relay: %s: cannot read the program", req.Path)
 	}
@@ -342,6 +342,7 @@ func (r *Relay) authorise(req *wire.Launch) (launch, *refusal) {
 		Args:    req.Argv,
 		Env:     hostEnv(r.cfg.Env, req.Env, r.cfg.guestToHostPath),
 		Format:  format,
+		Interp:  interp,
 	}, nil
 }
 
