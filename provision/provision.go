@@ -15,6 +15,8 @@ import (
 	"strings"
 
 	"github.com/pkg/sftp"
+
+	"lab/formats"
 )
 
 // Guest is what provisioning needs from a running guest: a shell command runner and an
@@ -122,6 +124,9 @@ type Settings struct {
 	TokenPath string  // zero: TokenPath
 	Shares    []Share // guest path -> host path (labpath, cwd mapping)
 	Drives    []Drive // Windows drives (the Windows personality)
+	// Formats are configured formats (a lab file's): the interpreter detects them as
+	// binfmt_misc matched them. Nil: only the built-in ones.
+	Formats []formats.Format
 }
 
 // DefaultRules are lab's two formats: pe (magic MZ, flags FP, exactly as WSL's

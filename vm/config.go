@@ -46,6 +46,11 @@ type Config struct {
 	// "--state-dir DIR"; zero: this executable with the argument "hostagent" (right
 	// for the lab binary; tests elsewhere build lab and point this at it).
 	Hostagent []string
+	// StateFiles are written into the state dir (name -> content, mode 0600) after Up
+	// claims it and before the hostagent starts, so its tasks read them from the start
+	// (a lab file's formats and environment policy for the relay). Names are plain file
+	// names that are not lab's own. Zero: none.
+	StateFiles map[string][]byte
 	// BootTimeout bounds boot-to-SSH-ready; zero: 2 minutes.
 	BootTimeout time.Duration
 	// Progress receives a progress line while the image builds and the VM boots; nil: silent.

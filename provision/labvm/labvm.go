@@ -62,6 +62,9 @@ func InteropConf(s provision.Settings) ([]byte, error) {
 	for _, d := range s.Drives {
 		fmt.Fprintf(&b, "drive = %s %s\n", d.Letter, quoteField(d.GuestPath))
 	}
+	for _, f := range s.Formats {
+		b.WriteString(formatLine(f))
+	}
 	return []byte(b.String()), nil
 }
 
@@ -112,7 +115,11 @@ func Config(stateDir string, opts Options) (provision.Config, error) {
 	if err != nil {
 		return provision.Config{}, err
 	}
-	settings := provision.Settings{RelayAddr: RelayAddr}
+	table, err := LoadFormats(stateDir)
+	if err != nil {
+		return provision.Config{}, err
+	}
+	settings := provision.Settings{RelayAddr: RelayAddr, Formats: table}
 	var winPath []string
 	if PrefixOf(in) != "" {
 		settings.Drives = []provision.Drive{{Letter: DriveLetter, GuestPath: DriveCGuest}}
@@ -130,6 +137,7 @@ func Config(stateDir string, opts Options) (provision.Config, error) {
 		Exposed:     exposed,
 		Stub:        Stub,
 		StubMagic:   []byte(wire.StubMagic),
+		Rules:       append(Rules(), provision.FormatRules(table)...),
 		Progress:    opts.Progress,
 	}, nil
 }
@@ -199,7 +207,16 @@ func Unexpose(ctx context.Context, g provision.Guest, nameOrDir string, names []
 	return removed, nil
 }
 
-// Interop turns the VM's binfmt rules on or off.
-func Interop(ctx context.Context, g provision.Guest, on bool) error {
-	return provision.SetInterop(ctx, g, Rules(), on)
+// Interop turns the binfmt rules of the VM named nameOrDir (or its state dir) on or off:
+// the built-in ones and its configured formats'.
+func Interop(ctx context.Context, g provision.Guest, nameOrDir string, on bool) error {
+	dir, err := vm.StateDirOf(nameOrDir)
+	if err != nil {
+		return err
+	}
+	rules, err := RulesOf(dir)
+	if err != nil {
+		return err
+	}
+	return provision.SetInterop(ctx, g, rules, on)
 }
