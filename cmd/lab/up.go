@@ -18,9 +18,8 @@ import (
 )
 
 func newUpCommand() *cobra.Command {
-	var cfg vm.Config
-	var shares []string
-	var noProvision, noWindows, noWindowsPath, noScratch bool
+	var s upSettings
+	var file string
 	cmd := &cobra.Command{
 		Use:   "up",
 		Short: "Boot a guest VM and wait until it runs commands",
@@ -39,12 +38,27 @@ When Wine is installed, the VM gets the Windows personality (--no-windows turns 
 off): a Wine prefix of its own in $XDG_DATA_HOME/lab/NAME/wine (kept by lab down,
 as WSL keeps C:), whose drive_c the guest sees read-write at /mnt/c, with
 /mnt/c/windows/system32 appended to login shells' PATH (--no-windows-path).
+-f FILE reads the machine from a lab file (YAML: name, memory, cpus, shares, expose,
+windows, env, formats; see lab help labfile); flags given as well override it, and
+--share adds to its shares.
 On failure nothing is left running and the error shows the console's last lines.`,
 		Example: `  lab up
+  lab up -f lab.yaml
   lab up --name second --share $PWD:/mnt/work
   lab up --accel tcg --vsock user`,
 		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, args []string) error {
+			if file != "" {
+				lf, err := readLabFile(file)
+				if err != nil {
+					return &usageError{err}
+				}
+				if err := applyLabFile(lf, cmd.Flags(), &s); err != nil {
+					return &usageError{err}
+				}
+			}
+			cfg, shares := &s.cfg, s.shares
+			noProvision, noWindows, noWindowsPath, noScratch := s.noProvision, s.noWindows, s.noWinPath, s.noScratch
 			for _, s := range shares {
 				sh, err := vm.ParseShare(s)
 				if err != nil {
@@ -72,7 +86,7 @@ On failure nothing is left running and the error shows the console's last lines.
 					cfg.Shares = append(cfg.Shares, *sh)
 				}
 			}
-			in, err := vm.Up(ctx, cfg)
+			in, err := vm.Up(ctx, *cfg)
 			if err != nil {
 				return err
 			}
@@ -93,19 +107,21 @@ On failure nothing is left running and the error shows the console's last lines.
 		},
 	}
 	f := cmd.Flags()
+	cfg := &s.cfg
+	f.StringVarP(&file, "file", "f", "", "read the machine from a lab file (YAML)")
 	f.StringVar(&cfg.Name, "name", vm.DefaultName, "VM name")
 	f.StringVar(&cfg.Accel, "accel", "auto", "accelerator: auto, kvm or tcg")
 	f.StringVar(&cfg.Vsock, "vsock", "auto", "vsock backend: auto, kernel or user")
-	f.StringArrayVar(&shares, "share", nil, "share a host directory: HOST:GUEST[:ro] (repeatable)")
+	f.StringArrayVar(&s.shares, "share", nil, "share a host directory: HOST:GUEST[:ro] (repeatable)")
 	f.IntVar(&cfg.MemoryMiB, "memory", vm.DefaultMemoryMiB, "guest memory in MiB")
 	f.IntVar(&cfg.CPUs, "cpus", vm.DefaultCPUs, "guest CPUs")
 	f.StringVar(&cfg.Kernel, "kernel", "", "boot this kernel (bzImage or vmlinux) instead of the packaged one")
 	f.StringVar(&cfg.Modules, "modules", "", "the /lib/modules/VERSION directory matching --kernel")
 	f.StringVar(&cfg.QEMU, "qemu", "qemu-system-x86_64", "QEMU system emulator")
-	f.BoolVar(&noProvision, "no-provision", false, "boot only: do not install the interpreter and binfmt rules")
-	f.BoolVar(&noWindows, "no-windows", false, "no Windows personality: no Wine prefix, no /mnt/c")
-	f.BoolVar(&noScratch, "no-scratch", false, "no lab-owned scratch share at /mnt/lab (lab run then needs a writable --share)")
-	f.BoolVar(&noWindowsPath, "no-windows-path", false, "do not append /mnt/c/windows/system32 to the guest's PATH")
+	f.BoolVar(&s.noProvision, "no-provision", false, "boot only: do not install the interpreter and binfmt rules")
+	f.BoolVar(&s.noWindows, "no-windows", false, "no Windows personality: no Wine prefix, no /mnt/c")
+	f.BoolVar(&s.noScratch, "no-scratch", false, "no lab-owned scratch share at /mnt/lab (lab run then needs a writable --share)")
+	f.BoolVar(&s.noWinPath, "no-windows-path", false, "do not append /mnt/c/windows/system32 to the guest's PATH")
 	f.DurationVar(&cfg.BootTimeout, "boot-timeout", vm.DefaultBootTimeout, "how long to wait for the guest's SSH")
 	return cmd
 }
