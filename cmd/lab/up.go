@@ -4,9 +4,11 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"io"
 	"os"
 	"path/filepath"
 	"runtime"
+	"slices"
 	"time"
 
 	"github.com/spf13/cobra"
@@ -57,49 +59,9 @@ On failure nothing is left running and the error shows the console's last lines.
 					return &usageError{err}
 				}
 			}
-			cfg, shares := &s.cfg, s.shares
-			noProvision, noWindows, noWindowsPath, noScratch := s.noProvision, s.noWindows, s.noWinPath, s.noScratch
-			for _, s := range shares {
-				sh, err := vm.ParseShare(s)
-				if err != nil {
-					return &usageError{err}
-				}
-				cfg.Shares = append(cfg.Shares, sh)
-			}
-			if !noScratch && !mountsAt(cfg.Shares, vm.DefaultScratch) {
-				cfg.Scratch = vm.DefaultScratch
-			}
-			cfg.Progress = os.Stderr
-			ctx := cmd.Context()
-			if !noProvision {
-				// Fail before booting rather than after: the default image's guest is the host's architecture.
-				if _, err := provision.FindInterpreter(runtime.GOARCH); err != nil {
-					return fmt.Errorf("%w (or boot without interop: lab up --no-provision)", err)
-				}
-			}
-			if !noWindows {
-				sh, err := windowsShare(ctx, cfg.Name)
-				if err != nil {
-					return err
-				}
-				if sh != nil {
-					cfg.Shares = append(cfg.Shares, *sh)
-				}
-			}
-			in, err := vm.Up(ctx, *cfg)
+			in, err := upMachine(cmd.Context(), s, os.Stderr)
 			if err != nil {
 				return err
-			}
-			if !noProvision {
-				if err := provisionInstance(ctx, in.StateDir, labvm.Options{NoWindowsPath: noWindowsPath, Progress: os.Stderr}); err != nil {
-					// A failed up leaves nothing running.
-					dctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), time.Minute)
-					defer cancel()
-					if derr := vm.Down(dctx, in.StateDir); derr != nil {
-						return fmt.Errorf("%w; and stopping the VM failed: %v (run lab down --name %s)", err, derr, in.Name)
-					}
-					return fmt.Errorf("%w (the VM was stopped)", err)
-				}
 			}
 			fmt.Fprintf(cmd.OutOrStdout(), "%s: up (%s, %s vsock, CID %d); try: lab exec --name %s -- uname -r\n",
 				in.Name, in.Accel, in.Vsock, in.CID, in.Name)
@@ -151,7 +113,7 @@ func provisionInstance(ctx context.Context, nameOrDir string, opts labvm.Options
 // windowsShare makes the VM's Wine prefix (kept across lab down) and returns the share
 // of its drive_c at /mnt/c; nil when Wine is not installed (the VM then runs without the
 // Windows personality, and lab status says so).
-func windowsShare(ctx context.Context, name string) (*vm.Share, error) {
+func windowsShare(ctx context.Context, name string, progress io.Writer) (*vm.Share, error) {
 	if name == "" {
 		name = vm.DefaultName
 	}
@@ -159,13 +121,64 @@ func windowsShare(ctx context.Context, name string) (*vm.Share, error) {
 	if err != nil {
 		return nil, err
 	}
-	_, sh, err := labvm.EnsureWindows(ctx, dir, os.Stderr)
+	_, sh, err := labvm.EnsureWindows(ctx, dir, progress)
 	if errors.Is(err, wineprefix.ErrNoWine) {
-		fmt.Fprintln(os.Stderr, "lab: no Windows personality: "+err.Error())
+		fmt.Fprintln(progress, "lab: no Windows personality: "+err.Error())
 		return nil, nil
 	}
 	if err != nil {
 		return nil, fmt.Errorf("%w (or run lab up --no-windows)", err)
 	}
 	return &sh, nil
+}
+
+// upMachine boots and provisions one VM as lab up does (s already holds the lab file's
+// settings and the flags); progress gets the progress lines. On failure nothing is left
+// running.
+func upMachine(ctx context.Context, s upSettings, progress io.Writer) (*vm.Instance, error) {
+	cfg, shares := &s.cfg, s.shares
+	cfg.Shares = slices.Clone(cfg.Shares) // parallel machines share the lab file's list
+	noProvision, noWindows, noWindowsPath, noScratch := s.noProvision, s.noWindows, s.noWinPath, s.noScratch
+	for _, s := range shares {
+		sh, err := vm.ParseShare(s)
+		if err != nil {
+			return nil, &usageError{err}
+		}
+		cfg.Shares = append(cfg.Shares, sh)
+	}
+	if !noScratch && !mountsAt(cfg.Shares, vm.DefaultScratch) {
+		cfg.Scratch = vm.DefaultScratch
+	}
+	cfg.Progress = progress
+	if !noProvision {
+		// Fail before booting rather than after: the default image's guest is the host's architecture.
+		if _, err := provision.FindInterpreter(runtime.GOARCH); err != nil {
+			return nil, fmt.Errorf("%w (or boot without interop: lab up --no-provision)", err)
+		}
+	}
+	if !noWindows {
+		sh, err := windowsShare(ctx, cfg.Name, progress)
+		if err != nil {
+			return nil, err
+		}
+		if sh != nil {
+			cfg.Shares = append(cfg.Shares, *sh)
+		}
+	}
+	in, err := vm.Up(ctx, *cfg)
+	if err != nil {
+		return nil, err
+	}
+	if !noProvision {
+		if err := provisionInstance(ctx, in.StateDir, labvm.Options{NoWindowsPath: noWindowsPath, Progress: progress}); err != nil {
+			// A failed up leaves nothing running.
+			dctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), time.Minute)
+			defer cancel()
+			if derr := vm.Down(dctx, in.StateDir); derr != nil {
+				return nil, fmt.Errorf("%w; and stopping the VM failed: %v (run lab down --name %s)", err, derr, in.Name)
+			}
+			return nil, fmt.Errorf("%w (the VM was stopped)", err)
+		}
+	}
+	return in, nil
 }
