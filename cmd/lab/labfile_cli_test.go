@@ -101,3 +101,62 @@ func TestLabfileHelpExample(t *testing.T) {
 		t.Errorf("parsed %+v", f)
 	}
 }
+
+// applyLabFile: the file fills what no flag gave; flags given win; the relay's files
+// (formats, env allow list, exposed commands) become state files written before boot.
+func TestApplyLabFile(t *testing.T) {
+	dir := t.TempDir()
+	p := filepath.Join(dir, "lab.yaml")
+	os.WriteFile(p, []byte(`name: fromfile
+memory: 512M
+cpus: 1
+windows: false
+scratch: false
+shares: [{host: src, guest: /mnt/src}]
+expose: [{program: /bin/echo, as: hostecho}]
+env: {allow: [MYAPP_*]}
+formats: [{name: labsh, extension: labsh, interpreter: /bin/sh}]
+`), 0o644)
+	lf, err := readLabFile(p)
+	if err != nil {
+		t.Fatal(err)
+	}
+	cmd := newUpCommand()
+	if err := cmd.Flags().Parse([]string{"--cpus", "2"}); err != nil {
+		t.Fatal(err)
+	}
+	s := upSettings{}
+	s.cfg.CPUs = 2 // as the flag set it
+	if err := applyLabFile(lf, cmd.Flags(), &s); err != nil {
+		t.Fatal(err)
+	}
+	if s.cfg.Name != "fromfile" || s.cfg.MemoryMiB != 512 || s.cfg.CPUs != 2 || !s.noWindows || !s.noScratch || s.noWinPath {
+		t.Errorf("settings %+v", s)
+	}
+	if len(s.cfg.Shares) != 1 || s.cfg.Shares[0].HostPath != filepath.Join(dir, "src") || s.cfg.Shares[0].GuestPath != "/mnt/src" {
+		t.Errorf("shares %+v", s.cfg.Shares)
+	}
+	want := map[string]string{
+		"env-allow":    "# from " + p + " (env.allow)\nMYAPP_*\n",
+		"exposed.json": "[\n  {\n    \"Name\": \"hostecho\",\n    \"HostPath\": \"/bin/echo\"\n  }\n]\n",
+		"formats.json": "[\n  {\n    \"name\": \"labsh\",\n    \"extension\": \"labsh\",\n    \"runner\": {\n      \"kind\": \"interpreter\",\n      \"command\": [\n        \"/bin/sh\"\n      ]\n    }\n  }\n]\n",
+	}
+	if len(s.cfg.StateFiles) != len(want) {
+		t.Errorf("state files %v", s.cfg.StateFiles)
+	}
+	for k, v := range want {
+		if string(s.cfg.StateFiles[k]) != v {
+			t.Errorf("%s:\n%s\nwant\n%s", k, s.cfg.StateFiles[k], v)
+		}
+	}
+	// An exposed program that is not on the host fails with the key.
+	os.WriteFile(p, []byte("expose: [no-such-program-here]\n"), 0o644)
+	lf, err = readLabFile(p)
+	if err != nil {
+		t.Fatal(err)
+	}
+	err = applyLabFile(lf, cmd.Flags(), &upSettings{})
+	if want := p + `: expose[0]: expose no-such-program-here: exec: "no-such-program-here": executable file not found in $PATH`; err == nil || err.Error() != want {
+		t.Errorf("error %v, want %s", err, want)
+	}
+}
