@@ -185,3 +185,22 @@ func CheckExtension(ext string) error {
 
 // RuleName is the binfmt_misc rule name of a configured format.
 func RuleName(name string) string { return "lab-" + name }
+
+// String describes the format for people: "labsh: *.labsh -> interpreter /bin/sh".
+func (f Format) String() string {
+	match := "*." + f.Extension
+	if f.Extension == "" {
+		match = fmt.Sprintf("magic %x", f.Magic)
+		if f.Offset != 0 {
+			match += fmt.Sprintf(" at %d", f.Offset)
+		}
+		if f.Mask != nil {
+			match += fmt.Sprintf(" mask %x", f.Mask)
+		}
+	}
+	run := string(f.Runner.Kind)
+	if len(f.Runner.Command) > 0 {
+		run += " " + strings.Join(f.Runner.Command, " ")
+	}
+	return fmt.Sprintf("%s: %s -> %s", f.Name, match, run)
+}

@@ -62,3 +62,17 @@ func TestValidate(t *testing.T) {
 		}
 	}
 }
+
+func TestString(t *testing.T) {
+	for _, tc := range []struct {
+		f    Format
+		want string
+	}{
+		{Format{Name: "labsh", Extension: "labsh", Runner: Runner{Kind: Interpreter, Command: []string{"/bin/sh"}}}, "labsh: *.labsh -> interpreter /bin/sh"},
+		{Format{Name: "x", Offset: 2, Magic: []byte{1, 2}, Mask: []byte{0xff, 0xfe}, Runner: Runner{Kind: Exec}}, "x: magic 0102 at 2 mask fffe -> exec"},
+	} {
+		if got := tc.f.String(); got != tc.want {
+			t.Errorf("%q, want %q", got, tc.want)
+		}
+	}
+}

@@ -225,6 +225,9 @@ formats:
 				BytesOut uint64
 			} `json:"stats"`
 		} `json:"relay"`
+		Formats []struct {
+			Name string `json:"name"`
+		} `json:"formats"`
 	}
 	// The relay publishes its counters a few times a second: wait for them to show the launches.
 	for i := 0; ; i++ {
@@ -236,6 +239,9 @@ formats:
 			t.Fatalf("lab status: %s", r.stdout)
 		}
 		if st.Relay.Stats.Launched >= 2 && st.Relay.Stats.BytesOut > 0 {
+			if len(st.Formats) != 3 || st.Formats[0].Name != "labsh" || st.Formats[2].Name != "arm64" {
+				t.Errorf("lab status --json: the lab file's formats: %+v", st.Formats)
+			}
 			break
 		}
 		if i == 40 {
