@@ -167,6 +167,11 @@ func (c Config) withDefaults() (Config, error) {
 		shares[i] = sh
 	}
 	c.Shares = shares
+	for name := range c.StateFiles {
+		if name == "" || name != filepath.Base(name) || name[0] == '.' || isStateName(name) {
+			return c, fmt.Errorf("vm: state file %q: want a plain file name that is not lab's own", name)
+		}
+	}
 	if c.Scratch != "" {
 		if !filepath.IsAbs(c.Scratch) || strings.ContainsAny(c.Scratch, " \t\n:") {
 			return c, fmt.Errorf("vm: scratch share guest path %q: want an absolute path without spaces or colons", c.Scratch)

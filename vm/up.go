@@ -117,10 +117,7 @@ func Up(ctx context.Context, cfg Config) (*Instance, error) {
 		return nil, fmt.Errorf("vm: %w", err)
 	}
 
-	for name, data := range cfg.StateFiles {
-		if name == "" || name != filepath.Base(name) || name[0] == '.' || isStateName(name) {
-			return nil, fmt.Errorf("vm: state file %q: want a plain file name that is not lab's own", name)
-		}
+	for name, data := range cfg.StateFiles { // names checked by withDefaults
 		if err := os.WriteFile(filepath.Join(cfg.StateDir, name), data, 0o600); err != nil {
 			return nil, fmt.Errorf("vm: %w", err)
 		}
