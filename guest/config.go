@@ -12,6 +12,7 @@ import (
 	"strings"
 	"time"
 
+	"lab/formats"
 	"lab/wire"
 )
 
@@ -40,6 +41,7 @@ var DefaultRelay = "vsock:2:" + strconv.Itoa(wire.DefaultPort)
 //	share             = /mnt/host /home/me/share           # GUEST HOST [DRIVE]
 //	drive             = C: /mnt/c                          # DRIVE GUEST (or C:/mnt/c)
 //	format            = elf-arm64 0 7f454c460201 ffffffffffff   # NAME OFFSET MAGIC [MASK]
+//	format            = jar .jar                               # NAME .EXTENSION
 //	connect_timeout   = 10s
 //	handshake_timeout = 10s
 //	cwd_warning       = true     # the relay's "not in a shared folder" line on stderr
@@ -75,14 +77,10 @@ type Drive struct {
 	Guest  string // absolute guest path, e.g. "/mnt/c"
 }
 
-// Format is a magic-number rule for a configured format (the built-ins are
-// "pe", magic MZ, and "host", wire.StubMagic).
-type Format struct {
-	Name   string
-	Offset int
-	Magic  []byte
-	Mask   []byte // nil: all bits
-}
+// Format is a configured format: a magic-number rule or a file name extension (the
+// built-ins, formats.Builtin, are "host", wire.StubMagic, and "pe", magic MZ). The
+// interpreter uses only the match; the runner is the relay's business.
+type Format = formats.Format
 
 // maxMagicEnd matches binfmt_misc: a magic must lie in the first 128 bytes.
 const maxMagicEnd = 128
@@ -236,11 +234,22 @@ func (c *Config) parseLine(s string) error {
 		}
 		c.Drives = append(c.Drives, Drive{Letter: d, Guest: path.Clean(guest)})
 	case "format":
+		if len(fields) == 2 && strings.HasPrefix(fields[1], ".") {
+			f := Format{Name: fields[0], Extension: fields[1][1:]}
+			if f.Name == "" || len(f.Name) > wire.MaxFormat || formats.IsBuiltin(f.Name) {
+				return fmt.Errorf("format name %q is empty, too long or built in", f.Name)
+			}
+			if err := formats.CheckExtension(f.Extension); err != nil {
+				return fmt.Errorf("format %s: %w", f.Name, err)
+			}
+			c.Formats = append(c.Formats, f)
+			break
+		}
 		if len(fields) != 3 && len(fields) != 4 {
-			return fmt.Errorf("format wants NAME OFFSET MAGIC [MASK] (magic and mask in hex), got %d values", len(fields))
+			return fmt.Errorf("format wants NAME OFFSET MAGIC [MASK] (magic and mask in hex) or NAME .EXTENSION, got %d values", len(fields))
 		}
 		f := Format{Name: fields[0]}
-		if f.Name == "" || len(f.Name) > wire.MaxFormat || f.Name == wire.FormatPE || f.Name == wire.FormatHost {
+		if f.Name == "" || len(f.Name) > wire.MaxFormat || formats.IsBuiltin(f.Name) {
 			return fmt.Errorf("format name %q is empty, too long or built in", f.Name)
 		}
 		off, err := strconv.Atoi(fields[1])
@@ -360,6 +369,10 @@ func (c *Config) MarshalText() ([]byte, error) {
 		fmt.Fprintf(&b, "drive = %s %s\n", d.Letter, q(d.Guest))
 	}
 	for _, f := range c.Formats {
+		if f.Extension != "" {
+			fmt.Fprintf(&b, "format = %s .%s\n", q(f.Name), f.Extension)
+			continue
+		}
 		fmt.Fprintf(&b, "format = %s %d %x", q(f.Name), f.Offset, f.Magic)
 		if f.Mask != nil {
 			fmt.Fprintf(&b, " %x", f.Mask)

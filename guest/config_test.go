@@ -98,6 +98,7 @@ func TestParseConfigTooLarge(t *testing.T) {
 func FuzzParseConfig(f *testing.F) {
 	f.Add("relay = unix:/x\nshare = /a /b C:\nformat = x 0 4d5a\n")
 	f.Add(`share = "/a b" "/c\td"`)
+	f.Add("format = jar .jar\nformat = \"a b\" .x\n")
 	f.Add("drive = C: /mnt/c\ndrive = d:/x/../y\n")
 	f.Fuzz(func(t *testing.T, in string) {
 		c, err := ParseConfig(strings.NewReader(in), "fuzz")

@@ -258,7 +258,7 @@ func buildLaunch(file string, argv []string, cwd string, cfg *Config) (*wire.Lau
 	if cfg.CwdWarning {
 		req.Flags |= wire.LaunchCwdWarning
 	}
-	req.Format = DetectFormat(head, cfg.Formats)
+	req.Format = DetectFormatOf(file, head, cfg.Formats)
 	switch req.Format {
 	case "":
 		return nil, ExitCannotRun, errUnknownFormat

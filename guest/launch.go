@@ -1,11 +1,11 @@
 package guest
 
 import (
-	"bytes"
 	"errors"
 	"path"
 	"strings"
 
+	"lab/formats"
 	"lab/wire"
 )
 
@@ -108,32 +108,18 @@ const headSize = wire.MaxStub
 
 // DetectFormat names the format of a file from its first bytes: "pe"
 // (MZ), "host" (a stub), or a configured format; "" when none matches.
-func DetectFormat(head []byte, formats []Format) string {
-	switch {
-	case bytes.HasPrefix(head, []byte(wire.StubMagic)):
-		return wire.FormatHost
-	case bytes.HasPrefix(head, []byte("MZ")):
-		return wire.FormatPE
+func DetectFormat(head []byte, configured []Format) string {
+	return DetectFormatOf("", head, configured)
+}
+
+// DetectFormatOf is DetectFormat for the file named file, so that extension formats match
+// too: the built-in formats first, then the configured ones in order.
+func DetectFormatOf(file string, head []byte, configured []Format) string {
+	if f, ok := formats.Detect(formats.Builtin(), file, head); ok {
+		return f.Name
 	}
-	for _, f := range formats {
-		if f.Offset+len(f.Magic) > len(head) {
-			continue
-		}
-		b := head[f.Offset : f.Offset+len(f.Magic)]
-		match := true
-		for i := range b {
-			m := byte(0xff)
-			if f.Mask != nil {
-				m = f.Mask[i]
-			}
-			if b[i]&m != f.Magic[i]&m {
-				match = false
-				break
-			}
-		}
-		if match {
-			return f.Name
-		}
+	if f, ok := formats.Detect(configured, file, head); ok {
+		return f.Name
 	}
 	return ""
 }

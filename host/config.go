@@ -7,9 +7,11 @@ import (
 	"net"
 	"os"
 	"path/filepath"
+	"slices"
 	"strings"
 	"time"
 
+	"lab/formats"
 	"lab/host/proctree"
 	"lab/trace"
 )
@@ -97,6 +99,10 @@ type Config struct {
 	EnvAllow []string
 	// Wine configures the runner for PE files.
 	Wine WineConfig
+	// Formats are executable formats beyond the built-in ones (lab file formats): a file
+	// in a share that matches one (magic or extension) runs with its runner (exec, wine,
+	// or an interpreter given by absolute host path). Zero: only pe and native files.
+	Formats []formats.Format
 	// Subreaper makes the relay's process the child subreaper and reaps the orphaned
 	// descendants of host programs that the kernel then hands to it. Only for a process
 	// whose children are all the relay's (lab relay); the reaper would otherwise reap
@@ -184,6 +190,10 @@ func (c Config) withDefaults() (Config, error) {
 		c.Env = os.Environ()
 	}
 	c.Env = append([]string(nil), c.Env...)
+	if err := formats.ValidateTable(c.Formats); err != nil {
+		return c, fmt.Errorf("host: %w", err)
+	}
+	c.Formats = slices.Clone(c.Formats)
 	if c.Wine.DLLOverrides == "" {
 		c.Wine.DLLOverrides = DefaultWineDLLOverrides
 	}

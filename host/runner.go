@@ -26,6 +26,8 @@ func (f Format) String() string {
 	switch f {
 	case FormatPE:
 		return "pe"
+	case FormatInterp:
+		return "interpreter"
 	default:
 		return "native"
 	}
@@ -63,6 +65,7 @@ type launch struct {
 	Dir     string   // host working directory
 	Env     []string // host environment
 	Format  Format
+	Interp  []string // FormatInterp: the interpreter's argv (Config.Formats)
 }
 
 // command builds the exec.Cmd for a launch (without stdio and process attributes) and
@@ -71,6 +74,8 @@ func (c *Config) command(l launch) (*exec.Cmd, time.Duration, error) {
 	switch l.Format {
 	case FormatPE:
 		return c.wineCommand(l)
+	case FormatInterp:
+		return c.interpCommand(l)
 	default:
 		cmd := &exec.Cmd{Path: l.Program, Args: l.Args, Dir: l.Dir, Env: l.Env}
 		if len(cmd.Args) == 0 {

@@ -342,12 +342,7 @@ func (r *Relay) authorise(req *wire.Launch) (launch, *refusal) {
 		errors.As(err, &de)
 		return launch{}, refuse(wire.EPERM, err, "lab relay: variable %s may not cross to the host (host policy, %s; see lab relay --allow-env)", de.Name, de.Class)
 	}
-	var format Format
-	if file != nil {
-		format, err = detectFormatOf(file)
-	} else {
-		format, err = DetectFormat(program)
-	}
+	format, interp, err := r.cfg.detectFormat(program, file)
 	if err != nil {
 		if file != nil {
 			file.Close()
@@ -364,6 +359,7 @@ func (r *Relay) authorise(req *wire.Launch) (launch, *refusal) {
 		Args:    args,
 		Env:     hostEnv(r.cfg.Env, req.Env, r.cfg.guestToHostPath),
 		Format:  format,
+		Interp:  interp,
 	}, nil
 }
 

@@ -82,6 +82,9 @@ func (t *sessionTrace) decided(c *Config, req *wire.Launch, l launch) {
 	if l.Format == FormatPE {
 		runner = "wine"
 	}
+	if l.Format == FormatInterp {
+		runner = "interpreter " + strings.Join(l.Interp, " ")
+	}
 	data := map[string]any{"program": l.Program, "runner": runner, "guest_path": req.Path}
 	var text string
 	if req.Format == wire.FormatHost {

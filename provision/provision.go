@@ -15,6 +15,8 @@ import (
 	"strings"
 
 	"github.com/pkg/sftp"
+
+	"lab/formats"
 )
 
 // Guest is what provisioning needs from a running guest: a shell command runner and an
@@ -151,6 +153,9 @@ type Settings struct {
 	// CwdWarning asks the relay for its "not in a shared folder" line on the program's
 	// stderr. Provisioning sets it from /etc/wsl.conf [lab] cwdWarning.
 	CwdWarning bool
+	// Formats are configured formats (a lab file's): the interpreter detects them as
+	// binfmt_misc matched them. Nil: only the built-in ones.
+	Formats []formats.Format
 }
 
 // DefaultRules are lab's two formats: pe (magic MZ, flags FP, exactly as WSL's

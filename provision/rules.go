@@ -21,6 +21,9 @@ type Rule struct {
 	Mask        []byte // zero: all bits of Magic count
 	Interpreter string // absolute guest path
 	Flags       string // e.g. "FP": F opens the interpreter at registration, P keeps argv[0]
+	// Extension, when set, makes a type E rule instead: files whose name ends in
+	// ".Extension" (Offset, Magic and Mask are then unused).
+	Extension string
 }
 
 // String is the registration string written to /proc/sys/fs/binfmt_misc/register and to
@@ -28,6 +31,9 @@ type Rule struct {
 // are written as they are (so the pe rule reads ":lab-pe:M::MZ::...:FP" as WSL's
 // ":WSLInterop:M::MZ::/init:FP"); the delimiter, backslashes and anything else are \xNN.
 func (r Rule) String() string {
+	if r.Extension != "" {
+		return fmt.Sprintf(":%s:E::%s::%s:%s", r.Name, escape([]byte(r.Extension)), r.Interpreter, r.Flags)
+	}
 	off := ""
 	if r.Offset != 0 {
 		off = strconv.Itoa(r.Offset)
@@ -53,7 +59,9 @@ func (r Rule) Validate() error {
 	switch {
 	case r.Name == "" || strings.ContainsAny(r.Name, ":/ \n") || r.Name == "." || r.Name == ".." || r.Name == "register" || r.Name == "status":
 		return fmt.Errorf("provision: binfmt rule name %q: must be a plain word without ':' or '/'", r.Name)
-	case len(r.Magic) == 0:
+	case r.Extension != "" && (len(r.Magic) != 0 || strings.ContainsAny(r.Extension, "/.:\\\n")):
+		return fmt.Errorf("provision: binfmt rule %s: extension %q: a word without '.', '/' or ':', and no magic", r.Name, r.Extension)
+	case r.Extension == "" && len(r.Magic) == 0:
 		return fmt.Errorf("provision: binfmt rule %s: empty magic", r.Name)
 	case r.Offset < 0 || r.Offset+len(r.Magic) > 128:
 		return fmt.Errorf("provision: binfmt rule %s: magic must lie within the first 128 bytes", r.Name)
@@ -78,6 +86,7 @@ type RuleStatus struct {
 	Offset      int
 	Magic       []byte
 	Mask        []byte // nil when the rule has no mask
+	Extension   string // type E rules: the extension without its dot
 }
 
 // ParseRuleStatus parses the text of /proc/sys/fs/binfmt_misc/<name>:
@@ -116,7 +125,7 @@ func ParseRuleStatus(text string) (RuleStatus, error) {
 		case "mask":
 			st.Mask, err = hex.DecodeString(val)
 		case "extension":
-			return st, fmt.Errorf("provision: binfmt status: an extension (E) rule, want a magic (M) rule")
+			st.Extension = strings.TrimPrefix(val, ".")
 		default:
 			// Newer kernels may add lines; they do not change what we compare.
 		}
@@ -124,7 +133,7 @@ func ParseRuleStatus(text string) (RuleStatus, error) {
 			return st, fmt.Errorf("provision: binfmt status line %q: %w", line, err)
 		}
 	}
-	if !seen["enabled"] && !seen["disabled"] || !seen["interpreter"] || !seen["magic"] {
+	if !seen["enabled"] && !seen["disabled"] || !seen["interpreter"] || !seen["magic"] && !seen["extension"] {
 		return st, fmt.Errorf("provision: binfmt status %q: missing enabled/interpreter/magic lines", abbrev(text))
 	}
 	return st, nil
@@ -139,6 +148,12 @@ func (r Rule) Mismatch(st RuleStatus) string {
 	}
 	if !sameFlags(st.Flags, r.Flags) {
 		diffs = append(diffs, fmt.Sprintf("flags %q, want %q", st.Flags, r.Flags))
+	}
+	if st.Extension != r.Extension {
+		diffs = append(diffs, fmt.Sprintf("extension %q, want %q", st.Extension, r.Extension))
+	}
+	if r.Extension != "" || st.Extension != "" {
+		return strings.Join(diffs, "; ")
 	}
 	if st.Offset != r.Offset {
 		diffs = append(diffs, fmt.Sprintf("offset %d, want %d", st.Offset, r.Offset))

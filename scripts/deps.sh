@@ -20,6 +20,8 @@ want gcc gcc
 # Wine is the Windows side of the `pe` format (issue: the Windows personality).
 want wine wine
 [ -x /usr/lib/wine/wine64 ] || need_pkgs+=(wine64)
+# qemu-user runs foreign-architecture ELF files for lab files' formats (and their tests).
+want qemu-aarch64-static qemu-user-static
 [ -e /usr/share/qemu/qboot.rom ] || need_pkgs+=(qemu-system-data)
 
 if [ ${#need_pkgs[@]} -gt 0 ]; then

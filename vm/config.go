@@ -46,6 +46,11 @@ type Config struct {
 	// "--state-dir DIR"; zero: this executable with the argument "hostagent" (right
 	// for the lab binary; tests elsewhere build lab and point this at it).
 	Hostagent []string
+	// StateFiles are written into the state dir (name -> content, mode 0600) after Up
+	// claims it and before the hostagent starts, so its tasks read them from the start
+	// (a lab file's formats and environment policy for the relay). Names are plain file
+	// names that are not lab's own. Zero: none.
+	StateFiles map[string][]byte
 	// BootTimeout bounds boot-to-SSH-ready; zero: 2 minutes.
 	BootTimeout time.Duration
 	// Progress receives a progress line while the image builds and the VM boots; nil: silent.
@@ -162,6 +167,11 @@ func (c Config) withDefaults() (Config, error) {
 		shares[i] = sh
 	}
 	c.Shares = shares
+	for name := range c.StateFiles {
+		if name == "" || name != filepath.Base(name) || name[0] == '.' || isStateName(name) {
+			return c, fmt.Errorf("vm: state file %q: want a plain file name that is not lab's own", name)
+		}
+	}
 	if c.Scratch != "" {
 		if !filepath.IsAbs(c.Scratch) || strings.ContainsAny(c.Scratch, " \t\n:") {
 			return c, fmt.Errorf("vm: scratch share guest path %q: want an absolute path without spaces or colons", c.Scratch)

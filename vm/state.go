@@ -298,3 +298,15 @@ func tail(path string, n int) string {
 	}
 	return strings.Join(lines, "\n")
 }
+
+// isStateName reports whether name is one of the state directory's own entries.
+func isStateName(name string) bool {
+	switch name {
+	case FileInstance, FileAgentPID, FileAgentLock, fileUpLock, FileAgentLog, FileAgentSock, FileEvents,
+		FileQEMUPID, FileQEMULog, FileQEMUExit, FileQMPSock, FileConsoleLog, DirScratch, FileInitrd,
+		FileVhostSock, FileVsockUDS, FileClientKey, FileClientPub, FileHostKey, FileHostPub,
+		FileKnownHosts, FileSSHConfig:
+		return true
+	}
+	return false
+}

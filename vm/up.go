@@ -117,6 +117,11 @@ func Up(ctx context.Context, cfg Config) (*Instance, error) {
 		return nil, fmt.Errorf("vm: %w", err)
 	}
 
+	for name, data := range cfg.StateFiles { // names checked by withDefaults
+		if err := os.WriteFile(filepath.Join(cfg.StateDir, name), data, 0o600); err != nil {
+			return nil, fmt.Errorf("vm: %w", err)
+		}
+	}
 	if cfg.Scratch != "" {
 		dir := filepath.Join(cfg.StateDir, DirScratch)
 		if err := os.Mkdir(dir, 0o755); err != nil {

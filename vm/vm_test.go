@@ -75,6 +75,8 @@ func TestConfigErrors(t *testing.T) {
 		{"scratch taken", Config{Scratch: "/mnt/lab", Shares: []Share{{HostPath: "/h", GuestPath: "/mnt/lab/"}}}, "vm: share /h:/mnt/lab/ takes the scratch share's place (/mnt/lab); mount it elsewhere"},
 		{"relative scratch", Config{Scratch: "lab"}, `vm: scratch share guest path "lab": want an absolute path`},
 		{"long state dir", Config{StateDir: "/" + strings.Repeat("d", 100)}, "too long"},
+		{"state file path", Config{StateFiles: map[string][]byte{"../x": nil}}, `vm: state file "../x": want a plain file name that is not lab's own`},
+		{"state file of lab's", Config{StateFiles: map[string][]byte{FileInstance: nil}}, `vm: state file "instance.json": want a plain file name that is not lab's own`},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {

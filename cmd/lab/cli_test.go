@@ -80,8 +80,37 @@ func TestIntegrationCLI(t *testing.T) {
 	}
 
 	const name = "cli"
-	// Plain lab up: no --share. The VM's own scratch share is all lab run needs.
-	r := lab("up", "--name", name)
+	// A bad lab file fails before anything boots, naming the key.
+	bad := filepath.Join(t.TempDir(), "lab.yaml")
+	os.WriteFile(bad, []byte("name: cli\nformats:\n  - {name: a, magic: 7f}\n  - {name: b, magic: zz}\n"), 0o644)
+	if r := lab("up", "-f", bad); r.code != 2 || r.stderr != "lab: "+bad+": formats[1].magic: not hex: \"zz\"\n" {
+		t.Errorf("lab up -f with a bad lab file: exit %d, stderr %q", r.code, r.stderr)
+	}
+	// lab up from a lab file: the machine's name, a share, and formats as data (a script
+	// format by extension to the host's /bin/sh, one by magic to python3, aarch64 ELF
+	// files to qemu-user on the host). The scratch share (lab run's) stays on.
+	work := t.TempDir()
+	python := "python3"
+	if _, err := os.Stat("/usr/bin/python3"); err == nil {
+		python = "/usr/bin/python3"
+	}
+	labYAML := filepath.Join(t.TempDir(), "lab.yaml")
+	os.WriteFile(labYAML, []byte(`name: cli
+image: default
+cpus: 2
+shares:
+  - {host: `+work+`, guest: /mnt/work}
+formats:
+  - name: labsh
+    extension: labsh
+    interpreter: /bin/sh
+  - name: labpy
+    magic: 23216c6162707920        # "#!labpy "
+    interpreter: [`+python+`, -S]
+  - name: arm64
+    qemu: aarch64
+`), 0o644)
+	r := lab("up", "-f", labYAML)
 	stateDir := filepath.Join(base, "state", "lab", name)
 	var pids []int
 	for _, f := range []string{"ha.pid", "qemu.pid"} {
@@ -113,6 +142,10 @@ func TestIntegrationCLI(t *testing.T) {
 	if r := must("provision", "--name", name); !strings.Contains(r.stdout+r.stderr, "nothing changed") {
 		t.Errorf("second provision changed something:\n%s%s", r.stdout, r.stderr)
 	}
+	labFileFormats(t, filepath.Join(stateDir, "scratch"), func(args ...string) (int, string, string) {
+		r := lab(append([]string{"exec", "--name", name, "--"}, args...)...)
+		return r.code, r.stdout, r.stderr
+	})
 
 	// The Windows PATH (sshd's SetEnv, written by lab up's provisioning) reaches lab
 	// exec at once: provisioning made the hostagent renew its guest connection.
@@ -209,6 +242,9 @@ func TestIntegrationCLI(t *testing.T) {
 				BytesOut uint64
 			} `json:"stats"`
 		} `json:"relay"`
+		Formats []struct {
+			Name string `json:"name"`
+		} `json:"formats"`
 	}
 	// The relay publishes its counters a few times a second: wait for them to show the launches.
 	for i := 0; ; i++ {
@@ -220,6 +256,9 @@ func TestIntegrationCLI(t *testing.T) {
 			t.Fatalf("lab status: %s", r.stdout)
 		}
 		if st.Relay.Stats.Launched >= 2 && st.Relay.Stats.BytesOut > 0 {
+			if len(st.Formats) != 3 || st.Formats[0].Name != "labsh" || st.Formats[2].Name != "arm64" {
+				t.Errorf("lab status --json: the lab file's formats: %+v", st.Formats)
+			}
 			break
 		}
 		if i == 40 {

@@ -32,7 +32,7 @@ guest reboots or is provisioned again (provisioning enables the rules).`,
 				return err
 			}
 			defer c.Close()
-			if err := labvm.Interop(ctx, c, args[0] == "on"); err != nil {
+			if err := labvm.Interop(ctx, c, name, args[0] == "on"); err != nil {
 				return err
 			}
 			fmt.Fprintf(cmd.OutOrStdout(), "%s: interop %s\n", name, args[0])

@@ -69,7 +69,7 @@ Exit status: 0 on success, 1 on error, 2 on a usage error; 'lab exec' and
 		newImageCommand(),
 		newRelayCommand(),
 		newProvisionCommand(), newInteropCommand(), newExposeCommand(), newUnexposeCommand(), newRunCommand(), newDemoCommand(), newBenchCommand(),
-		newReportCommand(), newScenariosHelpTopic(),
+		newReportCommand(), newScenariosHelpTopic(), newLabfileHelpTopic(),
 	)
 	return root
 }

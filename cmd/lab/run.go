@@ -14,11 +14,12 @@ import (
 )
 
 func newRunCommand() *cobra.Command {
-	var name, junit, interp, shard, durations string
+	var name, junit, interp, shard, durations, file string
 	var tap, jsonOut, list, verbose, builtin bool
+	var parallel int
 	var dirs []string
 	cmd := &cobra.Command{
-		Use:   "run [PATTERN...] [--scenarios DIR]... [--builtin] [--shard K/N [--durations REPORT]] [--junit FILE] [--tap] [--json]",
+		Use:   "run [PATTERN...] [--scenarios DIR]... [--builtin] [--shard K/N | --parallel N [-f lab.yaml]] [--durations REPORT] [--junit FILE] [--tap] [--json]",
 		Short: "Run the interop scenarios in a running VM",
 		Long: `run runs the scenario suite (one behaviour per scenario: streams, exit status,
 signals, terminal, cwd, LABENV, labpath, interop off, relay errors, security, load)
@@ -41,6 +42,11 @@ have a VM: without --durations, round robin over the sorted names; with
 longest-first by the recorded times. Every runner must select the same suite; the
 shards' --json reports combine with lab report merge.
 
+--parallel N boots N machines of its own (NAME-p1 ... NAME-pN, each as lab up
+boots one, with its own scratch share; -f FILE boots them from a lab file), runs
+shard K of N on machine K (with --durations, balanced by the recorded times), prints
+one merged report and always takes the machines down again.
+
 --tap and --json print that format on stdout instead of the table; --junit FILE
 writes JUnit XML as well. Exit status: 0 when every selected scenario passed (or
 was skipped), 1 when one failed.`,
@@ -48,7 +54,8 @@ was skipped), 1 when one failed.`,
   lab run stdin tty --tap
   lab run --junit report.xml
   lab run --scenarios ./scenarios --builtin
-  lab run --shard 2/4 --durations last.json --json --junit shard2.xml > shard2.json`,
+  lab run --shard 2/4 --durations last.json --json --junit shard2.xml > shard2.json
+  lab run --parallel 2 --scenarios ./scenarios -f lab.yaml --junit report.xml`,
 		RunE: func(cmd *cobra.Command, args []string) error {
 			out := cmd.OutOrStdout()
 			all, err := selectScenarios(dirs, builtin)
@@ -59,14 +66,20 @@ was skipped), 1 when one failed.`,
 				return &usageError{errors.New("run: choose one of --tap and --json")}
 			}
 			opts := scenarios.Options{Scenarios: all, Patterns: args, Verbose: verbose}
+			if parallel != 0 && (shard != "" || parallel < 1 || parallel > 16) {
+				return &usageError{errors.New("run: --parallel N wants 1 <= N <= 16, and no --shard")}
+			}
+			if file != "" && parallel == 0 {
+				return &usageError{errors.New("run: -f goes with --parallel N (the machines it boots); a running VM is named by --name")}
+			}
 			if shard != "" {
 				sh, err := scenarios.ParseShard(shard)
 				if err != nil {
 					return &usageError{err}
 				}
 				opts.Shard = &sh
-			} else if durations != "" {
-				return &usageError{errors.New("run: --durations goes with --shard K/N")}
+			} else if durations != "" && parallel == 0 {
+				return &usageError{errors.New("run: --durations goes with --shard K/N or --parallel N")}
 			}
 			if durations != "" {
 				prev, err := scenarios.ReadJSONFile(durations)
@@ -83,6 +96,15 @@ was skipped), 1 when one failed.`,
 				return nil
 			}
 			ctx := cmd.Context()
+			if parallel > 0 {
+				rep, err := runParallelCommand(ctx, cmd, parallelOptions{
+					n: parallel, name: name, file: file, interp: interp, opts: opts, suite: len(suiteNames),
+				})
+				if err != nil {
+					return err
+				}
+				return writeReport(out, rep, tap, jsonOut, junit)
+			}
 			if len(part) == 0 && len(suiteNames) > 0 {
 				// More shards than scenarios: this runner has none to run, and its
 				// (empty) report still counts for lab report merge.
@@ -126,6 +148,8 @@ was skipped), 1 when one failed.`,
 	f.StringVar(&durations, "durations", "", "with --shard: balance the shards by the times in this JSON report")
 	f.StringArrayVar(&dirs, "scenarios", nil, "run the scenarios in DIR (or one FILE.txtar); repeatable")
 	f.BoolVar(&builtin, "builtin", false, "with --scenarios: run lab's built-in scenarios too")
+	f.IntVar(&parallel, "parallel", 0, "boot N machines of its own, spread the scenarios over them, take them down")
+	f.StringVarP(&file, "file", "f", "", "with --parallel: boot the machines from this lab file")
 	return cmd
 }
 

@@ -9,6 +9,7 @@ import (
 
 	"github.com/spf13/cobra"
 
+	"lab/formats"
 	"lab/provision/labvm"
 	"lab/vm"
 	"lab/wineprefix"
@@ -19,6 +20,8 @@ type statusView struct {
 	*vm.Status
 	Relay *labvm.RelayState `json:"relay,omitempty"`
 	PE    *peView           `json:"pe,omitempty"`
+	// Formats are the VM's configured formats (a lab file's), beyond pe and host.
+	Formats []formats.Format `json:"formats,omitempty"`
 }
 
 // peView is the Windows personality of a VM: its Wine prefix and whether it is warm.
@@ -53,6 +56,7 @@ func peOf(st *vm.Status) *peView {
 
 func viewOf(st *vm.Status) statusView {
 	v := statusView{Status: st, PE: peOf(st)}
+	v.Formats, _ = labvm.LoadFormats(st.StateDir)
 	if st.AgentAlive {
 		if r, err := labvm.ReadRelayState(st.StateDir); err == nil {
 			v.Relay = r
@@ -182,6 +186,9 @@ func printStatus(w io.Writer, v statusView) {
 			s += ": " + pe.Error
 		}
 		p("pe", "%s", s)
+	}
+	for _, f := range v.Formats {
+		p("format", "%s", f)
 	}
 	p("guest", "%d CPUs, %d MiB, kernel %s", st.CPUs, st.MemoryMiB, st.Kernel)
 	for _, sh := range st.Shares {

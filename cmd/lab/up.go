@@ -4,9 +4,11 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"io"
 	"os"
 	"path/filepath"
 	"runtime"
+	"slices"
 	"time"
 
 	"github.com/spf13/cobra"
@@ -18,9 +20,8 @@ import (
 )
 
 func newUpCommand() *cobra.Command {
-	var cfg vm.Config
-	var shares []string
-	var noProvision, noWindows, noWindowsPath, noScratch, noWSLNames bool
+	var s upSettings
+	var file string
 	cmd := &cobra.Command{
 		Use:   "up",
 		Short: "Boot a guest VM and wait until it runs commands",
@@ -41,53 +42,28 @@ as WSL keeps C:), whose drive_c the guest sees read-write at /mnt/c, with
 /mnt/c/Windows/System32 appended to login shells' PATH (--no-windows-path).
 The guest gets WSL's names (binfmt rule WSLInterop, wslpath, WSL_DISTRO_NAME,
 WSL_INTEROP) unless --no-wsl-names.
+-f FILE reads the machine from a lab file (YAML: name, memory, cpus, shares, expose,
+windows, env, formats; see lab help labfile); flags given as well override it, and
+--share adds to its shares.
 On failure nothing is left running and the error shows the console's last lines.`,
 		Example: `  lab up
+  lab up -f lab.yaml
   lab up --name second --share $PWD:/mnt/work
   lab up --accel tcg --vsock user`,
 		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, args []string) error {
-			for _, s := range shares {
-				sh, err := vm.ParseShare(s)
+			if file != "" {
+				lf, err := readLabFile(file)
 				if err != nil {
 					return &usageError{err}
 				}
-				cfg.Shares = append(cfg.Shares, sh)
-			}
-			if !noScratch && !mountsAt(cfg.Shares, vm.DefaultScratch) {
-				cfg.Scratch = vm.DefaultScratch
-			}
-			cfg.Progress = os.Stderr
-			ctx := cmd.Context()
-			if !noProvision {
-				// Fail before booting rather than after: the default image's guest is the host's architecture.
-				if _, err := provision.FindInterpreter(runtime.GOARCH); err != nil {
-					return fmt.Errorf("%w (or boot without interop: lab up --no-provision)", err)
+				if err := applyLabFile(lf, cmd.Flags(), &s); err != nil {
+					return &usageError{err}
 				}
 			}
-			if !noWindows {
-				sh, err := windowsShare(ctx, cfg.Name)
-				if err != nil {
-					return err
-				}
-				if sh != nil {
-					cfg.Shares = append(cfg.Shares, *sh)
-				}
-			}
-			in, err := vm.Up(ctx, cfg)
+			in, err := upMachine(cmd.Context(), s, os.Stderr)
 			if err != nil {
 				return err
-			}
-			if !noProvision {
-				if err := provisionInstance(ctx, in.StateDir, labvm.Options{NoWindowsPath: noWindowsPath, NoWSLNames: noWSLNames, Progress: os.Stderr}); err != nil {
-					// A failed up leaves nothing running.
-					dctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), time.Minute)
-					defer cancel()
-					if derr := vm.Down(dctx, in.StateDir); derr != nil {
-						return fmt.Errorf("%w; and stopping the VM failed: %v (run lab down --name %s)", err, derr, in.Name)
-					}
-					return fmt.Errorf("%w (the VM was stopped)", err)
-				}
 			}
 			fmt.Fprintf(cmd.OutOrStdout(), "%s: up (%s, %s vsock, CID %d); try: lab exec --name %s -- uname -r\n",
 				in.Name, in.Accel, in.Vsock, in.CID, in.Name)
@@ -95,20 +71,22 @@ On failure nothing is left running and the error shows the console's last lines.
 		},
 	}
 	f := cmd.Flags()
+	cfg := &s.cfg
+	f.StringVarP(&file, "file", "f", "", "read the machine from a lab file (YAML)")
 	f.StringVar(&cfg.Name, "name", vm.DefaultName, "VM name")
 	f.StringVar(&cfg.Accel, "accel", "auto", "accelerator: auto, kvm or tcg")
 	f.StringVar(&cfg.Vsock, "vsock", "auto", "vsock backend: auto, kernel or user")
-	f.StringArrayVar(&shares, "share", nil, "share a host directory: HOST:GUEST[:ro] (repeatable)")
+	f.StringArrayVar(&s.shares, "share", nil, "share a host directory: HOST:GUEST[:ro] (repeatable)")
 	f.IntVar(&cfg.MemoryMiB, "memory", vm.DefaultMemoryMiB, "guest memory in MiB")
 	f.IntVar(&cfg.CPUs, "cpus", vm.DefaultCPUs, "guest CPUs")
 	f.StringVar(&cfg.Kernel, "kernel", "", "boot this kernel (bzImage or vmlinux) instead of the packaged one")
 	f.StringVar(&cfg.Modules, "modules", "", "the /lib/modules/VERSION directory matching --kernel")
 	f.StringVar(&cfg.QEMU, "qemu", "qemu-system-x86_64", "QEMU system emulator")
-	f.BoolVar(&noProvision, "no-provision", false, "boot only: do not install the interpreter and binfmt rules")
-	f.BoolVar(&noWindows, "no-windows", false, "no Windows personality: no Wine prefix, no /mnt/c")
-	f.BoolVar(&noScratch, "no-scratch", false, "no lab-owned scratch share at /mnt/lab (lab run then needs a writable --share)")
-	f.BoolVar(&noWindowsPath, "no-windows-path", false, "do not append /mnt/c/Windows/System32 to the guest's PATH")
-	f.BoolVar(&noWSLNames, "no-wsl-names", false, "only lab's names in the guest: binfmt rule lab-pe, no wslpath, no WSL_* variables")
+	f.BoolVar(&s.noProvision, "no-provision", false, "boot only: do not install the interpreter and binfmt rules")
+	f.BoolVar(&s.noWindows, "no-windows", false, "no Windows personality: no Wine prefix, no /mnt/c")
+	f.BoolVar(&s.noScratch, "no-scratch", false, "no lab-owned scratch share at /mnt/lab (lab run then needs a writable --share)")
+	f.BoolVar(&s.noWinPath, "no-windows-path", false, "do not append /mnt/c/Windows/System32 to the guest's PATH")
+	f.BoolVar(&s.noWSLNames, "no-wsl-names", false, "only lab's names in the guest: binfmt rule lab-pe, no wslpath, no WSL_* variables")
 	f.DurationVar(&cfg.BootTimeout, "boot-timeout", vm.DefaultBootTimeout, "how long to wait for the guest's SSH")
 	return cmd
 }
@@ -138,7 +116,7 @@ func provisionInstance(ctx context.Context, nameOrDir string, opts labvm.Options
 // windowsShare makes the VM's Wine prefix (kept across lab down) and returns the share
 // of its drive_c at /mnt/c; nil when Wine is not installed (the VM then runs without the
 // Windows personality, and lab status says so).
-func windowsShare(ctx context.Context, name string) (*vm.Share, error) {
+func windowsShare(ctx context.Context, name string, progress io.Writer) (*vm.Share, error) {
 	if name == "" {
 		name = vm.DefaultName
 	}
@@ -146,13 +124,64 @@ func windowsShare(ctx context.Context, name string) (*vm.Share, error) {
 	if err != nil {
 		return nil, err
 	}
-	_, sh, err := labvm.EnsureWindows(ctx, dir, os.Stderr)
+	_, sh, err := labvm.EnsureWindows(ctx, dir, progress)
 	if errors.Is(err, wineprefix.ErrNoWine) {
-		fmt.Fprintln(os.Stderr, "lab: no Windows personality: "+err.Error())
+		fmt.Fprintln(progress, "lab: no Windows personality: "+err.Error())
 		return nil, nil
 	}
 	if err != nil {
 		return nil, fmt.Errorf("%w (or run lab up --no-windows)", err)
 	}
 	return &sh, nil
+}
+
+// upMachine boots and provisions one VM as lab up does (s already holds the lab file's
+// settings and the flags); progress gets the progress lines. On failure nothing is left
+// running.
+func upMachine(ctx context.Context, s upSettings, progress io.Writer) (*vm.Instance, error) {
+	cfg, shares := &s.cfg, s.shares
+	cfg.Shares = slices.Clone(cfg.Shares) // parallel machines share the lab file's list
+	noProvision, noWindows, noWindowsPath, noScratch := s.noProvision, s.noWindows, s.noWinPath, s.noScratch
+	for _, s := range shares {
+		sh, err := vm.ParseShare(s)
+		if err != nil {
+			return nil, &usageError{err}
+		}
+		cfg.Shares = append(cfg.Shares, sh)
+	}
+	if !noScratch && !mountsAt(cfg.Shares, vm.DefaultScratch) {
+		cfg.Scratch = vm.DefaultScratch
+	}
+	cfg.Progress = progress
+	if !noProvision {
+		// Fail before booting rather than after: the default image's guest is the host's architecture.
+		if _, err := provision.FindInterpreter(runtime.GOARCH); err != nil {
+			return nil, fmt.Errorf("%w (or boot without interop: lab up --no-provision)", err)
+		}
+	}
+	if !noWindows {
+		sh, err := windowsShare(ctx, cfg.Name, progress)
+		if err != nil {
+			return nil, err
+		}
+		if sh != nil {
+			cfg.Shares = append(cfg.Shares, *sh)
+		}
+	}
+	in, err := vm.Up(ctx, *cfg)
+	if err != nil {
+		return nil, err
+	}
+	if !noProvision {
+		if err := provisionInstance(ctx, in.StateDir, labvm.Options{NoWindowsPath: noWindowsPath, NoWSLNames: s.noWSLNames, Progress: progress}); err != nil {
+			// A failed up leaves nothing running.
+			dctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), time.Minute)
+			defer cancel()
+			if derr := vm.Down(dctx, in.StateDir); derr != nil {
+				return nil, fmt.Errorf("%w; and stopping the VM failed: %v (run lab down --name %s)", err, derr, in.Name)
+			}
+			return nil, fmt.Errorf("%w (the VM was stopped)", err)
+		}
+	}
+	return in, nil
 }

@@ -22,7 +22,9 @@ type Control struct {
 	Opts     Options
 }
 
-func (c *Control) Interop(ctx context.Context, on bool) error { return Interop(ctx, c.Guest, on) }
+func (c *Control) Interop(ctx context.Context, on bool) error {
+	return Interop(ctx, c.Guest, c.StateDir, on)
+}
 
 func (c *Control) Expose(ctx context.Context, hostPath, name string) error {
 	_, err := Expose(ctx, c.Guest, c.StateDir, []string{hostPath}, name, c.quiet())

@@ -67,6 +67,9 @@ func InteropConf(s provision.Settings) ([]byte, error) {
 	if s.CwdWarning {
 		b.WriteString("cwd_warning = true\n") // from /etc/wsl.conf [lab] cwdWarning
 	}
+	for _, f := range s.Formats {
+		b.WriteString(formatLine(f))
+	}
 	return []byte(b.String()), nil
 }
 
@@ -155,7 +158,11 @@ func Config(stateDir string, opts Options) (provision.Config, error) {
 	if err != nil {
 		return provision.Config{}, err
 	}
-	settings := provision.Settings{RelayAddr: RelayAddr}
+	table, err := LoadFormats(stateDir)
+	if err != nil {
+		return provision.Config{}, err
+	}
+	settings := provision.Settings{RelayAddr: RelayAddr, Formats: table}
 	var winPath []string
 	if PrefixOf(in) != "" {
 		settings.Drives = []provision.Drive{{Letter: DriveLetter, GuestPath: DriveCGuest}}
@@ -175,6 +182,7 @@ func Config(stateDir string, opts Options) (provision.Config, error) {
 		StubMagic:   []byte(wire.StubMagic),
 		WSLNames:    names,
 		DistroName:  in.Name,
+		Rules:       append(Rules(names), provision.FormatRules(table)...),
 		Progress:    opts.Progress,
 	}, nil
 }
@@ -244,8 +252,17 @@ func Unexpose(ctx context.Context, g provision.Guest, nameOrDir string, names []
 	return removed, nil
 }
 
-// Interop turns the VM's binfmt rules on or off, whichever names they were provisioned
-// with (WSLInterop or lab-pe).
-func Interop(ctx context.Context, g provision.Guest, on bool) error {
-	return provision.SetInterop(ctx, g, append(Rules(true), Rules(false)[0]), on)
+// Interop turns the binfmt rules of the VM named nameOrDir (or its state dir) on or off:
+// the built-in ones, whichever names they were provisioned with (WSLInterop or lab-pe), and
+// its configured formats'.
+func Interop(ctx context.Context, g provision.Guest, nameOrDir string, on bool) error {
+	dir, err := vm.StateDirOf(nameOrDir)
+	if err != nil {
+		return err
+	}
+	rules, err := RulesOf(dir)
+	if err != nil {
+		return err
+	}
+	return provision.SetInterop(ctx, g, rules, on)
 }

@@ -184,6 +184,9 @@ func (t *relayTask) config() (host.Config, error) {
 		return host.Config{}, err
 	}
 	cfg.EnvAllow = allowEnv
+	if cfg.Formats, err = LoadFormats(t.env.StateDir); err != nil {
+		return host.Config{}, err
+	}
 	for _, s := range in.Shares {
 		cfg.Shares = append(cfg.Shares, host.Share{HostPath: s.HostPath, GuestPath: s.GuestPath})
 	}
