@@ -38,7 +38,7 @@ func TestFormatRules(t *testing.T) {
 	if m, want := rules[0].Mismatch(st), `extension "sh", want "labsh"`; m != want {
 		t.Errorf("mismatch %q, want %q", m, want)
 	}
-	if m, want := DefaultRules(testMagic)[0].Mismatch(st), `extension "sh", want ""`; m != want {
+	if m, want := DefaultRules(testMagic, true)[0].Mismatch(st), `extension "sh", want ""`; m != want {
 		t.Errorf("pe vs an extension rule: %q, want %q", m, want)
 	}
 }
