@@ -99,6 +99,19 @@ func find(ev []Event, step string) (Event, bool) {
 	return Event{}, false
 }
 
+// stepBefore is the guest event recorded just before the first event of step.
+func stepBefore(ev []Event, step string) (Event, bool) {
+	for i, e := range ev {
+		if e.Step == step {
+			if i == 0 {
+				return Event{}, false
+			}
+			return ev[i-1], true
+		}
+	}
+	return Event{}, false
+}
+
 // align computes the offset of the relay's clock for one launch (see the Clock* methods).
 func align(id string, g, r []Event) Clock {
 	c := Clock{Trace: id, Method: ClockNone, GuestEvents: len(g), RelayEvents: len(r)}
@@ -113,6 +126,17 @@ func align(id string, g, r []Event) Clock {
 		c.Method = ClockHandshake
 		c.OffsetNS = ((t2.Mono - t1.Mono) + (t3.Mono - t4.Mono)) / 2
 		c.UncertaintyNS = max(0, ((t4.Mono-t1.Mono)-(t3.Mono-t2.Mono))/2)
+		// Causality as well: the relay cannot accept before the guest began to connect
+		// (after its step before the connect). The midpoint can break that when the relay
+		// was slow to read the request; within the handshake's own bounds (o >= T3-T4),
+		// take the latest offset that keeps the order.
+		if acc, ok := find(r, StepAccept); ok {
+			if before, ok := stepBefore(g, StepConnect); ok {
+				if bound := acc.Mono - before.Mono; c.OffsetNS > bound {
+					c.OffsetNS = max(bound, t3.Mono-t4.Mono)
+				}
+			}
+		}
 		return c
 	}
 	conn, okc := find(g, StepConnect)
