@@ -88,8 +88,14 @@ func TestWindowsCommands(t *testing.T) {
 		{name: "cmd ver", args: []string{"cmd.exe", "/c", "ver"}, wantOut: "Microsoft Windows"},
 		{name: "cmd echo quoted", args: []string{"cmd.exe", "/c", "echo", "hello world"}, wantOut: "\"hello world\"\r\n"}, // with the quotes, as in WSL
 		{name: "reg query", args: []string{"reg.exe", "query", `HKCU\Software\Wine\WineBrowser`, "/v", "Browsers"}, wantOut: filepath.Join(p.Dir, "lab-open")},
-		// Wine's where.exe is a stub: it prints nothing and exits 0 (pinned; see DESIGN.md).
-		{name: "where", args: []string{"where.exe", "cmd.exe"}},
+		// lab's where.exe (Wine's is a stub that prints nothing and exits 0).
+		{name: "where cmd", args: []string{"where.exe", "cmd"}, wantOut: "C:\\windows\\system32\\cmd.exe\r\n"},
+		{name: "where cmd.exe", args: []string{"where.exe", "cmd.exe"}, wantOut: "C:\\windows\\system32\\cmd.exe\r\n"},
+		{name: "where wildcard", args: []string{"where.exe", "/F", "clip*"}, wantOut: "\"C:\\windows\\system32\\clip.exe\"\r\n"},
+		{name: "where by cmd", args: []string{"cmd.exe", "/c", "where", "hostname"}, wantOut: "C:\\windows\\system32\\hostname.exe\r\n"},
+		{name: "where nosuch", args: []string{"where.exe", "nosuch"}, wantCode: 1, wantErr: "INFO: Could not find files for the given pattern(s).\r\n"},
+		{name: "where quiet", args: []string{"where.exe", "/Q", "cmd", "nosuch"}, wantCode: 1},
+		{name: "where bad option", args: []string{"where.exe", "/X", "cmd"}, wantCode: 2, wantErr: "ERROR: Invalid argument or option - '/X'.\r\nType \"WHERE /?\" for usage.\r\n"},
 		{name: "whoami", args: []string{"whoami.exe"}, wantOut: `\`},
 		{name: "hostname", args: []string{"hostname.exe"}, wantOut: host, caseInsens: true},
 		{name: "powershell", args: []string{"powershell.exe", "-Command", "Get-Date"}, wantCode: 1,
