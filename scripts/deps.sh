@@ -20,6 +20,10 @@ want gcc gcc
 # Wine is the Windows side of the `pe` format (issue: the Windows personality).
 want wine wine
 [ -x /usr/lib/wine/wine64 ] || need_pkgs+=(wine64)
+# A headless X server and an X clipboard client: the test that clip.exe reaches the host's
+# clipboard when the host has a desktop (pefixtures TestHostClipboard).
+want Xvfb xvfb
+want xclip xclip
 [ -e /usr/share/qemu/qboot.rom ] || need_pkgs+=(qemu-system-data)
 
 if [ ${#need_pkgs[@]} -gt 0 ]; then
