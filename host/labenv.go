@@ -243,6 +243,9 @@ var envDenied = []struct {
 		"GIO_EXTRA_MODULES", "GIO_MODULE_DIR", "GI_TYPELIB_PATH", "GTK_PATH", "GTK_MODULES", "GTK2_MODULES",
 		"GTK3_MODULES", "QT_PLUGIN_PATH", "QT_QPA_PLATFORM_PLUGIN_PATH", "GST_PLUGIN_PATH",
 		"GST_PLUGIN_SYSTEM_PATH"}},
+	// The host's desktop: which display server (and credentials) host programs use is the
+	// hostagent's own; a guest's value would point them at a server or cookie it chose.
+	{"host desktop", []string{"DISPLAY", "WAYLAND_DISPLAY", "XAUTHORITY"}},
 }
 
 // matchEnvName reports whether name matches pattern: exactly, or by prefix for a pattern

@@ -113,6 +113,9 @@ func TestEnvPolicyDenies(t *testing.T) {
 		{"WINEPREFIX", "/mnt/host/prefix", "library plugins"},
 		{"OPENSSL_CONF", "/mnt/host/engine.cnf", "library plugins"},
 		{"GIO_EXTRA_MODULES", "/mnt/host", "library plugins"},
+		{"DISPLAY", "10.0.2.2:0", "host desktop"},
+		{"WAYLAND_DISPLAY", "/mnt/host/wl", "host desktop"},
+		{"XAUTHORITY", "/mnt/host/cookie", "host desktop"},
 	}
 	for _, h := range hostile {
 		t.Run(h.name, func(t *testing.T) {

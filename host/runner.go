@@ -12,6 +12,8 @@ import (
 	"time"
 
 	"golang.org/x/sys/unix"
+
+	"lab/wineprefix"
 )
 
 // Format is an executable format the relay knows a runner for.
@@ -149,6 +151,9 @@ func (c *Config) wineCommand(l launch) (*exec.Cmd, time.Duration, error) {
 	if len(l.Args) > 1 {
 		rest = l.Args[1:]
 	}
+	if cmd := c.explorerCommand(l, rest); cmd != nil {
+		return cmd, c.OutputDrain, nil
+	}
 	env := windowsEnv(l.Env, c.Wine.Prefix)
 	args := append([]string{loader, l.Program}, rest...)
 	if launcher := filepath.Join(c.Wine.Prefix, "drive_c", "windows", "system32", LabRunName); !wineQuotesLikeWSL(rest) && isFile(launcher) {
@@ -162,6 +167,76 @@ func (c *Config) wineCommand(l launch) (*exec.Cmd, time.Duration, error) {
 		env = append(env, "LABRUN_PROGRAM="+program, "LABRUN_CMDLINE="+line)
 	}
 	return &exec.Cmd{Path: loader, Args: args, Dir: l.Dir, Env: wineEnv(env, c.Wine)}, c.Wine.WaitDelay, nil
+}
+
+// explorerCommand maps the guest's `explorer.exe TARGET` (Wine's explorer.exe in the prefix,
+// one argument that is a URL, a drive path or a relative path) to the prefix's opener
+// (wineprefix.OpenerName) instead of Wine: Wine's explorer opens its own file-browser window
+// for a directory, which hangs without a display. The opener records the URL or the Windows
+// path in wineprefix.OpenedLog, runs xdg-open on the URL or host path when the prefix was
+// warmed with a desktop, and exits 1 as WSL's explorer.exe does. nil: run Wine as usual
+// (other arguments, such as /select,PATH, or a prefix without the opener).
+func (c *Config) explorerCommand(l launch, args []string) *exec.Cmd {
+	if len(args) != 1 || args[0] == "" || strings.HasPrefix(args[0], "/") || !strings.EqualFold(filepath.Base(l.Program), "explorer.exe") {
+		return nil
+	}
+	opener := filepath.Join(c.Wine.Prefix, wineprefix.OpenerName)
+	if !isFile(opener) {
+		return nil
+	}
+	drives := driveCs(c.Wine.Prefix)
+	inPrefix := false
+	for _, d := range drives {
+		dir := filepath.Dir(l.Program)
+		inPrefix = inPrefix || dir == filepath.Join(d, "windows") || dir == filepath.Join(d, "windows", "system32")
+	}
+	if !inPrefix {
+		return nil
+	}
+	record, open := args[0], args[0]
+	if !isURL(args[0]) {
+		host, ok := explorerHostPath(args[0], l.Dir, drives[0])
+		if !ok {
+			return nil
+		}
+		record, open = windowsPath(host, drives), host
+	}
+	return &exec.Cmd{Path: opener, Args: []string{opener, "--explorer", record, open}, Dir: l.Dir, Env: l.Env}
+}
+
+// isURL: a scheme of two or more letters before ':' (one letter is a drive: C:\).
+func isURL(s string) bool {
+	scheme, _, ok := strings.Cut(s, ":")
+	if !ok || len(scheme) < 2 {
+		return false
+	}
+	for i, r := range scheme {
+		if !(r >= 'a' && r <= 'z' || r >= 'A' && r <= 'Z' || i > 0 && (r >= '0' && r <= '9' || r == '+' || r == '-' || r == '.')) {
+			return false
+		}
+	}
+	return true
+}
+
+// explorerHostPath is the host path of explorer's argument: C:\... under drive_c, Z:\... from
+// the host's root, anything else without a drive relative to the working directory. Other
+// drives and UNC paths: false.
+func explorerHostPath(arg, dir, driveC string) (string, bool) {
+	p := strings.ReplaceAll(arg, `\`, "/")
+	switch {
+	case strings.HasPrefix(p, "//"):
+		return "", false
+	case len(p) >= 2 && p[1] == ':':
+		rest := strings.TrimPrefix(p[2:], "/")
+		switch p[0] {
+		case 'c', 'C':
+			return filepath.Join(driveC, rest), true
+		case 'z', 'Z':
+			return filepath.Join("/", rest), true
+		}
+		return "", false
+	}
+	return filepath.Join(dir, p), true
 }
 
 // LabRunName is the launcher (pefixtures' labrun.exe, installed into the prefix's system32)

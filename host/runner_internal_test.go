@@ -171,3 +171,60 @@ func TestCommandWineExactCmdline(t *testing.T) {
 		t.Errorf("LABRUN_PROGRAM %q, LABRUN_CMDLINE %q; want %q, %q", gotProg, gotLine, `C:\fx\cmdline.exe`, wantLine)
 	}
 }
+
+// TestCommandExplorer: the guest's `explorer.exe TARGET` runs the prefix's opener with the
+// target's Windows form (recorded) and host form (opened); anything else stays with Wine.
+func TestCommandExplorer(t *testing.T) {
+	dir := t.TempDir()
+	prefix := filepath.Join(dir, "wine")
+	driveC := filepath.Join(prefix, "drive_c")
+	sys32 := filepath.Join(driveC, "windows", "system32")
+	if err := os.MkdirAll(sys32, 0o755); err != nil {
+		t.Fatal(err)
+	}
+	c, err := Config{Token: make([]byte, 16), Wine: WineConfig{Path: "/opt/wine", Prefix: prefix}}.withDefaults()
+	if err != nil {
+		t.Fatal(err)
+	}
+	opener := filepath.Join(prefix, "lab-open")
+	explorer := filepath.Join(driveC, "windows", "explorer.exe")
+	work := filepath.Join(driveC, "work")
+	build := func(prog string, args ...string) []string {
+		cmd, _, err := c.command(launch{Program: prog, Args: append([]string{"explorer.exe"}, args...), Dir: work, Format: FormatPE})
+		if err != nil {
+			t.Fatal(err)
+		}
+		return cmd.Args
+	}
+	if got := build(explorer, "."); !reflect.DeepEqual(got, []string{"/opt/wine", explorer, "."}) {
+		t.Errorf("without lab-open: %q, want Wine", got)
+	}
+	if err := os.WriteFile(opener, []byte("#!/bin/sh\n"), 0o755); err != nil {
+		t.Fatal(err)
+	}
+	for _, tc := range []struct {
+		prog string
+		args []string
+		want []string
+	}{
+		{explorer, []string{"."}, []string{opener, "--explorer", `C:\work`, work}},
+		{filepath.Join(sys32, "explorer.exe"), []string{`sub\dir`}, []string{opener, "--explorer", `C:\work\sub\dir`, work + "/sub/dir"}},
+		{explorer, []string{".."}, []string{opener, "--explorer", `C:\`, driveC}},
+		{explorer, []string{`C:\Users\Public`}, []string{opener, "--explorer", `C:\Users\Public`, driveC + "/Users/Public"}},
+		{explorer, []string{`z:\tmp`}, []string{opener, "--explorer", `Z:\tmp`, "/tmp"}},
+		{explorer, []string{"https://example.org/?q=a b"}, []string{opener, "--explorer", "https://example.org/?q=a b", "https://example.org/?q=a b"}},
+		{explorer, []string{"mailto:me@example.org"}, []string{opener, "--explorer", "mailto:me@example.org", "mailto:me@example.org"}},
+		// Left to Wine: switches, several arguments, other drives, UNC paths, no argument,
+		// an explorer.exe outside the prefix's Windows directories.
+		{explorer, []string{`/select,C:\x`}, []string{"/opt/wine", explorer, `/select,C:\x`}},
+		{explorer, []string{"a", "b"}, []string{"/opt/wine", explorer, "a", "b"}},
+		{explorer, []string{`D:\x`}, []string{"/opt/wine", explorer, `D:\x`}},
+		{explorer, []string{`\\server\share`}, []string{"/opt/wine", explorer, `\\server\share`}},
+		{explorer, nil, []string{"/opt/wine", explorer}},
+		{filepath.Join(driveC, "fx", "explorer.exe"), []string{"."}, []string{"/opt/wine", filepath.Join(driveC, "fx", "explorer.exe"), "."}},
+	} {
+		if got := build(tc.prog, tc.args...); !reflect.DeepEqual(got, tc.want) {
+			t.Errorf("%s %q: %q, want %q", tc.prog, tc.args, got, tc.want)
+		}
+	}
+}

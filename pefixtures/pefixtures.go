@@ -27,6 +27,7 @@
 //	clip.exe               puts stdin on the Windows clipboard (BOM / console code page rules)
 //	paste.exe              prints the clipboard's text (PowerShell's Get-Clipboard -Raw)
 //	powershell.exe         says that Wine has no PowerShell, exits 1
+//	where.exe PATTERN...   Windows' where (Wine's is a stub): cwd, then PATH, with PATHEXT
 //	labdesktop.exe         stays attached to the desktop so that the clipboard outlives clip.exe
 //	labrun.exe             runs LABRUN_PROGRAM with the exact command line LABRUN_CMDLINE (the
 //	                       relay's way around Wine's own quoting, see host.wineCommand)
@@ -71,14 +72,15 @@ const (
 	PowerShell = "powershell.exe"
 	LabRun     = "labrun.exe"
 	LabDesktop = "labdesktop.exe"
+	Where      = "where.exe"
 )
 
 // Names lists every fixture.
-var Names = []string{EchoArgs, Cat, Upper, Stderr, Exit, WaitCtrlC, Pwd, Getenv, Cmdline, Clip, Paste, PowerShell, LabRun, LabDesktop}
+var Names = []string{EchoArgs, Cat, Upper, Stderr, Exit, WaitCtrlC, Pwd, Getenv, Cmdline, Clip, Paste, PowerShell, LabRun, LabDesktop, Where}
 
 // SystemPrograms are the programs lab installs into a prefix's system32 (file name -> the
 // same name): Windows commands that Wine does not ship.
-var SystemPrograms = []string{Clip, Paste, PowerShell, LabRun, LabDesktop}
+var SystemPrograms = []string{Clip, Paste, PowerShell, LabRun, LabDesktop, Where}
 
 // DefaultToolchain is the newest Go whose Windows binaries run on Wine < 8.13.
 const DefaultToolchain = "go1.21.4"

@@ -5,6 +5,7 @@ import (
 	"bytes"
 	"context"
 	"os"
+	"os/exec"
 	"path/filepath"
 	"strings"
 	"syscall"
@@ -14,6 +15,7 @@ import (
 	"lab/host"
 	"lab/pefixtures"
 	"lab/wineprefix"
+	"lab/wineprefix/winetest"
 )
 
 // withPrograms returns the shared prefix after an Ensure that installs lab's system programs
@@ -88,8 +90,14 @@ func TestWindowsCommands(t *testing.T) {
 		{name: "cmd ver", args: []string{"cmd.exe", "/c", "ver"}, wantOut: "Microsoft Windows"},
 		{name: "cmd echo quoted", args: []string{"cmd.exe", "/c", "echo", "hello world"}, wantOut: "\"hello world\"\r\n"}, // with the quotes, as in WSL
 		{name: "reg query", args: []string{"reg.exe", "query", `HKCU\Software\Wine\WineBrowser`, "/v", "Browsers"}, wantOut: filepath.Join(p.Dir, "lab-open")},
-		// Wine's where.exe is a stub: it prints nothing and exits 0 (pinned; see DESIGN.md).
-		{name: "where", args: []string{"where.exe", "cmd.exe"}},
+		// lab's where.exe (Wine's is a stub that prints nothing and exits 0).
+		{name: "where cmd", args: []string{"where.exe", "cmd"}, wantOut: "C:\\windows\\system32\\cmd.exe\r\n"},
+		{name: "where cmd.exe", args: []string{"where.exe", "cmd.exe"}, wantOut: "C:\\windows\\system32\\cmd.exe\r\n"},
+		{name: "where wildcard", args: []string{"where.exe", "/F", "clip*"}, wantOut: "\"C:\\windows\\system32\\clip.exe\"\r\n"},
+		{name: "where by cmd", args: []string{"cmd.exe", "/c", "where", "hostname"}, wantOut: "C:\\windows\\system32\\hostname.exe\r\n"},
+		{name: "where nosuch", args: []string{"where.exe", "nosuch"}, wantCode: 1, wantErr: "INFO: Could not find files for the given pattern(s).\r\n"},
+		{name: "where quiet", args: []string{"where.exe", "/Q", "cmd", "nosuch"}, wantCode: 1},
+		{name: "where bad option", args: []string{"where.exe", "/X", "cmd"}, wantCode: 2, wantErr: "ERROR: Invalid argument or option - '/X'.\r\nType \"WHERE /?\" for usage.\r\n"},
 		{name: "whoami", args: []string{"whoami.exe"}, wantOut: `\`},
 		{name: "hostname", args: []string{"hostname.exe"}, wantOut: host, caseInsens: true},
 		{name: "powershell", args: []string{"powershell.exe", "-Command", "Get-Date"}, wantCode: 1,
@@ -267,5 +275,90 @@ func TestLabRunCtrlC(t *testing.T) {
 	err = cmd.Wait()
 	if rest != "got ctrl-c\n" || cmd.ProcessState.ExitCode() != 42 {
 		t.Errorf("after SIGINT: %q, exit %d (%v), stderr %q; want \"got ctrl-c\\n\", 42", rest, cmd.ProcessState.ExitCode(), err, errb.String())
+	}
+}
+
+// xvfb starts an Xvfb server on a free display for the test and returns its DISPLAY value;
+// it skips (or fails under LAB_REQUIRE_VM=1) without Xvfb and xclip.
+func xvfb(t *testing.T) string {
+	t.Helper()
+	for _, tool := range []string{"Xvfb", "xclip"} {
+		if _, err := exec.LookPath(tool); err != nil {
+			if winetest.Required() {
+				t.Fatalf("%s is not installed (scripts/deps.sh installs it; LAB_REQUIRE_VM=1: required)", tool)
+			}
+			t.Skipf("skipped: %s is not installed (apt-get install --no-install-recommends xvfb xclip)", tool)
+		}
+	}
+	r, w, err := os.Pipe()
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer r.Close()
+	// -displayfd: Xvfb picks a free display and writes its number to fd 3 when it is ready.
+	cmd := exec.Command("Xvfb", "-displayfd", "3", "-nolisten", "tcp", "-screen", "0", "640x480x24")
+	cmd.ExtraFiles = []*os.File{w}
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	w.Close()
+	t.Cleanup(func() { cmd.Process.Kill(); cmd.Wait() })
+	line, err := bufio.NewReader(r).ReadString('\n')
+	if err != nil {
+		t.Fatalf("Xvfb did not report its display: %v", err)
+	}
+	return ":" + strings.TrimSpace(line)
+}
+
+// TestHostClipboard: with a desktop (DISPLAY set for the process that warms the prefix and
+// runs the programs, as the hostagent has it), clip.exe's text reaches the host's X11
+// clipboard, and the host's clipboard reaches paste.exe.
+func TestHostClipboard(t *testing.T) {
+	_, fx := setup(t)
+	display := xvfb(t)
+	t.Setenv("DISPLAY", display)
+	progs := map[string]string{}
+	for _, n := range pefixtures.SystemPrograms {
+		progs[n] = fx[n]
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 3*time.Minute)
+	defer cancel()
+	p, err := wineprefix.Ensure(ctx, wineprefix.Options{Dir: filepath.Join(t.TempDir(), "prefix"), Programs: progs})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() {
+		ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+		defer cancel()
+		p.Shutdown(ctx)
+	})
+	if err := p.Warm(ctx); err != nil {
+		t.Fatal(err)
+	}
+	text := "héllo wörld 😀 from Windows\r\n"
+	if r := run(t, p, p.DriveC(), []byte("\xef\xbb\xbf"+text), nil, "clip.exe"); r.code != 0 || r.stderr != "" {
+		t.Fatalf("clip.exe: %q, exit %d", r.stderr, r.code)
+	}
+	// Wine's X11 driver writes Windows' CRLF line ends as LF on the X selection.
+	want := strings.ReplaceAll(text, "\r\n", "\n")
+	var got []byte
+	for deadline := time.Now().Add(20 * time.Second); time.Now().Before(deadline); time.Sleep(200 * time.Millisecond) {
+		xc := exec.CommandContext(ctx, "xclip", "-o", "-selection", "clipboard")
+		xc.Env = append(os.Environ(), "LC_ALL=C.UTF-8")
+		if got, err = xc.Output(); err == nil && string(got) == want {
+			break
+		}
+	}
+	if string(got) != want {
+		t.Errorf("xclip -o -selection clipboard = %q (%v), want %q", got, err, want)
+	}
+	// And back: the host's clipboard is what Windows programs read.
+	in := exec.CommandContext(ctx, "xclip", "-i", "-selection", "clipboard")
+	in.Stdin = strings.NewReader("from the hóst")
+	if err := in.Run(); err != nil {
+		t.Fatal(err)
+	}
+	if r := run(t, p, p.DriveC(), nil, nil, "paste.exe"); r.stdout != "from the hóst" || r.code != 0 {
+		t.Errorf("paste.exe after xclip -i: %q (stderr %q, exit %d), want %q", r.stdout, r.stderr, r.code, "from the hóst")
 	}
 }

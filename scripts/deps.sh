@@ -22,6 +22,10 @@ want wine wine
 [ -x /usr/lib/wine/wine64 ] || need_pkgs+=(wine64)
 # qemu-user runs foreign-architecture ELF files for lab files' formats (and their tests).
 want qemu-aarch64-static qemu-user-static
+# A headless X server and an X clipboard client: the test that clip.exe reaches the host's
+# clipboard when the host has a desktop (pefixtures TestHostClipboard).
+want Xvfb xvfb
+want xclip xclip
 [ -e /usr/share/qemu/qboot.rom ] || need_pkgs+=(qemu-system-data)
 
 if [ ${#need_pkgs[@]} -gt 0 ]; then

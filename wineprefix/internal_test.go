@@ -4,6 +4,7 @@ import (
 	"context"
 	"fmt"
 	"os"
+	"os/exec"
 	"path/filepath"
 	"slices"
 	"strings"
@@ -238,4 +239,50 @@ func FuzzUnixPath(f *testing.F) {
 			t.Fatalf("%q -> %q -> %q -> %q, %v", w, u, back, again, err)
 		}
 	})
+}
+
+// TestOpenerScript runs lab-open as Wine's winebrowser and the relay call it: every target is
+// recorded in OpenedLog; explorer mode records the Windows form, opens the host form and exits
+// 1 (WSL's explorer.exe); xdg-open runs only when the warming process had a display.
+func TestOpenerScript(t *testing.T) {
+	dir := t.TempDir()
+	driveC := filepath.Join(dir, "drive_c")
+	bin := filepath.Join(dir, "bin")
+	os.MkdirAll(bin, 0o755)
+	opened := filepath.Join(dir, "xdg-open.log")
+	// A stand-in for the host's xdg-open: records its arguments and DISPLAY.
+	os.WriteFile(filepath.Join(bin, "xdg-open"), []byte("#!/bin/sh\nprintf '%s|%s\\n' \"$DISPLAY\" \"$*\" >>"+shQuote(opened)+"\n"), 0o755)
+	log := filepath.Join(driveC, filepath.FromSlash(OpenedLog))
+	for _, tc := range []struct {
+		name, display string
+		args          []string
+		code          int
+		log, xdg      string
+	}{
+		{name: "winebrowser headless", args: []string{"https://example.org/a?b=1"}, log: "https://example.org/a?b=1\n"},
+		{name: "explorer headless", args: []string{"--explorer", `C:\work dir`, driveC + "/work dir"}, code: 1, log: "C:\\work dir\n"},
+		{name: "explorer url", args: []string{"--explorer", "https://example.org", "https://example.org"}, code: 1, log: "https://example.org\n"},
+		{name: "winebrowser desktop", display: ":7", args: []string{"https://example.org"}, log: "https://example.org\n", xdg: ":7|https://example.org\n"},
+		{name: "explorer desktop", display: ":7", args: []string{"--explorer", `Z:\tmp`, "/tmp"}, code: 1, log: "Z:\\tmp\n", xdg: ":7|/tmp\n"},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			os.Remove(log)
+			os.Remove(opened)
+			script := filepath.Join(dir, "lab-open")
+			if err := os.WriteFile(script, []byte(openerScript(driveC, tc.display, "")), 0o755); err != nil {
+				t.Fatal(err)
+			}
+			cmd := exec.Command(script, tc.args...)
+			cmd.Env = []string{"PATH=" + bin + ":/usr/bin:/bin"}
+			out, err := cmd.CombinedOutput()
+			if cmd.ProcessState == nil || cmd.ProcessState.ExitCode() != tc.code || len(out) != 0 {
+				t.Errorf("lab-open %q: %v, output %q; want exit %d and no output", tc.args, err, out, tc.code)
+			}
+			gotLog, _ := os.ReadFile(log)
+			gotXdg, _ := os.ReadFile(opened)
+			if string(gotLog) != tc.log || string(gotXdg) != tc.xdg {
+				t.Errorf("lab-open %q: recorded %q, xdg-open ran with %q; want %q, %q", tc.args, gotLog, gotXdg, tc.log, tc.xdg)
+			}
+		})
+	}
 }

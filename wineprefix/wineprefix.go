@@ -277,6 +277,16 @@ func baseEnv() []string {
 	return out
 }
 
+// desktopEnv is the caller's DISPLAY (Wine 8's only graphics driver for a desktop is X11;
+// a Wayland session's XWayland sets DISPLAY too), for the desktop process labdesktop.exe
+// starts: with it, Wine's X11 driver syncs the Windows clipboard with the host's.
+func desktopEnv() []string {
+	if d := os.Getenv("DISPLAY"); d != "" {
+		return []string{"DISPLAY=" + d}
+	}
+	return nil
+}
+
 // wineVars are the variables every Wine process of prefix dir needs.
 func wineVars(dir string) []string {
 	return []string{
@@ -355,8 +365,13 @@ func internal(ctx context.Context, dir string, name string, args ...string) erro
 
 // internalPrepared is internal with prepare (if not nil) called on the command.
 func internalPrepared(ctx context.Context, prepare func(*exec.Cmd), dir string, name string, args ...string) error {
+	return internalEnv(ctx, prepare, dir, nil, name, args...)
+}
+
+// internalEnv is internalPrepared with extra variables (desktopEnv for Warm's wineboot).
+func internalEnv(ctx context.Context, prepare func(*exec.Cmd), dir string, extra []string, name string, args ...string) error {
 	cmd := exec.CommandContext(ctx, name, args...)
-	cmd.Env = append(append(baseEnv(), wineVars(dir)...), "LANG=C.UTF-8", "LC_ALL=C.UTF-8")
+	cmd.Env = append(append(append(baseEnv(), wineVars(dir)...), "LANG=C.UTF-8", "LC_ALL=C.UTF-8"), extra...)
 	cmd.Dir = dir
 	cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true}
 	cmd.WaitDelay = 5 * time.Second
@@ -372,12 +387,18 @@ func internalPrepared(ctx context.Context, prepare func(*exec.Cmd), dir string, 
 
 // Warm starts a persistent wineserver for the prefix and Wine's background services, with
 // stdio on /dev/null, so that no program's pipes are inherited by them later, and points
-// Wine's browser launcher at lab's opener (OpenedLog). Idempotent.
+// Wine's browser launcher at lab's opener (OpenedLog). Idempotent. When the caller has a
+// DISPLAY, Wine's desktop gets it (the Windows clipboard is then the host's X11 clipboard);
+// without one the prefix is headless and keeps its own clipboard.
 func (p *Prefix) Warm(ctx context.Context) error {
 	if err := internalPrepared(ctx, p.Prepare, p.Dir, p.Server, "-p"); err != nil {
 		return err
 	}
-	if err := internalPrepared(ctx, p.Prepare, p.Dir, p.Loader, "wineboot"); err != nil {
+	// With the caller's DISPLAY: Wine's desktop process (explorer.exe /desktop), which
+	// wineboot starts and labdesktop.exe keeps, is the one that syncs the Windows clipboard
+	// with the host's X11 clipboard; started headless, it stays headless (measured: clip.exe
+	// never reached Xvfb when only labdesktop.exe had DISPLAY).
+	if err := internalEnv(ctx, p.Prepare, p.Dir, desktopEnv(), p.Loader, "wineboot"); err != nil {
 		return err
 	}
 	return p.Configure(ctx)
@@ -424,7 +445,7 @@ func (p *Prefix) Configure(ctx context.Context) error {
 // program's pipes or group hold it.
 func (p *Prefix) keepDesktop() error {
 	cmd := exec.Command(p.Loader, "labdesktop.exe")
-	cmd.Env = append(append(baseEnv(), wineVars(p.Dir)...), "LANG=C.UTF-8", "LC_ALL=C.UTF-8")
+	cmd.Env = append(append(append(baseEnv(), wineVars(p.Dir)...), "LANG=C.UTF-8", "LC_ALL=C.UTF-8"), desktopEnv()...)
 	cmd.Dir = p.Dir
 	cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true}
 	if p.Prepare != nil {

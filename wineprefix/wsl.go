@@ -29,9 +29,13 @@ var wslAliases = [][2]string{
 // guest reads it as /mnt/c/ProgramData/lab/opened.txt.
 const OpenedLog = "ProgramData/lab/opened.txt"
 
-// openerName is lab's opener script, in the prefix directory (outside drive_c, so the guest
-// cannot rewrite what the host runs).
-const openerName = "lab-open"
+// OpenerName is lab's opener script, in the prefix directory (outside drive_c, so the guest
+// cannot rewrite what the host runs). Wine's winebrowser runs it as `lab-open TARGET...`;
+// the relay runs it as `lab-open --explorer RECORD OPEN` for the guest's `explorer.exe
+// TARGET` (Wine's explorer.exe hangs on a directory when headless): it records RECORD (the
+// Windows path, or the URL), opens OPEN (the host path, or the URL) and exits 1, as WSL's
+// explorer.exe always does (microsoft/WSL#6565).
+const OpenerName = "lab-open"
 
 // layout adds WSL's aliases to drive_c and installs programs (system32 file name -> host
 // file) into drive_c/windows/system32, rewriting a file only when its content differs.
@@ -78,19 +82,24 @@ func layout(dir string, programs map[string]string) error {
 // (DISPLAY or WAYLAND_DISPLAY), opens it with the host's xdg-open.
 func openerScript(driveC, display, wayland string) string {
 	return "#!/bin/sh\n" +
-		"# lab's opener for Windows programs (Wine's HKCU\\Software\\Wine\\WineBrowser Browsers).\n" +
+		"# lab's opener for Windows programs (Wine's HKCU\\Software\\Wine\\WineBrowser Browsers),\n" +
+		"# and for the relay's explorer.exe TARGET: lab-open --explorer RECORD OPEN (exits 1 as WSL's explorer.exe).\n" +
 		"log=" + shQuote(filepath.Join(driveC, filepath.FromSlash(OpenedLog))) + "\n" +
-		"mkdir -p \"${log%/*}\" && printf '%s\\n' \"$*\" >>\"$log\"\n" +
+		"status=0\n" +
+		"if [ \"$1\" = --explorer ] && [ $# -eq 3 ]; then\n" +
+		"\tstatus=1 rec=$2\n\tshift 2\nelse\n\trec=$*\nfi\n" +
+		"mkdir -p \"${log%/*}\" && printf '%s\\n' \"$rec\" >>\"$log\"\n" +
 		"DISPLAY=" + shQuote(display) + " WAYLAND_DISPLAY=" + shQuote(wayland) + "\n" +
 		"if [ -n \"$DISPLAY$WAYLAND_DISPLAY\" ] && command -v xdg-open >/dev/null 2>&1; then\n" +
-		"\texport DISPLAY WAYLAND_DISPLAY\n\texec xdg-open \"$@\"\nfi\n"
+		"\texport DISPLAY WAYLAND_DISPLAY\n\txdg-open \"$@\" </dev/null >/dev/null 2>&1\nfi\n" +
+		"exit $status\n"
 }
 
 func shQuote(s string) string { return "'" + strings.ReplaceAll(s, "'", `'\''`) + "'" }
 
 // writeOpener writes the opener script into the prefix and returns its path.
 func (p *Prefix) writeOpener() (string, error) {
-	path := filepath.Join(p.Dir, openerName)
+	path := filepath.Join(p.Dir, OpenerName)
 	if strings.Contains(path, ",") {
 		// Browsers is a comma-separated list.
 		return "", fmt.Errorf("wineprefix: the prefix path %s contains a comma, which Wine's Browsers setting cannot hold", p.Dir)

@@ -64,7 +64,7 @@ func EnsureWindows(ctx context.Context, dir string, progress io.Writer) (*winepr
 }
 
 // SystemPrograms builds (or takes from the cache) the Windows commands lab adds to a prefix's
-// system32 (pefixtures.SystemPrograms: clip.exe, paste.exe, powershell.exe). They are Go 1.21
+// system32 (pefixtures.SystemPrograms: clip.exe, paste.exe, powershell.exe, where.exe, ...). They are Go 1.21
 // programs, so the first build needs the Go toolchain and the module proxy; without them the
 // prefix works without these commands, and progress gets one line that says so.
 func SystemPrograms(ctx context.Context, progress io.Writer) map[string]string {
