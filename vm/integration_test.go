@@ -25,6 +25,7 @@ import (
 	"golang.org/x/crypto/ssh"
 
 	"lab/images"
+	"lab/internal/labtest"
 )
 
 // The integration tests boot one VM ("shared", through the real `lab up`) that all
@@ -382,7 +383,7 @@ func TestIntegrationSecondVMKilled(t *testing.T) {
 	failing := Task{Name: "failing", Run: func(context.Context, *Env) error { return io.ErrUnexpectedEOF }}
 	// A host process tree started the way the relay and the wine task start theirs
 	// (Env.Procs), with a daemon that setsid()s away from the group: it must die with QEMU.
-	marker, treeScript := hostTreeScript(t)
+	marker, treeScript := labtest.HostTree(t)
 	treeStarted := make(chan error, 1)
 	tree := Task{Name: "tree", Run: func(ctx context.Context, env *Env) error {
 		cmd := exec.Command(treeScript)
@@ -915,56 +916,12 @@ func TestIntegrationReconnect(t *testing.T) {
 	})
 }
 
-// hostTreeScript writes a host program that starts a daemon in a new session and a
-// background child, then sleeps; every process of the tree is a copy of sleep whose
-// path holds the returned marker.
-func hostTreeScript(t *testing.T) (marker, script string) {
-	t.Helper()
-	sleep, err := exec.LookPath("sleep")
-	if err != nil {
-		t.Fatal(err)
-	}
-	b, err := os.ReadFile(sleep)
-	if err != nil {
-		t.Fatal(err)
-	}
-	marker = fmt.Sprintf("lab-tree-%d", time.Now().UnixNano())
-	dir := t.TempDir()
-	if err := os.WriteFile(filepath.Join(dir, marker), b, 0o755); err != nil {
-		t.Fatal(err)
-	}
-	script = filepath.Join(dir, "tree.sh")
-	body := fmt.Sprintf("#!/bin/sh\nsetsid %[1]s 600 </dev/null >/dev/null 2>&1 &\n%[1]s 600 &\nexec %[1]s 600\n", filepath.Join(dir, marker))
-	if err := os.WriteFile(script, []byte(body), 0o755); err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() {
-		for _, p := range treePIDs(marker) {
-			syscall.Kill(p, syscall.SIGKILL)
-		}
-	})
-	return marker, script
-}
-
-// treePIDs lists the live (not zombie) processes whose command line holds marker.
-func treePIDs(marker string) []int {
-	ents, _ := os.ReadDir("/proc")
-	var pids []int
-	for _, e := range ents {
-		pid, err := strconv.Atoi(e.Name())
-		if err == nil && processAlive(pid, marker) {
-			pids = append(pids, pid)
-		}
-	}
-	return pids
-}
-
 // waitTree polls until exactly n processes hold marker, or fails after d.
 func waitTree(t *testing.T, marker string, n int, d time.Duration) {
 	t.Helper()
 	deadline := time.Now().Add(d)
 	for {
-		pids := treePIDs(marker)
+		pids := labtest.Procs(marker, "")
 		if len(pids) == n {
 			return
 		}

@@ -10,13 +10,13 @@ import (
 	"os/exec"
 	"os/signal"
 	"path/filepath"
-	"slices"
 	"strconv"
 	"strings"
 	"syscall"
 	"testing"
 	"time"
 
+	"lab/internal/labtest"
 	"lab/provision/labvm"
 	"lab/scenarios"
 	"lab/vm"
@@ -223,7 +223,7 @@ func TestIntegrationScenarios(t *testing.T) {
 }
 
 func hostagentKilled(t *testing.T, ctx context.Context, c *vm.Client, stateDir, interp, prefix string) {
-	marker, script := hostTreeScript(t)
+	marker, script := labtest.HostTree(t)
 	if _, err := labvm.Expose(ctx, c, stateDir, []string{script}, "lab-tree", labvm.Options{Interpreter: interp}); err != nil {
 		t.Fatalf("expose: %v", err)
 	}
@@ -232,7 +232,7 @@ func hostagentKilled(t *testing.T, ctx context.Context, c *vm.Client, stateDir, 
 	// sleeps) until the hostagent dies and takes the connection with it.
 	deadline := time.Now().Add(30 * time.Second)
 	last := "(nothing)"
-	for len(procsWith(marker, "")) == 0 {
+	for len(labtest.Procs(marker, "")) == 0 {
 		if time.Now().After(deadline) {
 			t.Fatalf("the exposed lab-tree never ran on the host; a launch said: %s", last)
 		}
@@ -250,7 +250,7 @@ func hostagentKilled(t *testing.T, ctx context.Context, c *vm.Client, stateDir, 
 	waitProcs(t, marker, "", 3)
 	var wine []int
 	if prefix != "" {
-		wine = procsWith("wineserver", "WINEPREFIX="+prefix)
+		wine = labtest.Procs("wineserver", "WINEPREFIX="+prefix)
 		if len(wine) == 0 {
 			t.Errorf("no wineserver of the VM's prefix %s runs", prefix)
 		}
@@ -262,78 +262,13 @@ func hostagentKilled(t *testing.T, ctx context.Context, c *vm.Client, stateDir, 
 	waitProcs(t, marker, "", 0)
 	for _, p := range append(wine, qemu) {
 		deadline := time.Now().Add(20 * time.Second)
-		for alive(p) {
+		for labtest.Alive(p) {
 			if time.Now().After(deadline) {
 				t.Fatalf("process %d (wineserver or QEMU) outlived the hostagent", p)
 			}
 			time.Sleep(50 * time.Millisecond)
 		}
 	}
-}
-
-// hostTreeScript writes a host program that starts a daemon in a new session and a
-// background child, then sleeps; every process of the tree is a copy of sleep whose
-// path holds the returned marker.
-func hostTreeScript(t *testing.T) (marker, script string) {
-	t.Helper()
-	sleep, err := exec.LookPath("sleep")
-	if err != nil {
-		t.Fatal(err)
-	}
-	b, err := os.ReadFile(sleep)
-	if err != nil {
-		t.Fatal(err)
-	}
-	marker = fmt.Sprintf("lab-tree-%d", time.Now().UnixNano())
-	dir := t.TempDir()
-	if err := os.WriteFile(filepath.Join(dir, marker), b, 0o755); err != nil {
-		t.Fatal(err)
-	}
-	script = filepath.Join(dir, "tree.sh")
-	body := fmt.Sprintf("#!/bin/sh\nsetsid %[1]s 600 </dev/null >/dev/null 2>&1 &\n%[1]s 600 &\nexec %[1]s 600\n", filepath.Join(dir, marker))
-	if err := os.WriteFile(script, []byte(body), 0o755); err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() {
-		for _, p := range procsWith(marker, "") {
-			syscall.Kill(p, syscall.SIGKILL)
-		}
-	})
-	return marker, script
-}
-
-// procsWith lists the live processes whose command line holds word and, unless env is
-// "", whose environment holds the entry env.
-func procsWith(word, env string) []int {
-	ents, _ := os.ReadDir("/proc")
-	var pids []int
-	for _, e := range ents {
-		pid, err := strconv.Atoi(e.Name())
-		if err != nil || !alive(pid) {
-			continue
-		}
-		cl, _ := os.ReadFile("/proc/" + e.Name() + "/cmdline")
-		if !bytes.Contains(cl, []byte(word)) {
-			continue
-		}
-		if env != "" {
-			en, _ := os.ReadFile("/proc/" + e.Name() + "/environ")
-			if !slices.ContainsFunc(bytes.Split(en, []byte{0}), func(kv []byte) bool { return string(kv) == env }) {
-				continue
-			}
-		}
-		pids = append(pids, pid)
-	}
-	return pids
-}
-
-func alive(pid int) bool {
-	st, err := os.ReadFile("/proc/" + strconv.Itoa(pid) + "/stat")
-	if err != nil {
-		return false
-	}
-	i := bytes.LastIndexByte(st, ')')
-	return i > 0 && !bytes.HasPrefix(st[i+1:], []byte(" Z"))
 }
 
 func readPID(path string) int {
@@ -347,7 +282,7 @@ func waitProcs(t *testing.T, word, env string, n int) {
 	t.Helper()
 	deadline := time.Now().Add(30 * time.Second)
 	for {
-		pids := procsWith(word, env)
+		pids := labtest.Procs(word, env)
 		if len(pids) == n {
 			return
 		}

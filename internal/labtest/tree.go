@@ -1,0 +1,83 @@
+// Package labtest holds helpers that several packages' tests share. It is imported by
+// tests only.
+package labtest
+
+import (
+	"bytes"
+	"fmt"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"slices"
+	"strconv"
+	"syscall"
+	"testing"
+	"time"
+)
+
+// HostTree writes a host program that starts a daemon in a new session and a background
+// child, then sleeps: the tree a relay's or hostagent's death must take down. Every process
+// of the tree is a copy of sleep whose path holds the returned marker (see Procs); whatever
+// is left of it is killed when the test ends.
+func HostTree(t testing.TB) (marker, script string) {
+	t.Helper()
+	sleep, err := exec.LookPath("sleep")
+	if err != nil {
+		t.Fatal(err)
+	}
+	b, err := os.ReadFile(sleep)
+	if err != nil {
+		t.Fatal(err)
+	}
+	marker = fmt.Sprintf("lab-tree-%d", time.Now().UnixNano())
+	dir := t.TempDir()
+	if err := os.WriteFile(filepath.Join(dir, marker), b, 0o755); err != nil {
+		t.Fatal(err)
+	}
+	script = filepath.Join(dir, "tree.sh")
+	body := fmt.Sprintf("#!/bin/sh\nsetsid %[1]s 600 </dev/null >/dev/null 2>&1 &\n%[1]s 600 &\nexec %[1]s 600\n", filepath.Join(dir, marker))
+	if err := os.WriteFile(script, []byte(body), 0o755); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() {
+		for _, p := range Procs(marker, "") {
+			syscall.Kill(p, syscall.SIGKILL)
+		}
+	})
+	return marker, script
+}
+
+// Procs lists the live (not zombie) processes whose command line holds word and, unless
+// env is "", whose environment holds the entry env.
+func Procs(word, env string) []int {
+	ents, _ := os.ReadDir("/proc")
+	var pids []int
+	for _, e := range ents {
+		pid, err := strconv.Atoi(e.Name())
+		if err != nil || !Alive(pid) {
+			continue
+		}
+		cl, _ := os.ReadFile("/proc/" + e.Name() + "/cmdline")
+		if !bytes.Contains(cl, []byte(word)) {
+			continue
+		}
+		if env != "" {
+			en, _ := os.ReadFile("/proc/" + e.Name() + "/environ")
+			if !slices.ContainsFunc(bytes.Split(en, []byte{0}), func(kv []byte) bool { return string(kv) == env }) {
+				continue
+			}
+		}
+		pids = append(pids, pid)
+	}
+	return pids
+}
+
+// Alive reports whether pid runs and is not a zombie.
+func Alive(pid int) bool {
+	st, err := os.ReadFile("/proc/" + strconv.Itoa(pid) + "/stat")
+	if err != nil {
+		return false
+	}
+	i := bytes.LastIndexByte(st, ')')
+	return i > 0 && !bytes.HasPrefix(st[i+1:], []byte(" Z"))
+}
