@@ -13,7 +13,7 @@ import (
 	"strings"
 )
 
-//go:embed internal/labfix/*.go internal/labexec/*.go
+//go:embed internal/labfix/*.go internal/labexec/*.go internal/labidle/*.go
 var fixtureSrc embed.FS
 
 // HostFixtures are the names under which labfix is exposed to the guest; each runs the
@@ -26,9 +26,10 @@ var HostFixtures = []string{
 
 // Fixtures are the built fixture programs.
 type Fixtures struct {
-	Dir     string            // holds labfix, its host-* links, labexec, hello.exe, exit3.exe
+	Dir     string            // holds labfix, its host-* links, labexec, labidle, hello.exe, exit3.exe
 	Host    map[string]string // exposed name -> host path (the host-* links)
 	LabExec string            // static guest program (GOOS=linux, the guest's GOARCH)
+	LabIdle string            // static guest program: N idle vsock connections to the relay
 	PE      []string          // Windows PE programs (see HelloPE); nil when not asked for
 }
 
@@ -96,6 +97,10 @@ func BuildFixtures(ctx context.Context, dir, guestArch string, windows bool) (*F
 	}
 	f.LabExec = filepath.Join(dir, "labexec")
 	if err := build(f.LabExec, "labexec", "GOOS=linux", "GOARCH="+guestArch); err != nil {
+		return nil, err
+	}
+	f.LabIdle = filepath.Join(dir, "labidle")
+	if err := build(f.LabIdle, "labidle", "GOOS=linux", "GOARCH="+guestArch); err != nil {
 		return nil, err
 	}
 	if windows {

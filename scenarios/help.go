@@ -82,6 +82,7 @@ Variables:
   $FIXTURES     lab's built host fixtures; they are exposed as host-hello, host-echo,
                 host-cat, host-exit, ... (lab run --list shows the scenarios using them)
   $LABEXEC      (guest) a static probe that execve(2)s its arguments and prints strerror
+  $LABIDLE      (guest) labidle N PORT SECONDS: N vsock connections to the host that never send a byte
 
 Before anything runs, every file is checked: a malformed file, an unknown command or
 condition, or an unterminated quote is reported as FILE:LINE: what. A failing line

@@ -24,7 +24,7 @@ The first comment line says which behaviour; the script is
 ` + "`stdout`" + `, ` + "`stderr`" + `, ` + "`exec`" + `, ` + "`cp`" + `, ` + "`mkdir`" + `, ` + "`skip`" + `, ...) plus the lab commands below; the txtar
 sections are fixtures and expected outputs. ` + "`$SHARE`" + ` is a host directory the guest sees at
 ` + "`$GSHARE`" + ` (exported to guest commands, which start there), ` + "`$FIXTURES`" + ` holds the built
-fixtures, ` + "`$LABEXEC`" + ` is the guest's execve probe. Host fixtures are exposed as ` + "`host-*`" + `
+fixtures, ` + "`$LABEXEC`" + ` is the guest's execve probe, ` + "`$LABIDLE`" + ` holds idle vsock connections. Host fixtures are exposed as ` + "`host-*`" + `
 commands. Conditions: ` + "`[wine]`" + ` (Wine is installed and the VM has the Windows personality: its
 Wine prefix's ` + "`drive_c`" + ` at ` + "`/mnt/c`" + `; the PE scenarios skip with "wine not installed" otherwise,
 never pass), testscript's ` + "`[exec:PROG]`" + `. Under ` + "`[wine]`" + `, ` + "`$PEFIX`" + ` holds the Windows test programs

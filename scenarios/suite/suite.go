@@ -95,9 +95,12 @@ func Env(ctx context.Context, g Guest, stateDir string, opts Options) (scenarios
 		Fixtures:   fx.Dir,
 		Conds:      map[string]bool{"wine": wine},
 		// $DRIVEC: the host's view of the guest's /mnt/c; $PEFIX: the built PE fixtures.
-		Vars:      map[string]string{"DRIVEC": driveC, "PEFIX": peDir},
-		RelayLog:  func(t time.Time) []string { return labvm.RelayLogSince(stateDir, t) },
-		GuestVars: map[string]string{"LABEXEC": path.Join(share.GuestPath, FixtureDirName, "labexec")},
+		Vars:     map[string]string{"DRIVEC": driveC, "PEFIX": peDir},
+		RelayLog: func(t time.Time) []string { return labvm.RelayLogSince(stateDir, t) },
+		GuestVars: map[string]string{
+			"LABEXEC": path.Join(share.GuestPath, FixtureDirName, "labexec"),
+			"LABIDLE": path.Join(share.GuestPath, FixtureDirName, "labidle"),
+		},
 		Stub: func(name string) []byte {
 			return labvm.Stub(provision.Exposed{Name: name})
 		},
