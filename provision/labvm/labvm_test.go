@@ -6,6 +6,7 @@ import (
 	"os"
 	"path/filepath"
 	"reflect"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -76,7 +77,9 @@ func TestChanListenerNoParking(t *testing.T) {
 	l.wait = 10 * time.Millisecond
 	a, b := net.Pipe()
 	defer b.Close()
-	l.deliver(a) // returns: nobody accepted
+	if !l.deliver(a) { // returns: nobody accepted
+		t.Error("deliver: false for an open listener")
+	}
 	if _, err := a.Write([]byte("a")); err == nil {
 		t.Error("a connection nobody accepted is still open")
 	}
@@ -97,10 +100,33 @@ func TestChanListener(t *testing.T) {
 	}
 	x, y := net.Pipe()
 	defer y.Close()
-	l.deliver(x) // closed listener: the connection is closed, not leaked
+	var cur atomic.Pointer[chanListener]
+	cur.Store(l)
+	handOver(&cur, x) // closed listener, no newer one: the connection is closed, not leaked
 	if _, err := x.Write([]byte("a")); err == nil {
 		t.Error("connection delivered to a closed listener is still open")
 	}
+}
+
+// TestHandOverNewGeneration: a connection on its way to a generation that lab expose
+// replaces reaches the new generation, instead of being closed unanswered.
+func TestHandOverNewGeneration(t *testing.T) {
+	addr := &net.UnixAddr{Name: "x", Net: "unix"}
+	old, next := newChanListener(addr), newChanListener(addr)
+	var cur atomic.Pointer[chanListener]
+	cur.Store(old)
+	a, b := net.Pipe()
+	defer b.Close()
+	done := make(chan struct{})
+	go func() { handOver(&cur, a); close(done) }()
+	time.Sleep(20 * time.Millisecond) // let it wait on the old generation (either order works)
+	cur.Store(next)
+	old.Close()
+	c, err := next.Accept()
+	if err != nil || c != a {
+		t.Fatalf("new generation's Accept = %v, %v; want the connection", c, err)
+	}
+	<-done
 }
 
 // TestWSLNamesSticky: --no-wsl-names is kept for later provisioning until --wsl-names.

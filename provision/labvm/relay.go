@@ -12,6 +12,7 @@ import (
 	"path/filepath"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"lab/host"
@@ -266,7 +267,7 @@ func (t *relayTask) serveListener(ctx context.Context, l net.Listener, stopFile,
 	}()
 	defer l.Close()
 
-	var cur *chanListener
+	var cur atomic.Pointer[chanListener]
 	stamp := ""
 	newGen := func() error {
 		cfg, err := t.config()
@@ -277,10 +278,10 @@ func (t *relayTask) serveListener(ctx context.Context, l net.Listener, stopFile,
 		if err != nil {
 			return err
 		}
-		if cur != nil {
-			cur.Close() // the old generation stops accepting and drains
+		old := cur.Swap(newChanListener(l.Addr()))
+		if old != nil {
+			old.Close() // the old generation stops accepting and drains; handOver moves on
 		}
-		cur = newChanListener(l.Addr())
 		t.mu.Lock()
 		t.relays = append(t.relays, r)
 		t.gen++
@@ -292,7 +293,7 @@ func (t *relayTask) serveListener(ctx context.Context, l net.Listener, stopFile,
 			if err := r.Serve(ctx, cl); err != nil && !errors.Is(err, net.ErrClosed) {
 				t.log.Warn("relay: generation ended", "generation", gen, "err", err)
 			}
-		}(cur)
+		}(cur.Load())
 		t.log.Info("relay: serving", "generation", gen, "listen", l.Addr().String(), "peer_cid", t.env.CID,
 			"shares", len(cfg.Shares), "exposed", len(cfg.Allow))
 		t.publish("serving", nil)
@@ -302,7 +303,7 @@ func (t *relayTask) serveListener(ctx context.Context, l net.Listener, stopFile,
 	if err := newGen(); err != nil {
 		return err
 	}
-	defer func() { cur.Close() }()
+	defer func() { cur.Load().Close() }()
 	for {
 		select {
 		case <-ctx.Done():
@@ -313,7 +314,7 @@ func (t *relayTask) serveListener(ctx context.Context, l net.Listener, stopFile,
 			}
 			return fmt.Errorf("labvm: relay: accept: %w", err)
 		case c := <-conns:
-			go cur.deliver(c) // never block the loop (the relay may be at MaxSessions)
+			go handOver(&cur, c) // never block the loop (the relay may be at MaxSessions)
 		case <-tick:
 			if _, err := os.Stat(stopFile); err == nil {
 				return nil // run() sees the file and waits
@@ -351,15 +352,36 @@ func newChanListener(addr net.Addr) *chanListener {
 // keeps a stuck generation from collecting parked connections.
 const deliverTimeout = 10 * time.Second
 
-func (l *chanListener) deliver(c net.Conn) {
+// deliver hands c to the generation's relay; false when the generation was closed before
+// it took c (c is then still open, for the next generation).
+func (l *chanListener) deliver(c net.Conn) bool {
 	t := time.NewTimer(l.wait)
 	defer t.Stop()
 	select {
 	case l.ch <- c:
 	case <-l.done:
-		c.Close()
+		return false
 	case <-t.C:
 		c.Close()
+	}
+	return true
+}
+
+// handOver gives an accepted connection to the generation that is current when a relay
+// takes it: a connection accepted while lab expose replaces the generation goes to the new
+// one, not to the closed old one, which would close it unanswered (a launch lost: the guest
+// saw "the relay closed the connection during the handshake"). With no newer generation
+// (the task is ending) it is closed.
+func handOver(cur *atomic.Pointer[chanListener], c net.Conn) {
+	for {
+		l := cur.Load()
+		if l.deliver(c) {
+			return
+		}
+		if cur.Load() == l {
+			c.Close()
+			return
+		}
 	}
 }
 
