@@ -44,13 +44,31 @@ func main() {
 			fmt.Fprintf(os.Stderr, "labidle: socket %d: %v\n", i, err)
 			os.Exit(1)
 		}
-		sa := sockaddrVM{family: afVsock, port: uint32(port), cid: 2}
-		if _, _, e := syscall.Syscall(syscall.SYS_CONNECT, uintptr(fd), uintptr(unsafe.Pointer(&sa)), unsafe.Sizeof(sa)); e != 0 {
-			fmt.Fprintf(os.Stderr, "labidle: connect %d: %v\n", i, e)
+		if err := connect(fd, uint32(port)); err != nil {
+			fmt.Fprintf(os.Stderr, "labidle: connect %d: %v\n", i, err)
 			os.Exit(1)
 		}
 		fds = append(fds, fd)
 	}
 	fmt.Printf("%d open\n", len(fds))
 	time.Sleep(time.Duration(secs) * time.Second)
+}
+
+// connect connects fd to the host's port. A signal (the Go runtime's own preemption) can
+// interrupt a blocking connect; the connection then goes on, so it is asked again until
+// the kernel says it is connected.
+func connect(fd int, port uint32) error {
+	sa := sockaddrVM{family: afVsock, port: port, cid: 2}
+	for {
+		_, _, e := syscall.Syscall(syscall.SYS_CONNECT, uintptr(fd), uintptr(unsafe.Pointer(&sa)), unsafe.Sizeof(sa))
+		switch e {
+		case 0, syscall.EISCONN:
+			return nil
+		case syscall.EINTR:
+		case syscall.EALREADY, syscall.EINPROGRESS:
+			time.Sleep(time.Millisecond)
+		default:
+			return e
+		}
+	}
 }
