@@ -34,7 +34,7 @@ func fakeRealpath(p string) (string, error) {
 //
 //	LUT  test/linux/unit_tests/wslpath.c (variation functions named per row)
 //	DFS  test/windows/DrvFsTests.cpp, WslPath (run from a directory on DrvFs)
-//	REF  /work/shared/research/wsl-reference.md §1 row 11 and §2 (WSL@3e27a6a: must-fail
+//	REF  shared/research/wsl-reference.md (the project's research notes) §1 row 11 and §2 (WSL@3e27a6a: must-fail
 //	     rows, the failure message), and src/linux/init/wslpath.cpp for usage and errors
 //
 // Not replayed, because a lab guest has no such thing (see docs/DESIGN.md, "wslpath"):
