@@ -20,7 +20,7 @@ import (
 const (
 	DefaultConfigPath       = "/etc/lab/interop.conf"
 	DefaultTokenFile        = "/etc/lab/token"
-	DefaultConnectTimeout   = 10 * time.Second
+	DefaultConnectTimeout   = 30 * time.Second
 	DefaultHandshakeTimeout = 10 * time.Second
 	// ConfigEnv names a config file to use instead of DefaultConfigPath.
 	// It is honoured only for a file owned by the caller's uid (or root)
@@ -42,7 +42,7 @@ var DefaultRelay = "vsock:2:" + strconv.Itoa(wire.DefaultPort)
 //	drive             = C: /mnt/c                          # DRIVE GUEST (or C:/mnt/c)
 //	format            = elf-arm64 0 7f454c460201 ffffffffffff   # NAME OFFSET MAGIC [MASK]
 //	format            = jar .jar                               # NAME .EXTENSION
-//	connect_timeout   = 10s
+//	connect_timeout   = 30s
 //	handshake_timeout = 10s
 //	cwd_warning       = true     # the relay's "not in a shared folder" line on stderr
 //

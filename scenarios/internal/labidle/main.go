@@ -1,7 +1,8 @@
 // Command labidle is the scenarios' guest fixture for a relay's front door: it opens N
 // AF_VSOCK connections to the host (CID 2) on PORT and holds them without sending a byte,
-// as a hostile or broken guest program would, printing "N open" once all are connected,
-// then sleeps SECONDS. Only the standard library, so it builds like the other fixtures.
+// as a hostile or broken guest program would, printing "N tried, K open" once every
+// attempt is done (a connection the host refuses or resets counts as tried: turning away
+// idle connections is allowed), then sleeps SECONDS. Only the standard library, so it builds like the other fixtures.
 package main
 
 import (
@@ -38,19 +39,24 @@ func main() {
 		os.Exit(2)
 	}
 	fds := make([]int, 0, n)
+	refused := 0
 	for i := 0; i < n; i++ {
 		fd, err := syscall.Socket(afVsock, syscall.SOCK_STREAM|syscall.SOCK_CLOEXEC, 0)
 		if err != nil {
 			fmt.Fprintf(os.Stderr, "labidle: socket %d: %v\n", i, err)
 			os.Exit(1)
 		}
-		if err := connect(fd, uint32(port)); err != nil {
+		if err := connect(fd, uint32(port)); err == syscall.ECONNRESET || err == syscall.ECONNREFUSED {
+			syscall.Close(fd)
+			refused++
+			continue
+		} else if err != nil {
 			fmt.Fprintf(os.Stderr, "labidle: connect %d: %v\n", i, err)
 			os.Exit(1)
 		}
 		fds = append(fds, fd)
 	}
-	fmt.Printf("%d open\n", len(fds))
+	fmt.Printf("%d tried, %d open\n", n, len(fds))
 	time.Sleep(time.Duration(secs) * time.Second)
 }
 
