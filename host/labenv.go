@@ -68,16 +68,10 @@ func ParseLabEnv(s string) []EnvVar {
 	return out
 }
 
-// hostEnv builds a host program's environment: base, then the variables the guest sent
-// that its LABENV lets cross to the host, with /p and /l values translated by translate.
-//
-// The relay parses the LABENV value itself (it always crosses) and lets through only the
-// variables it names with a guest-to-host direction, whatever else the guest sent. A named
-// variable the guest marks unset is removed from the result (WSL sends it as NAME= and Windows
-// deletes the key).
-func hostEnv(base []string, sent []wire.EnvVar, translate func(string) string) []string {
-	var labenv *wire.EnvVar
-	byName := map[string]wire.EnvVar{}
+// indexSent splits what the guest sent into its LABENV (the first one; nil if none) and the
+// other variables by name (the first of each name counts, as in hostEnv).
+func indexSent(sent []wire.EnvVar) (labenv *wire.EnvVar, byName map[string]wire.EnvVar) {
+	byName = map[string]wire.EnvVar{}
 	for i, v := range sent {
 		if v.Name == LabEnvName && labenv == nil {
 			labenv = &sent[i]
@@ -87,6 +81,18 @@ func hostEnv(base []string, sent []wire.EnvVar, translate func(string) string) [
 			byName[v.Name] = v
 		}
 	}
+	return labenv, byName
+}
+
+// hostEnv builds a host program's environment: base, then the variables the guest sent
+// that its LABENV lets cross to the host, with /p and /l values translated by translate.
+//
+// The relay parses the LABENV value itself (it always crosses) and lets through only the
+// variables it names with a guest-to-host direction, whatever else the guest sent. A named
+// variable the guest marks unset is removed from the result (WSL sends it as NAME= and Windows
+// deletes the key).
+func hostEnv(base []string, sent []wire.EnvVar, translate func(string) string) []string {
+	labenv, byName := indexSent(sent)
 	set := map[string]string{} // name -> value to set
 	drop := map[string]bool{}  // names to remove
 	var order []string
@@ -289,17 +295,7 @@ func (e *EnvDeniedError) Error() string {
 // (Config.EnvAllow: names, or prefixes ending in "*") lets it through. LABENV itself
 // always crosses and names nothing to run; removing a variable (EnvUnset) is allowed.
 func checkEnvPolicy(sent []wire.EnvVar, allow []string) error {
-	var labenv *wire.EnvVar
-	byName := map[string]wire.EnvVar{}
-	for i, v := range sent {
-		if v.Name == LabEnvName && labenv == nil {
-			labenv = &sent[i]
-			continue
-		}
-		if _, dup := byName[v.Name]; !dup {
-			byName[v.Name] = v
-		}
-	}
+	labenv, byName := indexSent(sent)
 	if labenv == nil || labenv.Flags&wire.EnvUnset != 0 {
 		return nil
 	}
