@@ -4,6 +4,7 @@ import (
 	"context"
 	"os"
 	"os/exec"
+	"path/filepath"
 	"runtime"
 	"strings"
 	"testing"
@@ -54,6 +55,63 @@ func TestBuildFixtures(t *testing.T) {
 		// Unless the host has a binfmt rule for MZ (Wine's), the kernel refuses it.
 		if _, statErr := os.Stat("/proc/sys/fs/binfmt_misc/wine"); statErr != nil {
 			t.Errorf("labexec on a PE file: %q, %v; want Exec format error", out, err)
+		}
+	}
+}
+
+// TestBuildBenchProbeOutsideModule builds lab bench's guest probe as an installed lab
+// binary would: from a directory outside lab's module, with no source tree to build from.
+func TestBuildBenchProbeOutsideModule(t *testing.T) {
+	if _, err := exec.LookPath("go"); err != nil {
+		t.Skip("no Go toolchain on PATH")
+	}
+	t.Chdir(t.TempDir())
+	out := filepath.Join(t.TempDir(), "labbench")
+	if err := BuildBenchProbe(context.Background(), out, runtime.GOARCH); err != nil {
+		t.Fatal(err)
+	}
+	// The probe runs: one timed launch of the host's true prints one "ns D" line.
+	b, err := exec.Command(out, "launch", "1", "true").Output()
+	if err != nil {
+		t.Fatalf("labbench launch 1 true: %v", err)
+	}
+	if f := strings.Fields(string(b)); len(f) != 2 || f[0] != "ns" {
+		t.Errorf("labbench launch 1 true printed %q, want one \"ns D\" line", b)
+	}
+}
+
+// TestBenchProbeModule keeps the probe's embedded module files in step with lab's own:
+// the same versions of the modules it requires, and hashes lab's go.sum also holds. To
+// regenerate after a bump: copy internal/labbench/main.go into an empty module that
+// requires lab's x/crypto and x/sys versions, run go mod tidy, and copy its go.mod and
+// go.sum over go.mod.txt and go.sum.txt.
+func TestBenchProbeModule(t *testing.T) {
+	read := func(p string) string {
+		b, err := os.ReadFile(p)
+		if err != nil {
+			t.Fatal(err)
+		}
+		return string(b)
+	}
+	labMod, labSum := read("../go.mod"), read("../go.sum")
+	probeMod, probeSum := read("internal/labbench/go.mod.txt"), read("internal/labbench/go.sum.txt")
+	requires := 0
+	for _, line := range strings.Split(probeMod, "\n") {
+		f := strings.Fields(strings.TrimPrefix(line, "require "))
+		if !strings.HasPrefix(line, "require ") || len(f) < 2 {
+			continue
+		}
+		requires++
+		if want := "\t" + f[0] + " " + f[1]; !strings.Contains(labMod, want) {
+			t.Errorf("go.mod.txt requires %s %s; lab's go.mod has another version (regenerate, see this test's doc)", f[0], f[1])
+		}
+	}
+	if requires == 0 {
+		t.Errorf("go.mod.txt requires nothing; the probe imports golang.org/x/crypto/ssh")
+	}
+	for _, line := range strings.Split(strings.TrimSpace(probeSum), "\n") {
+		if !strings.Contains(labSum, line+"\n") {
+			t.Errorf("go.sum.txt line %q is not in lab's go.sum (regenerate, see this test's doc)", line)
 		}
 	}
 }

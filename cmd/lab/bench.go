@@ -28,8 +28,8 @@ func newBenchCommand() *cobra.Command {
 
 Guest-side figures are taken inside the guest by a probe program, so the SSH session
 that starts them is not counted. Goals: launch <= 0.2x the SSH exec; pipe >= 0.8x raw
-vsock. Run it from lab's source tree (it builds the probe with Go). --chart writes an
-SVG bar chart.`,
+vsock. The probe and fixtures are built with the Go toolchain from sources embedded in
+lab, so any directory will do. --chart writes an SVG bar chart.`,
 		Example: `  lab bench
   lab bench --runs 500 --json > bench.json --chart bench.svg`,
 		Args: cobra.NoArgs,

@@ -41,7 +41,6 @@ type Options struct {
 	Concurrent  int       // concurrent launches; zero: 100
 	Interpreter string    // lab-interop for the guest; zero: next to lab
 	LabExe      string    // the lab binary (for the lab exec figure); zero: os.Executable
-	ModuleDir   string    // lab's source tree, to build the guest probe; zero: from `go env GOMOD`
 	Progress    io.Writer // nil: silent
 }
 
@@ -137,14 +136,6 @@ func (o *Options) setDefaults() error {
 		}
 		o.LabExe = exe
 	}
-	if o.ModuleDir == "" {
-		out, err := exec.Command("go", "env", "GOMOD").Output()
-		gomod := strings.TrimSpace(string(out))
-		if err != nil || gomod == "" || gomod == os.DevNull {
-			return errors.New("bench: run lab bench from lab's source tree (it builds its guest probe with the Go toolchain)")
-		}
-		o.ModuleDir = filepath.Dir(gomod)
-	}
 	return nil
 }
 
@@ -172,11 +163,8 @@ func Run(ctx context.Context, opts Options) (*Result, error) {
 		return nil, err
 	}
 	probe := filepath.Join(fixDir, "labbench")
-	build := exec.CommandContext(ctx, "go", "build", "-trimpath", "-o", probe, "./scenarios/internal/labbench")
-	build.Dir = opts.ModuleDir
-	build.Env = append(os.Environ(), "CGO_ENABLED=0", "GOOS=linux", "GOARCH=amd64")
-	if out, err := build.CombinedOutput(); err != nil {
-		return nil, fmt.Errorf("bench: build the guest probe: %v: %s", err, out)
+	if err := scenarios.BuildBenchProbe(ctx, probe, "amd64"); err != nil {
+		return nil, fmt.Errorf("bench: build the guest probe: %w", err)
 	}
 
 	// Boot to first interop exec.
