@@ -9,6 +9,7 @@ import (
 	"os"
 	"path/filepath"
 	"runtime"
+	"sort"
 	"strings"
 )
 
@@ -17,9 +18,11 @@ import (
 type state struct {
 	goarch        string
 	files         map[string]string // guest path -> sha256 hex; absent: no such file
+	interpSum     bool              // files[InterpreterPath] came from InterpreterSumPath
 	tokenMode     string            // octal permission bits of TokenPath, e.g. "600"
-	labpath       string            // readlink of LabpathPath
-	wslpath       string            // readlink of WslpathPath
+	etcLabMode    string            // octal permission bits of /etc/lab ("" when missing)
+	labpath       string            // InterpreterPath when LabpathPath links to it, "?" for another link
+	wslpath       string            // the same for WslpathPath
 	wslConf       string            // WSLConfPath's text ("" when missing)
 	binfmtMounted bool
 	systemd       bool
@@ -39,46 +42,109 @@ type ruleProbe struct {
 	err error
 }
 
-// probeScript prints one "key value..." line per fact. It uses only busybox applets.
-func probeScript(rules []Rule, names []string) string {
+// probeScript prints one "key value..." line per fact. stubs are the exposed commands'
+// names with the sha256 of the stub each should have. The script is POSIX sh with few
+// processes (each costs milliseconds under TCG; the facts are read with the shell's own
+// read), and it does not hash the interpreter (megabytes; about half a second under TCG)
+// when InterpreterSumPath records its hash for the file's current identity (device,
+// inode, size, mtime and ctime: any write or rename changes one of them).
+func probeScript(rules []Rule, stubs map[string]string) string {
 	var b strings.Builder
-	b.WriteString(`echo "arch $(uname -m)"
-for f in ` + InterpreterPath + ` ` + ConfigPath + ` ` + TokenPath + ` ` + BinfmtConfPath + ` ` + StubsManifest + ` ` + WindowsPathFile + ` ` + WSLEnvFile + `; do
-  [ -f "$f" ] && echo "file $f $(sha256sum < "$f" | cut -d' ' -f1)"
+	b.WriteString(`set -f
+echo "arch $(uname -m)"
+set --
+for f in ` + ConfigPath + ` ` + TokenPath + ` ` + BinfmtConfPath + ` ` + StubsManifest + ` ` + WindowsPathFile + ` ` + WSLEnvFile + `; do
+  [ -f "$f" ] && set -- "$@" "$f"
 done
-[ -f ` + TokenPath + ` ] && echo "tokenmode $(stat -c %a ` + TokenPath + `)"
-[ -L ` + LabpathPath + ` ] && echo "labpath $(readlink ` + LabpathPath + `)"
-[ -L ` + WslpathPath + ` ] && echo "wslpath $(readlink ` + WslpathPath + `)"
-[ -f ` + WSLConfPath + ` ] && { head -c 65536 ` + WSLConfPath + ` | sed 's/^/wslconf /'; echo; }
-grep -q ' ` + BinfmtDir + ` binfmt_misc ' /proc/mounts && echo "binfmt mounted"
+I=` + InterpreterPath + `
+if [ -f $I ]; then
+  id=$(stat -c '` + interpIDFormat + `' $I)
+  rec=
+  [ -f ` + InterpreterSumPath + ` ] && read -r rec < ` + InterpreterSumPath + `
+  if [ -n "$id" ] && [ "${rec% *}" = "$id" ]; then echo "file $I ${rec##* }"; echo "interpsum recorded"; else set -- "$@" $I; fi
+fi
+stat -c 'mode %n %a' /etc/lab ` + TokenPath + ` 2>/dev/null
+for l in ` + LabpathPath + ` ` + WslpathPath + `; do
+  if [ -L $l ] && [ $l -ef $I ]; then echo "link $l $I"; elif [ -L $l ]; then echo "link $l ?"; fi
+done
+if [ -f ` + WSLConfPath + ` ]; then
+  n=0
+  while [ $n -lt 4096 ] && { IFS= read -r l || [ -n "$l" ]; }; do printf 'wslconf %s\n' "$l"; n=$((n+1)); done < ` + WSLConfPath + `
+fi
+while read -r dev mnt fs rest; do
+  case "$fs" in
+  binfmt_misc) [ "$mnt" = ` + BinfmtDir + ` ] && echo "binfmt mounted" ;;
+  9p) echo "mount $dev $mnt" ;;
+  esac
+done < /proc/mounts
 [ -d /run/systemd/system ] && echo "systemd yes"
-grep -q 'profile\.d' ` + ProfilePath + ` 2>/dev/null && echo "profilehook yes"
-[ -f ` + SSHDConfigPath + ` ] && echo "sshd yes"
-grep '^SetEnv ' ` + SSHDConfigPath + ` 2>/dev/null | head -n 1 | sed 's/^/sshdpath /'
+if [ -f ` + ProfilePath + ` ]; then
+  while IFS= read -r l || [ -n "$l" ]; do case "$l" in *profile.d*) echo "profilehook yes"; break ;; esac; done < ` + ProfilePath + `
+fi
+if [ -f ` + SSHDConfigPath + ` ]; then
+  echo "sshd yes"
+  while IFS= read -r l || [ -n "$l" ]; do case "$l" in "SetEnv "*) printf 'sshdpath %s\n' "$l"; break ;; esac; done < ` + SSHDConfigPath + `
+fi
 `)
 	for _, r := range rules {
 		f := BinfmtDir + "/" + r.Name
-		fmt.Fprintf(&b, "[ -f %s ] && echo \"rule %s $(tr '\\n' '|' < %s)\"\n", f, r.Name, f)
+		fmt.Fprintf(&b, "if [ -f %s ]; then printf 'rule %s '; while IFS= read -r l || [ -n \"$l\" ]; do printf '%%s|' \"$l\"; done < %s; echo; fi\n", f, r.Name, f)
 	}
-	b.WriteString(`awk '$3 == "9p" { print "mount " $1 " " $2 }' /proc/mounts 2>/dev/null
-[ -f ` + StubsManifest + ` ] && echo "manifest $(tr '\n' ' ' < ` + StubsManifest + `)"
-for n in $( { echo ` + strings.Join(quoteAll(names), " ") + `; cat ` + StubsManifest + ` 2>/dev/null; } | sort -u); do
+	names := make([]string, 0, len(stubs))
+	for n := range stubs {
+		names = append(names, n)
+	}
+	sort.Strings(names)
+	// The entries: the stubs asked for and those an earlier run installed (the manifest).
+	b.WriteString(`all=` + shquote(" "+strings.Join(names, " ")+" ") + `
+m=
+if [ -f ` + StubsManifest + ` ]; then
+  while IFS= read -r l || [ -n "$l" ]; do
+    m="$m $l"
+    case "$all" in *" $l "*) ;; *) all="$all$l " ;; esac
+  done < ` + StubsManifest + `
+  echo "manifest$m"
+fi
+for n in $all; do
   f=` + StubDir + `/$n
-  [ -e "$f" ] || [ -L "$f" ] || continue
-  if [ -f "$f" ] && [ ! -L "$f" ]; then
-    echo "entry $n $(head -c 32 "$f" | od -An -tx1 | tr -d ' \n') $(sha256sum < "$f" | cut -d' ' -f1)"
-  else
-    echo "entry $n - -"
+  if [ -f "$f" ] && [ ! -L "$f" ]; then set -- "$@" "$f"
+  elif [ -e "$f" ] || [ -L "$f" ]; then echo "entry $n - -"
   fi
+done
+`)
+	// One sha256sum for every file. A stub with the expected sum is a stub ("="); only
+	// other entries have their first bytes read to tell stubs (the magic) from foreign files.
+	b.WriteString(`[ $# -gt 0 ] && sha256sum "$@" 2>/dev/null | while read -r h f; do
+  case "$f" in
+  ` + StubDir + `/*)
+    n=${f#` + StubDir + `/}
+    case "$n $h" in
+`)
+	if len(names) > 0 {
+		var pats []string
+		for _, n := range names {
+			pats = append(pats, shquote(n+" "+stubs[n]))
+		}
+		b.WriteString("    " + strings.Join(pats, "|") + ") echo \"entry $n = $h\" ;;\n")
+	}
+	b.WriteString(`    *) printf 'entry %s %s %s\n' "$n" "$(od -An -tx1 -N32 "$f" | tr -d ' \n')" "$h" ;;
+    esac ;;
+  *) echo "file $f $h" ;;
+  esac
 done
 true
 `)
 	return b.String()
 }
 
-func probe(ctx context.Context, g Guest, rules []Rule, magic []byte, names []string) (*state, error) {
+// interpIDFormat is the stat(1) format of the interpreter's identity that
+// InterpreterSumPath records next to its hash (%y, %z: nanoseconds, in busybox and
+// coreutils alike).
+const interpIDFormat = "%d:%i:%s:%y:%z"
+
+func probe(ctx context.Context, g Guest, rules []Rule, magic []byte, stubs map[string]string) (*state, error) {
 	var out, errb bytes.Buffer
-	code, err := g.Run(ctx, probeScript(rules, names), nil, &out, &errb)
+	code, err := g.Run(ctx, probeScript(rules, stubs), nil, &out, &errb)
 	if err != nil {
 		return nil, fmt.Errorf("provision: probe the guest: %w", err)
 	}
@@ -120,12 +186,16 @@ func parseProbe(out string, magic []byte) (*state, error) {
 			st.goarch = ga
 		case f[0] == "file" && len(f) == 3:
 			st.files[f[1]] = f[2]
-		case f[0] == "tokenmode" && len(f) == 2:
-			st.tokenMode = f[1]
-		case f[0] == "labpath" && len(f) == 2:
-			st.labpath = f[1]
-		case f[0] == "wslpath" && len(f) == 2:
-			st.wslpath = f[1]
+		case f[0] == "interpsum":
+			st.interpSum = true
+		case f[0] == "mode" && len(f) == 3 && f[1] == TokenPath:
+			st.tokenMode = f[2]
+		case f[0] == "mode" && len(f) == 3 && f[1] == "/etc/lab":
+			st.etcLabMode = f[2]
+		case f[0] == "link" && len(f) == 3 && f[1] == LabpathPath:
+			st.labpath = f[2]
+		case f[0] == "link" && len(f) == 3 && f[1] == WslpathPath:
+			st.wslpath = f[2]
 		case f[0] == "binfmt":
 			st.binfmtMounted = true
 		case f[0] == "systemd":
@@ -162,20 +232,12 @@ func parseProbe(out string, magic []byte) (*state, error) {
 func (st *state) sortEntries(magic []byte) {
 	for name, e := range st.entries {
 		head, _ := hex.DecodeString(e[0])
-		if bytes.HasPrefix(head, magic) {
+		if e[0] == "=" || bytes.HasPrefix(head, magic) { // "=": the expected stub's sum
 			st.stubs[name] = e[1]
 		} else {
 			st.others[name] = true
 		}
 	}
-}
-
-func quoteAll(names []string) []string {
-	out := make([]string, len(names))
-	for i, n := range names {
-		out[i] = shquote(n)
-	}
-	return out
 }
 
 // goarchOf maps `uname -m` to Go's GOARCH.

@@ -61,9 +61,13 @@ const (
 	WslpathPath     = "/usr/bin/wslpath"           // the same, under WSL's name (Config.WSLNames)
 	ConfigPath      = "/etc/lab/interop.conf"      // read by the interpreter
 	TokenPath       = "/etc/lab/token"             // per-VM secret, 0600 root
-	StubDir         = "/usr/bin"                   // exposed host commands' stubs (on every PATH, even dropbear's default)
-	StubsManifest   = "/etc/lab/exposed"           // names of the stubs provisioning installed, one a line
-	BinfmtConfPath  = "/etc/binfmt.d/lab.conf"     // persistence where the guest runs systemd
+	// InterpreterSumPath records the interpreter's sha256 with the identity of the file it
+	// was taken from (stat: device, inode, size, mtime, ctime), so that the probe of an
+	// unchanged guest need not hash megabytes (see probeScript).
+	InterpreterSumPath = "/etc/lab/interop.sum"
+	StubDir            = "/usr/bin"               // exposed host commands' stubs (on every PATH, even dropbear's default)
+	StubsManifest      = "/etc/lab/exposed"       // names of the stubs provisioning installed, one a line
+	BinfmtConfPath     = "/etc/binfmt.d/lab.conf" // persistence where the guest runs systemd
 	// WindowsPathFile appends the Windows directories to login shells' PATH (WSL's
 	// appendWindowsPath); ProfilePath gets a line that reads /etc/profile.d when it has none.
 	WindowsPathFile = "/etc/profile.d/lab-windows-path.sh"
@@ -281,11 +285,14 @@ func Provision(ctx context.Context, g Guest, cfg Config) (*Result, error) {
 	if err := cfg.setDefaults(); err != nil {
 		return nil, err
 	}
-	var names []string
+	stubs := map[string][]byte{}
+	stubSums := map[string]string{}
 	for _, e := range cfg.Exposed {
-		names = append(names, e.Name)
+		stubs[e.Name] = cfg.Stub(e)
+		stubSums[e.Name] = sum(stubs[e.Name])
 	}
-	st, err := probe(ctx, g, append(slices.Clone(cfg.Rules), otherRules(cfg.Rules)...), cfg.StubMagic, names)
+	// One round trip learns everything (probe); when nothing differs, that is all.
+	st, err := probe(ctx, g, append(slices.Clone(cfg.Rules), otherRules(cfg.Rules)...), cfg.StubMagic, stubSums)
 	if err != nil {
 		return nil, err
 	}
@@ -328,23 +335,27 @@ func Provision(ctx context.Context, g Guest, cfg Config) (*Result, error) {
 		rules:   cfg.Rules,
 		shares:  cfg.Shares,
 		magic:   cfg.StubMagic,
-		stubs:   map[string][]byte{},
-	}
-	for _, e := range cfg.Exposed {
-		want.stubs[e.Name] = cfg.Stub(e)
+		stubs:   stubs,
 	}
 	p := plan(st, want)
 	res := &Result{Arch: st.goarch, Steps: p.steps}
-	if err := p.apply(ctx, g); err != nil {
-		return res, err
-	}
-	if rc, ok := g.(Reconnecter); ok && res.StepChanged(StepSSHDPath) {
-		if err := rc.Reconnect(ctx); err != nil {
-			return res, fmt.Errorf("provision: sshd's config changed but the guest connection could not be renewed (restart the VM to apply it): %w", err)
+	if p.empty() {
+		// The probe read the rules from the kernel as Verify would, and they matched.
+		if err := verifyState(st, cfg.Rules, wslConf.InteropEnabled); err != nil {
+			return res, err
 		}
-	}
-	if err := Verify(ctx, g, cfg.Rules, wslConf.InteropEnabled); err != nil {
-		return res, err
+	} else {
+		if err := p.apply(ctx, g); err != nil {
+			return res, err
+		}
+		if rc, ok := g.(Reconnecter); ok && res.StepChanged(StepSSHDPath) {
+			if err := rc.Reconnect(ctx); err != nil {
+				return res, fmt.Errorf("provision: sshd's config changed but the guest connection could not be renewed (restart the VM to apply it): %w", err)
+			}
+		}
+		if err := Verify(ctx, g, cfg.Rules, wslConf.InteropEnabled); err != nil {
+			return res, err
+		}
 	}
 	if cfg.Progress != nil {
 		for _, s := range res.Steps {
@@ -387,7 +398,13 @@ type planned struct {
 	steps   []Step
 	uploads []upload
 	script  []string // shell lines run after the uploads, under set -e
+	after   []string // shell lines run after the uploads are renamed into place
 	token   []byte   // written with umask 077 through stdin (never through a 0666 window)
+}
+
+// empty reports whether the plan has nothing to do in the guest.
+func (p *planned) empty() bool {
+	return len(p.uploads) == 0 && len(p.script) == 0 && len(p.after) == 0 && p.token == nil
 }
 
 func sum(b []byte) string {
@@ -402,9 +419,15 @@ func plan(st *state, want desired) *planned {
 	step := func(name string, changed bool, detail string) {
 		p.steps = append(p.steps, Step{Name: name, Changed: changed, Detail: detail})
 	}
-	p.script = append(p.script, "mkdir -p /usr/local/lib/lab /etc/lab && chmod 0755 /etc/lab")
+	if st.etcLabMode != "755" {
+		p.script = append(p.script, "mkdir -p /usr/local/lib/lab /etc/lab && chmod 0755 /etc/lab")
+	}
 
 	interpChanged := st.files[InterpreterPath] != sum(want.interp)
+	if interpChanged || !st.interpSum {
+		// Not a step: the record only spares the next probe hashing the interpreter.
+		p.after = append(p.after, "echo \"$(stat -c '"+interpIDFormat+"' "+InterpreterPath+") "+sum(want.interp)+"\" > "+InterpreterSumPath)
+	}
 	if interpChanged {
 		p.uploads = append(p.uploads, upload{InterpreterPath, want.interp, 0o755})
 		detail := "installed"
@@ -726,6 +749,7 @@ func (p *planned) apply(ctx context.Context, g Guest) error {
 			p.script = append(p.script, "mv -f "+shquote(tmp)+" "+shquote(u.target))
 		}
 	}
+	p.script = append(p.script, p.after...)
 	if p.token != nil {
 		tmp := path.Dir(TokenPath) + "/.lab-tmp.token"
 		cmd := "set -e; mkdir -p /etc/lab; umask 077; cat > " + tmp + "; chown 0:0 " + tmp + "; chmod 0600 " + tmp + "; mv -f " + tmp + " " + TokenPath
@@ -790,6 +814,11 @@ func Verify(ctx context.Context, g Guest, rules []Rule, wantEnabled bool) error 
 	if err != nil {
 		return err
 	}
+	return verifyState(st, rules, wantEnabled)
+}
+
+// verifyState is Verify on a probed state.
+func verifyState(st *state, rules []Rule, wantEnabled bool) error {
 	var errs []error
 	for _, r := range rules {
 		cur, ok := st.rules[r.Name]

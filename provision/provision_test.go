@@ -106,9 +106,10 @@ func probeOf(want desired, enabled bool) string {
 	b.WriteString("file " + InterpreterPath + " " + sum(want.interp) + "\n")
 	b.WriteString("file " + ConfigPath + " " + sum(want.conf) + "\n")
 	b.WriteString("file " + TokenPath + " " + sum(want.token) + "\n")
-	b.WriteString("tokenmode 600\nlabpath " + InterpreterPath + "\nbinfmt mounted\n")
+	b.WriteString("interpsum recorded\n")
+	b.WriteString("mode /etc/lab 755\nmode " + TokenPath + " 600\nlink " + LabpathPath + " " + InterpreterPath + "\nbinfmt mounted\n")
 	if want.wslpath {
-		b.WriteString("wslpath " + InterpreterPath + "\n")
+		b.WriteString("link " + WslpathPath + " " + InterpreterPath + "\n")
 	}
 	if f := wslEnvScript(want.wslEnv); f != nil {
 		b.WriteString("file " + WSLEnvFile + " " + sum(f) + "\nprofilehook yes\n")
@@ -136,7 +137,7 @@ func probeOf(want desired, enabled bool) string {
 	b.WriteString("file " + StubsManifest + " " + sum([]byte(m)) + "\n")
 	b.WriteString("manifest " + strings.Join(names, " ") + "\n")
 	for n, d := range want.stubs {
-		b.WriteString("entry " + n + " " + hexOf(d[:min(32, len(d))]) + " " + sum(d) + "\n")
+		b.WriteString("entry " + n + " = " + sum(d) + "\n")
 	}
 	return b.String()
 }
@@ -190,6 +191,9 @@ func TestPlanIdempotent(t *testing.T) {
 	if len(p.uploads) != 0 || p.token != nil {
 		t.Errorf("second run uploads %d files (token %v)", len(p.uploads), p.token != nil)
 	}
+	if !p.empty() {
+		t.Errorf("second run would still run in the guest: %q", append(p.script, p.after...))
+	}
 }
 
 func TestPlanChanges(t *testing.T) {
@@ -231,7 +235,7 @@ func TestPlanChanges(t *testing.T) {
 			return p + "rule WSLInterop enabled|interpreter " + InterpreterPath + "|flags: PF|offset 0|magic 4d5a|\n"
 		}, []string{"wslpath", "rule WSLInterop", "rule lab-pe", "wsl env"}},
 		{"token mode repaired", func(p string, w *desired) string {
-			return strings.Replace(p, "tokenmode 600", "tokenmode 644", 1)
+			return strings.Replace(p, "mode "+TokenPath+" 600", "mode "+TokenPath+" 644", 1)
 		}, []string{"token"}},
 		{"stale stub removed", func(p string, w *desired) string {
 			return strings.Replace(p, "manifest notify-send", "manifest notify-send old", 1) + "entry old " + hexOf(testMagic) + " 00\n"
@@ -371,7 +375,7 @@ func TestPlanScripts(t *testing.T) {
 }
 
 func TestParseProbeWSLConf(t *testing.T) {
-	st, err := parseProbe("arch x86_64\nwslconf [interop]\nwslconf   enabled = false  \nwslconf \nwslpath /usr/local/lib/lab/interop\n", nil)
+	st, err := parseProbe("arch x86_64\nwslconf [interop]\nwslconf   enabled = false  \nwslconf \nlink /usr/bin/wslpath /usr/local/lib/lab/interop\n", nil)
 	if err != nil {
 		t.Fatal(err)
 	}
