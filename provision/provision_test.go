@@ -2,6 +2,7 @@ package provision
 
 import (
 	"os"
+	"path"
 	"path/filepath"
 	"sort"
 	"strings"
@@ -192,7 +193,7 @@ func TestPlanIdempotent(t *testing.T) {
 		t.Errorf("second run uploads %d files (token %v)", len(p.uploads), p.token != nil)
 	}
 	if !p.empty() {
-		t.Errorf("second run would still run in the guest: %q", append(p.script, p.after...))
+		t.Errorf("second run would still run in the guest: %q", p.script())
 	}
 }
 
@@ -347,7 +348,7 @@ func TestPlanScripts(t *testing.T) {
 		t.Fatal(err)
 	}
 	p := plan(st, want)
-	script := strings.Join(p.script, "\n")
+	script := strings.Join(p.script(), "\n")
 	for _, line := range []string{
 		"ln -sfn /usr/local/lib/lab/interop /usr/bin/wslpath",
 		"echo -1 > /proc/sys/fs/binfmt_misc/lab-pe",
@@ -425,4 +426,35 @@ func FuzzParseWSLConf(f *testing.F) {
 			t.Errorf("interop disabled without an enabled key: %q", text)
 		}
 	})
+}
+
+// TestApplyScriptOrder: whatever order plan's steps run in, the apply script renames the
+// uploads into place, then records the interpreter's sum, then touches binfmt_misc rules
+// (flag F opens the interpreter at registration: it must be the new file).
+func TestApplyScriptOrder(t *testing.T) {
+	want := testDesired()
+	want.interp = []byte("\x7fELF interpreter v2")
+	st, err := parseProbe(strings.Replace(probeOf(testDesired(), true), "link "+LabpathPath, "link-gone", 1), testMagic)
+	if err != nil {
+		t.Fatal(err)
+	}
+	script := plan(st, want).script()
+	index := func(prefix string) int {
+		for i, l := range script {
+			if strings.HasPrefix(l, prefix) {
+				return i
+			}
+		}
+		t.Fatalf("script lacks a line starting %q:\n%s", prefix, strings.Join(script, "\n"))
+		return -1
+	}
+	link := index("ln -sfn " + InterpreterPath + " " + LabpathPath)
+	rename := index("mv -f '" + path.Dir(InterpreterPath) + "/.lab-tmp.interop' '" + InterpreterPath + "'")
+	record := index(`echo "$(stat -c`)
+	unregister := index("echo -1 > " + BinfmtDir + "/WSLInterop")
+	register := index("printf '%s' ':WSLInterop:")
+	if !(link < rename && rename < record && record < unregister && unregister < register) {
+		t.Errorf("order link %d, rename %d, record %d, unregister %d, register %d; want increasing:\n%s",
+			link, rename, record, unregister, register, strings.Join(script, "\n"))
+	}
 }

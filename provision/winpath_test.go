@@ -39,7 +39,7 @@ func TestPlanWindowsPath(t *testing.T) {
 			if got := changedSteps(p); strings.Join(got, ",") != strings.Join(tt.steps, ",") {
 				t.Errorf("changed steps %v, want %v", got, tt.steps)
 			}
-			all := strings.Join(p.script, "\n")
+			all := strings.Join(p.script(), "\n")
 			for _, l := range tt.lines {
 				if !strings.Contains(all, l) {
 					t.Errorf("script lacks %q:\n%s", l, all)
