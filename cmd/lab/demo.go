@@ -11,7 +11,7 @@ import (
 
 	"github.com/spf13/cobra"
 
-	"lab/provision/labvm"
+	labvm "lab/machine"
 	"lab/scenarios"
 	"lab/scenarios/suite"
 	"lab/vm"

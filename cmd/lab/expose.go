@@ -5,7 +5,7 @@ import (
 
 	"github.com/spf13/cobra"
 
-	"lab/provision/labvm"
+	labvm "lab/machine"
 	"lab/vm"
 )
 

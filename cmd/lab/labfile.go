@@ -11,8 +11,8 @@ import (
 	"github.com/spf13/pflag"
 
 	"lab/labfile"
+	labvm "lab/machine"
 	"lab/provision"
-	"lab/provision/labvm"
 	"lab/vm"
 )
 

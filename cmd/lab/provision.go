@@ -3,7 +3,7 @@ package main
 import (
 	"github.com/spf13/cobra"
 
-	"lab/provision/labvm"
+	labvm "lab/machine"
 	"lab/vm"
 )
 

@@ -10,7 +10,7 @@ import (
 	"github.com/spf13/cobra"
 
 	"lab/formats"
-	"lab/provision/labvm"
+	labvm "lab/machine"
 	"lab/vm"
 	"lab/wineprefix"
 )

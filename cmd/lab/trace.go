@@ -16,7 +16,7 @@ import (
 	"github.com/spf13/cobra"
 
 	"lab/guest"
-	"lab/provision/labvm"
+	labvm "lab/machine"
 	"lab/trace"
 	"lab/vm"
 )

@@ -13,8 +13,8 @@ import (
 
 	"github.com/spf13/cobra"
 
+	labvm "lab/machine"
 	"lab/provision"
-	"lab/provision/labvm"
 	"lab/vm"
 	"lab/wineprefix"
 )

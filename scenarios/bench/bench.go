@@ -23,8 +23,8 @@ import (
 	"strings"
 	"time"
 
+	labvm "lab/machine"
 	"lab/pefixtures"
-	"lab/provision/labvm"
 	"lab/scenarios"
 	"lab/scenarios/suite"
 	"lab/vm"

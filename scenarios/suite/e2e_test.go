@@ -17,7 +17,7 @@ import (
 	"time"
 
 	"lab/internal/labtest"
-	"lab/provision/labvm"
+	labvm "lab/machine"
 	"lab/scenarios"
 	"lab/vm"
 	"lab/wineprefix"

@@ -3,7 +3,7 @@ package suite
 import (
 	"testing"
 
-	"lab/provision/labvm"
+	labvm "lab/machine"
 	"lab/vm"
 )
 

@@ -14,9 +14,9 @@ import (
 	"sort"
 	"time"
 
+	labvm "lab/machine"
 	"lab/pefixtures"
 	"lab/provision"
-	"lab/provision/labvm"
 	"lab/scenarios"
 	"lab/vm"
 )

@@ -2,7 +2,7 @@
 // state directory (instance record, token, allow list), renders the interpreter's
 // configuration and the stubs in the formats of packages guest and wire, and serves the
 // relay (package host) inside the VM's hostagent as a vm.Task.
-package labvm
+package machine
 
 import (
 	"context"
