@@ -6,11 +6,11 @@
 //
 // # Layers
 //
-//	guest (cmd/lab-interop) --- wire --- host (relay)      the interop core
-//	vm (QEMU, hostagent, vsock)   images (guest image)      the virtual machine
-//	provision (what a guest needs: interpreter, rules, config, stubs, over SSH)
-//	machine (this package: the above composed into one machine)
-//	scenarios, cmd/lab                                      what users run
+//	guest -- wire -- host        the interop core (interpreter, protocol, relay)
+//	images, vm                   the guest image; QEMU and its hostagent
+//	provision                    what a guest needs, over SSH
+//	machine                      this package: the above composed into one machine
+//	scenarios, cmd/lab           what users run
 //
 // Package provision knows only a guest reached over SSH; package vm knows only QEMU and
 // its hostagent, which runs tasks it is given. This package gives the hostagent its
