@@ -11,7 +11,7 @@ import (
 
 	"github.com/spf13/cobra"
 
-	"lab/provision/labvm"
+	"lab/machine"
 	"lab/scenarios"
 	"lab/scenarios/suite"
 	"lab/vm"
@@ -38,20 +38,12 @@ passed (skipped ones are reported as skipped).`,
 					return err
 				}
 			}
-			var shares []vm.Share
-			if !noWindows {
-				sh, err := windowsShare(ctx, name, os.Stderr)
-				if err != nil {
-					return err
-				}
-				if sh != nil {
-					shares = append(shares, *sh)
-				}
-			}
 			fmt.Fprintf(os.Stderr, "demo: booting VM %q (image build on first use)\n", name)
-			in, err := vm.Up(ctx, vm.Config{
-				Name: name, Accel: accel, Vsock: vsockMode, Progress: os.Stderr,
-				Shares: shares, Scratch: vm.DefaultScratch,
+			m, err := machine.Up(ctx, machine.Options{
+				VM:        vm.Config{Name: name, Accel: accel, Vsock: vsockMode},
+				NoWindows: noWindows,
+				Provision: machine.ProvisionOptions{Interpreter: interp},
+				Progress:  os.Stderr,
 			})
 			if err != nil {
 				return err
@@ -59,25 +51,15 @@ passed (skipped ones are reported as skipped).`,
 			defer func() {
 				dctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 2*time.Minute)
 				defer cancel()
-				if err := vm.Down(dctx, in.StateDir); err != nil {
+				if err := m.Down(dctx); err != nil {
 					fmt.Fprintln(os.Stderr, "demo: lab down:", err)
 				} else {
 					fmt.Fprintf(os.Stderr, "demo: VM %q is down\n", name)
 				}
-				if err := labvm.ShutdownWindows(dctx, labvm.PrefixOf(in)); err != nil {
-					fmt.Fprintln(os.Stderr, "demo: stopping the Wine prefix:", err)
-				}
 			}()
+			in := m.Instance
 			fmt.Fprintf(os.Stderr, "demo: up (%s, %s vsock, CID %d)\n", in.Accel, in.Vsock, in.CID)
-			c, err := vm.Connect(ctx, in.StateDir)
-			if err != nil {
-				return err
-			}
-			defer c.Close()
-			if _, err := labvm.Provision(ctx, c, in.StateDir, labvm.Options{Interpreter: interp, Progress: os.Stderr}); err != nil {
-				return err
-			}
-			env, err := suite.Env(ctx, c, in.StateDir, suite.Options{Interpreter: interp, Progress: os.Stderr})
+			env, err := suite.EnvOf(ctx, m, suite.Options{Interpreter: interp, Progress: os.Stderr})
 			if err != nil {
 				return err
 			}

@@ -5,13 +5,13 @@ import (
 
 	"github.com/spf13/cobra"
 
-	"lab/provision/labvm"
+	"lab/machine"
 	"lab/vm"
 )
 
 func newExposeCommand() *cobra.Command {
 	var name, as string
-	var opts labvm.Options
+	var opts machine.ProvisionOptions
 	cmd := &cobra.Command{
 		Use:   "expose [--name VM] HOSTPROGRAM... [--as NAME]",
 		Short: "Let the guest run host programs by name",
@@ -26,12 +26,12 @@ guest file that is not a lab stub is never replaced. lab unexpose removes both.`
 		Args: cobra.MinimumNArgs(1),
 		RunE: func(cmd *cobra.Command, args []string) error {
 			ctx := cmd.Context()
-			c, err := vm.Connect(ctx, name)
+			m, err := machine.Open(name)
 			if err != nil {
 				return err
 			}
-			defer c.Close()
-			added, err := labvm.Expose(ctx, c, name, args, as, opts)
+			defer m.Close()
+			added, err := m.Expose(ctx, args, as, opts)
 			for _, e := range added {
 				fmt.Fprintf(cmd.OutOrStdout(), "exposed %s as %s\n", e.HostPath, e.Name)
 			}

@@ -6,15 +6,14 @@ import (
 
 	"github.com/spf13/cobra"
 
-	"lab/provision/labvm"
+	"lab/machine"
 	"lab/vm"
 )
 
-// hostagentTasks are served for as long as each VM runs: the interop relay, on the
-// VM's vsock (userspace backend listener, or kernel vsock checked against the guest CID),
-// and the VM's Wine prefix kept warm (and shut down with the VM).
+// hostagentTasks are served for as long as each VM runs: the machine's (the interop
+// relay on the VM's vsock, the Wine prefix kept warm).
 func hostagentTasks() []vm.Task {
-	return []vm.Task{labvm.RelayTask(), labvm.WineTask()}
+	return machine.Tasks()
 }
 
 func newHostagentCommand() *cobra.Command {

@@ -5,7 +5,7 @@ import (
 
 	"github.com/spf13/cobra"
 
-	"lab/provision/labvm"
+	"lab/machine"
 	"lab/vm"
 )
 
@@ -27,12 +27,12 @@ guest reboots or is provisioned again (provisioning enables the rules).`,
 				return &usageError{fmt.Errorf("interop: want on or off, got %q", args[0])}
 			}
 			ctx := cmd.Context()
-			c, err := vm.Connect(ctx, name)
+			m, err := machine.Open(name)
 			if err != nil {
 				return err
 			}
-			defer c.Close()
-			if err := labvm.Interop(ctx, c, name, args[0] == "on"); err != nil {
+			defer m.Close()
+			if err := m.Interop(ctx, args[0] == "on"); err != nil {
 				return err
 			}
 			fmt.Fprintf(cmd.OutOrStdout(), "%s: interop %s\n", name, args[0])

@@ -11,8 +11,8 @@ import (
 	"github.com/spf13/pflag"
 
 	"lab/labfile"
+	"lab/machine"
 	"lab/provision"
-	"lab/provision/labvm"
 	"lab/vm"
 )
 
@@ -63,14 +63,14 @@ func applyLabFile(lf *labfile.File, flags *pflag.FlagSet, s *upSettings) error {
 	}
 	files := map[string][]byte{}
 	if len(lf.Formats) > 0 {
-		b, err := labvm.EncodeFormats(lf.Formats)
+		b, err := machine.EncodeFormats(lf.Formats)
 		if err != nil {
 			return err
 		}
-		files[labvm.FileFormats] = b
+		files[machine.FileFormats] = b
 	}
 	if len(lf.EnvAllow) > 0 {
-		files[labvm.FileEnvAllow] = []byte("# from " + lf.Path + " (env.allow)\n" + strings.Join(lf.EnvAllow, "\n") + "\n")
+		files[machine.FileEnvAllow] = []byte("# from " + lf.Path + " (env.allow)\n" + strings.Join(lf.EnvAllow, "\n") + "\n")
 	}
 	if len(lf.Expose) > 0 {
 		var list []provision.Exposed

@@ -12,9 +12,9 @@ import (
 	"github.com/spf13/cobra"
 	"github.com/spf13/pflag"
 
+	"lab/machine"
 	"lab/scenarios"
 	"lab/scenarios/suite"
-	"lab/vm"
 )
 
 // parallelNames are the machines of lab run --parallel N: BASE-p1 ... BASE-pN.
@@ -162,21 +162,20 @@ func runParallelCommand(ctx context.Context, cmd *cobra.Command, po parallelOpti
 		boot: func(ctx context.Context, name string) error {
 			s := base
 			s.cfg.Name = name
-			_, err := upMachine(ctx, s, progress(name))
-			return err
+			m, err := upMachine(ctx, s, progress(name))
+			if err != nil {
+				return err
+			}
+			return m.Close()
 		},
 		run: func(ctx context.Context, name string, shard scenarios.ShardSpec) (*scenarios.Report, error) {
-			c, err := vm.Connect(ctx, name)
+			m, err := machine.Open(name)
 			if err != nil {
 				return nil, err
 			}
-			defer c.Close()
-			dir, err := vm.StateDirOf(name)
-			if err != nil {
-				return nil, err
-			}
+			defer m.Close()
 			pw := progress(name)
-			env, err := suite.Env(ctx, c, dir, suite.Options{Interpreter: po.interp, Progress: pw})
+			env, err := suite.EnvOf(ctx, m, suite.Options{Interpreter: po.interp, Progress: pw})
 			if err != nil {
 				return nil, err
 			}
@@ -187,7 +186,7 @@ func runParallelCommand(ctx context.Context, cmd *cobra.Command, po parallelOpti
 		down: func(name string) error {
 			dctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 2*time.Minute)
 			defer cancel()
-			return downMachine(dctx, name, progress(name))
+			return machine.Down(dctx, name, progress(name))
 		},
 	})
 }

@@ -3,13 +3,13 @@ package main
 import (
 	"github.com/spf13/cobra"
 
-	"lab/provision/labvm"
+	"lab/machine"
 	"lab/vm"
 )
 
 func newProvisionCommand() *cobra.Command {
 	var name string
-	var opts labvm.Options
+	var opts machine.ProvisionOptions
 	cmd := &cobra.Command{
 		Use:   "provision [--name VM]",
 		Short: "Install the interop interpreter, binfmt rules and config in the guest (idempotent)",
@@ -47,7 +47,13 @@ re-registers the rules (flag F holds the old file open).`,
 		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, args []string) error {
 			opts.Progress = cmd.OutOrStdout()
-			return provisionInstance(cmd.Context(), name, opts)
+			m, err := machine.Open(name)
+			if err != nil {
+				return err
+			}
+			defer m.Close()
+			_, err = m.Provision(cmd.Context(), opts)
+			return err
 		},
 	}
 	cmd.Flags().StringVar(&name, "name", vm.DefaultName, "VM name")

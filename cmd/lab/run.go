@@ -8,6 +8,7 @@ import (
 
 	"github.com/spf13/cobra"
 
+	"lab/machine"
 	"lab/scenarios"
 	"lab/scenarios/suite"
 	"lab/vm"
@@ -114,17 +115,13 @@ was skipped), 1 when one failed.`,
 				}
 				return writeReport(out, rep, tap, jsonOut, junit)
 			}
-			c, err := vm.Connect(ctx, name)
+			m, err := machine.Open(name)
 			if err != nil {
 				return err
 			}
-			defer c.Close()
-			dir, err := vm.StateDirOf(name)
-			if err != nil {
-				return err
-			}
+			defer m.Close()
 			progress := io.Writer(os.Stderr)
-			env, err := suite.Env(ctx, c, dir, suite.Options{Interpreter: interp, Progress: progress})
+			env, err := suite.EnvOf(ctx, m, suite.Options{Interpreter: interp, Progress: progress})
 			if err != nil {
 				return err
 			}

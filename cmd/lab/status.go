@@ -9,61 +9,9 @@ import (
 
 	"github.com/spf13/cobra"
 
-	"lab/formats"
-	"lab/provision/labvm"
+	"lab/machine"
 	"lab/vm"
-	"lab/wineprefix"
 )
-
-// statusView is a VM's status plus its relay's health and counters (from the hostagent).
-type statusView struct {
-	*vm.Status
-	Relay *labvm.RelayState `json:"relay,omitempty"`
-	PE    *peView           `json:"pe,omitempty"`
-	// Formats are the VM's configured formats (a lab file's), beyond pe and host.
-	Formats []formats.Format `json:"formats,omitempty"`
-}
-
-// peView is the Windows personality of a VM: its Wine prefix and whether it is warm.
-type peView struct {
-	State       string `json:"state"` // "warm", "warming", "stopped", "failed", "off", "wine not installed"
-	Prefix      string `json:"prefix,omitempty"`
-	WineVersion string `json:"wine_version,omitempty"`
-	Error       string `json:"error,omitempty"`
-}
-
-func peOf(st *vm.Status) *peView {
-	in, err := labvm.Instance(st.StateDir)
-	if err != nil {
-		return nil
-	}
-	dir := labvm.PrefixOf(in)
-	if dir == "" {
-		if _, _, err := wineprefix.Find(wineprefix.Options{}); err != nil {
-			return &peView{State: "wine not installed"}
-		}
-		return &peView{State: "off (started with --no-windows)"}
-	}
-	v := &peView{State: "stopped", Prefix: dir}
-	if ws, err := labvm.ReadWineState(st.StateDir); err == nil {
-		v.State, v.WineVersion, v.Error = ws.State, ws.WineVersion, ws.Error
-		if !st.AgentAlive && ws.State != "failed" {
-			v.State = "not kept warm (the hostagent is not running; lab down stops its wineserver)"
-		}
-	}
-	return v
-}
-
-func viewOf(st *vm.Status) statusView {
-	v := statusView{Status: st, PE: peOf(st)}
-	v.Formats, _ = labvm.LoadFormats(st.StateDir)
-	if st.AgentAlive {
-		if r, err := labvm.ReadRelayState(st.StateDir); err == nil {
-			v.Relay = r
-		}
-	}
-	return v
-}
 
 func newStatusCommand() *cobra.Command {
 	var name string
@@ -76,22 +24,18 @@ running, booting, broken (running, but e.g. the vsock backend died and the VM
 must restart), stopping or stopped (with why QEMU ended).`,
 		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, args []string) error {
-			var sts []*vm.Status
+			var views []*machine.Status
 			if all {
 				var err error
-				if sts, err = vm.List(); err != nil {
+				if views, err = machine.List(); err != nil {
 					return err
 				}
 			} else {
-				st, err := vm.Inspect(name)
+				st, err := machine.Inspect(name)
 				if err != nil {
 					return err
 				}
-				sts = []*vm.Status{st}
-			}
-			views := make([]statusView, len(sts))
-			for i, st := range sts {
-				views[i] = viewOf(st)
+				views = []*machine.Status{st}
 			}
 			out := cmd.OutOrStdout()
 			if asJSON {
@@ -118,7 +62,7 @@ must restart), stopping or stopped (with why QEMU ended).`,
 	return cmd
 }
 
-func printStatus(w io.Writer, v statusView) {
+func printStatus(w io.Writer, v *machine.Status) {
 	st := v.Status
 	p := func(k, format string, args ...any) { fmt.Fprintf(w, "%-10s %s\n", k+":", fmt.Sprintf(format, args...)) }
 	p("name", "%s", st.Name)

@@ -16,7 +16,7 @@ import (
 	"github.com/spf13/cobra"
 
 	"lab/guest"
-	"lab/provision/labvm"
+	"lab/machine"
 	"lab/trace"
 	"lab/vm"
 )
@@ -79,10 +79,10 @@ Exit status: CMD's, as lab exec.`,
 			}
 			defer c.Close()
 			o.vsock = "?"
-			if in, err := labvm.Instance(stateDir); err == nil {
+			if in, err := machine.Instance(stateDir); err == nil {
 				o.vsock = in.Vsock
 			}
-			o.relayTrace = filepath.Join(stateDir, labvm.FileRelayTrace)
+			o.relayTrace = filepath.Join(stateDir, machine.FileRelayTrace)
 			return traceAction(ctx, c, args, o, os.Stdin, os.Stdout, os.Stderr)
 		},
 	}

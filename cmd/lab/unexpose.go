@@ -5,13 +5,13 @@ import (
 
 	"github.com/spf13/cobra"
 
-	"lab/provision/labvm"
+	"lab/machine"
 	"lab/vm"
 )
 
 func newUnexposeCommand() *cobra.Command {
 	var name string
-	var opts labvm.Options
+	var opts machine.ProvisionOptions
 	cmd := &cobra.Command{
 		Use:   "unexpose [--name VM] NAME...",
 		Short: "Remove exposed host programs (allow list entry and guest stub)",
@@ -21,12 +21,12 @@ base name) from the relay's allow list and its stub from the guest.`,
 		Args:    cobra.MinimumNArgs(1),
 		RunE: func(cmd *cobra.Command, args []string) error {
 			ctx := cmd.Context()
-			c, err := vm.Connect(ctx, name)
+			m, err := machine.Open(name)
 			if err != nil {
 				return err
 			}
-			defer c.Close()
-			removed, err := labvm.Unexpose(ctx, c, name, args, opts)
+			defer m.Close()
+			removed, err := m.Unexpose(ctx, args, opts)
 			for _, e := range removed {
 				fmt.Fprintf(cmd.OutOrStdout(), "unexposed %s (%s)\n", e.Name, e.HostPath)
 			}

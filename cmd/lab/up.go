@@ -2,21 +2,15 @@ package main
 
 import (
 	"context"
-	"errors"
 	"fmt"
 	"io"
 	"os"
-	"path/filepath"
-	"runtime"
 	"slices"
-	"time"
 
 	"github.com/spf13/cobra"
 
-	"lab/provision"
-	"lab/provision/labvm"
+	"lab/machine"
 	"lab/vm"
-	"lab/wineprefix"
 )
 
 func newUpCommand() *cobra.Command {
@@ -61,10 +55,12 @@ On failure nothing is left running and the error shows the console's last lines.
 					return &usageError{err}
 				}
 			}
-			in, err := upMachine(cmd.Context(), s, os.Stderr)
+			m, err := upMachine(cmd.Context(), s, os.Stderr)
 			if err != nil {
 				return err
 			}
+			m.Close()
+			in := m.Instance
 			fmt.Fprintf(cmd.OutOrStdout(), "%s: up (%s, %s vsock, CID %d); try: lab exec --name %s -- uname -r\n",
 				in.Name, in.Accel, in.Vsock, in.CID, in.Name)
 			return nil
@@ -91,97 +87,25 @@ On failure nothing is left running and the error shows the console's last lines.
 	return cmd
 }
 
-// mountsAt reports whether a share is mounted at guestPath.
-func mountsAt(shares []vm.Share, guestPath string) bool {
-	for _, sh := range shares {
-		if filepath.Clean(sh.GuestPath) == guestPath {
-			return true
-		}
+// upMachine boots and provisions one machine as lab up does (s already holds the lab
+// file's settings and the flags); progress gets the progress lines. On failure nothing
+// is left running. The machine's guest connection is open: Close it.
+func upMachine(ctx context.Context, s upSettings, progress io.Writer) (*machine.Machine, error) {
+	opts := machine.Options{
+		VM:          s.cfg,
+		NoScratch:   s.noScratch,
+		NoWindows:   s.noWindows,
+		NoProvision: s.noProvision,
+		Provision:   machine.ProvisionOptions{NoWindowsPath: s.noWinPath, NoWSLNames: s.noWSLNames},
+		Progress:    progress,
 	}
-	return false
-}
-
-// provisionInstance installs interop in a VM that is up, over its kept SSH connection.
-// nameOrDir is a VM name or its state dir.
-func provisionInstance(ctx context.Context, nameOrDir string, opts labvm.Options) error {
-	c, err := vm.Connect(ctx, nameOrDir)
-	if err != nil {
-		return err
-	}
-	defer c.Close()
-	_, err = labvm.Provision(ctx, c, nameOrDir, opts)
-	return err
-}
-
-// windowsShare makes the VM's Wine prefix (kept across lab down) and returns the share
-// of its drive_c at /mnt/c; nil when Wine is not installed (the VM then runs without the
-// Windows personality, and lab status says so).
-func windowsShare(ctx context.Context, name string, progress io.Writer) (*vm.Share, error) {
-	if name == "" {
-		name = vm.DefaultName
-	}
-	dir, err := labvm.PrefixDir(name)
-	if err != nil {
-		return nil, err
-	}
-	_, sh, err := labvm.EnsureWindows(ctx, dir, progress)
-	if errors.Is(err, wineprefix.ErrNoWine) {
-		fmt.Fprintln(progress, "lab: no Windows personality: "+err.Error())
-		return nil, nil
-	}
-	if err != nil {
-		return nil, fmt.Errorf("%w (or run lab up --no-windows)", err)
-	}
-	return &sh, nil
-}
-
-// upMachine boots and provisions one VM as lab up does (s already holds the lab file's
-// settings and the flags); progress gets the progress lines. On failure nothing is left
-// running.
-func upMachine(ctx context.Context, s upSettings, progress io.Writer) (*vm.Instance, error) {
-	cfg, shares := &s.cfg, s.shares
-	cfg.Shares = slices.Clone(cfg.Shares) // parallel machines share the lab file's list
-	noProvision, noWindows, noWindowsPath, noScratch := s.noProvision, s.noWindows, s.noWinPath, s.noScratch
-	for _, s := range shares {
+	opts.VM.Shares = slices.Clone(opts.VM.Shares) // parallel machines share the lab file's list
+	for _, s := range s.shares {
 		sh, err := vm.ParseShare(s)
 		if err != nil {
 			return nil, &usageError{err}
 		}
-		cfg.Shares = append(cfg.Shares, sh)
+		opts.VM.Shares = append(opts.VM.Shares, sh)
 	}
-	if !noScratch && !mountsAt(cfg.Shares, vm.DefaultScratch) {
-		cfg.Scratch = vm.DefaultScratch
-	}
-	cfg.Progress = progress
-	if !noProvision {
-		// Fail before booting rather than after: the default image's guest is the host's architecture.
-		if _, err := provision.FindInterpreter(runtime.GOARCH); err != nil {
-			return nil, fmt.Errorf("%w (or boot without interop: lab up --no-provision)", err)
-		}
-	}
-	if !noWindows {
-		sh, err := windowsShare(ctx, cfg.Name, progress)
-		if err != nil {
-			return nil, err
-		}
-		if sh != nil {
-			cfg.Shares = append(cfg.Shares, *sh)
-		}
-	}
-	in, err := vm.Up(ctx, *cfg)
-	if err != nil {
-		return nil, err
-	}
-	if !noProvision {
-		if err := provisionInstance(ctx, in.StateDir, labvm.Options{NoWindowsPath: noWindowsPath, NoWSLNames: s.noWSLNames, Progress: progress}); err != nil {
-			// A failed up leaves nothing running.
-			dctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), time.Minute)
-			defer cancel()
-			if derr := vm.Down(dctx, in.StateDir); derr != nil {
-				return nil, fmt.Errorf("%w; and stopping the VM failed: %v (run lab down --name %s)", err, derr, in.Name)
-			}
-			return nil, fmt.Errorf("%w (the VM was stopped)", err)
-		}
-	}
-	return in, nil
+	return machine.Up(ctx, opts)
 }

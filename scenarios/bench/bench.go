@@ -23,8 +23,8 @@ import (
 	"strings"
 	"time"
 
+	"lab/machine"
 	"lab/pefixtures"
-	"lab/provision/labvm"
 	"lab/scenarios"
 	"lab/scenarios/suite"
 	"lab/vm"
@@ -167,44 +167,35 @@ func Run(ctx context.Context, opts Options) (*Result, error) {
 		return nil, fmt.Errorf("bench: build the guest probe: %w", err)
 	}
 
-	// Boot to first interop exec.
-	// The Windows personality, as lab up sets it up (skipped without Wine).
-	shares := []vm.Share{{HostPath: share, GuestPath: "/mnt/lab"}}
-	var prefix *wineprefix.Prefix
-	if dir, err := labvm.PrefixDir(opts.Name); err == nil {
-		p, sh, err := labvm.EnsureWindows(ctx, dir, opts.Progress)
-		switch {
-		case err == nil:
-			prefix = p
-			shares = append(shares, sh)
-		case errors.Is(err, wineprefix.ErrNoWine):
-			res.Failures = append(res.Failures, "pe launch: "+err.Error())
-		default:
-			return nil, err
-		}
-	}
+	// Boot to first interop exec, on a machine as lab up makes it (with the Windows
+	// personality unless Wine is missing), provisioned below with the first exposed command.
 	opts.say("booting VM %q", opts.Name)
-	t0 := time.Now()
-	in, err := vm.Up(ctx, vm.Config{Name: opts.Name, Accel: opts.Accel, Vsock: opts.Vsock, Progress: opts.Progress,
-		Shares: shares})
+	m, err := machine.Up(ctx, machine.Options{
+		VM:          vm.Config{Name: opts.Name, Accel: opts.Accel, Vsock: opts.Vsock, Shares: []vm.Share{{HostPath: share, GuestPath: "/mnt/lab"}}},
+		NoProvision: true,
+		Progress:    opts.Progress,
+	})
 	if err != nil {
 		return nil, err
 	}
 	defer func() {
 		dctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 2*time.Minute)
 		defer cancel()
-		vm.Down(dctx, in.StateDir)
-		labvm.ShutdownWindows(dctx, labvm.PrefixOf(in))
+		m.Down(dctx)
 	}()
+	if m.WindowsOff != nil {
+		res.Failures = append(res.Failures, "pe launch: "+m.WindowsOff.Error())
+	}
+	prefix, in := m.Windows, m.Instance
 	res.Accel, res.Vsock = in.Accel, in.Vsock
 	t1 := time.Now()
-	c, err := vm.Connect(ctx, in.StateDir)
+	t0 := t1.Add(-m.Took.Boot) // the Wine prefix made before the boot is not part of it
+	c, err := m.Guest(ctx)
 	if err != nil {
 		return nil, err
 	}
-	defer c.Close()
-	lopts := labvm.Options{Interpreter: opts.Interpreter}
-	if _, err := labvm.Expose(ctx, c, in.StateDir, []string{fx.Host["host-true"]}, "", lopts); err != nil {
+	lopts := machine.ProvisionOptions{Interpreter: opts.Interpreter}
+	if _, err := m.Expose(ctx, []string{fx.Host["host-true"]}, "", lopts); err != nil {
 		return nil, err
 	}
 	t2 := time.Now()
@@ -217,7 +208,7 @@ func Run(ctx context.Context, opts Options) (*Result, error) {
 	res.Boot.FirstExecSeconds = t3.Sub(t2).Seconds()
 	res.Boot.TotalSeconds = t3.Sub(t0).Seconds()
 	opts.say("boot to first interop exec: %.1fs", res.Boot.TotalSeconds)
-	if _, err := labvm.Expose(ctx, c, in.StateDir, []string{fx.Host["host-gen"], fx.Host["host-sha256"], fx.Host["host-echo"]}, "", lopts); err != nil {
+	if _, err := m.Expose(ctx, []string{fx.Host["host-gen"], fx.Host["host-sha256"], fx.Host["host-echo"]}, "", lopts); err != nil {
 		return nil, err
 	}
 	gfix := path.Join("/mnt/lab", suite.FixtureDirName)
@@ -300,7 +291,7 @@ func peLaunch(ctx context.Context, c *vm.Client, stateDir string, p *wineprefix.
 	wctx, cancel := context.WithTimeout(ctx, 2*time.Minute)
 	defer cancel()
 	for {
-		st, err := labvm.ReadWineState(stateDir)
+		st, err := machine.ReadWineState(stateDir)
 		if err == nil && st.State == "warm" {
 			break
 		}
@@ -327,7 +318,7 @@ func peLaunch(ctx context.Context, c *vm.Client, stateDir string, p *wineprefix.
 	}
 	res.Launch.PEHost = hostDist(runs, host)
 	res.Launch.PEHost.Note = "wine echoargs.exe on the host, warm prefix"
-	gexe := path.Join(labvm.DriveCGuest, "lab-bench", pefixtures.EchoArgs)
+	gexe := path.Join(machine.DriveCGuest, "lab-bench", pefixtures.EchoArgs)
 	if err := guestOK(ctx, c, gexe); err != nil {
 		return err
 	}

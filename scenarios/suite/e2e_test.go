@@ -17,7 +17,7 @@ import (
 	"time"
 
 	"lab/internal/labtest"
-	"lab/provision/labvm"
+	"lab/machine"
 	"lab/scenarios"
 	"lab/vm"
 	"lab/wineprefix"
@@ -44,7 +44,7 @@ func runHostagent(args []string) int {
 	// As `lab hostagent` runs under lab's main: SIGINT and SIGTERM end it cleanly.
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
 	defer stop()
-	h := &vm.Hostagent{StateDir: *dir, Tasks: []vm.Task{labvm.RelayTask(), labvm.WineTask()}}
+	h := &vm.Hostagent{StateDir: *dir, Tasks: machine.Tasks()}
 	if err := h.Run(ctx); err != nil {
 		fmt.Fprintln(os.Stderr, "hostagent:", err)
 		return 1
@@ -93,11 +93,11 @@ func TestIntegrationScenarios(t *testing.T) {
 	// The Windows personality, as lab up sets it up when Wine is installed: a prefix of
 	// the VM's own (here in the test's temp dir) whose drive_c is /mnt/c.
 	prefix := filepath.Join(tmp, "wine")
-	if _, sh, err := labvm.EnsureWindows(ctx, prefix, nil); err == nil {
+	if _, sh, err := machine.EnsureWindows(ctx, prefix, nil); err == nil {
 		shares = append(shares, sh)
 		t.Cleanup(func() {
 			// After vm.Down (cleanups run last-in first-out): stop whatever the wine task left.
-			if err := labvm.ShutdownWindows(context.Background(), prefix); err != nil {
+			if err := machine.ShutdownWindows(context.Background(), prefix); err != nil {
 				t.Errorf("wine shutdown: %v", err)
 			}
 		})
@@ -137,14 +137,14 @@ func TestIntegrationScenarios(t *testing.T) {
 	defer c.Close()
 
 	var setup bytes.Buffer
-	res, err := labvm.Provision(ctx, c, stateDir, labvm.Options{Interpreter: interp, Progress: &setup})
+	res, err := machine.Provision(ctx, c, stateDir, machine.ProvisionOptions{Interpreter: interp, Progress: &setup})
 	if err != nil {
 		t.Fatalf("provision: %v\n%s", err, setup.String())
 	}
 	if !res.Changed() {
 		t.Errorf("first provisioning changed nothing on a fresh guest:\n%s", setup.String())
 	}
-	res, err = labvm.Provision(ctx, c, stateDir, labvm.Options{Interpreter: interp})
+	res, err = machine.Provision(ctx, c, stateDir, machine.ProvisionOptions{Interpreter: interp})
 	if err != nil {
 		t.Fatalf("second provision: %v", err)
 	}
@@ -160,7 +160,7 @@ func TestIntegrationScenarios(t *testing.T) {
 	if out, err := build2.CombinedOutput(); err != nil {
 		t.Fatalf("build stripped lab-interop: %v\n%s", err, out)
 	}
-	res, err = labvm.Provision(ctx, c, stateDir, labvm.Options{Interpreter: interp2})
+	res, err = machine.Provision(ctx, c, stateDir, machine.ProvisionOptions{Interpreter: interp2})
 	if err != nil {
 		t.Fatalf("provision with a new interpreter: %v", err)
 	}
@@ -171,7 +171,7 @@ func TestIntegrationScenarios(t *testing.T) {
 	if !changed["interpreter"] || !changed["rule WSLInterop"] || !changed["rule lab-host"] || changed["config"] {
 		t.Errorf("new interpreter: changed %s; want interpreter and both rules only", res.Summary())
 	}
-	if _, err := labvm.Provision(ctx, c, stateDir, labvm.Options{Interpreter: interp}); err != nil {
+	if _, err := machine.Provision(ctx, c, stateDir, machine.ProvisionOptions{Interpreter: interp}); err != nil {
 		t.Fatalf("provision back: %v", err)
 	}
 
@@ -218,13 +218,13 @@ func TestIntegrationScenarios(t *testing.T) {
 	// with it (package proctree): a host program's tree with a daemonised grandchild,
 	// Wine's persistent server for the VM's prefix, QEMU.
 	t.Run("hostagent_killed", func(t *testing.T) {
-		hostagentKilled(t, ctx, c, stateDir, interp, labvm.PrefixOf(in))
+		hostagentKilled(t, ctx, c, stateDir, interp, machine.PrefixOf(in))
 	})
 }
 
 func hostagentKilled(t *testing.T, ctx context.Context, c *vm.Client, stateDir, interp, prefix string) {
 	marker, script := labtest.HostTree(t)
-	if _, err := labvm.Expose(ctx, c, stateDir, []string{script}, "lab-tree", labvm.Options{Interpreter: interp}); err != nil {
+	if _, err := machine.Expose(ctx, c, stateDir, []string{script}, "lab-tree", machine.ProvisionOptions{Interpreter: interp}); err != nil {
 		t.Fatalf("expose: %v", err)
 	}
 	// The relay applies a new allow list within a tick; the stub's first launch may be

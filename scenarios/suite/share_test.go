@@ -3,12 +3,12 @@ package suite
 import (
 	"testing"
 
-	"lab/provision/labvm"
+	"lab/machine"
 	"lab/vm"
 )
 
 func TestFixtureShare(t *testing.T) {
-	driveC := vm.Share{HostPath: "/p/drive_c", GuestPath: labvm.DriveCGuest, Tag: labvm.DriveCTag}
+	driveC := vm.Share{HostPath: "/p/drive_c", GuestPath: machine.DriveCGuest, Tag: machine.DriveCTag}
 	scratch := vm.Share{HostPath: "/s/scratch", GuestPath: "/mnt/lab", Tag: vm.ScratchTag}
 	work := vm.Share{HostPath: "/w", GuestPath: "/mnt/work", Tag: "share0"}
 	ro := vm.Share{HostPath: "/r", GuestPath: "/mnt/ro", Tag: "share1", ReadOnly: true}

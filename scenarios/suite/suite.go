@@ -14,9 +14,9 @@ import (
 	"sort"
 	"time"
 
+	"lab/machine"
 	"lab/pefixtures"
 	"lab/provision"
-	"lab/provision/labvm"
 	"lab/scenarios"
 	"lab/vm"
 )
@@ -35,9 +35,19 @@ type Options struct {
 	Progress    io.Writer // setup progress; nil: silent
 }
 
+// EnvOf prepares the machine m for the suite (over its guest connection) and returns
+// the engine's environment.
+func EnvOf(ctx context.Context, m *machine.Machine, opts Options) (scenarios.Env, error) {
+	g, err := m.Guest(ctx)
+	if err != nil {
+		return scenarios.Env{}, err
+	}
+	return Env(ctx, g, m.StateDir, opts)
+}
+
 // Env prepares the VM in stateDir for the suite and returns the engine's environment.
 func Env(ctx context.Context, g Guest, stateDir string, opts Options) (scenarios.Env, error) {
-	in, err := labvm.Instance(stateDir)
+	in, err := machine.Instance(stateDir)
 	if err != nil {
 		return scenarios.Env{}, err
 	}
@@ -53,7 +63,7 @@ func Env(ctx context.Context, g Guest, stateDir string, opts Options) (scenarios
 	// shared at /mnt/c (lab up does both when Wine is installed).
 	_, wine := lookWine()
 	driveC := ""
-	if dir := labvm.PrefixOf(in); dir != "" && wine {
+	if dir := machine.PrefixOf(in); dir != "" && wine {
 		driveC = filepath.Join(dir, "drive_c")
 	} else {
 		wine = false
@@ -83,10 +93,10 @@ func Env(ctx context.Context, g Guest, stateDir string, opts Options) (scenarios
 	}
 	sort.Strings(progs)
 	say(opts.Progress, "exposing %d host fixtures (host-hello, host-echo, ...)", len(progs))
-	if _, err := labvm.Expose(ctx, g, stateDir, progs, "", labvm.Options{Interpreter: opts.Interpreter}); err != nil {
+	if _, err := machine.Expose(ctx, g, stateDir, progs, "", machine.ProvisionOptions{Interpreter: opts.Interpreter}); err != nil {
 		return scenarios.Env{}, err
 	}
-	ctl := &labvm.Control{Guest: g, StateDir: stateDir, Opts: labvm.Options{Interpreter: opts.Interpreter}}
+	ctl := &machine.Control{Guest: g, StateDir: stateDir, Opts: machine.ProvisionOptions{Interpreter: opts.Interpreter}}
 	return scenarios.Env{
 		Guest:      g,
 		Control:    ctl,
@@ -96,13 +106,13 @@ func Env(ctx context.Context, g Guest, stateDir string, opts Options) (scenarios
 		Conds:      map[string]bool{"wine": wine},
 		// $DRIVEC: the host's view of the guest's /mnt/c; $PEFIX: the built PE fixtures.
 		Vars:     map[string]string{"DRIVEC": driveC, "PEFIX": peDir},
-		RelayLog: func(t time.Time) []string { return labvm.RelayLogSince(stateDir, t) },
+		RelayLog: func(t time.Time) []string { return machine.RelayLogSince(stateDir, t) },
 		GuestVars: map[string]string{
 			"LABEXEC": path.Join(share.GuestPath, FixtureDirName, "labexec"),
 			"LABIDLE": path.Join(share.GuestPath, FixtureDirName, "labidle"),
 		},
 		Stub: func(name string) []byte {
-			return labvm.Stub(provision.Exposed{Name: name})
+			return machine.Stub(provision.Exposed{Name: name})
 		},
 	}, nil
 }
@@ -117,7 +127,7 @@ func fixtureShare(in *vm.Instance) (*vm.Share, error) {
 		if sh.Tag == vm.ScratchTag {
 			return sh, nil
 		}
-		if !sh.ReadOnly && first == nil && sh.Tag != labvm.DriveCTag {
+		if !sh.ReadOnly && first == nil && sh.Tag != machine.DriveCTag {
 			first = sh
 		}
 	}
@@ -128,7 +138,7 @@ func fixtureShare(in *vm.Instance) (*vm.Share, error) {
 }
 
 func provisionQuiet(ctx context.Context, g Guest, stateDir string, opts Options) (*provision.Result, error) {
-	return labvm.Provision(ctx, g, stateDir, labvm.Options{Interpreter: opts.Interpreter})
+	return machine.Provision(ctx, g, stateDir, machine.ProvisionOptions{Interpreter: opts.Interpreter})
 }
 
 // lookWine reports whether the host can run PE files with Wine (the relay's PE runner).

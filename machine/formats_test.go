@@ -1,4 +1,4 @@
-package labvm
+package machine
 
 import (
 	"bytes"
@@ -54,7 +54,7 @@ func TestFormatsReachGuestConf(t *testing.T) {
 	if err != nil || len(rules) != len(Rules(true))+1+3 || rules[len(rules)-3].String() != ":lab-labsh:E::labsh::/usr/local/lib/lab/interop:FP" {
 		t.Errorf("RulesOf = %v, %v", rules, err)
 	}
-	if _, err := EncodeFormats([]formats.Format{{Name: "host", Magic: []byte("x")}}); err == nil || err.Error() != `labvm: formats: "host" is a built-in format's name` {
+	if _, err := EncodeFormats([]formats.Format{{Name: "host", Magic: []byte("x")}}); err == nil || err.Error() != `machine: formats: "host" is a built-in format's name` {
 		t.Errorf("EncodeFormats(host) = %v", err)
 	}
 }

@@ -1,4 +1,4 @@
-package labvm
+package machine
 
 import (
 	"bufio"
@@ -19,7 +19,7 @@ import (
 type Control struct {
 	Guest    provision.Guest
 	StateDir string
-	Opts     Options
+	Opts     ProvisionOptions
 }
 
 func (c *Control) Interop(ctx context.Context, on bool) error {
@@ -97,7 +97,7 @@ func (c *Control) Restore(ctx context.Context) error {
 	return err
 }
 
-func (c *Control) quiet() Options {
+func (c *Control) quiet() ProvisionOptions {
 	o := c.Opts
 	o.Progress = nil
 	return o

@@ -1,4 +1,4 @@
-package labvm
+package machine
 
 import (
 	"bytes"
@@ -56,14 +56,14 @@ func TestConfigWindows(t *testing.T) {
 	if err := os.WriteFile(filepath.Join(dir, vm.FileInstance), b, 0o644); err != nil {
 		t.Fatal(err)
 	}
-	cfg, err := Config(dir, Options{})
+	cfg, err := Config(dir, ProvisionOptions{})
 	if err != nil {
 		t.Fatal(err)
 	}
 	if len(cfg.Settings.Drives) != 1 || !slices.Equal(cfg.WindowsPath, WindowsPath) {
 		t.Errorf("drives %+v, windows path %q", cfg.Settings.Drives, cfg.WindowsPath)
 	}
-	cfg, err = Config(dir, Options{NoWindowsPath: true})
+	cfg, err = Config(dir, ProvisionOptions{NoWindowsPath: true})
 	if err != nil {
 		t.Fatal(err)
 	}

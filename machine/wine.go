@@ -1,4 +1,4 @@
-package labvm
+package machine
 
 import (
 	"context"

@@ -1,8 +1,8 @@
-// Package labvm applies package provision to lab's own VMs (package vm): it reads a VM's
-// state directory (instance record, token, allow list), renders the interpreter's
-// configuration and the stubs in the formats of packages guest and wire, and serves the
-// relay (package host) inside the VM's hostagent as a vm.Task.
-package labvm
+// Provisioning of lab's VMs: package provision's steps, fed from the VM's state
+// directory (instance record, token, allow list, formats), with the interpreter's
+// configuration and the stubs rendered in the formats of packages guest and wire.
+
+package machine
 
 import (
 	"context"
@@ -29,11 +29,11 @@ var RelayAddr = "vsock:2:" + strconv.Itoa(wire.DefaultPort)
 func Instance(stateDir string) (*vm.Instance, error) {
 	b, err := os.ReadFile(filepath.Join(stateDir, vm.FileInstance))
 	if err != nil {
-		return nil, fmt.Errorf("labvm: %w (is the VM up? lab up)", err)
+		return nil, fmt.Errorf("machine: %w (is the VM up? lab up)", err)
 	}
 	var in vm.Instance
 	if err := json.Unmarshal(b, &in); err != nil {
-		return nil, fmt.Errorf("labvm: %s: %w", vm.FileInstance, err)
+		return nil, fmt.Errorf("machine: %s: %w", vm.FileInstance, err)
 	}
 	return &in, nil
 }
@@ -90,8 +90,8 @@ func Stub(e provision.Exposed) []byte {
 	return b
 }
 
-// Options tune Provision.
-type Options struct {
+// ProvisionOptions tune Provision (and Expose, Unexpose, Control).
+type ProvisionOptions struct {
 	Interpreter string    // host path of lab-interop for the guest; zero: provision.FindInterpreter
 	Progress    io.Writer // one line per step; nil: silent
 	// NoWindowsPath leaves the guest's PATH alone: by default a VM with the Windows
@@ -111,19 +111,19 @@ type Options struct {
 const FileNoWSLNames = "no-wsl-names"
 
 // wslNames applies opts to the VM's recorded choice and returns it.
-func wslNames(stateDir string, opts Options) (bool, error) {
+func wslNames(stateDir string, opts ProvisionOptions) (bool, error) {
 	marker := filepath.Join(stateDir, FileNoWSLNames)
 	switch {
 	case opts.NoWSLNames && opts.WSLNames:
-		return false, fmt.Errorf("labvm: --wsl-names and --no-wsl-names contradict each other")
+		return false, fmt.Errorf("machine: --wsl-names and --no-wsl-names contradict each other")
 	case opts.NoWSLNames:
 		if err := os.WriteFile(marker, []byte("lab's names only (lab provision --wsl-names undoes it)\n"), 0o644); err != nil {
-			return false, fmt.Errorf("labvm: %w", err)
+			return false, fmt.Errorf("machine: %w", err)
 		}
 		return false, nil
 	case opts.WSLNames:
 		if err := os.Remove(marker); err != nil && !errors.Is(err, fs.ErrNotExist) {
-			return false, fmt.Errorf("labvm: %w", err)
+			return false, fmt.Errorf("machine: %w", err)
 		}
 		return true, nil
 	}
@@ -141,7 +141,7 @@ func Rules(wslNames bool) []provision.Rule {
 }
 
 // Config assembles the provisioning of the VM whose state is in stateDir.
-func Config(stateDir string, opts Options) (provision.Config, error) {
+func Config(stateDir string, opts ProvisionOptions) (provision.Config, error) {
 	in, err := Instance(stateDir)
 	if err != nil {
 		return provision.Config{}, err
@@ -188,7 +188,7 @@ func Config(stateDir string, opts Options) (provision.Config, error) {
 }
 
 // Provision provisions the named VM (or state dir) over g, a connection to it.
-func Provision(ctx context.Context, g provision.Guest, nameOrDir string, opts Options) (*provision.Result, error) {
+func Provision(ctx context.Context, g provision.Guest, nameOrDir string, opts ProvisionOptions) (*provision.Result, error) {
 	dir, err := vm.StateDirOf(nameOrDir)
 	if err != nil {
 		return nil, err
@@ -202,7 +202,7 @@ func Provision(ctx context.Context, g provision.Guest, nameOrDir string, opts Op
 
 // Expose adds host programs to the VM's allow list and provisions their stubs. The
 // relay picks the new list up by itself (it watches the file).
-func Expose(ctx context.Context, g provision.Guest, nameOrDir string, programs []string, as string, opts Options) ([]provision.Exposed, error) {
+func Expose(ctx context.Context, g provision.Guest, nameOrDir string, programs []string, as string, opts ProvisionOptions) ([]provision.Exposed, error) {
 	dir, err := vm.StateDirOf(nameOrDir)
 	if err != nil {
 		return nil, err
@@ -217,7 +217,7 @@ func Expose(ctx context.Context, g provision.Guest, nameOrDir string, programs [
 	}
 	for _, e := range added {
 		if err := wire.CheckStubName(e.Name); err != nil {
-			return nil, fmt.Errorf("labvm: expose %s: %w (use --as NAME)", e.HostPath, err)
+			return nil, fmt.Errorf("machine: expose %s: %w (use --as NAME)", e.HostPath, err)
 		}
 	}
 	if err := provision.SaveExposed(dir, list); err != nil {
@@ -230,7 +230,7 @@ func Expose(ctx context.Context, g provision.Guest, nameOrDir string, programs [
 }
 
 // Unexpose removes entries from the allow list and their stubs from the guest.
-func Unexpose(ctx context.Context, g provision.Guest, nameOrDir string, names []string, opts Options) ([]provision.Exposed, error) {
+func Unexpose(ctx context.Context, g provision.Guest, nameOrDir string, names []string, opts ProvisionOptions) ([]provision.Exposed, error) {
 	dir, err := vm.StateDirOf(nameOrDir)
 	if err != nil {
 		return nil, err

@@ -1,4 +1,4 @@
-package labvm
+package machine
 
 import (
 	"encoding/json"
@@ -21,11 +21,11 @@ const FileFormats = "formats.json"
 // EncodeFormats renders FileFormats.
 func EncodeFormats(table []formats.Format) ([]byte, error) {
 	if err := formats.ValidateTable(table); err != nil {
-		return nil, fmt.Errorf("labvm: %w", err)
+		return nil, fmt.Errorf("machine: %w", err)
 	}
 	b, err := json.MarshalIndent(table, "", "  ")
 	if err != nil {
-		return nil, fmt.Errorf("labvm: %w", err)
+		return nil, fmt.Errorf("machine: %w", err)
 	}
 	return append(b, '\n'), nil
 }
@@ -37,14 +37,14 @@ func LoadFormats(stateDir string) ([]formats.Format, error) {
 		return nil, nil
 	}
 	if err != nil {
-		return nil, fmt.Errorf("labvm: %w", err)
+		return nil, fmt.Errorf("machine: %w", err)
 	}
 	var table []formats.Format
 	if err := json.Unmarshal(b, &table); err != nil {
-		return nil, fmt.Errorf("labvm: %s: %w", FileFormats, err)
+		return nil, fmt.Errorf("machine: %s: %w", FileFormats, err)
 	}
 	if err := formats.ValidateTable(table); err != nil {
-		return nil, fmt.Errorf("labvm: %s: %w", FileFormats, err)
+		return nil, fmt.Errorf("machine: %s: %w", FileFormats, err)
 	}
 	return table, nil
 }

@@ -1,4 +1,4 @@
-package labvm
+package machine
 
 import (
 	"bytes"
@@ -133,21 +133,21 @@ func TestHandOverNewGeneration(t *testing.T) {
 func TestWSLNamesSticky(t *testing.T) {
 	dir := t.TempDir()
 	for _, step := range []struct {
-		opts Options
+		opts ProvisionOptions
 		want bool
 	}{
-		{Options{}, true},
-		{Options{NoWSLNames: true}, false},
-		{Options{}, false}, // lab expose, lab provision: the choice is kept
-		{Options{WSLNames: true}, true},
-		{Options{}, true},
+		{ProvisionOptions{}, true},
+		{ProvisionOptions{NoWSLNames: true}, false},
+		{ProvisionOptions{}, false}, // lab expose, lab provision: the choice is kept
+		{ProvisionOptions{WSLNames: true}, true},
+		{ProvisionOptions{}, true},
 	} {
 		got, err := wslNames(dir, step.opts)
 		if err != nil || got != step.want {
 			t.Fatalf("wslNames(%+v) = %v, %v; want %v", step.opts, got, err, step.want)
 		}
 	}
-	if _, err := wslNames(dir, Options{WSLNames: true, NoWSLNames: true}); err == nil {
+	if _, err := wslNames(dir, ProvisionOptions{WSLNames: true, NoWSLNames: true}); err == nil {
 		t.Error("both switches accepted")
 	}
 }

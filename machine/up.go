@@ -1,0 +1,130 @@
+package machine
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"path/filepath"
+	"runtime"
+	"slices"
+	"time"
+
+	"lab/provision"
+	"lab/vm"
+	"lab/wineprefix"
+)
+
+// Options say which machine Up makes. Every field documents its zero value.
+type Options struct {
+	// VM is the virtual machine (name, accelerator, vsock, shares, size, ...); its
+	// Progress is replaced by Options.Progress. Zero: package vm's defaults.
+	VM vm.Config
+	// NoScratch leaves out the writable scratch share lab owns at vm.DefaultScratch
+	// (where lab run builds its fixtures); a share of VM.Shares mounted there takes its
+	// place anyway. Zero: the scratch share.
+	NoScratch bool
+	// NoWindows leaves out the Windows personality. Zero: when Wine is installed the
+	// machine gets a Wine prefix of its own (PrefixDir, kept by Down, as WSL keeps C:)
+	// whose drive_c the guest sees read-write at /mnt/c.
+	NoWindows bool
+	// NoProvision boots only: no interpreter, rules or configuration in the guest.
+	NoProvision bool
+	// Provision are the options of the provisioning after boot; its Progress, when nil,
+	// is Options.Progress.
+	Provision ProvisionOptions
+	// Progress gets the progress lines of the Wine prefix, the image build, the boot and
+	// the provisioning; nil: silent.
+	Progress io.Writer
+}
+
+// Up makes the machine: its Wine prefix (unless NoWindows; without Wine on the host it
+// carries on without and says so in WindowsOff and on Progress), the VM booted under its
+// hostagent, then provisioning over the hostagent's connection. The machine's guest
+// connection stays open for the caller: Close it (the machine keeps running) or Down.
+// On failure nothing is left running.
+func Up(ctx context.Context, opts Options) (*Machine, error) {
+	cfg := opts.VM
+	cfg.Shares = slices.Clone(cfg.Shares) // callers share one list between machines (lab run --parallel)
+	cfg.Progress = opts.Progress
+	if cfg.Name == "" {
+		cfg.Name = vm.DefaultName
+	}
+	if !opts.NoScratch && cfg.Scratch == "" && !mountsAt(cfg.Shares, vm.DefaultScratch) {
+		cfg.Scratch = vm.DefaultScratch
+	}
+	if !opts.NoProvision && opts.Provision.Interpreter == "" {
+		// Fail before booting rather than after: the default image's guest is the host's architecture.
+		if _, err := provision.FindInterpreter(runtime.GOARCH); err != nil {
+			return nil, fmt.Errorf("%w (or boot without interop: lab up --no-provision)", err)
+		}
+	}
+	m := &Machine{Name: cfg.Name, Progress: opts.Progress}
+	if !opts.NoWindows {
+		t := time.Now()
+		sh, err := m.ensureWindows(ctx)
+		m.Took.Windows = time.Since(t)
+		if err != nil {
+			return nil, err
+		}
+		if sh != nil {
+			cfg.Shares = append(cfg.Shares, *sh)
+		}
+	}
+	t := time.Now()
+	in, err := vm.Up(ctx, cfg)
+	if err != nil {
+		return nil, err
+	}
+	m.Took.Boot = time.Since(t)
+	m.Instance, m.Name, m.StateDir, m.ref = in, in.Name, in.StateDir, in.StateDir
+	if opts.NoProvision {
+		return m, nil
+	}
+	po := opts.Provision
+	if po.Progress == nil {
+		po.Progress = opts.Progress
+	}
+	t = time.Now()
+	_, err = m.Provision(ctx, po)
+	m.Took.Provision = time.Since(t)
+	if err != nil {
+		dctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), time.Minute)
+		defer cancel()
+		if derr := m.Down(dctx); derr != nil {
+			return nil, fmt.Errorf("%w; and stopping the VM failed: %v (run lab down --name %s)", err, derr, in.Name)
+		}
+		return nil, fmt.Errorf("%w (the VM was stopped)", err)
+	}
+	return m, nil
+}
+
+// ensureWindows makes (or finds) the machine's Wine prefix and returns the share of its
+// drive_c; nil without Wine on the host (m.WindowsOff says so).
+func (m *Machine) ensureWindows(ctx context.Context) (*vm.Share, error) {
+	dir, err := PrefixDir(m.Name)
+	if err != nil {
+		return nil, err
+	}
+	p, sh, err := EnsureWindows(ctx, dir, m.Progress)
+	if errors.Is(err, wineprefix.ErrNoWine) {
+		m.WindowsOff = err
+		m.say("lab: no Windows personality: %v", err)
+		return nil, nil
+	}
+	if err != nil {
+		return nil, fmt.Errorf("%w (or run lab up --no-windows)", err)
+	}
+	m.Windows = p
+	return &sh, nil
+}
+
+// mountsAt reports whether a share is mounted at guestPath.
+func mountsAt(shares []vm.Share, guestPath string) bool {
+	for _, sh := range shares {
+		if filepath.Clean(sh.GuestPath) == guestPath {
+			return true
+		}
+	}
+	return false
+}
