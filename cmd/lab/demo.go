@@ -40,7 +40,7 @@ passed (skipped ones are reported as skipped).`,
 			}
 			var shares []vm.Share
 			if !noWindows {
-				sh, err := windowsShare(ctx, name, os.Stderr)
+				sh, err := windowsShare(ctx, name, false, os.Stderr)
 				if err != nil {
 					return err
 				}

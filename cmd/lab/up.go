@@ -37,9 +37,12 @@ removed by lab down; --no-scratch: none), where lab run builds its fixtures; a
 Unless --no-provision is given, up then provisions the guest (see lab provision):
 the interpreter, its configuration and token, and the binfmt rules.
 When Wine is installed, the VM gets the Windows personality (--no-windows turns it
-off): a Wine prefix of its own in $XDG_DATA_HOME/lab/NAME/wine (kept by lab down,
-as WSL keeps C:), whose drive_c the guest sees read-write at /mnt/c, with
+off): the Wine prefix all machines share, $XDG_DATA_HOME/lab/windows (one C: per
+user, as every WSL distribution sees the same C:; one wineserver, kept while any
+machine runs), whose drive_c the guest sees read-write at /mnt/c, with
 /mnt/c/Windows/System32 appended to login shells' PATH (--no-windows-path).
+--isolated-windows gives the machine a prefix of its own instead, in
+$XDG_DATA_HOME/lab/NAME/wine (695 MB; kept by lab down, removed by lab delete).
 The guest gets WSL's names (binfmt rule WSLInterop, wslpath, WSL_DISTRO_NAME,
 WSL_INTEROP) unless --no-wsl-names.
 -f FILE reads the machine from a lab file (YAML: name, memory, cpus, shares, expose,
@@ -85,6 +88,7 @@ On failure nothing is left running and the error shows the console's last lines.
 	f.BoolVar(&s.noProvision, "no-provision", false, "boot only: do not install the interpreter and binfmt rules")
 	f.BoolVar(&s.noWindows, "no-windows", false, "no Windows personality: no Wine prefix, no /mnt/c")
 	f.BoolVar(&s.noScratch, "no-scratch", false, "no lab-owned scratch share at /mnt/lab (lab run then needs a writable --share)")
+	f.BoolVar(&s.isolatedWindows, "isolated-windows", false, "a Wine prefix of the machine's own ($XDG_DATA_HOME/lab/NAME/wine) instead of the shared one")
 	f.BoolVar(&s.noWinPath, "no-windows-path", false, "do not append /mnt/c/Windows/System32 to the guest's PATH")
 	f.BoolVar(&s.noWSLNames, "no-wsl-names", false, "only lab's names in the guest: binfmt rule lab-pe, no wslpath, no WSL_* variables")
 	f.DurationVar(&cfg.BootTimeout, "boot-timeout", vm.DefaultBootTimeout, "how long to wait for the guest's SSH")
@@ -113,14 +117,17 @@ func provisionInstance(ctx context.Context, nameOrDir string, opts labvm.Options
 	return err
 }
 
-// windowsShare makes the VM's Wine prefix (kept across lab down) and returns the share
-// of its drive_c at /mnt/c; nil when Wine is not installed (the VM then runs without the
-// Windows personality, and lab status says so).
-func windowsShare(ctx context.Context, name string, progress io.Writer) (*vm.Share, error) {
+// windowsShare makes the VM's Wine prefix (the shared one, or with isolated the VM's own;
+// kept across lab down) and returns the share of its drive_c at /mnt/c; nil when Wine is
+// not installed (the VM then runs without the Windows personality, and lab status says so).
+func windowsShare(ctx context.Context, name string, isolated bool, progress io.Writer) (*vm.Share, error) {
 	if name == "" {
 		name = vm.DefaultName
 	}
-	dir, err := labvm.PrefixDir(name)
+	dir, err := labvm.SharedPrefixDir()
+	if isolated {
+		dir, err = labvm.PrefixDir(name)
+	}
 	if err != nil {
 		return nil, err
 	}
@@ -152,6 +159,9 @@ func upMachine(ctx context.Context, s upSettings, progress io.Writer) (*vm.Insta
 	if !noScratch && !mountsAt(cfg.Shares, vm.DefaultScratch) {
 		cfg.Scratch = vm.DefaultScratch
 	}
+	if cfg.Name == labvm.SharedWindows {
+		return nil, &usageError{fmt.Errorf("the name %q is the Windows side all machines share ($XDG_DATA_HOME/lab/%s): choose another --name", labvm.SharedWindows, labvm.SharedWindows)}
+	}
 	cfg.Progress = progress
 	if !noProvision {
 		// Fail before booting rather than after: the default image's guest is the host's architecture.
@@ -160,7 +170,7 @@ func upMachine(ctx context.Context, s upSettings, progress io.Writer) (*vm.Insta
 		}
 	}
 	if !noWindows {
-		sh, err := windowsShare(ctx, cfg.Name, progress)
+		sh, err := windowsShare(ctx, cfg.Name, s.isolatedWindows, progress)
 		if err != nil {
 			return nil, err
 		}

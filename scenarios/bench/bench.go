@@ -180,10 +180,10 @@ func Run(ctx context.Context, opts Options) (*Result, error) {
 	}
 
 	// Boot to first interop exec.
-	// The Windows personality, as lab up sets it up (skipped without Wine).
+	// The Windows personality, as lab up sets it up: the shared prefix (skipped without Wine).
 	shares := []vm.Share{{HostPath: share, GuestPath: "/mnt/lab"}}
 	var prefix *wineprefix.Prefix
-	if dir, err := labvm.PrefixDir(opts.Name); err == nil {
+	if dir, err := labvm.SharedPrefixDir(); err == nil {
 		p, sh, err := labvm.EnsureWindows(ctx, dir, opts.Progress)
 		switch {
 		case err == nil:
