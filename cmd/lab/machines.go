@@ -53,7 +53,7 @@ type sharedWindowsInfo struct {
 
 // machineList is what lab list shows.
 type machineList struct {
-	Machines []machineInfo     `json:"machines"`
+	Machines []machineInfo      `json:"machines"`
 	Windows  *sharedWindowsInfo `json:"windows,omitempty"`
 }
 
