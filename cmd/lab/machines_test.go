@@ -167,3 +167,15 @@ func TestDeleteCommandExitStatus(t *testing.T) {
 		}
 	}
 }
+
+// No machine may take the shared Windows side's name: its data dir would be the prefix.
+func TestUpRefusesTheSharedWindowsName(t *testing.T) {
+	tempXDG(t)
+	var s upSettings
+	s.cfg.Name = "windows"
+	_, err := upMachine(context.Background(), s, new(discard))
+	want := `the name "windows" is the Windows side all machines share ($XDG_DATA_HOME/lab/windows): choose another --name`
+	if err == nil || err.Error() != want || exitCode(err) != 2 {
+		t.Errorf("lab up --name windows: %v; want a usage error %q", err, want)
+	}
+}
