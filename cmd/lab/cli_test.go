@@ -337,8 +337,15 @@ formats:
 			l.Machines[0].Windows != "shared" || l.Machines[1].Windows != "shared" {
 			t.Errorf("lab list --json with two machines: %+v, %v; want both on the shared Windows side", l, err)
 		}
-		if ents, _ := os.ReadDir(filepath.Join(base, "data", "lab")); len(ents) != 1 || ents[0].Name() != "windows" {
-			t.Errorf("data dir holds %v; want only the shared windows prefix", ents)
+		var dirs []string
+		ents, _ := os.ReadDir(filepath.Join(base, "data", "lab"))
+		for _, e := range ents {
+			if e.IsDir() {
+				dirs = append(dirs, e.Name())
+			}
+		}
+		if len(dirs) != 1 || dirs[0] != "windows" {
+			t.Errorf("data dir holds %v; want only the shared windows prefix", dirs)
 		}
 		t.Logf("data dir with two machines: %s", humanBytes(diskUse(filepath.Join(base, "data"))))
 	}
