@@ -39,7 +39,7 @@ func (c *Control) Unexpose(ctx context.Context, name string) error {
 // RelayStop makes the relay stop listening and waits until it says so.
 func (c *Control) RelayStop(ctx context.Context) error {
 	if err := os.WriteFile(filepath.Join(c.StateDir, FileRelayStop), []byte("stopped by lab\n"), 0o644); err != nil {
-		return fmt.Errorf("labvm: %w", err)
+		return fmt.Errorf("machine: %w", err)
 	}
 	return c.waitRelay(ctx, "stopped")
 }
@@ -47,7 +47,7 @@ func (c *Control) RelayStop(ctx context.Context) error {
 // RelayStart lets the relay listen again and waits until it serves.
 func (c *Control) RelayStart(ctx context.Context) error {
 	if err := os.Remove(filepath.Join(c.StateDir, FileRelayStop)); err != nil && !errors.Is(err, fs.ErrNotExist) {
-		return fmt.Errorf("labvm: %w", err)
+		return fmt.Errorf("machine: %w", err)
 	}
 	return c.waitRelay(ctx, "serving")
 }
@@ -67,7 +67,7 @@ func (c *Control) waitRelay(ctx context.Context, want string) error {
 			if st != nil {
 				got = st.State
 			}
-			return fmt.Errorf("labvm: relay did not become %s (it is %s; see %s)", want, got, filepath.Join(c.StateDir, FileRelayLog))
+			return fmt.Errorf("machine: relay did not become %s (it is %s; see %s)", want, got, filepath.Join(c.StateDir, FileRelayLog))
 		case <-time.After(100 * time.Millisecond):
 		}
 	}

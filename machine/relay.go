@@ -58,7 +58,7 @@ func ReadRelayState(stateDir string) (*RelayState, error) {
 	}
 	var st RelayState
 	if err := json.Unmarshal(b, &st); err != nil {
-		return nil, fmt.Errorf("labvm: %s: %w", FileRelayState, err)
+		return nil, fmt.Errorf("machine: %s: %w", FileRelayState, err)
 	}
 	return &st, nil
 }
@@ -73,7 +73,7 @@ func RelayTask() vm.Task { return vm.Task{Name: "relay", Run: runRelay} }
 func runRelay(ctx context.Context, env *vm.Env) error {
 	lf, err := os.OpenFile(filepath.Join(env.StateDir, FileRelayLog), os.O_WRONLY|os.O_CREATE|os.O_APPEND, 0o600)
 	if err != nil {
-		return fmt.Errorf("labvm: relay log: %w", err)
+		return fmt.Errorf("machine: relay log: %w", err)
 	}
 	defer lf.Close()
 	log := slog.New(slog.NewTextHandler(lf, &slog.HandlerOptions{Level: slog.LevelInfo}))
@@ -234,7 +234,7 @@ func (t *relayTask) run(ctx context.Context) error {
 		}
 		l, err := t.env.Listen(t.port)
 		if err != nil {
-			return fmt.Errorf("labvm: relay: listen on vsock port %d: %w", t.port, err)
+			return fmt.Errorf("machine: relay: listen on vsock port %d: %w", t.port, err)
 		}
 		err = t.serveListener(ctx, l, stopFile, allowFile, tick.C, &wg)
 		if err != nil {
@@ -312,7 +312,7 @@ func (t *relayTask) serveListener(ctx context.Context, l net.Listener, stopFile,
 			if ctx.Err() != nil {
 				return nil
 			}
-			return fmt.Errorf("labvm: relay: accept: %w", err)
+			return fmt.Errorf("machine: relay: accept: %w", err)
 		case c := <-conns:
 			go handOver(&cur, c) // never block the loop (the relay may be at MaxSessions)
 		case <-tick:
@@ -408,7 +408,7 @@ func readEnvAllow(p string) ([]string, error) {
 		return nil, nil
 	}
 	if err != nil {
-		return nil, fmt.Errorf("labvm: %w", err)
+		return nil, fmt.Errorf("machine: %w", err)
 	}
 	var out []string
 	for _, line := range strings.Split(string(b), "\n") {

@@ -25,9 +25,13 @@ type Options struct {
 	// place anyway. Zero: the scratch share.
 	NoScratch bool
 	// NoWindows leaves out the Windows personality. Zero: when Wine is installed the
-	// machine gets a Wine prefix of its own (PrefixDir, kept by Down, as WSL keeps C:)
-	// whose drive_c the guest sees read-write at /mnt/c.
+	// machine gets the Windows side every machine of the user shares (SharedPrefixDir,
+	// kept by Down, as WSL's distributions share one C:) whose drive_c the guest sees
+	// read-write at /mnt/c.
 	NoWindows bool
+	// IsolatedWindows gives the machine a Wine prefix of its own (PrefixDir, removed by
+	// lab delete) instead of the shared one. Zero: the shared Windows side.
+	IsolatedWindows bool
 	// NoProvision boots only: no interpreter, rules or configuration in the guest.
 	NoProvision bool
 	// Provision are the options of the provisioning after boot; its Progress, when nil,
@@ -50,6 +54,9 @@ func Up(ctx context.Context, opts Options) (*Machine, error) {
 	if cfg.Name == "" {
 		cfg.Name = vm.DefaultName
 	}
+	if cfg.Name == SharedWindows {
+		return nil, ErrReservedName
+	}
 	if !opts.NoScratch && cfg.Scratch == "" && !mountsAt(cfg.Shares, vm.DefaultScratch) {
 		cfg.Scratch = vm.DefaultScratch
 	}
@@ -62,7 +69,7 @@ func Up(ctx context.Context, opts Options) (*Machine, error) {
 	m := &Machine{Name: cfg.Name, Progress: opts.Progress}
 	if !opts.NoWindows {
 		t := time.Now()
-		sh, err := m.ensureWindows(ctx)
+		sh, err := m.ensureWindows(ctx, opts.IsolatedWindows)
 		m.Took.Windows = time.Since(t)
 		if err != nil {
 			return nil, err
@@ -99,10 +106,14 @@ func Up(ctx context.Context, opts Options) (*Machine, error) {
 	return m, nil
 }
 
-// ensureWindows makes (or finds) the machine's Wine prefix and returns the share of its
-// drive_c; nil without Wine on the host (m.WindowsOff says so).
-func (m *Machine) ensureWindows(ctx context.Context) (*vm.Share, error) {
-	dir, err := PrefixDir(m.Name)
+// ensureWindows makes (or finds) the machine's Wine prefix (the shared one, or with
+// isolated the machine's own) and returns the share of its drive_c; nil without Wine on
+// the host (m.WindowsOff says so).
+func (m *Machine) ensureWindows(ctx context.Context, isolated bool) (*vm.Share, error) {
+	dir, err := SharedPrefixDir()
+	if isolated {
+		dir, err = PrefixDir(m.Name)
+	}
 	if err != nil {
 		return nil, err
 	}
@@ -118,6 +129,9 @@ func (m *Machine) ensureWindows(ctx context.Context) (*vm.Share, error) {
 	m.Windows = p
 	return &sh, nil
 }
+
+// ErrReservedName is Up's error for the one machine name lab keeps for itself.
+var ErrReservedName = fmt.Errorf("the name %q is the Windows side all machines share ($XDG_DATA_HOME/lab/%s): choose another --name", SharedWindows, SharedWindows)
 
 // mountsAt reports whether a share is mounted at guestPath.
 func mountsAt(shares []vm.Share, guestPath string) bool {

@@ -37,12 +37,21 @@ func DataDir(name string) (string, error) {
 	}
 	home, err := os.UserHomeDir()
 	if err != nil {
-		return "", fmt.Errorf("labvm: no data directory: set XDG_DATA_HOME or HOME: %w", err)
+		return "", fmt.Errorf("machine: no data directory: set XDG_DATA_HOME or HOME: %w", err)
 	}
 	return filepath.Join(home, ".local", "share", "lab", name), nil
 }
 
-// PrefixDir is the Wine prefix of the VM named name: DataDir(name)/wine.
+// SharedWindows is the data directory name of the Windows side all machines share
+// (SharedPrefixDir); no machine may be named so.
+const SharedWindows = "windows"
+
+// SharedPrefixDir is the Wine prefix every machine uses unless it asks for its own (lab up
+// --isolated-windows): one C: per user, as all WSL distributions see the same C:.
+// $XDG_DATA_HOME/lab/windows.
+func SharedPrefixDir() (string, error) { return DataDir(SharedWindows) }
+
+// PrefixDir is the isolated Wine prefix of the VM named name: DataDir(name)/wine.
 func PrefixDir(name string) (string, error) {
 	d, err := DataDir(name)
 	if err != nil {
@@ -115,7 +124,7 @@ func ReadWineState(stateDir string) (*WineState, error) {
 	}
 	var st WineState
 	if err := json.Unmarshal(b, &st); err != nil {
-		return nil, fmt.Errorf("labvm: %s: %w", FileWineState, err)
+		return nil, fmt.Errorf("machine: %s: %w", FileWineState, err)
 	}
 	return &st, nil
 }
@@ -129,10 +138,13 @@ func writeWineState(stateDir string, st WineState) {
 	}
 }
 
-// WineTask keeps the VM's Wine prefix warm while the VM runs: Ensure + Warm at start
-// (so the first PE launch neither creates the prefix nor has its pipes held by Wine's
-// services), Shutdown (wineserver -k) when the VM stops. A VM without the drive_c share
-// (no Wine, or --no-windows) makes it return at once.
+// WineTask keeps the VM's Wine prefix warm while the VM runs: Ensure, then a lease on the
+// prefix (wineprefix.Prefix.Use: its agent warms it, so the first PE launch neither creates
+// the prefix nor has its pipes held by Wine's services), released when the VM stops. The
+// wineserver lives in the prefix's agent, not in this hostagent's process tree: machines
+// sharing the prefix keep it when this one goes down, and the agent stops it when the last
+// lease is gone. A VM without the drive_c share (no Wine, or --no-windows) makes it return
+// at once.
 func WineTask() vm.Task { return vm.Task{Name: "wine", Run: runWine} }
 
 func runWine(ctx context.Context, env *vm.Env) error {
@@ -146,25 +158,22 @@ func runWine(ctx context.Context, env *vm.Env) error {
 	}
 	st := WineState{State: "warming", Prefix: dir}
 	writeWineState(env.StateDir, st)
+	var lease *wineprefix.Lease
 	p, err := wineprefix.Ensure(ctx, wineprefix.Options{Dir: dir, Programs: SystemPrograms(ctx, nil)})
 	if err == nil {
-		// The persistent wineserver and Wine's services die with the hostagent.
-		p.Prepare = env.Procs.Prepare
 		st.WineVersion = p.WineVersion
-		err = p.Warm(ctx)
+		lease, err = p.Use(ctx)
 	}
 	if err != nil {
 		st.State, st.Error = "failed", err.Error()
 		writeWineState(env.StateDir, st)
-		return fmt.Errorf("labvm: wine prefix: %w", err)
+		return fmt.Errorf("machine: wine prefix: %w", err)
 	}
 	st.State = "warm"
 	writeWineState(env.StateDir, st)
 	env.Logger.Info("wine prefix warm", "prefix", dir, "wine", p.WineVersion)
 	<-ctx.Done()
-	sctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 4*time.Second)
-	defer cancel()
-	err = p.Shutdown(sctx)
+	err = lease.Release()
 	st.State, st.Error = "stopped", ""
 	if err != nil {
 		st.Error = err.Error()
@@ -173,9 +182,11 @@ func runWine(ctx context.Context, env *vm.Env) error {
 	return err
 }
 
-// ShutdownWindows stops the wineserver of the VM's prefix (lab down calls it after the
-// VM is down: a hostagent that was killed never ran the wine task's Shutdown). It is a
-// no-op for a VM without the Windows personality or a host without Wine.
+// ShutdownWindows waits until the wineserver of the VM's prefix is stopped when no other
+// machine uses the prefix (lab down calls it after the VM is down; the prefix's agent stops
+// the server once the last machine is gone, and what a killed agent left is stopped here).
+// A prefix another running machine uses is left alone. It is a no-op for a VM without the
+// Windows personality or a host without Wine.
 func ShutdownWindows(ctx context.Context, prefixDir string) error {
 	if prefixDir == "" {
 		return nil
@@ -190,5 +201,8 @@ func ShutdownWindows(ctx context.Context, prefixDir string) error {
 	if err != nil {
 		return err
 	}
-	return p.Shutdown(ctx)
+	if err := p.StopUnused(ctx); err != nil && !errors.Is(err, wineprefix.ErrInUse) {
+		return err
+	}
+	return nil
 }

@@ -46,6 +46,9 @@ func TestPrefixOfAndDataDir(t *testing.T) {
 	if d, err := PrefixDir("vm1"); err != nil || d != "/xdg/data/lab/vm1/wine" {
 		t.Errorf("PrefixDir = %q, %v", d, err)
 	}
+	if d, err := SharedPrefixDir(); err != nil || d != "/xdg/data/lab/windows" {
+		t.Errorf("SharedPrefixDir = %q, %v", d, err)
+	}
 }
 
 // Config gives a VM with /mnt/c the drive and the Windows PATH, unless NoWindowsPath.

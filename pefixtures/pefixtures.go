@@ -329,3 +329,13 @@ func lock(ctx context.Context, path string) (func(), error) {
 		}
 	}
 }
+
+// CacheKey is the cache directory name (under CACHE/pefixtures) of this lab's fixtures with
+// the default toolchain: lab image prune keeps it and removes the others.
+func CacheKey() (string, error) {
+	files, err := sources()
+	if err != nil {
+		return "", err
+	}
+	return cacheKey(DefaultToolchain, files), nil
+}

@@ -285,4 +285,20 @@ func TestOpenerScript(t *testing.T) {
 			}
 		})
 	}
+	// The record is bounded: the prefix is shared and kept for good, and every run of the
+	// suite opens a few URLs. Past 1000 lines the newest 500 are kept.
+	t.Run("bounded", func(t *testing.T) {
+		script := filepath.Join(dir, "lab-open")
+		os.WriteFile(script, []byte(openerScript(driveC, "", "")), 0o755)
+		os.WriteFile(log, []byte(strings.Repeat("old\n", 1000)), 0o644)
+		cmd := exec.Command(script, "https://example.org/new")
+		cmd.Env = []string{"PATH=/usr/bin:/bin"}
+		if out, err := cmd.CombinedOutput(); err != nil || len(out) != 0 {
+			t.Fatalf("lab-open: %v, output %q", err, out)
+		}
+		got, _ := os.ReadFile(log)
+		if want := strings.Repeat("old\n", 499) + "https://example.org/new\n"; string(got) != want {
+			t.Errorf("after 1001 records the log holds %d lines ending %q; want the newest 500", strings.Count(string(got), "\n"), got[max(0, len(got)-40):])
+		}
+	})
 }

@@ -87,3 +87,41 @@ func lockFile(ctx context.Context, path string) (func(), error) {
 		}
 	}
 }
+
+// UnusedTemplates lists the template dirs under cache that no Ensure would copy: the
+// template of a Wine version other than the installed one (every one when Wine is not
+// installed), and what an interrupted template build left (wine-template.tmp, when no
+// build holds the lock). lab image prune removes them.
+func UnusedTemplates(ctx context.Context, cache string) []string {
+	var out []string
+	dir := filepath.Join(cache, templateDir)
+	if s, ok := readStamp(filepath.Join(dir, templateStamp)); ok {
+		version := ""
+		if loader, _, err := Find(Options{}); err == nil {
+			version, _ = wineVersion(ctx, loader)
+		}
+		if s.WineVersion != version {
+			out = append(out, dir)
+		}
+	}
+	if _, err := os.Stat(dir + ".tmp"); err == nil {
+		out = append(out, dir+".tmp")
+	}
+	return out
+}
+
+// RemoveTemplates removes what UnusedTemplates found, under the template lock (a template
+// build in progress is waited for, and its wine-template.tmp is then gone or complete).
+func RemoveTemplates(ctx context.Context, cache string, dirs []string) error {
+	unlock, err := lockFile(ctx, filepath.Join(cache, templateDir)+".lock")
+	if err != nil {
+		return err
+	}
+	defer unlock()
+	for _, d := range dirs {
+		if err := os.RemoveAll(d); err != nil {
+			return fmt.Errorf("wineprefix: %w", err)
+		}
+	}
+	return nil
+}

@@ -151,6 +151,18 @@ func Ensure(ctx context.Context, opts Options) (*Prefix, error) {
 		}
 		return p, nil
 	}
+	if err := os.MkdirAll(filepath.Dir(dir), 0o755); err != nil {
+		return nil, fmt.Errorf("wineprefix: %w", err)
+	}
+	// Machines booting at once (lab run --parallel) copy the shared prefix once, not each.
+	unlock, err := lockFile(ctx, dir+".lock")
+	if err != nil {
+		return nil, err
+	}
+	defer unlock()
+	if isPrefix(dir) {
+		return p, layout(dir, opts.Programs)
+	}
 	if err := checkReplaceable(dir); err != nil {
 		return nil, err
 	}
@@ -161,9 +173,6 @@ func Ensure(ctx context.Context, opts Options) (*Prefix, error) {
 	tmpl, err := ensureTemplate(ctx, cache, loader, server, version, opts.Progress)
 	if err != nil {
 		return nil, err
-	}
-	if err := os.MkdirAll(filepath.Dir(dir), 0o755); err != nil {
-		return nil, fmt.Errorf("wineprefix: %w", err)
 	}
 	tmp, err := os.MkdirTemp(filepath.Dir(dir), "."+filepath.Base(dir)+".tmp-")
 	if err != nil {

@@ -89,6 +89,8 @@ func openerScript(driveC, display, wayland string) string {
 		"if [ \"$1\" = --explorer ] && [ $# -eq 3 ]; then\n" +
 		"\tstatus=1 rec=$2\n\tshift 2\nelse\n\trec=$*\nfi\n" +
 		"mkdir -p \"${log%/*}\" && printf '%s\\n' \"$rec\" >>\"$log\"\n" +
+		"# Bounded: the prefix is kept for good; past 1000 records keep the newest 500.\n" +
+		"[ \"$(wc -l <\"$log\")\" -le 1000 ] || { tail -n 500 \"$log\" >\"$log.tmp\" && mv \"$log.tmp\" \"$log\"; }\n" +
 		"DISPLAY=" + shQuote(display) + " WAYLAND_DISPLAY=" + shQuote(wayland) + "\n" +
 		"if [ -n \"$DISPLAY$WAYLAND_DISPLAY\" ] && command -v xdg-open >/dev/null 2>&1; then\n" +
 		"\texport DISPLAY WAYLAND_DISPLAY\n\txdg-open \"$@\" </dev/null >/dev/null 2>&1\nfi\n" +

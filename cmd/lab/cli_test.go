@@ -10,6 +10,7 @@ import (
 	"os/exec"
 	"path/filepath"
 	"regexp"
+	"slices"
 	"strconv"
 	"strings"
 	"sync"
@@ -19,6 +20,7 @@ import (
 
 	"github.com/creack/pty"
 	"golang.org/x/sys/unix"
+	"lab/internal/labtest"
 	"lab/wire"
 )
 
@@ -317,6 +319,37 @@ formats:
 		t.Errorf("the merged report does not hold every scenario once:\n%s\nsuite:\n%s", r.stdout, list.stdout)
 	}
 
+	// One Windows side for both: a second machine joins the prefix (and the one wineserver)
+	// that the first one's hostagent started; the first going down leaves it to the second.
+	const second = "cli2"
+	prefix := filepath.Join(base, "data", "lab", "windows")
+	var servers []int
+	_, noWine := exec.LookPath("wine")
+	if noWine == nil {
+		servers = labtest.Procs("wineserver", "WINEPREFIX="+prefix)
+		t.Cleanup(func() { lab("delete", "--force", second) })
+		must("up", "--name", second, "--no-scratch")
+		if s := labtest.Procs("wineserver", "WINEPREFIX="+prefix); len(servers) != 1 || !slices.Equal(s, servers) {
+			t.Errorf("wineservers of the shared prefix: %v with one machine, %v with two; want the same one", servers, s)
+		}
+		var l machineList
+		if err := json.Unmarshal([]byte(must("list", "--json").stdout), &l); err != nil || len(l.Machines) != 2 || l.Windows == nil || l.Windows.Users != 2 ||
+			l.Machines[0].Windows != "shared" || l.Machines[1].Windows != "shared" {
+			t.Errorf("lab list --json with two machines: %+v, %v; want both on the shared Windows side", l, err)
+		}
+		var dirs []string
+		ents, _ := os.ReadDir(filepath.Join(base, "data", "lab"))
+		for _, e := range ents {
+			if e.IsDir() {
+				dirs = append(dirs, e.Name())
+			}
+		}
+		if len(dirs) != 1 || dirs[0] != "windows" {
+			t.Errorf("data dir holds %v; want only the shared windows prefix", dirs)
+		}
+		t.Logf("data dir with two machines: %s", humanBytes(diskUse(filepath.Join(base, "data"))))
+	}
+
 	must("down", "--name", name)
 	for _, pid := range pids {
 		if running(pid) {
@@ -325,6 +358,30 @@ formats:
 	}
 	if _, err := os.Stat(stateDir); !os.IsNotExist(err) {
 		t.Errorf("state dir %s still exists after lab down (%v)", stateDir, err)
+	}
+
+	if noWine == nil {
+		if r := must("exec", "--name", second, "--", "cmd.exe", "/c", "echo", "hi"); r.stdout != "hi\r\n" {
+			t.Errorf("after the first machine went down, lab exec --name %s -- cmd.exe /c echo hi = %q; want %q (stderr %q)", second, r.stdout, "hi\r\n", r.stderr)
+		}
+		if s := labtest.Procs("wineserver", "WINEPREFIX="+prefix); !slices.Equal(s, servers) {
+			t.Errorf("wineservers of the shared prefix after the first machine went down: %v; want %v still", s, servers)
+		}
+		if r := lab("list"); r.code != 0 || !strings.Contains(r.stdout, "\n"+second+"                 running   shared ") || !strings.Contains(r.stdout, "used by 1 running machine(s), wineserver running\n") {
+			t.Errorf("lab list: exit %d\n%s%s", r.code, r.stdout, r.stderr)
+		}
+		if r := lab("delete", second); r.code != 1 || r.stderr != "lab: delete: machine \"cli2\" is running: stop it first (lab down --name cli2) or use lab delete --force cli2\n" {
+			t.Errorf("lab delete of a running machine: exit %d, stderr %q", r.code, r.stderr)
+		}
+		if r := must("delete", "--force", second); !strings.HasPrefix(r.stdout, second+": deleted (") {
+			t.Errorf("lab delete --force: %q", r.stdout)
+		}
+		if s := labtest.Procs("wineserver", "WINEPREFIX="+prefix); len(s) != 0 {
+			t.Errorf("wineservers %v of the shared prefix remain after its last machine was deleted", s)
+		}
+		if r := must("list"); !strings.HasPrefix(r.stdout, "no machines (lab up makes one)\nshared Windows side: "+prefix+", ") || !strings.HasSuffix(r.stdout, ", used by 0 running machine(s), no wineserver\n") {
+			t.Errorf("lab list after lab delete:\n%s", r.stdout)
+		}
 	}
 }
 

@@ -14,10 +14,10 @@ import (
 func newImageCommand() *cobra.Command {
 	cmd := &cobra.Command{
 		Use:   "image",
-		Short: "Build and inspect the guest image",
+		Short: "Build, inspect and prune the guest image",
 		Args:  cobra.NoArgs,
 	}
-	cmd.AddCommand(newImageBuildCommand(), newImageKeyCommand())
+	cmd.AddCommand(newImageBuildCommand(), newImageKeyCommand(), newImagePruneCommand())
 	return cmd
 }
 

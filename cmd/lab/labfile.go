@@ -23,6 +23,7 @@ type upSettings struct {
 	shares                            []string
 	noProvision, noWindows, noWinPath bool
 	noScratch, noWSLNames             bool
+	isolatedWindows                   bool // a Wine prefix of the machine's own, not the shared one
 }
 
 // readLabFile parses a lab file (strict; errors name the key) with interpreters and

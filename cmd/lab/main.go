@@ -65,7 +65,7 @@ Exit status: 0 on success, 1 on error, 2 on a usage error; 'lab exec' and
 	root.SetFlagErrorFunc(func(c *cobra.Command, err error) error { return &usageError{err} })
 	root.AddCommand(
 		newVersionCommand(),
-		newUpCommand(), newDownCommand(), newStatusCommand(), newSSHCommand(), newExecCommand(), newTraceCommand(), newHostagentCommand(),
+		newUpCommand(), newDownCommand(), newListCommand(), newDeleteCommand(), newStatusCommand(), newSSHCommand(), newExecCommand(), newTraceCommand(), newHostagentCommand(),
 		newImageCommand(),
 		newRelayCommand(),
 		newProvisionCommand(), newInteropCommand(), newExposeCommand(), newUnexposeCommand(), newRunCommand(), newDemoCommand(), newBenchCommand(),

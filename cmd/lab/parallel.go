@@ -133,6 +133,8 @@ type parallelOptions struct {
 	interp string // lab-interop for the guests
 	opts   scenarios.Options
 	suite  int // scenarios in the suite
+	// isolated gives each machine a Wine prefix of its own (default: the shared one).
+	isolated bool
 }
 
 // runParallelCommand is lab run --parallel: machines as lab up boots them (from the lab
@@ -148,6 +150,7 @@ func runParallelCommand(ctx context.Context, cmd *cobra.Command, po parallelOpti
 			return nil, &usageError{err}
 		}
 	}
+	base.isolatedWindows = po.isolated
 	if cmd.Flags().Changed("name") || base.cfg.Name == "" {
 		base.cfg.Name = po.name
 	}

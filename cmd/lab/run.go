@@ -19,6 +19,7 @@ func newRunCommand() *cobra.Command {
 	var tap, jsonOut, list, verbose, builtin bool
 	var parallel int
 	var dirs []string
+	var isolated bool
 	cmd := &cobra.Command{
 		Use:   "run [PATTERN...] [--scenarios DIR]... [--builtin] [--shard K/N | --parallel N [-f lab.yaml]] [--durations REPORT] [--junit FILE] [--tap] [--json]",
 		Short: "Run the interop scenarios in a running VM",
@@ -46,7 +47,8 @@ shards' --json reports combine with lab report merge.
 --parallel N boots N machines of its own (NAME-p1 ... NAME-pN, each as lab up
 boots one, with its own scratch share; -f FILE boots them from a lab file), runs
 shard K of N on machine K (with --durations, balanced by the recorded times), prints
-one merged report and always takes the machines down again.
+one merged report and always takes the machines down again. The machines share the
+one Windows side (Wine prefix) unless --isolated-windows gives each its own.
 
 --tap and --json print that format on stdout instead of the table; --junit FILE
 writes JUnit XML as well. Exit status: 0 when every selected scenario passed (or
@@ -99,7 +101,7 @@ was skipped), 1 when one failed.`,
 			ctx := cmd.Context()
 			if parallel > 0 {
 				rep, err := runParallelCommand(ctx, cmd, parallelOptions{
-					n: parallel, name: name, file: file, interp: interp, opts: opts, suite: len(suiteNames),
+					n: parallel, name: name, file: file, interp: interp, opts: opts, suite: len(suiteNames), isolated: isolated,
 				})
 				if err != nil {
 					return err
@@ -147,6 +149,7 @@ was skipped), 1 when one failed.`,
 	f.BoolVar(&builtin, "builtin", false, "with --scenarios: run lab's built-in scenarios too")
 	f.IntVar(&parallel, "parallel", 0, "boot N machines of its own, spread the scenarios over them, take them down")
 	f.StringVarP(&file, "file", "f", "", "with --parallel: boot the machines from this lab file")
+	f.BoolVar(&isolated, "isolated-windows", false, "with --parallel: a Wine prefix of each machine's own (default: all share one)")
 	return cmd
 }
 

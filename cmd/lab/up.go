@@ -2,6 +2,7 @@ package main
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"io"
 	"os"
@@ -31,9 +32,12 @@ removed by lab down; --no-scratch: none), where lab run builds its fixtures; a
 Unless --no-provision is given, up then provisions the guest (see lab provision):
 the interpreter, its configuration and token, and the binfmt rules.
 When Wine is installed, the VM gets the Windows personality (--no-windows turns it
-off): a Wine prefix of its own in $XDG_DATA_HOME/lab/NAME/wine (kept by lab down,
-as WSL keeps C:), whose drive_c the guest sees read-write at /mnt/c, with
+off): the Wine prefix all machines share, $XDG_DATA_HOME/lab/windows (one C: per
+user, as every WSL distribution sees the same C:; one wineserver, kept while any
+machine runs), whose drive_c the guest sees read-write at /mnt/c, with
 /mnt/c/Windows/System32 appended to login shells' PATH (--no-windows-path).
+--isolated-windows gives the machine a prefix of its own instead, in
+$XDG_DATA_HOME/lab/NAME/wine (695 MB; kept by lab down, removed by lab delete).
 The guest gets WSL's names (binfmt rule WSLInterop, wslpath, WSL_DISTRO_NAME,
 WSL_INTEROP) unless --no-wsl-names.
 -f FILE reads the machine from a lab file (YAML: name, memory, cpus, shares, expose,
@@ -81,6 +85,7 @@ On failure nothing is left running and the error shows the console's last lines.
 	f.BoolVar(&s.noProvision, "no-provision", false, "boot only: do not install the interpreter and binfmt rules")
 	f.BoolVar(&s.noWindows, "no-windows", false, "no Windows personality: no Wine prefix, no /mnt/c")
 	f.BoolVar(&s.noScratch, "no-scratch", false, "no lab-owned scratch share at /mnt/lab (lab run then needs a writable --share)")
+	f.BoolVar(&s.isolatedWindows, "isolated-windows", false, "a Wine prefix of the machine's own ($XDG_DATA_HOME/lab/NAME/wine) instead of the shared one")
 	f.BoolVar(&s.noWinPath, "no-windows-path", false, "do not append /mnt/c/Windows/System32 to the guest's PATH")
 	f.BoolVar(&s.noWSLNames, "no-wsl-names", false, "only lab's names in the guest: binfmt rule lab-pe, no wslpath, no WSL_* variables")
 	f.DurationVar(&cfg.BootTimeout, "boot-timeout", vm.DefaultBootTimeout, "how long to wait for the guest's SSH")
@@ -92,12 +97,13 @@ On failure nothing is left running and the error shows the console's last lines.
 // is left running. The machine's guest connection is open: Close it.
 func upMachine(ctx context.Context, s upSettings, progress io.Writer) (*machine.Machine, error) {
 	opts := machine.Options{
-		VM:          s.cfg,
-		NoScratch:   s.noScratch,
-		NoWindows:   s.noWindows,
-		NoProvision: s.noProvision,
-		Provision:   machine.ProvisionOptions{NoWindowsPath: s.noWinPath, NoWSLNames: s.noWSLNames},
-		Progress:    progress,
+		VM:              s.cfg,
+		NoScratch:       s.noScratch,
+		NoWindows:       s.noWindows,
+		IsolatedWindows: s.isolatedWindows,
+		NoProvision:     s.noProvision,
+		Provision:       machine.ProvisionOptions{NoWindowsPath: s.noWinPath, NoWSLNames: s.noWSLNames},
+		Progress:        progress,
 	}
 	opts.VM.Shares = slices.Clone(opts.VM.Shares) // parallel machines share the lab file's list
 	for _, s := range s.shares {
@@ -107,5 +113,9 @@ func upMachine(ctx context.Context, s upSettings, progress io.Writer) (*machine.
 		}
 		opts.VM.Shares = append(opts.VM.Shares, sh)
 	}
-	return machine.Up(ctx, opts)
+	m, err := machine.Up(ctx, opts)
+	if errors.Is(err, machine.ErrReservedName) {
+		return nil, &usageError{err}
+	}
+	return m, err
 }

@@ -1,0 +1,90 @@
+package wineprefix_test
+
+import (
+	"context"
+	"errors"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"syscall"
+	"testing"
+	"time"
+
+	"lab/internal/labtest"
+	"lab/wineprefix"
+	"lab/wineprefix/winetest"
+)
+
+// TestUseSharesOneServer: two users of one prefix share one agent and one wineserver; the
+// first one leaving (released, or killed) leaves the server to the other, and the last one
+// leaving stops it.
+func TestUseSharesOneServer(t *testing.T) {
+	winetest.NeedWine(t)
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Minute)
+	defer cancel()
+	dir := filepath.Join(t.TempDir(), "windows")
+	p, err := wineprefix.Ensure(ctx, wineprefix.Options{Dir: dir})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { p.Shutdown(context.Background()) })
+	servers := func() []int { return labtest.Procs("wineserver", "WINEPREFIX="+p.Dir) }
+
+	first, err := p.Use(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	st, err := wineprefix.ReadAgentState(p.Dir)
+	if err != nil || st.State != "warm" {
+		t.Fatalf("after Use: agent state %+v, %v; want warm", st, err)
+	}
+	agent := st.PID
+	if n := len(servers()); n != 1 {
+		t.Fatalf("after Use: %d wineservers of the prefix, want 1", n)
+	}
+	// A second user, as another machine's hostagent: a process of its own holding the lease.
+	second := exec.Command("flock", "--shared", "--no-fork", filepath.Join(p.Dir, ".lab-users.lock"), "sleep", "600")
+	if err := second.Start(); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { second.Process.Kill(); second.Wait() })
+	third, err := p.Use(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if st, _ := wineprefix.ReadAgentState(p.Dir); st == nil || st.PID != agent {
+		t.Errorf("the second Use started another agent: %+v, want pid %d", st, agent)
+	}
+	if err := first.Release(); err != nil {
+		t.Fatal(err)
+	}
+	if err := third.Release(); err != nil {
+		t.Fatal(err)
+	}
+	time.Sleep(time.Second) // several of the agent's polls
+	if !wineprefix.AgentRunning(p.Dir) || len(servers()) != 1 {
+		log, _ := os.ReadFile(filepath.Join(p.Dir, ".lab-agent.log"))
+		t.Fatalf("with a user left: agent running %v, wineservers %v; want the agent and one server; agent log:\n%s", wineprefix.AgentRunning(p.Dir), servers(), log)
+	}
+	if out, _, code := run(t, p, p.DriveC(), "", "cmd.exe", "/c", "echo", "hi"); out != "hi\r\n" || code != 0 {
+		t.Errorf("cmd.exe /c echo hi with a user left = %q, %d", out, code)
+	}
+	if err := p.StopUnused(ctx); !errors.Is(err, wineprefix.ErrInUse) {
+		t.Errorf("StopUnused with a user = %v, want ErrInUse", err)
+	}
+	// The last user dies without releasing anything.
+	second.Process.Signal(syscall.SIGKILL)
+	second.Wait()
+	if err := p.StopUnused(ctx); err != nil {
+		t.Fatalf("StopUnused after the last user: %v", err)
+	}
+	if wineprefix.AgentRunning(p.Dir) {
+		t.Error("the agent still runs after its last user")
+	}
+	if s := servers(); len(s) != 0 {
+		t.Errorf("wineservers %v of the prefix remain after its last user", s)
+	}
+	if n := prefixProcesses(t, p.Dir); n != 0 {
+		t.Errorf("%d Wine processes of the prefix remain after its last user", n)
+	}
+}
