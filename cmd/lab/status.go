@@ -45,11 +45,10 @@ func peOf(st *vm.Status) *peView {
 		return &peView{State: "off (started with --no-windows)"}
 	}
 	v := &peView{State: "stopped", Prefix: dir}
-	if ws, err := labvm.ReadWineState(st.StateDir); err == nil {
-		v.State, v.WineVersion, v.Error = ws.State, ws.WineVersion, ws.Error
-		if !st.AgentAlive && ws.State != "failed" {
-			v.State = "not kept warm (the hostagent is not running; lab down stops its wineserver)"
-		}
+	if !st.AgentAlive {
+		v.State = "not kept warm (the hostagent is not running; lab down stops its wineserver)"
+	} else if ws := labvm.WineStateOf(st); ws != nil {
+		v.State, v.WineVersion, v.Error = string(ws.State), ws.WineVersion, ws.Error
 	}
 	return v
 }
@@ -57,11 +56,7 @@ func peOf(st *vm.Status) *peView {
 func viewOf(st *vm.Status) statusView {
 	v := statusView{Status: st, PE: peOf(st)}
 	v.Formats, _ = labvm.LoadFormats(st.StateDir)
-	if st.AgentAlive {
-		if r, err := labvm.ReadRelayState(st.StateDir); err == nil {
-			v.Relay = r
-		}
-	}
+	v.Relay = labvm.RelayStateOf(st)
 	return v
 }
 
@@ -79,11 +74,11 @@ must restart), stopping or stopped (with why QEMU ended).`,
 			var sts []*vm.Status
 			if all {
 				var err error
-				if sts, err = vm.List(); err != nil {
+				if sts, err = vm.List(cmd.Context()); err != nil {
 					return err
 				}
 			} else {
-				st, err := vm.Inspect(name)
+				st, err := vm.Inspect(cmd.Context(), name)
 				if err != nil {
 					return err
 				}
