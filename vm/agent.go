@@ -10,6 +10,7 @@ import (
 	"os"
 	"path/filepath"
 	"strconv"
+	"strings"
 	"sync"
 	"time"
 
@@ -234,12 +235,13 @@ func (a *agent) connectMonitor(ctx context.Context) error {
 	defer cancel()
 	m, err := connectMonitor(mctx, filepath.Join(a.in.StateDir, FileQMPSock))
 	if err != nil {
+		// A refused or reset connection is QEMU dying: its exit says more than QMP's error.
 		select {
 		case <-a.qemu.done:
-			return a.bootError("QEMU exited before its QMP monitor answered: " + qemuExitText(a.qemu.err))
-		default:
+			return a.bootError("QEMU exited before SSH was ready: " + qemuExitText(a.qemu.err))
+		case <-time.After(5 * time.Second):
 		}
-		return a.bootError(err.Error())
+		return a.bootError(strings.TrimPrefix(err.Error(), "vm: "))
 	}
 	a.mon = m
 	if k, err := m.queryKVM(mctx); err == nil {
