@@ -362,7 +362,7 @@ func TestProxyAgainstFakeGuest(t *testing.T) {
 		t.Errorf("Call(t.echo) = %v, %v", got, err)
 	}
 	callErrors := []struct {
-		name, want     string
+		name, want    string
 		notResponding bool
 	}{
 		{"t.fail", "vm: hostagent t.fail: no such thing", false},
