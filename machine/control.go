@@ -1,14 +1,9 @@
 package machine
 
 import (
-	"bufio"
 	"context"
-	"errors"
 	"fmt"
-	"io/fs"
-	"os"
 	"path/filepath"
-	"strings"
 	"time"
 
 	"lab/provision"
@@ -36,41 +31,44 @@ func (c *Control) Unexpose(ctx context.Context, name string) error {
 	return err
 }
 
-// RelayStop makes the relay stop listening and waits until it says so.
+// Agent is the VM's hostagent as package machine asks it for the relay (vm.Client.Call). The
+// Guest a Control or Expose is given is one (a *vm.Client).
+type Agent interface {
+	Call(ctx context.Context, name string, args, reply any) error
+}
+
+// agentOf returns g's hostagent.
+func agentOf(g provision.Guest) (Agent, error) {
+	a, ok := g.(Agent)
+	if !ok {
+		return nil, fmt.Errorf("machine: %T cannot reach the VM's hostagent (it needs a vm.Client)", g)
+	}
+	return a, nil
+}
+
+// RelayStop makes the relay stop listening; it returns once it has.
 func (c *Control) RelayStop(ctx context.Context) error {
-	if err := os.WriteFile(filepath.Join(c.StateDir, FileRelayStop), []byte("stopped by lab\n"), 0o644); err != nil {
-		return fmt.Errorf("machine: %w", err)
-	}
-	return c.waitRelay(ctx, "stopped")
+	return c.relay(ctx, RequestRelayStop, RelayStopped)
 }
 
-// RelayStart lets the relay listen again and waits until it serves.
+// RelayStart lets the relay listen again; it returns once it serves.
 func (c *Control) RelayStart(ctx context.Context) error {
-	if err := os.Remove(filepath.Join(c.StateDir, FileRelayStop)); err != nil && !errors.Is(err, fs.ErrNotExist) {
-		return fmt.Errorf("machine: %w", err)
-	}
-	return c.waitRelay(ctx, "serving")
+	return c.relay(ctx, RequestRelayStart, RelayServing)
 }
 
-func (c *Control) waitRelay(ctx context.Context, want string) error {
-	ctx, cancel := context.WithTimeout(ctx, 20*time.Second)
-	defer cancel()
-	start := time.Now()
-	for {
-		st, err := ReadRelayState(c.StateDir)
-		if err == nil && st.State == want && st.Updated.After(start) {
-			return nil
-		}
-		select {
-		case <-ctx.Done():
-			got := "no relay state"
-			if st != nil {
-				got = st.State
-			}
-			return fmt.Errorf("machine: relay did not become %s (it is %s; see %s)", want, got, filepath.Join(c.StateDir, FileRelayLog))
-		case <-time.After(100 * time.Millisecond):
-		}
+func (c *Control) relay(ctx context.Context, req string, want RelayPhase) error {
+	a, err := agentOf(c.Guest)
+	if err != nil {
+		return err
 	}
+	var st RelayState
+	if err := a.Call(ctx, req, nil, &st); err != nil {
+		return fmt.Errorf("machine: %w (see %s)", err, filepath.Join(c.StateDir, FileRelayLog))
+	}
+	if st.State != want {
+		return fmt.Errorf("machine: %s: the relay is %s, not %s (see %s)", req, st.State, want, filepath.Join(c.StateDir, FileRelayLog))
+	}
+	return nil
 }
 
 // Provision provisions the guest again with the control's options, WSL's names or not.
@@ -84,10 +82,8 @@ func (c *Control) Provision(ctx context.Context, wslNames bool) error {
 // Restore undoes whatever a scenario changed: relay serving, rules on, token and stubs
 // as provisioned, the names the control's options choose.
 func (c *Control) Restore(ctx context.Context) error {
-	if _, err := os.Stat(filepath.Join(c.StateDir, FileRelayStop)); err == nil {
-		if err := c.RelayStart(ctx); err != nil {
-			return err
-		}
+	if err := c.RelayStart(ctx); err != nil { // serving already: a no-op
+		return err
 	}
 	o := c.quiet()
 	if !o.NoWSLNames {
@@ -103,27 +99,27 @@ func (c *Control) quiet() ProvisionOptions {
 	return o
 }
 
-// RelayLogSince returns the relay log lines stamped at or after t (slog text lines
-// start with time=RFC3339).
-func RelayLogSince(stateDir string, t time.Time) []string {
-	f, err := os.Open(filepath.Join(stateDir, FileRelayLog))
+// RelayLogSince returns the relay's log records stamped at or after t, as text lines
+// (at most the last 40; relay.log has them all). It asks the hostagent, which keeps the
+// latest records: nothing is parsed back from the file.
+func (c *Control) RelayLogSince(t time.Time) []string {
+	a, err := agentOf(c.Guest)
 	if err != nil {
-		return nil
+		return []string{err.Error()}
 	}
-	defer f.Close()
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	var recs []LogRecord
+	if err := a.Call(ctx, RequestRelayLog, RelayLogArgs{Since: t}, &recs); err != nil {
+		return []string{"(no relay log: " + err.Error() + ")"}
+	}
 	var out []string
-	sc := bufio.NewScanner(f)
-	sc.Buffer(make([]byte, 64<<10), 1<<20)
-	for sc.Scan() {
-		line := sc.Text()
-		ts, _, _ := strings.Cut(strings.TrimPrefix(line, "time="), " ")
-		when, err := time.Parse(time.RFC3339Nano, ts)
-		if err != nil || !when.Before(t.Add(-time.Millisecond)) {
-			out = append(out, line)
-		}
+	if len(recs) > 40 {
+		out = append(out, fmt.Sprintf("(%d earlier lines in %s)", len(recs)-40, filepath.Join(c.StateDir, FileRelayLog)))
+		recs = recs[len(recs)-40:]
 	}
-	if len(out) > 40 {
-		out = append([]string{fmt.Sprintf("(%d earlier lines in %s)", len(out)-40, filepath.Join(stateDir, FileRelayLog))}, out[len(out)-40:]...)
+	for _, r := range recs {
+		out = append(out, r.String())
 	}
 	return out
 }

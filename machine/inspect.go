@@ -1,6 +1,8 @@
 package machine
 
 import (
+	"context"
+
 	"lab/formats"
 	"lab/vm"
 	"lab/wineprefix"
@@ -28,8 +30,8 @@ type WindowsStatus struct {
 }
 
 // Inspect computes the status of the machine with this name (or state directory).
-func Inspect(nameOrDir string) (*Status, error) {
-	st, err := vm.Inspect(nameOrDir)
+func Inspect(ctx context.Context, nameOrDir string) (*Status, error) {
+	st, err := vm.Inspect(ctx, nameOrDir)
 	if err != nil {
 		return nil, err
 	}
@@ -37,11 +39,11 @@ func Inspect(nameOrDir string) (*Status, error) {
 }
 
 // Inspect computes the machine's status.
-func (m *Machine) Inspect() (*Status, error) { return Inspect(m.ref) }
+func (m *Machine) Inspect(ctx context.Context) (*Status, error) { return Inspect(ctx, m.ref) }
 
 // List computes the status of every machine, by name.
-func List() ([]*Status, error) {
-	sts, err := vm.List()
+func List(ctx context.Context) ([]*Status, error) {
+	sts, err := vm.List(ctx)
 	if err != nil {
 		return nil, err
 	}
@@ -55,11 +57,7 @@ func List() ([]*Status, error) {
 func statusOf(st *vm.Status) *Status {
 	v := &Status{Status: st, PE: windowsOf(st)}
 	v.Formats, _ = LoadFormats(st.StateDir)
-	if st.AgentAlive {
-		if r, err := ReadRelayState(st.StateDir); err == nil {
-			v.Relay = r
-		}
-	}
+	v.Relay = RelayStateOf(st)
 	return v
 }
 
@@ -76,11 +74,10 @@ func windowsOf(st *vm.Status) *WindowsStatus {
 		return &WindowsStatus{State: "off (started with --no-windows)"}
 	}
 	v := &WindowsStatus{State: "stopped", Prefix: dir}
-	if ws, err := ReadWineState(st.StateDir); err == nil {
-		v.State, v.WineVersion, v.Error = ws.State, ws.WineVersion, ws.Error
-		if !st.AgentAlive && ws.State != "failed" {
-			v.State = "not kept warm (the hostagent is not running; lab down stops its wineserver)"
-		}
+	if !st.AgentAlive {
+		v.State = "not kept warm (the hostagent is not running; lab down stops its wineserver)"
+	} else if ws := WineStateOf(st); ws != nil {
+		v.State, v.WineVersion, v.Error = string(ws.State), ws.WineVersion, ws.Error
 	}
 	return v
 }

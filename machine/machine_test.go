@@ -58,7 +58,6 @@ func TestOpen(t *testing.T) {
 // lab status --json prints (vm.Status's fields at the top level).
 func TestInspectStopped(t *testing.T) {
 	dir := stoppedMachine(t, WindowsShare("/data/lab/m1/wine"))
-	writeWineState(dir, WineState{State: "warm", Prefix: "/data/lab/m1/wine", WineVersion: "wine-8.0"})
 	table := []formats.Format{{Name: "labsh", Extension: "labsh", Runner: formats.Runner{Kind: formats.Interpreter, Command: []string{"/bin/sh"}}}}
 	b, err := EncodeFormats(table)
 	if err != nil {
@@ -67,7 +66,7 @@ func TestInspectStopped(t *testing.T) {
 	if err := os.WriteFile(filepath.Join(dir, FileFormats), b, 0o644); err != nil {
 		t.Fatal(err)
 	}
-	st, err := Inspect(dir)
+	st, err := Inspect(context.Background(), dir)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -75,9 +74,8 @@ func TestInspectStopped(t *testing.T) {
 		t.Errorf("state %q, agent alive %v, relay %+v; want stopped, no relay", st.State, st.AgentAlive, st.Relay)
 	}
 	want := WindowsStatus{
-		State:       "not kept warm (the hostagent is not running; lab down stops its wineserver)",
-		Prefix:      "/data/lab/m1/wine",
-		WineVersion: "wine-8.0",
+		State:  "not kept warm (the hostagent is not running; lab down stops its wineserver)",
+		Prefix: "/data/lab/m1/wine",
 	}
 	if st.PE == nil || *st.PE != want {
 		t.Errorf("PE = %+v; want %+v", st.PE, want)
@@ -101,7 +99,7 @@ func TestInspectStopped(t *testing.T) {
 	if _, ok := top["relay"]; ok {
 		t.Errorf("a stopped machine's status has a relay: %s", j)
 	}
-	if _, err := Inspect(filepath.Join(t.TempDir(), "none")); !errors.Is(err, vm.ErrNotFound) {
+	if _, err := Inspect(context.Background(), filepath.Join(t.TempDir(), "none")); !errors.Is(err, vm.ErrNotFound) {
 		t.Errorf("Inspect of no machine: %v; want vm.ErrNotFound", err)
 	}
 }

@@ -200,8 +200,8 @@ func Provision(ctx context.Context, g provision.Guest, nameOrDir string, opts Pr
 	return provision.Provision(ctx, g, cfg)
 }
 
-// Expose adds host programs to the VM's allow list and provisions their stubs. The
-// relay picks the new list up by itself (it watches the file).
+// Expose adds host programs to the VM's allow list, has the relay reload it (through
+// g's hostagent: g is a vm.Client) and provisions their stubs.
 func Expose(ctx context.Context, g provision.Guest, nameOrDir string, programs []string, as string, opts ProvisionOptions) ([]provision.Exposed, error) {
 	dir, err := vm.StateDirOf(nameOrDir)
 	if err != nil {
@@ -220,7 +220,7 @@ func Expose(ctx context.Context, g provision.Guest, nameOrDir string, programs [
 			return nil, fmt.Errorf("machine: expose %s: %w (use --as NAME)", e.HostPath, err)
 		}
 	}
-	if err := provision.SaveExposed(dir, list); err != nil {
+	if err := saveAndReload(ctx, g, dir, list); err != nil {
 		return nil, err
 	}
 	if _, err := Provision(ctx, g, dir, opts); err != nil {
@@ -243,13 +243,29 @@ func Unexpose(ctx context.Context, g provision.Guest, nameOrDir string, names []
 	if err != nil {
 		return nil, err
 	}
-	if err := provision.SaveExposed(dir, list); err != nil {
+	if err := saveAndReload(ctx, g, dir, list); err != nil {
 		return nil, err
 	}
 	if _, err := Provision(ctx, g, dir, opts); err != nil {
 		return removed, err
 	}
 	return removed, nil
+}
+
+// saveAndReload writes the allow list (it outlives the hostagent) and has the relay
+// serve it before any stub for it exists in the guest.
+func saveAndReload(ctx context.Context, g provision.Guest, dir string, list []provision.Exposed) error {
+	a, err := agentOf(g)
+	if err != nil {
+		return err
+	}
+	if err := provision.SaveExposed(dir, list); err != nil {
+		return err
+	}
+	if err := a.Call(ctx, RequestRelayReload, nil, nil); err != nil {
+		return fmt.Errorf("machine: the relay did not take the new allow list: %w", err)
+	}
+	return nil
 }
 
 // Interop turns the binfmt rules of the VM named nameOrDir (or its state dir) on or off:

@@ -2,10 +2,12 @@ package machine
 
 import (
 	"bytes"
+	"log/slog"
 	"net"
 	"os"
 	"path/filepath"
 	"reflect"
+	"strings"
 	"sync/atomic"
 	"testing"
 	"time"
@@ -173,5 +175,47 @@ func TestReadEnvAllow(t *testing.T) {
 	os.WriteFile(p, []byte("# trusted by the host owner\nPATH\n  GIT_AUTHOR_*  # names for commits\n\n"), 0o600)
 	if got, err := readEnvAllow(p); err != nil || !reflect.DeepEqual(got, []string{"PATH", "GIT_AUTHOR_*"}) {
 		t.Errorf("readEnvAllow = %q, %v", got, err)
+	}
+}
+
+// TestLogRing: the relay's log records come back structured (attributes from With and
+// groups flattened), filtered by time, the oldest dropped past the ring's size, while
+// every record still reaches the file's handler.
+func TestLogRing(t *testing.T) {
+	var file bytes.Buffer
+	ring := newLogRing(slog.NewTextHandler(&file, nil), 3)
+	log := slog.New(ring)
+	t0 := time.Now()
+	log.Info("relay: serving", "generation", 1)
+	log.With("session", 7).WithGroup("req").Info("launch", "name", "host-echo", "argv", "a b")
+	t1 := time.Now()
+	log.Warn("refused", "err", "bad token")
+	log.Info("fourth")
+
+	got := ring.since(t1)
+	want := []LogRecord{
+		{Level: "WARN", Msg: "refused", Attrs: []LogAttr{{"err", "bad token"}}},
+		{Level: "INFO", Msg: "fourth"},
+	}
+	for i := range got {
+		got[i].Time = time.Time{}
+	}
+	if !reflect.DeepEqual(got, want) {
+		t.Errorf("since(t1) = %+v; want %+v", got, want)
+	}
+	all := ring.since(t0)
+	if len(all) != 3 || all[0].Msg != "launch" {
+		t.Fatalf("since(t0) = %+v; want the last 3, from launch", all)
+	}
+	wantAttrs := []LogAttr{{"session", "7"}, {"req.name", "host-echo"}, {"req.argv", "a b"}}
+	if !reflect.DeepEqual(all[0].Attrs, wantAttrs) {
+		t.Errorf("attrs = %+v; want %+v", all[0].Attrs, wantAttrs)
+	}
+	line := all[0].String()
+	if !strings.HasSuffix(line, ` level=INFO msg=launch session=7 req.name=host-echo req.argv="a b"`) {
+		t.Errorf("String() = %q", line)
+	}
+	if n := strings.Count(file.String(), "\n"); n != 4 {
+		t.Errorf("the file handler got %d lines; want 4:\n%s", n, file.String())
 	}
 }

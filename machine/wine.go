@@ -8,7 +8,7 @@ import (
 	"io"
 	"os"
 	"path/filepath"
-	"time"
+	"sync"
 
 	"lab/pefixtures"
 	"lab/vm"
@@ -24,8 +24,9 @@ const (
 	DriveCTag = "drive_c"
 	// DriveLetter is the Windows drive /mnt/c shows.
 	DriveLetter = "C:"
-	// FileWineState is the wine task's published state in the VM's state dir (lab status).
-	FileWineState = "wine.json"
+	// RequestWineWait waits until the wine task's prefix is warm (or failed) and replies
+	// WineState (vm.Client.Call).
+	RequestWineWait = "wine.wait"
 )
 
 // DataDir is the VM's persistent data directory, which lab down keeps (the Wine prefix,
@@ -107,35 +108,58 @@ func PrefixOf(in *vm.Instance) string {
 	return ""
 }
 
-// WineState is what the wine task publishes for lab status.
+// WinePhase is what the wine task does with the prefix.
+type WinePhase string
+
+const (
+	WineWarming WinePhase = "warming"
+	WineWarm    WinePhase = "warm"
+	WineStopped WinePhase = "stopped"
+	WineFailed  WinePhase = "failed"
+)
+
+// WineState is the wine task's state (lab status shows it, computed for each request).
 type WineState struct {
-	State       string    `json:"state"` // "warming", "warm", "stopped", "failed"
+	State       WinePhase `json:"state"`
 	Error       string    `json:"error,omitempty"`
 	Prefix      string    `json:"prefix"`
 	WineVersion string    `json:"wine_version,omitempty"`
-	Updated     time.Time `json:"updated"`
 }
 
-// ReadWineState reads the wine task's published state.
-func ReadWineState(stateDir string) (*WineState, error) {
-	b, err := os.ReadFile(filepath.Join(stateDir, FileWineState))
-	if err != nil {
-		return nil, err
+// WineStateOf is the wine task's state in a VM's status (nil when the hostagent did
+// not answer or the VM has no Windows personality).
+func WineStateOf(st *vm.Status) *WineState {
+	var w WineState
+	if !taskDetail(st, "wine", &w) {
+		return nil
 	}
-	var st WineState
-	if err := json.Unmarshal(b, &st); err != nil {
-		return nil, fmt.Errorf("machine: %s: %w", FileWineState, err)
-	}
-	return &st, nil
+	return &w
 }
 
-func writeWineState(stateDir string, st WineState) {
-	st.Updated = time.Now()
-	b, _ := json.MarshalIndent(st, "", "  ")
-	p := filepath.Join(stateDir, FileWineState)
-	if os.WriteFile(p+".tmp", append(b, '\n'), 0o644) == nil {
-		os.Rename(p+".tmp", p)
+// wineTask holds the state the task reports; settled is closed once warm or failed.
+type wineTask struct {
+	mu      sync.Mutex
+	st      WineState
+	settled chan struct{}
+}
+
+func (w *wineTask) set(f func(*WineState)) {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	f(&w.st)
+	if w.st.State == WineWarm || w.st.State == WineFailed {
+		select {
+		case <-w.settled:
+		default:
+			close(w.settled)
+		}
 	}
+}
+
+func (w *wineTask) get() WineState {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	return w.st
 }
 
 // WineTask keeps the VM's Wine prefix warm while the VM runs: Ensure, then a lease on the
@@ -144,7 +168,8 @@ func writeWineState(stateDir string, st WineState) {
 // wineserver lives in the prefix's agent, not in this hostagent's process tree: machines
 // sharing the prefix keep it when this one goes down, and the agent stops it when the last
 // lease is gone. A VM without the drive_c share (no Wine, or --no-windows) makes it return
-// at once.
+// at once. It reports its
+// WineState and answers RequestWineWait.
 func WineTask() vm.Task { return vm.Task{Name: "wine", Run: runWine} }
 
 func runWine(ctx context.Context, env *vm.Env) error {
@@ -156,29 +181,36 @@ func runWine(ctx context.Context, env *vm.Env) error {
 	if dir == "" {
 		return nil
 	}
-	st := WineState{State: "warming", Prefix: dir}
-	writeWineState(env.StateDir, st)
+	w := &wineTask{st: WineState{State: WineWarming, Prefix: dir}, settled: make(chan struct{})}
+	env.Report(func(context.Context) any { return w.get() })
+	env.Handle(RequestWineWait, func(ctx context.Context, _ json.RawMessage) (any, error) {
+		select {
+		case <-w.settled:
+			return w.get(), nil
+		case <-ctx.Done():
+			return nil, fmt.Errorf("machine: the VM's Wine prefix is not warm yet: %w", ctx.Err())
+		}
+	})
 	var lease *wineprefix.Lease
 	p, err := wineprefix.Ensure(ctx, wineprefix.Options{Dir: dir, Programs: SystemPrograms(ctx, nil)})
 	if err == nil {
-		st.WineVersion = p.WineVersion
+		w.set(func(st *WineState) { st.WineVersion = p.WineVersion })
 		lease, err = p.Use(ctx)
 	}
 	if err != nil {
-		st.State, st.Error = "failed", err.Error()
-		writeWineState(env.StateDir, st)
+		w.set(func(st *WineState) { st.State, st.Error = WineFailed, err.Error() })
 		return fmt.Errorf("machine: wine prefix: %w", err)
 	}
-	st.State = "warm"
-	writeWineState(env.StateDir, st)
+	w.set(func(st *WineState) { st.State = WineWarm })
 	env.Logger.Info("wine prefix warm", "prefix", dir, "wine", p.WineVersion)
 	<-ctx.Done()
 	err = lease.Release()
-	st.State, st.Error = "stopped", ""
-	if err != nil {
-		st.Error = err.Error()
-	}
-	writeWineState(env.StateDir, st)
+	w.set(func(st *WineState) {
+		st.State, st.Error = WineStopped, ""
+		if err != nil {
+			st.Error = err.Error()
+		}
+	})
 	return err
 }
 

@@ -13,7 +13,6 @@ import (
 	"time"
 
 	"lab/vm/qemu"
-	"lab/vm/qmp"
 )
 
 // chooseAccel turns --accel auto|kvm|tcg into the accelerator QEMU runs with and a
@@ -74,7 +73,10 @@ func kvmWorks(ctx context.Context, qemuBin, cacheDir string) (bool, string) {
 
 // kvmTrial boots an empty q35 machine under KVM with the CPU model lab would use,
 // lets its vCPUs run through reset and firmware for a moment, and checks through QMP
-// that KVM is enabled and QEMU is still alive and exits cleanly.
+// (go-qemu, see monitor) that KVM is enabled and QEMU is still alive and exits cleanly.
+// The QMP socket is created here and handed to QEMU listening, so connecting needs no
+// retry loop: the connection waits in the backlog until QEMU serves it, and is reset
+// if QEMU dies first.
 func kvmTrial(ctx context.Context, qemuBin string) (bool, string) {
 	ctx, cancel := context.WithTimeout(ctx, 15*time.Second)
 	defer cancel()
@@ -83,23 +85,31 @@ func kvmTrial(ctx context.Context, qemuBin string) (bool, string) {
 		return false, err.Error()
 	}
 	defer os.RemoveAll(dir)
-	sock := filepath.Join(dir, "qmp.sock")
-	fns := []qemu.Fn{qemu.WithBinary(qemuBin), qemu.WithAccel("kvm"), qemu.WithMemory(64), qemu.WithQMP(sock)}
+	qmpf, err := listenQMP(dir)
+	if err != nil {
+		return false, err.Error()
+	}
+	fns := []qemu.Fn{qemu.WithBinary(qemuBin), qemu.WithAccel("kvm"), qemu.WithMemory(64), qemu.WithQMPListener(qmpFD)}
 	if _, err := os.Stat(qemu.QbootROM); err == nil {
 		fns = append(fns, qemu.WithBIOS(qemu.QbootROM))
 	}
 	argv, err := qemu.Command(fns...)
 	if err != nil {
+		qmpf.Close()
 		return false, err.Error()
 	}
 	cmd := exec.Command(argv[0], argv[1:]...)
 	var stderr bytes.Buffer
 	cmd.Stderr = &stderr
-	if err := cmd.Start(); err != nil {
+	cmd.ExtraFiles = []*os.File{qmpf}
+	err = cmd.Start()
+	qmpf.Close() // QEMU's is the only copy
+	if err != nil {
 		return false, err.Error()
 	}
 	exited := make(chan error, 1)
 	go func() { exited <- cmd.Wait() }()
+	// fail kills QEMU (which also ends a QMP call go-qemu cannot interrupt).
 	fail := func(what string) (bool, string) {
 		cmd.Process.Kill()
 		err := <-exited
@@ -109,22 +119,17 @@ func kvmTrial(ctx context.Context, qemuBin string) (bool, string) {
 		}
 		return false, what + ": " + msg
 	}
-	var c *qmp.Client
-	for c == nil {
-		c, err = qmp.Dial(ctx, sock)
-		if err == nil {
-			break
-		}
+	m, err := connectMonitor(ctx, filepath.Join(dir, FileQMPSock))
+	if err != nil {
 		select {
 		case <-exited:
 			exited <- nil
 			return fail("QEMU exited at start")
-		case <-ctx.Done():
-			return fail("no QMP answer")
-		case <-time.After(10 * time.Millisecond):
+		default:
 		}
+		return fail("no QMP answer")
 	}
-	defer c.Close()
+	defer m.close()
 	// The known failure (kvm_buf_set_msrs) comes when the vCPUs reset; give them time.
 	select {
 	case <-exited:
@@ -132,14 +137,14 @@ func kvmTrial(ctx context.Context, qemuBin string) (bool, string) {
 		return fail("QEMU aborted")
 	case <-time.After(300 * time.Millisecond):
 	}
-	k, err := c.QueryKVM(ctx)
+	k, err := m.queryKVM(ctx)
 	if err != nil || !k.Enabled {
 		return fail("KVM not enabled")
 	}
-	if st, err := c.QueryStatus(ctx); err != nil || !st.Running {
+	if st, err := m.queryStatus(ctx); err != nil || !st.Running {
 		return fail("vCPUs not running")
 	}
-	_ = c.Quit(ctx)
+	_ = m.quit(ctx)
 	select {
 	case err := <-exited:
 		if err != nil {

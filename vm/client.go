@@ -4,6 +4,7 @@ import (
 	"bufio"
 	"bytes"
 	"context"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"io"
@@ -154,6 +155,60 @@ func (c *Client) Reconnect(ctx context.Context) error {
 	case <-ctx.Done():
 		return fmt.Errorf("vm: reconnect: %w", ctx.Err())
 	}
+}
+
+// Call asks the hostagent for the request name: one a Task registered with Env.Handle
+// ("relay.stop") or the hostagent's own (RequestQueryStatus, RequestPowerdown,
+// RequestQuit). args (nil: none) is sent as JSON; the JSON reply is decoded into reply
+// (nil: ignored). A handler's error comes back as an error with its text (and
+// errors.Is(err, ErrQEMUNotResponding) when QEMU did not answer). Calls on one Client
+// are answered in order; when ctx ends Call returns, and the request still completes in
+// the hostagent.
+func (c *Client) Call(ctx context.Context, name string, args, reply any) error {
+	return call(ctx, c.ssh, name, args, reply)
+}
+
+func call(ctx context.Context, conn ssh.Conn, name string, args, reply any) error {
+	var payload []byte
+	if args != nil {
+		b, err := json.Marshal(args)
+		if err != nil {
+			return fmt.Errorf("vm: hostagent %s: %w", name, err)
+		}
+		payload = b
+	}
+	type result struct {
+		ok      bool
+		payload []byte
+		err     error
+	}
+	ch := make(chan result, 1)
+	go func() {
+		ok, p, err := conn.SendRequest(name+requestSuffix, true, payload)
+		ch <- result{ok, p, err}
+	}()
+	var r result
+	select {
+	case r = <-ch:
+	case <-ctx.Done():
+		return fmt.Errorf("vm: hostagent %s: %w", name, ctx.Err())
+	}
+	if r.err != nil {
+		return fmt.Errorf("vm: hostagent %s: %w", name, r.err)
+	}
+	if !r.ok {
+		var ce callError
+		if json.Unmarshal(r.payload, &ce) != nil || ce.Error == "" {
+			ce.Error = "refused (is the hostagent older than this lab? lab down; lab up)"
+		}
+		return ce.err(name)
+	}
+	if reply != nil {
+		if err := json.Unmarshal(r.payload, reply); err != nil {
+			return fmt.Errorf("vm: hostagent %s: decoding the reply: %w", name, err)
+		}
+	}
+	return nil
 }
 
 // SSH returns the underlying client (for sessions with a pty, port forwarding, ...).

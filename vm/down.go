@@ -10,18 +10,21 @@ import (
 	"syscall"
 	"time"
 
-	"lab/vm/qmp"
+	"golang.org/x/sys/unix"
 )
 
 // Grace periods of Down.
 const (
 	powerdownGrace = 15 * time.Second // guest shutdown after the ACPI power button
-	quitGrace      = 5 * time.Second  // QEMU exit after QMP quit
+	quitGrace      = 5 * time.Second  // QEMU exit after QMP quit or SIGTERM
+	agentDialLimit = 3 * time.Second  // reaching the hostagent
 )
 
-// Down stops the VM with this name (or state directory) and removes its state:
-// QMP system_powerdown, then QMP quit, then SIGKILL, each after a grace period (cut
-// short when ctx ends). It also cleans up after a QEMU or hostagent that died.
+// Down stops the VM with this name (or state directory) and removes its state. With
+// the hostagent running it asks it (it holds the VM's one QMP connection) for QMP
+// system_powerdown, then quit; without it, SIGTERM; then SIGKILL. Each step has a
+// grace period (cut short when ctx ends); a QEMU that does not answer QMP (stopped,
+// wedged) is killed at once. It also cleans up after a QEMU or hostagent that died.
 func Down(ctx context.Context, nameOrDir string) error {
 	dir, err := StateDirOf(nameOrDir)
 	if err != nil {
@@ -35,7 +38,7 @@ func Down(ctx context.Context, nameOrDir string) error {
 	}
 	qemuPID := readPID(filepath.Join(dir, FileQEMUPID))
 	if processAlive(qemuPID, dir) {
-		stopQEMUGracefully(ctx, dir, qemuPID)
+		stopQEMU(ctx, dir, qemuPID)
 	}
 	agentPID := readPID(filepath.Join(dir, FileAgentPID))
 	// The hostagent exits by itself once QEMU is gone.
@@ -50,34 +53,97 @@ func Down(ctx context.Context, nameOrDir string) error {
 	return nil
 }
 
-func stopQEMUGracefully(ctx context.Context, dir string, pid int) {
-	qctx, cancel := context.WithTimeout(ctx, 3*time.Second)
-	c, err := qmp.Dial(qctx, filepath.Join(dir, FileQMPSock))
-	cancel()
+// stopQEMU is Down's ladder for QEMU (pid): through the hostagent's QMP when it
+// answers, else a signal; SIGKILL last.
+func stopQEMU(ctx context.Context, dir string, pid int) {
+	nctx := context.WithoutCancel(ctx) // the last steps run even when ctx ended
+	err := stopThroughAgent(ctx, dir, pid)
 	if err == nil {
-		defer c.Close()
-		if c.SystemPowerdown(ctx) == nil && waitGone(ctx, pid, dir, powerdownGrace) {
-			return
-		}
-		qctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 2*time.Second)
-		c.Quit(qctx)
-		cancel()
-		if waitGone(context.WithoutCancel(ctx), pid, dir, quitGrace) {
+		return
+	}
+	if !errors.Is(err, ErrQEMUNotResponding) && !errors.Is(err, errStillRunning) {
+		// No hostagent to ask: QEMU exits cleanly on SIGTERM.
+		syscall.Kill(pid, syscall.SIGTERM)
+		if waitGone(ctx, pid, dir, quitGrace) {
 			return
 		}
 	}
-	syscall.Kill(pid, syscall.SIGKILL)
-	waitGone(context.WithoutCancel(ctx), pid, dir, 5*time.Second)
+	syscall.Kill(pid, syscall.SIGKILL) // also ends a stopped QEMU
+	waitGone(nctx, pid, dir, 5*time.Second)
+}
+
+// errStillRunning: QEMU did not exit within the grace periods of the QMP ladder.
+var errStillRunning = errors.New("QEMU still runs")
+
+// stopThroughAgent asks the hostagent for system_powerdown, then quit, waiting for QEMU
+// to exit after each. An error wrapping ErrQEMUNotResponding means QEMU did not answer.
+func stopThroughAgent(ctx context.Context, dir string, pid int) error {
+	if !agentAlive(dir) {
+		return errors.New("no hostagent")
+	}
+	dctx, cancel := context.WithTimeout(ctx, agentDialLimit)
+	c, err := Connect(dctx, dir)
+	cancel()
+	if err != nil {
+		return err
+	}
+	defer c.Close()
+	if err := c.Call(ctx, RequestPowerdown, nil, nil); err != nil {
+		if errors.Is(err, ErrQEMUNotResponding) {
+			return err
+		}
+	} else if waitGone(ctx, pid, dir, powerdownGrace) {
+		return nil
+	}
+	qctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), qmpCallTimeout+time.Second)
+	err = c.Call(qctx, RequestQuit, nil, nil)
+	cancel()
+	if err != nil && errors.Is(err, ErrQEMUNotResponding) {
+		return err
+	}
+	if waitGone(context.WithoutCancel(ctx), pid, dir, quitGrace) {
+		return nil
+	}
+	return errStillRunning
 }
 
 // waitGone waits until pid (ours, see processAlive) is gone; false on timeout or ctx end.
+// It waits on a pidfd (readable when the process exits; it need not be our child).
 func waitGone(ctx context.Context, pid int, marker string, d time.Duration) bool {
-	deadline := time.Now().Add(d)
-	for processAlive(pid, marker) {
-		if time.Now().After(deadline) || ctx.Err() != nil {
-			return false
-		}
-		time.Sleep(20 * time.Millisecond)
+	if !processAlive(pid, marker) {
+		return true
 	}
-	return true
+	fd, err := unix.PidfdOpen(pid, 0)
+	if err != nil {
+		return !processAlive(pid, marker) // ESRCH: gone meanwhile
+	}
+	defer unix.Close(fd)
+	if !processAlive(pid, marker) { // the pid was reused between the check and the open
+		return true
+	}
+	ctx, cancel := context.WithTimeout(ctx, d)
+	defer cancel()
+	// poll(2) takes no ctx: a pipe that ctx's end makes readable wakes it.
+	var p [2]int
+	if err := unix.Pipe2(p[:], unix.O_CLOEXEC); err != nil {
+		return false
+	}
+	defer unix.Close(p[0])
+	defer unix.Close(p[1])
+	stop := context.AfterFunc(ctx, func() { unix.Write(p[1], []byte{0}) })
+	defer stop()
+	fds := []unix.PollFd{{Fd: int32(fd), Events: unix.POLLIN}, {Fd: int32(p[0]), Events: unix.POLLIN}}
+	for {
+		_, err := unix.Poll(fds, -1)
+		if err == unix.EINTR {
+			continue
+		}
+		if err != nil {
+			return !processAlive(pid, marker)
+		}
+		if fds[0].Revents != 0 {
+			return true
+		}
+		return !processAlive(pid, marker) // ctx ended (the process may have just gone too)
+	}
 }

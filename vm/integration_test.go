@@ -8,6 +8,7 @@ import (
 	"crypto/sha256"
 	"encoding/hex"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"io"
 	"net"
@@ -59,6 +60,12 @@ func TestMain(m *testing.M) {
 	}
 	code := m.Run()
 	if shared != nil {
+		// The shared VM goes down with QEMU stopped (SIGSTOP): QMP cannot answer, so Down
+		// must kill QEMU rather than wait on it (lab down's graceful path is
+		// TestIntegrationSecondVMKilled's and cmd/lab's TestIntegrationCLI's).
+		if pid := readPID(filepath.Join(shared.dir, FileQEMUPID)); pid > 0 {
+			syscall.Kill(pid, syscall.SIGSTOP)
+		}
 		if err := downAndCheck(shared.dir); err != nil {
 			fmt.Fprintln(os.Stderr, "tearing down the shared VM:", err)
 			code = 1
@@ -265,6 +272,61 @@ func TestIntegrationStatus(t *testing.T) {
 	}
 }
 
+// TestIntegrationStatusQEMUStopped: with QEMU stopped (SIGSTOP), lab status still
+// answers, and says QEMU is not responding (the hostagent bounds its QMP question);
+// resumed, QEMU answers the hostagent again.
+func TestIntegrationStatusQEMUStopped(t *testing.T) {
+	s := sharedGuest(t)
+	pid := readPID(filepath.Join(s.dir, FileQEMUPID))
+	if err := syscall.Kill(pid, syscall.SIGSTOP); err != nil {
+		t.Fatal(err)
+	}
+	stopped := true
+	defer func() {
+		if stopped {
+			syscall.Kill(pid, syscall.SIGCONT)
+		}
+	}()
+	// Twice: the second finds the first's question still unanswered.
+	for i := range 2 {
+		st := statusJSON(t, s.base, s.name)
+		if st.State != StateUnresponsive || st.QEMUStatus != "not responding" || !st.QEMUAlive || !st.AgentAlive {
+			t.Errorf("status %d with QEMU stopped: state %s, qemu %q (alive %v), agent alive %v; problems %q",
+				i, st.State, st.QEMUStatus, st.QEMUAlive, st.AgentAlive, st.Problems)
+		}
+		if !strings.Contains(strings.Join(st.Problems, "\n"), "QEMU is not responding to QMP") {
+			t.Errorf("problems do not say QEMU is not responding: %q", st.Problems)
+		}
+	}
+	r := lab(t, s.base, "", "status", "--name", s.name)
+	if !strings.Contains(r.stdout, "state:     unresponsive") || !strings.Contains(r.stdout, "not responding") {
+		t.Errorf("lab status text with QEMU stopped:\n%s", r.stdout)
+	}
+	if err := syscall.Kill(pid, syscall.SIGCONT); err != nil {
+		t.Fatal(err)
+	}
+	stopped = false
+	// Resumed, QEMU answers the questions left behind and then ours.
+	c, err := Connect(context.Background(), s.dir)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	var rs QEMURunState
+	for deadline := time.Now().Add(2 * time.Minute); ; {
+		err = c.Call(context.Background(), RequestQueryStatus, nil, &rs)
+		if err == nil || !errors.Is(err, ErrQEMUNotResponding) || time.Now().After(deadline) {
+			break
+		}
+	}
+	if err != nil || rs.Status != "running" || !rs.Running {
+		t.Errorf("query-status after SIGCONT = %+v, %v", rs, err)
+	}
+	if st := statusJSON(t, s.base, s.name); st.State != StateRunning || st.QEMUStatus != "running" {
+		t.Errorf("status after SIGCONT: state %s, qemu %q; problems %q", st.State, st.QEMUStatus, st.Problems)
+	}
+}
+
 func TestIntegrationSFTP(t *testing.T) {
 	s := sharedGuest(t)
 	ctx := context.Background()
@@ -429,7 +491,7 @@ func TestIntegrationSecondVMKilled(t *testing.T) {
 	if err != nil || string(out) != "via-task\n" {
 		t.Errorf("echo task over vsock = %q, %v", out, err)
 	}
-	tasks := map[string]string{}
+	tasks := map[string]TaskState{}
 	for _, th := range st2.Health.Tasks {
 		tasks[th.Name] = th.State
 	}
@@ -672,7 +734,7 @@ func BenchmarkUp(b *testing.B) {
 		}
 		up = append(up, time.Since(start).Seconds())
 		b.StopTimer()
-		st, err := Inspect(dir)
+		st, err := Inspect(context.Background(), dir)
 		if err != nil || st.Health == nil {
 			b.Fatal(err)
 		}

@@ -3,10 +3,13 @@ package vm
 import (
 	"bytes"
 	"context"
+	"encoding/json"
 	"errors"
 	"io"
 	"net"
 	"path/filepath"
+	"strconv"
+	"strings"
 	"sync"
 	"time"
 
@@ -27,6 +30,11 @@ const healthRequest = "lab-health@lab"
 // reconnectRequest makes the hostagent replace its kept guest connection (see
 // Client.Reconnect). The reply is true, or false with the error's text as payload.
 const reconnectRequest = "reconnect@lab"
+
+// requestSuffix ends the type of a request for a registered handler (Env.Handle): the
+// handler "relay.stop" answers "relay.stop@lab". The reply's payload is the handler's
+// JSON, or a callError when it is refused.
+const requestSuffix = "@lab"
 
 type proxyServer struct {
 	l  net.Listener
@@ -88,26 +96,14 @@ func (a *agent) serveConn(ctx context.Context, nc net.Conn, cfg *ssh.ServerConfi
 	stop := context.AfterFunc(ctx, func() { sc.Close() })
 	defer stop()
 	defer sc.Close()
+	// Requests end with the connection (a client that gave up) or the VM.
+	connCtx, cancelConn := context.WithCancel(ctx)
+	defer cancelConn()
 	go func() {
-		for r := range reqs {
-			switch r.Type {
-			case healthRequest:
-				r.Reply(true, a.healthJSON())
-			case reconnectRequest:
-				rctx, cancel := context.WithTimeout(ctx, time.Minute)
-				err := a.reconnect(rctx)
-				cancel()
-				if err != nil {
-					a.log.Warn("reconnect to the guest failed", "err", err)
-					r.Reply(false, []byte(err.Error()))
-				} else {
-					r.Reply(true, nil)
-				}
-			default:
-				r.Reply(false, nil)
-			}
-		}
+		sc.Wait()
+		cancelConn()
 	}()
+	go a.serveRequests(connCtx, reqs)
 	var wg sync.WaitGroup
 	defer wg.Wait()
 	for nch := range chans {
@@ -203,4 +199,50 @@ func spliceChannel(nch ssh.NewChannel, guest *ssh.Client) {
 	}
 	cch.CloseWrite()
 	cch.Close()
+}
+
+// serveRequests answers a connection's global requests in order: lab-health@lab,
+// reconnect@lab, and NAME@lab for each handler registered with Env.Handle.
+func (a *agent) serveRequests(ctx context.Context, reqs <-chan *ssh.Request) {
+	for r := range reqs {
+		switch r.Type {
+		case healthRequest:
+			b, _ := json.Marshal(a.healthNow(ctx))
+			r.Reply(true, b)
+		case reconnectRequest:
+			rctx, cancel := context.WithTimeout(ctx, time.Minute)
+			err := a.reconnect(rctx)
+			cancel()
+			if err != nil {
+				a.log.Warn("reconnect to the guest failed", "err", err)
+				r.Reply(false, []byte(err.Error()))
+			} else {
+				r.Reply(true, nil)
+			}
+		default:
+			name, ok := strings.CutSuffix(r.Type, requestSuffix)
+			var h Handler
+			if ok {
+				h = a.reg.handler(name)
+			}
+			if h == nil {
+				b, _ := json.Marshal(callError{Error: "no such request " + strconv.Quote(r.Type) + " (is the hostagent older than this lab? lab down; lab up)"})
+				r.Reply(false, b)
+				continue
+			}
+			reply, err := h(ctx, r.Payload)
+			if err != nil {
+				b, _ := json.Marshal(callError{Error: err.Error(), NotResponding: errors.Is(err, ErrQEMUNotResponding)})
+				r.Reply(false, b)
+				continue
+			}
+			b, err := json.Marshal(reply)
+			if err != nil {
+				b, _ = json.Marshal(callError{Error: "encoding the reply: " + err.Error()})
+				r.Reply(false, b)
+				continue
+			}
+			r.Reply(true, b)
+		}
+	}
 }

@@ -12,7 +12,6 @@ import (
 	"time"
 
 	"lab/vm/qemu"
-	"lab/vm/qmp"
 )
 
 // TestQMPListener runs a real QEMU (no guest) on the QMP socket lab creates: the file
@@ -55,19 +54,19 @@ func TestQMPListener(t *testing.T) {
 	}()
 	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
 	defer cancel()
-	c, err := qmp.Dial(ctx, sock)
+	m, err := connectMonitor(ctx, sock)
 	if err != nil {
 		t.Fatalf("%v (QEMU: %s)", err, stderr.Bytes())
 	}
-	if _, err := c.QueryStatus(ctx); err != nil {
-		t.Errorf("QueryStatus: %v", err)
+	if _, err := m.queryStatus(ctx); err != nil {
+		t.Errorf("query-status: %v", err)
 	}
-	c.Close()
+	m.close()
 	// Killed, QEMU cannot unlink the socket (after quit it does): a copy of the listening
 	// socket left in lab would now accept connections nobody serves.
 	cmd.Process.Kill()
 	exited <- <-exited
-	if _, err := qmp.Dial(ctx, sock); !errors.Is(err, syscall.ECONNREFUSED) {
+	if _, err := connectMonitor(ctx, sock); !errors.Is(err, syscall.ECONNREFUSED) {
 		t.Errorf("dial after QEMU exited: %v; want connection refused", err)
 	}
 }

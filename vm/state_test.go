@@ -24,7 +24,7 @@ func TestInspectAndDownStale(t *testing.T) {
 	// A pid that exists but is not ours (this test process) must not count as QEMU.
 	os.WriteFile(filepath.Join(dir, FileQEMUPID), []byte(strconv.Itoa(os.Getpid())+"\n"), 0o600)
 	writeJSON(filepath.Join(dir, FileQEMUExit), QEMUExit{Time: time.Now(), Error: "signal: killed"})
-	st, err := Inspect("old")
+	st, err := Inspect(context.Background(), "old")
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -34,7 +34,7 @@ func TestInspectAndDownStale(t *testing.T) {
 	if len(st.Problems) != 1 || !strings.Contains(st.Problems[0], "signal: killed") {
 		t.Errorf("problems = %q", st.Problems)
 	}
-	sts, err := List()
+	sts, err := List(context.Background())
 	if err != nil || len(sts) != 1 || sts[0].Name != "old" {
 		t.Errorf("List = %v, %v", sts, err)
 	}
@@ -44,7 +44,7 @@ func TestInspectAndDownStale(t *testing.T) {
 	if _, err := os.Stat(dir); err == nil {
 		t.Error("Down left the state dir")
 	}
-	if _, err := Inspect("old"); !errors.Is(err, ErrNotFound) {
+	if _, err := Inspect(context.Background(), "old"); !errors.Is(err, ErrNotFound) {
 		t.Errorf("Inspect after Down = %v, want ErrNotFound", err)
 	}
 	if err := Down(context.Background(), "old"); !errors.Is(err, ErrNotFound) {

@@ -10,8 +10,6 @@ import (
 	"path/filepath"
 	"sort"
 	"time"
-
-	"lab/vm/qmp"
 )
 
 // ErrNotFound is returned for a VM name without a state directory.
@@ -20,15 +18,13 @@ var ErrNotFound = errors.New("vm: no such VM")
 // Status is a VM's state, computed from its pids, sockets, QMP and the hostagent;
 // nothing of it is stored.
 type Status struct {
-	Name     string `json:"name"`
-	StateDir string `json:"state_dir"`
-	// State is "running" (ready for commands), "booting", "broken" (running but
-	// something it needs is gone: see Problems), "stopping" or "stopped".
-	State       string    `json:"state"`
+	Name        string    `json:"name"`
+	StateDir    string    `json:"state_dir"`
+	State       State     `json:"state"`
 	Accel       string    `json:"accel"` // the accelerator QEMU was started with
 	AccelReason string    `json:"accel_reason,omitempty"`
 	KVMEnabled  *bool     `json:"kvm_enabled,omitempty"` // what QEMU itself says (QMP query-kvm)
-	QEMUStatus  string    `json:"qemu_status,omitempty"` // QMP query-status: "running", "paused", ...
+	QEMUStatus  string    `json:"qemu_status,omitempty"` // QMP query-status: "running", "paused", ...; or "not responding"
 	Vsock       string    `json:"vsock"`                 // "kernel" or "user"
 	CID         uint32    `json:"cid"`
 	SSHPort     int       `json:"ssh_port"`
@@ -49,8 +45,28 @@ type Status struct {
 	AgentLog    string    `json:"agent_log"`
 }
 
-// Inspect computes the status of the VM with this name (or state directory).
-func Inspect(nameOrDir string) (*Status, error) {
+// State is a VM's state as lab status shows it.
+type State string
+
+const (
+	StateRunning  State = "running"  // ready for commands
+	StateBooting  State = "booting"  // QEMU and the hostagent run; the guest is not ready yet
+	StateBroken   State = "broken"   // running, but something it needs is gone: see Problems
+	StateStopping State = "stopping" // the hostagent is stopping QEMU
+	StateStopped  State = "stopped"  // neither QEMU nor the hostagent runs (LastExit says why)
+	// StateUnresponsive: QEMU runs but does not answer QMP (stopped with SIGSTOP, or
+	// wedged); lab down still stops it (SIGKILL).
+	StateUnresponsive State = "unresponsive"
+)
+
+// healthTimeout bounds the status request to the hostagent (which bounds its own
+// question to QEMU much more tightly: a stopped QEMU costs lab status half a second).
+const healthTimeout = 5 * time.Second
+
+// Inspect computes the status of the VM with this name (or state directory). It asks
+// the hostagent (which holds the VM's one QMP connection) and reads pids; a
+// hostagent that is gone or does not answer is reported, not waited for.
+func Inspect(ctx context.Context, nameOrDir string) (*Status, error) {
 	dir, err := StateDirOf(nameOrDir)
 	if err != nil {
 		return nil, err
@@ -61,11 +77,11 @@ func Inspect(nameOrDir string) (*Status, error) {
 		}
 		return nil, fmt.Errorf("vm: %w", err)
 	}
-	return inspectDir(dir, true), nil
+	return inspectDir(ctx, dir), nil
 }
 
 // List returns the status of every VM under the base state dir, by name.
-func List() ([]*Status, error) {
+func List(ctx context.Context) ([]*Status, error) {
 	base, err := BaseStateDir()
 	if err != nil {
 		return nil, err
@@ -78,15 +94,15 @@ func List() ([]*Status, error) {
 	for _, e := range entries {
 		dir := filepath.Join(base, e.Name())
 		if _, err := os.Stat(filepath.Join(dir, FileInstance)); e.IsDir() && err == nil {
-			out = append(out, inspectDir(dir, true))
+			out = append(out, inspectDir(ctx, dir))
 		}
 	}
 	sort.Slice(out, func(i, j int) bool { return out[i].Name < out[j].Name })
 	return out, nil
 }
 
-func inspectDir(dir string, full bool) *Status {
-	st := &Status{Name: filepath.Base(dir), StateDir: dir, State: "stopped",
+func inspectDir(ctx context.Context, dir string) *Status {
+	st := &Status{Name: filepath.Base(dir), StateDir: dir, State: StateStopped,
 		SSHCommand: "ssh -F " + filepath.Join(dir, FileSSHConfig) + " lab",
 		ConsoleLog: filepath.Join(dir, FileConsoleLog), AgentLog: filepath.Join(dir, FileAgentLog)}
 	in, err := readInstance(dir)
@@ -105,74 +121,76 @@ func inspectDir(dir string, full bool) *Status {
 	if b, err := os.ReadFile(filepath.Join(dir, FileQEMUExit)); err == nil && json.Unmarshal(b, &x) == nil {
 		st.LastExit = &x
 	}
-	if !full {
-		return st
-	}
-	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
-	defer cancel()
-	if st.QEMUAlive {
-		if c, err := qmp.Dial(ctx, filepath.Join(dir, FileQMPSock)); err == nil {
-			if s, err := c.QueryStatus(ctx); err == nil {
-				st.QEMUStatus = s.Status
-			}
-			if k, err := c.QueryKVM(ctx); err == nil {
-				st.KVMEnabled = &k.Enabled
-			}
-			c.Close()
-		} else {
-			st.Problems = append(st.Problems, "QMP does not answer: "+err.Error())
-		}
-	}
 	if st.AgentAlive {
+		hctx, cancel := context.WithTimeout(ctx, healthTimeout)
 		if ks, err := loadKeys(dir); err == nil {
-			if h, err := agentHealth(ctx, dir, ks); err == nil {
+			if h, err := agentHealth(hctx, dir, ks); err == nil {
 				st.Health = h
+			} else {
+				st.Problems = append(st.Problems, "the hostagent does not answer: "+err.Error())
 			}
 		}
+		cancel()
 	}
+	if h := st.Health; h != nil {
+		st.QEMUStatus, st.KVMEnabled = h.QEMU.Status, h.QEMU.KVMEnabled
+		if h.QEMU.NotResponding {
+			st.QEMUStatus = "not responding"
+		}
+	}
+	st.State, st.Problems = stateOf(st, st.Problems)
+	return st
+}
+
+// stateOf derives the State and the problems to show from what inspectDir found.
+func stateOf(st *Status, problems []string) (State, []string) {
+	h := st.Health
 	switch {
 	case st.AgentAlive && st.QEMUAlive:
-		st.State = "booting"
-		if st.Health != nil && st.Health.Phase == "ready" {
-			st.State = "running"
+		state := StateBooting
+		if h == nil {
+			return state, problems
 		}
-		if st.Health != nil && st.Health.Phase == "stopping" {
-			st.State = "stopping"
+		for _, t := range h.Tasks {
+			if t.State == TaskFailed {
+				problems = append(problems, fmt.Sprintf("hostagent task %s failed: %s", t.Name, t.Error))
+			}
 		}
-		if st.Health != nil && !st.Health.VsockOK {
-			st.State = "broken"
-			st.Problems = append(st.Problems, "vsock is dead: "+st.Health.VsockError+
+		switch h.Phase {
+		case PhaseReady:
+			state = StateRunning
+		case PhaseStopping:
+			state = StateStopping
+		}
+		if !h.VsockOK {
+			state = StateBroken
+			problems = append(problems, "vsock is dead: "+h.VsockError+
 				" (QEMU cannot reconnect to a new backend: restart the VM with lab down; lab up)")
 		}
-		if st.Health != nil {
-			for _, t := range st.Health.Tasks {
-				if t.State == "failed" {
-					st.Problems = append(st.Problems, fmt.Sprintf("hostagent task %s failed: %s", t.Name, t.Error))
-				}
-			}
+		switch {
+		case h.QEMU.NotResponding:
+			state = StateUnresponsive
+			problems = append(problems, "QEMU is not responding to QMP (stopped, e.g. by SIGSTOP, or wedged): "+
+				"kill -CONT "+fmt.Sprint(st.QEMUPID)+" resumes a stopped one; lab down kills it")
+		case h.QEMU.Error != "":
+			problems = append(problems, "QMP: "+h.QEMU.Error)
+		case h.QEMU.Status != "" && h.QEMU.Status != "running":
+			problems = append(problems, "QEMU reports "+h.QEMU.Status)
 		}
-		if st.QEMUStatus != "" && st.QEMUStatus != "running" {
-			st.Problems = append(st.Problems, "QEMU reports "+st.QEMUStatus)
-		}
+		return state, problems
 	case st.AgentAlive:
-		st.State = "stopping"
-		st.Problems = append(st.Problems, "QEMU is not running")
+		return StateStopping, append(problems, "QEMU is not running")
 	case st.QEMUAlive:
-		st.State = "broken"
-		st.Problems = append(st.Problems, "the hostagent is gone but QEMU runs (lab down cleans up)")
-	default:
-		st.State = "stopped"
-		if st.LastExit != nil {
-			msg := "QEMU exited"
-			if st.LastExit.Error != "" {
-				msg += ": " + st.LastExit.Error
-			}
-			st.Problems = append(st.Problems, msg+" at "+st.LastExit.Time.Format(time.RFC3339)+" (lab down cleans up)")
-		} else {
-			st.Problems = append(st.Problems, "neither the hostagent nor QEMU runs (lab down cleans up)")
+		return StateBroken, append(problems, "the hostagent is gone but QEMU runs (lab down cleans up)")
+	case st.LastExit != nil:
+		msg := "QEMU exited"
+		if st.LastExit.Error != "" {
+			msg += ": " + st.LastExit.Error
 		}
+		return StateStopped, append(problems, msg+" at "+st.LastExit.Time.Format(time.RFC3339)+" (lab down cleans up)")
+	default:
+		return StateStopped, append(problems, "neither the hostagent nor QEMU runs (lab down cleans up)")
 	}
-	return st
 }
 
 func agentHealth(ctx context.Context, dir string, ks *keys) (*Health, error) {
@@ -181,7 +199,12 @@ func agentHealth(ctx context.Context, dir string, ks *keys) (*Health, error) {
 		return nil, err
 	}
 	defer c.Close()
+	stop := context.AfterFunc(ctx, func() { c.Close() }) // SendRequest takes no ctx
+	defer stop()
 	ok, payload, err := c.SendRequest(healthRequest, true, nil)
+	if ctx.Err() != nil {
+		return nil, fmt.Errorf("vm: hostagent health: %w", ctx.Err())
+	}
 	if err != nil || !ok {
 		return nil, fmt.Errorf("vm: hostagent health: %v", err)
 	}

@@ -183,7 +183,7 @@ func claim(cfg Config, base string) (uint32, int, *os.File, error) {
 		if !isStateDir(dir) {
 			return 0, 0, nil, fmt.Errorf("vm: %s exists and is not a lab state directory; choose another --name or state dir", dir)
 		}
-		if st := inspectDir(dir, false); st.AgentAlive || st.QEMUAlive {
+		if agentAlive(dir) || processAlive(readPID(filepath.Join(dir, FileQEMUPID)), dir) {
 			return 0, 0, nil, fmt.Errorf("vm: a VM named %q is already running (lab status --name %s; lab down --name %s)", cfg.Name, cfg.Name, cfg.Name)
 		}
 		if err := os.RemoveAll(dir); err != nil {
@@ -412,20 +412,11 @@ func stopPID(pid int, marker string, grace time.Duration) {
 		return
 	}
 	syscall.Kill(pid, syscall.SIGTERM)
-	deadline := time.Now().Add(grace)
-	for time.Now().Before(deadline) {
-		if !processAlive(pid, marker) {
-			return
-		}
-		time.Sleep(20 * time.Millisecond)
+	if waitGone(context.Background(), pid, marker, grace) {
+		return
 	}
 	syscall.Kill(pid, syscall.SIGKILL)
-	for range 100 {
-		if !processAlive(pid, marker) {
-			return
-		}
-		time.Sleep(20 * time.Millisecond)
-	}
+	waitGone(context.Background(), pid, marker, 2*time.Second)
 }
 
 // progress draws one line: rewritten in place on a terminal, else printed at the end.

@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"context"
 	"encoding/binary"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"io"
@@ -290,7 +291,7 @@ func TestProxyAgainstFakeGuest(t *testing.T) {
 	}
 	defer guest.Close()
 	a := &agent{in: &Instance{Name: "t", StateDir: dir}, keys: ks, log: slog.New(slog.DiscardHandler),
-		ready: make(chan struct{}), guest: guest, health: Health{Phase: "ready", VsockOK: true}}
+		ready: make(chan struct{}), guest: guest, health: Health{Phase: "ready", VsockOK: true}, reg: newRegistry()}
 	close(a.ready)
 	ctx, cancel := context.WithCancel(context.Background())
 	defer cancel()
@@ -345,6 +346,35 @@ func TestProxyAgainstFakeGuest(t *testing.T) {
 	if err != nil || h.Phase != "ready" || !h.GuestSSH {
 		t.Errorf("health = %+v, %v", h, err)
 	}
+	// Requests for handlers a Task registered (Env.Handle), through Client.Call.
+	env := &Env{reg: a.reg, task: "t"}
+	env.Handle("t.echo", func(_ context.Context, args json.RawMessage) (any, error) {
+		var v map[string]int
+		err := json.Unmarshal(args, &v)
+		return v, err
+	})
+	env.Handle("t.fail", func(context.Context, json.RawMessage) (any, error) { return nil, errors.New("no such thing") })
+	env.Handle("t.stuck", func(context.Context, json.RawMessage) (any, error) {
+		return nil, fmt.Errorf("vm: QMP quit: %w (no answer)", ErrQEMUNotResponding)
+	})
+	var got map[string]int
+	if err := c.Call(ctx, "t.echo", map[string]int{"n": 7}, &got); err != nil || got["n"] != 7 {
+		t.Errorf("Call(t.echo) = %v, %v", got, err)
+	}
+	callErrors := []struct {
+		name, want    string
+		notResponding bool
+	}{
+		{"t.fail", "vm: hostagent t.fail: no such thing", false},
+		{"t.stuck", "vm: hostagent t.stuck: vm: QMP quit: QEMU is not responding (no answer)", true},
+		{"t.none", `vm: hostagent t.none: no such request "t.none@lab" (is the hostagent older than this lab? lab down; lab up)`, false},
+	}
+	for _, tt := range callErrors {
+		err := c.Call(ctx, tt.name, nil, nil)
+		if err == nil || err.Error() != tt.want || errors.Is(err, ErrQEMUNotResponding) != tt.notResponding {
+			t.Errorf("Call(%s) = %v; want %q (not responding: %v)", tt.name, err, tt.want, tt.notResponding)
+		}
+	}
 	// A stranger's key is refused.
 	other := t.TempDir()
 	oks, _, _ := generateKeys(other)
@@ -380,7 +410,7 @@ func TestReconnectAgainstFakeGuest(t *testing.T) {
 		t.Fatal(err)
 	}
 	a := &agent{in: &Instance{Name: "t", StateDir: dir, SSHPort: port}, keys: ks, log: slog.New(slog.DiscardHandler),
-		ready: make(chan struct{}), guest: guest, health: Health{Phase: "ready", VsockOK: true}}
+		ready: make(chan struct{}), guest: guest, health: Health{Phase: "ready", VsockOK: true}, reg: newRegistry()}
 	close(a.ready)
 	ctx, cancel := context.WithCancel(context.Background())
 	defer cancel()

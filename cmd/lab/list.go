@@ -30,7 +30,7 @@ cached images and templates nothing uses.`,
   lab list --json`,
 		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, args []string) error {
-			l, err := listMachines()
+			l, err := listMachines(cmd.Context())
 			if err != nil {
 				return err
 			}

@@ -59,8 +59,8 @@ type machineList struct {
 
 // listMachines finds every machine: state dirs (running or not cleaned up) and data dirs
 // that lab down kept, with their disk use.
-func listMachines() (*machineList, error) {
-	sts, err := vm.List()
+func listMachines(ctx context.Context) (*machineList, error) {
+	sts, err := vm.List(ctx)
 	if err != nil {
 		return nil, err
 	}
@@ -72,7 +72,7 @@ func listMachines() (*machineList, error) {
 	list := &machineList{}
 	users := 0
 	for _, st := range sts {
-		m := &machineInfo{Name: st.Name, State: st.State, StateDir: st.StateDir, Windows: "none"}
+		m := &machineInfo{Name: st.Name, State: string(st.State), StateDir: st.StateDir, Windows: "none"}
 		m.running = st.AgentAlive || st.QEMUAlive
 		m.StateBytes = diskUse(st.StateDir)
 		if in, err := machine.Instance(st.StateDir); err == nil {
@@ -183,7 +183,7 @@ func deleteMachine(ctx context.Context, name string, force bool, errOut io.Write
 	}
 	freed := diskUse(stateDir) + diskUse(dataDir)
 	if hasState {
-		st, err := vm.Inspect(stateDir)
+		st, err := vm.Inspect(ctx, stateDir)
 		if err != nil {
 			return 0, err
 		}

@@ -60,7 +60,7 @@ func fakeMachine(t *testing.T, stateBase, name string, shares []vm.Share, runnin
 
 func TestListAndDeleteMachines(t *testing.T) {
 	stateBase, dataBase, _ := tempXDG(t)
-	l, err := listMachines()
+	l, err := listMachines(context.Background())
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -79,7 +79,7 @@ func TestListAndDeleteMachines(t *testing.T) {
 	writeSized(t, filepath.Join(dataBase, "kept1", "machine.json"), 10)
 	writeSized(t, filepath.Join(dataBase, ".wine.tmp-1", "f"), 10) // not a machine's name
 
-	l, err = listMachines()
+	l, err = listMachines(context.Background())
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -145,7 +145,7 @@ func TestListAndDeleteMachines(t *testing.T) {
 	if _, err := deleteMachine(ctx, "run1", true, &out); err != nil {
 		t.Errorf("delete --force run1: %v", err)
 	}
-	l, _ = listMachines()
+	l, _ = listMachines(context.Background())
 	if len(l.Machines) != 0 || l.Windows == nil {
 		t.Errorf("after deleting every machine: %+v; want none, and the shared Windows side kept", l)
 	}

@@ -27,11 +27,11 @@ must restart), stopping or stopped (with why QEMU ended).`,
 			var views []*machine.Status
 			if all {
 				var err error
-				if views, err = machine.List(); err != nil {
+				if views, err = machine.List(cmd.Context()); err != nil {
 					return err
 				}
 			} else {
-				st, err := machine.Inspect(name)
+				st, err := machine.Inspect(cmd.Context(), name)
 				if err != nil {
 					return err
 				}

@@ -290,19 +290,12 @@ func Run(ctx context.Context, opts Options) (*Result, error) {
 func peLaunch(ctx context.Context, c *vm.Client, stateDir string, p *wineprefix.Prefix, gprobe string, opts Options, res *Result) error {
 	wctx, cancel := context.WithTimeout(ctx, 2*time.Minute)
 	defer cancel()
-	for {
-		st, err := machine.ReadWineState(stateDir)
-		if err == nil && st.State == "warm" {
-			break
-		}
-		if err == nil && st.State == "failed" {
-			return errors.New(st.Error)
-		}
-		select {
-		case <-wctx.Done():
-			return errors.New("the VM's Wine prefix did not become warm (see lab status)")
-		case <-time.After(200 * time.Millisecond):
-		}
+	var st machine.WineState
+	if err := c.Call(wctx, machine.RequestWineWait, nil, &st); err != nil {
+		return fmt.Errorf("the VM's Wine prefix did not become warm (see lab status): %w", err)
+	}
+	if st.State == machine.WineFailed {
+		return errors.New(st.Error)
 	}
 	fx, err := pefixtures.BuildWith(ctx, pefixtures.Options{OutDir: filepath.Join(p.DriveC(), "lab-bench"), Progress: opts.Progress})
 	if err != nil {

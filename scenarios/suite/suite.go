@@ -12,7 +12,6 @@ import (
 	"path"
 	"path/filepath"
 	"sort"
-	"time"
 
 	"lab/machine"
 	"lab/pefixtures"
@@ -106,7 +105,7 @@ func Env(ctx context.Context, g Guest, stateDir string, opts Options) (scenarios
 		Conds:      map[string]bool{"wine": wine},
 		// $DRIVEC: the host's view of the guest's /mnt/c; $PEFIX: the built PE fixtures.
 		Vars:     map[string]string{"DRIVEC": driveC, "PEFIX": peDir},
-		RelayLog: func(t time.Time) []string { return machine.RelayLogSince(stateDir, t) },
+		RelayLog: ctl.RelayLogSince,
 		GuestVars: map[string]string{
 			"LABEXEC": path.Join(share.GuestPath, FixtureDirName, "labexec"),
 			"LABIDLE": path.Join(share.GuestPath, FixtureDirName, "labidle"),
