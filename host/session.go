@@ -419,7 +419,7 @@ func (r *Relay) run(ctx context.Context, s *wire.Session, l launch, req *wire.La
 	var pumping atomic.Int32
 	pumping.Store(2)
 	pump := func(id wire.StreamID, f *os.File) {
-		r.pumpOutput(s, p, id, f)
+		r.pumpOutput(s, p, id, f, tr)
 		if pumping.Add(-1) == 0 {
 			close(outputsDone)
 		}
@@ -533,13 +533,13 @@ func (r *Relay) pumpStdin(s *wire.Session, p *process) {
 // pumpOutput copies one output of the program to the guest, then sends its EOF. When the
 // guest's reader went away (`prog | head -1`), the pipe is closed so the program gets
 // EPIPE/SIGPIPE as it would in the guest.
-func (r *Relay) pumpOutput(s *wire.Session, p *process, id wire.StreamID, f *os.File) {
+func (r *Relay) pumpOutput(s *wire.Session, p *process, id wire.StreamID, f *os.File, tr *sessionTrace) {
 	w := s.Writer(id)
 	defer w.CloseWrite()
 	if f == nil {
 		return
 	}
-	_, err := w.ReadFrom(countReader{p.output(f), &r.bytesOut})
+	_, err := w.ReadFrom(countReader{tr.firstOutput(id, p.output(f)), &r.bytesOut})
 	if errors.Is(err, wire.ErrStreamClosed) {
 		if p.ptmx != nil {
 			io.Copy(io.Discard, p.output(f)) // one file is the whole terminal: keep it drained

@@ -57,16 +57,17 @@ const (
 
 // Steps recorded by the relay.
 const (
-	StepAccept   = "accept"   // connection accepted (before the trace id is known; recorded with the launch)
-	StepHello    = "hello"    // Hello read, token accepted
-	StepLaunch   = "launch"   // Launch read (its size)
-	StepDecision = "decision" // share file or exposed command, host path, runner
-	StepCwd      = "cwd"      // guest cwd mapped to a host directory, or the fallback
-	StepHostEnv  = "environment"
-	StepStart    = "start"   // host process started (pid)
-	StepReply    = "reply"   // LaunchResult sent (started or refused)
-	StepRefused  = "refused" // the relay refused the launch
-	StepLost     = "lost"    // the connection ended before the program
+	StepAccept      = "accept"   // connection accepted (before the trace id is known; recorded with the launch)
+	StepHello       = "hello"    // Hello read, token accepted
+	StepLaunch      = "launch"   // Launch read (its size)
+	StepDecision    = "decision" // share file or exposed command, host path, runner
+	StepCwd         = "cwd"      // guest cwd mapped to a host directory, or the fallback
+	StepHostEnv     = "environment"
+	StepStart       = "start"        // host process started (pid)
+	StepFirstOutput = "first output" // the program's first bytes on stdout or stderr
+	StepReply       = "reply"        // LaunchResult sent (started or refused)
+	StepRefused     = "refused"      // the relay refused the launch
+	StepLost        = "lost"         // the connection ended before the program
 )
 
 // Mono returns CLOCK_MONOTONIC in nanoseconds.

@@ -15,7 +15,7 @@ func newBenchCommand() *cobra.Command {
 	var jsonOut bool
 	var chart string
 	cmd := &cobra.Command{
-		Use:   "bench [--json] [--chart FILE.svg]",
+		Use:   "bench [--json] [--breakdown] [--chart FILE.svg]",
 		Short: "Measure interop against its baselines, side by side, on a fresh VM",
 		Long: `bench boots its own VM (name "bench"), provisions it and measures in one run:
 
@@ -29,7 +29,11 @@ func newBenchCommand() *cobra.Command {
 Guest-side figures are taken inside the guest by a probe program, so the SSH session
 that starts them is not counted. Goals: launch <= 0.2x the SSH exec; pipe >= 0.8x raw
 vsock. Run it from lab's source tree (it builds the probe with Go). --chart writes an
-SVG bar chart.`,
+SVG bar chart. --breakdown also runs the launches traced (lab trace's records of the
+interpreter and the relay, merged on the guest's clock) and prints, phase by phase, where
+an interop launch's time goes: the interpreter's exec, config and token reads, the vsock
+connect, the handshake, the relay's authorisation and mapping, the host fork/exec, the
+first output byte, the exit.`,
 		Example: `  lab bench
   lab bench --runs 500 --json > bench.json --chart bench.svg`,
 		Args: cobra.NoArgs,
@@ -67,6 +71,7 @@ SVG bar chart.`,
 	f := cmd.Flags()
 	f.BoolVar(&jsonOut, "json", false, "print the figures as JSON")
 	f.StringVar(&chart, "chart", "", "write a bar chart to FILE.svg")
+	f.BoolVar(&opts.Breakdown, "breakdown", false, "also trace launches and print where their time goes, phase by phase")
 	f.StringVar(&opts.Name, "name", "bench", "name of the VM bench boots")
 	f.StringVar(&opts.Accel, "accel", "auto", "accelerator: auto, kvm or tcg")
 	f.StringVar(&opts.Vsock, "vsock", "auto", "vsock backend: auto, kernel or user")

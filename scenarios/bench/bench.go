@@ -43,6 +43,7 @@ type Options struct {
 	LabExe      string    // the lab binary (for the lab exec figure); zero: os.Executable
 	ModuleDir   string    // lab's source tree, to build the guest probe; zero: from `go env GOMOD`
 	Progress    io.Writer // nil: silent
+	Breakdown   bool      // also trace launches and break them down by phase
 }
 
 // Dist is a latency distribution in milliseconds.
@@ -109,6 +110,8 @@ type Result struct {
 		TotalSeconds     float64 `json:"boot_to_first_interop_exec_s"`
 	} `json:"boot"`
 	Goals []Goal `json:"goals"`
+	// Breakdown: where the launches' time goes, with Options.Breakdown.
+	Breakdown []Breakdown `json:"breakdown,omitempty"`
 	// Failures lists the figures that could not be measured, and why.
 	Failures []string `json:"failures,omitempty"`
 }
@@ -267,6 +270,10 @@ func Run(ctx context.Context, opts Options) (*Result, error) {
 		if err := peLaunch(ctx, c, in.StateDir, prefix, gprobe, opts, res); err != nil {
 			res.Failures = append(res.Failures, "pe launch: "+err.Error())
 		}
+	}
+
+	if opts.Breakdown {
+		breakdowns(ctx, c, in.StateDir, gprobe, opts, res)
 	}
 
 	b := strconv.FormatInt(opts.Bytes, 10)

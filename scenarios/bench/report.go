@@ -28,6 +28,7 @@ func (r *Result) WriteText(w io.Writer) error {
 		row("PE: interop, guest runs /mnt/c/.../echoargs.exe", r.Launch.PEInterop)
 		row("PE: the same file, Wine on the host", r.Launch.PEHost)
 	}
+	r.writeBreakdown(w)
 	fmt.Fprintf(w, "\nthroughput (MiB/s)                                %9s %9s\n", "MiB", "MiB/s")
 	rrow := func(name string, x Rate) {
 		fmt.Fprintf(w, "  %-48s %9.0f %9.1f\n", name, float64(x.Bytes)/(1<<20), x.MiBps)

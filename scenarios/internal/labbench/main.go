@@ -7,6 +7,9 @@
 //	labbench pipe-from PROG ARGS...       read PROG's stdout to EOF; "bytes B", "ns D"
 //	labbench pipe-to N PROG ARGS...       write N bytes to PROG's stdin; "bytes B", "ns D"
 //	labbench ssh N ADDR USER KEYFILE CMD  N sequential SSH execs (new connection each); "ns D" each
+//	labbench traced N FILE PROG ARGS...   N sequential runs with LAB_TRACE=FILE (the interpreter
+//	                                      records its steps there); "run T0 T1" each, CLOCK_MONOTONIC
+//	                                      ns just before the fork and just after the wait
 //
 // lab bench runs "labbench launch N labbench ssh 1 ..." for its SSH baseline, so each
 // timed run starts an SSH client process in the guest, as `ssh host prog` does.
@@ -24,6 +27,7 @@ import (
 	"time"
 
 	"golang.org/x/crypto/ssh"
+	"golang.org/x/sys/unix"
 )
 
 func main() {
@@ -40,6 +44,23 @@ func main() {
 				fail("launch %d: %v", i, err)
 			}
 			fmt.Printf("ns %d\n", time.Since(t).Nanoseconds())
+		}
+	case "traced":
+		n := atoi(args, 0)
+		if len(args) < 3 {
+			fail("usage: labbench traced N FILE PROG ARGS...")
+		}
+		env := append(os.Environ(), "LAB_TRACE="+args[1])
+		for i := 0; i < n; i++ {
+			cmd := exec.Command(args[2], args[3:]...)
+			cmd.Stdout, cmd.Env = io.Discard, env
+			t0 := mono()
+			err := cmd.Run()
+			t1 := mono()
+			if err != nil {
+				fail("traced launch %d: %v", i, err)
+			}
+			fmt.Printf("run %d %d\n", t0, t1)
 		}
 	case "concurrent":
 		n := atoi(args, 0)
@@ -169,6 +190,13 @@ func run(argv []string) error {
 	cmd := exec.Command(argv[0], argv[1:]...)
 	cmd.Stdout = io.Discard
 	return cmd.Run()
+}
+
+// mono is CLOCK_MONOTONIC in ns, the clock the interpreter's trace records use.
+func mono() int64 {
+	var ts unix.Timespec
+	unix.ClockGettime(unix.CLOCK_MONOTONIC, &ts)
+	return ts.Nano()
 }
 
 func atoi(a []string, i int) int {
