@@ -47,8 +47,9 @@ const (
 	StepFile    = "file"             // format detected from the file's head, path or command sent
 	StepEnv     = "env"              // what LABENV selects in the guest
 	StepConnect = "connect"          // the connection to the relay
-	StepSend    = "hello+launch"     // Hello and Launch frames written (sizes)
+	StepSend    = "hello+launch"     // Hello and Launch frames written (sizes); again after a retry
 	StepResult  = "launch result"    // the relay's Hello and LaunchResult read
+	StepRetry   = "retry"            // the relay answered EAGAIN (nothing ran): connect again after a pause
 	StepSignal  = "signal"           // a signal forwarded (guest) or delivered (relay)
 	StepStream  = "stream"           // one stream ended: bytes moved
 	StepExit    = "exit"             // the exit status

@@ -51,13 +51,18 @@ type launchSteps struct {
 	clock  trace.Clock
 }
 
+// step finds a step: the relay's first (the first output of either stream), the
+// guest's last (a retried launch connected and sent again; the relay records only the
+// attempt it served).
 func (l *launchSteps) step(side, step string) (trace.Step, bool) {
+	var found trace.Step
+	ok := false
 	for _, s := range l.steps {
-		if s.Side == side && s.Step == step {
-			return s, true
+		if s.Side == side && s.Step == step && (!ok || side == trace.SideGuest) {
+			found, ok = s, true
 		}
 	}
-	return trace.Step{}, false
+	return found, ok
 }
 
 func stepAt(side, step string) func(*launchSteps) (int64, bool) {
