@@ -252,15 +252,19 @@ func (in *interp) launchOnce(cfg *Config, token []byte, req *wire.Launch) (*wire
 	s := wire.NewSession(conn, wire.RoleGuest)
 	s.SetDeadline(time.Now().Add(cfg.HandshakeTimeout))
 	hello, sent := wire.NewHello(token), in.tr.now()
-	if err := s.Send(hello, req); err != nil {
-		s.Close()
-		return nil, nil, in.handshakeFailed(err, cfg.HandshakeTimeout)
+	sendErr := s.Send(hello, req)
+	if sendErr == nil {
+		in.tr.sentHandshake(sent, hello, req)
 	}
-	in.tr.sentHandshake(sent, hello, req)
 	for {
 		m, err := s.Recv(context.Background())
 		if err != nil {
 			s.Close()
+			if sendErr != nil {
+				// The relay had closed before the frames went out; a refusal it sent
+				// first (EAGAIN: a handshake it timed out under load) would be read above.
+				err = sendErr
+			}
 			return nil, nil, in.handshakeFailed(err, cfg.HandshakeTimeout)
 		}
 		switch m := m.(type) {
@@ -270,7 +274,15 @@ func (in *interp) launchOnce(cfg *Config, token []byte, req *wire.Launch) (*wire
 				return nil, nil, in.fail(ExitCannotRun, "%v", trimPrefix(err))
 			}
 			in.tr.relayHello(m)
+			// The relay's Hello alone: the launch is authorised and waits for one of the
+			// relay's session slots (it sends its Hello with the LaunchResult otherwise).
+			// Wait for it as long as it takes, as a program waits for any resource.
+			s.SetDeadline(time.Time{})
 		case *wire.LaunchResult:
+			if sendErr != nil && m.Errno == 0 {
+				s.Close() // cannot be: the relay started a launch it did not read
+				return nil, nil, in.handshakeFailed(sendErr, cfg.HandshakeTimeout)
+			}
 			return s, m, 0
 		default:
 			s.Close()

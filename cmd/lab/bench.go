@@ -77,7 +77,7 @@ first output byte, the exit.`,
 	f.StringVar(&opts.Vsock, "vsock", "auto", "vsock backend: auto, kernel or user")
 	f.IntVar(&opts.Runs, "runs", 200, "launches per latency figure")
 	f.Int64Var(&opts.Bytes, "bytes", 64<<20, "bytes per throughput figure")
-	f.IntVar(&opts.Concurrent, "concurrent", 100, "concurrent launches")
+	f.IntVar(&opts.Concurrent, "concurrent", 1000, "concurrent launches")
 	f.StringVar(&opts.Interpreter, "interpreter", "", "lab-interop binary for the guest (default: next to lab)")
 	return cmd
 }

@@ -11,6 +11,7 @@ import (
 // WriteText prints every figure next to its baselines.
 func (r *Result) WriteText(w io.Writer) error {
 	fmt.Fprintf(w, "lab bench, %s, accel %s, vsock %s\n\n", r.Time.UTC().Format("2006-01-02 15:04 UTC"), r.Accel, r.Vsock)
+	r.writeAims(w)
 	fmt.Fprintf(w, "launch latency of a trivial program (ms)           %6s %9s %9s %9s\n", "runs", "p50", "p99", "mean")
 	row := func(name string, d Dist) {
 		fmt.Fprintf(w, "  %-48s %6d %9.2f %9.2f %9.2f", name, d.N, d.P50, d.P99, d.Mean)
