@@ -13,9 +13,9 @@ import (
 func newBenchCommand() *cobra.Command {
 	var opts bench.Options
 	var jsonOut bool
-	var chart string
+	var chart, from string
 	cmd := &cobra.Command{
-		Use:   "bench [--json] [--breakdown] [--chart FILE.svg]",
+		Use:   "bench [--json] [--breakdown] [--chart FILE.svg|FILE.png]",
 		Short: "Measure interop against its baselines, side by side, on a fresh VM",
 		Long: `bench boots its own VM (name "bench"), provisions it and measures in one run:
 
@@ -28,21 +28,29 @@ func newBenchCommand() *cobra.Command {
 
 Guest-side figures are taken inside the guest by a probe program, so the SSH session
 that starts them is not counted. Goals: launch <= 0.2x the SSH exec; pipe >= 0.8x raw
-vsock. Run it from lab's source tree (it builds the probe with Go). --chart writes an
-SVG bar chart. --breakdown also runs the launches traced (lab trace's records of the
+vsock. Run it from lab's source tree (it builds the probe with Go). --chart writes a
+bar chart (SVG or PNG by the name's extension): p50 and p99 bars, each figure's aim
+as a red mark. --breakdown also runs the launches traced (lab trace's records of the
 interpreter and the relay, merged on the guest's clock) and prints, phase by phase, where
 an interop launch's time goes: the interpreter's exec, config and token reads, the vsock
 connect, the handshake, the relay's authorisation and mapping, the host fork/exec, the
 first output byte, the exit.`,
 		Example: `  lab bench
-  lab bench --runs 500 --json > bench.json --chart bench.svg`,
+  lab bench --runs 500 --json > bench.json --chart bench.svg
+  lab bench --from bench.json --chart bench.png`,
 		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, args []string) error {
-			if chart != "" && !strings.HasSuffix(chart, ".svg") {
-				return &usageError{fmt.Errorf("bench: --chart writes SVG: name the file *.svg")}
+			if chart != "" && !strings.HasSuffix(chart, ".svg") && !strings.HasSuffix(chart, ".png") {
+				return &usageError{fmt.Errorf("bench: --chart writes SVG or PNG: name the file *.svg or *.png")}
 			}
 			opts.Progress = os.Stderr
-			res, err := bench.Run(cmd.Context(), opts)
+			var res *bench.Result
+			var err error
+			if from != "" {
+				res, err = bench.ReadJSON(from)
+			} else {
+				res, err = bench.Run(cmd.Context(), opts)
+			}
 			if err != nil {
 				return err
 			}
@@ -59,7 +67,11 @@ first output byte, the exit.`,
 				if err != nil {
 					return fmt.Errorf("bench: %w", err)
 				}
-				if err := res.WriteSVG(f); err != nil {
+				write := res.WriteSVG
+				if strings.HasSuffix(chart, ".png") {
+					write = res.WritePNG
+				}
+				if err := write(f); err != nil {
 					f.Close()
 					return err
 				}
@@ -70,7 +82,8 @@ first output byte, the exit.`,
 	}
 	f := cmd.Flags()
 	f.BoolVar(&jsonOut, "json", false, "print the figures as JSON")
-	f.StringVar(&chart, "chart", "", "write a bar chart to FILE.svg")
+	f.StringVar(&chart, "chart", "", "write a bar chart of the figures and their aims to FILE.svg or FILE.png")
+	f.StringVar(&from, "from", "", "report (and chart) the figures of an earlier --json run instead of measuring")
 	f.BoolVar(&opts.Breakdown, "breakdown", false, "also trace launches and print where their time goes, phase by phase")
 	f.StringVar(&opts.Name, "name", "bench", "name of the VM bench boots")
 	f.StringVar(&opts.Accel, "accel", "auto", "accelerator: auto, kvm or tcg")
