@@ -74,11 +74,11 @@ func (r *Result) aims() []Aim {
 		Baselines: fmt.Sprintf("first provision + expose %.2f s", b.ProvisionSeconds), Measured: r.Reprovision.N > 0})
 	t := r.Throughput
 	dev := float64(deviceGuestHostMBps) * 1e6 / (1 << 20)
-	add(Aim{Figure: "raw vsock guest -> host (probe's own socket)", Unit: "MiB/s", P50: t.VsockGstHost.MiBps,
+	add(Aim{Figure: "raw vsock guest -> host", Unit: "MiB/s", P50: t.VsockGstHost.MiBps,
 		Aim: "the device's own rate", Limit: dev,
 		Baselines: fmt.Sprintf("vhostvsock integration benchmark %d MB/s; SSH pipe %.1f MiB/s", deviceGuestHostMBps, t.SSHGstHost.MiBps),
 		Measured:  t.VsockGstHost.MiBps > 0})
-	add(Aim{Figure: "raw vsock host -> guest (probe's own socket)", Unit: "MiB/s", P50: t.VsockHostGst.MiBps,
+	add(Aim{Figure: "raw vsock host -> guest", Unit: "MiB/s", P50: t.VsockHostGst.MiBps,
 		Aim: "the device's own rate", Limit: dev,
 		Baselines: fmt.Sprintf("vhostvsock integration benchmark %d MB/s (guest -> host); SSH pipe %.1f MiB/s", deviceGuestHostMBps, t.SSHHostGst.MiBps),
 		Measured:  t.VsockHostGst.MiBps > 0})

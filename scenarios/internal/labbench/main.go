@@ -7,6 +7,8 @@
 //	labbench pipe-from PROG ARGS...       read PROG's stdout to EOF; "bytes B", "ns D"
 //	labbench pipe-to N PROG ARGS...       write N bytes to PROG's stdin; "bytes B", "ns D"
 //	labbench ssh N ADDR USER KEYFILE CMD  N sequential SSH execs (new connection each); "ns D" each
+//	labbench vsock-read PORT              connect to the host (CID 2) on PORT, read to EOF; "bytes B", "ns D"
+//	labbench vsock-write N PORT           connect to the host on PORT, write N bytes; "bytes B", "ns D"
 //	labbench traced N FILE PROG ARGS...   N sequential runs with LAB_TRACE=FILE (the interpreter
 //	                                      records its steps there); "run T0 T1" each, CLOCK_MONOTONIC
 //	                                      ns just before the fork and just after the wait
@@ -26,6 +28,7 @@ import (
 	"sync"
 	"time"
 
+	"github.com/mdlayher/vsock"
 	"golang.org/x/crypto/ssh"
 	"golang.org/x/sys/unix"
 )
@@ -45,6 +48,36 @@ func main() {
 			}
 			fmt.Printf("ns %d\n", time.Since(t).Nanoseconds())
 		}
+	case "vsock-read":
+		c, err := vsock.Dial(2, uint32(atoi(args, 0)), nil)
+		if err != nil {
+			fail("%v", err)
+		}
+		t := time.Now()
+		n, err := io.CopyBuffer(io.Discard, c, make([]byte, 256<<10))
+		if err != nil {
+			fail("%v", err)
+		}
+		fmt.Printf("bytes %d\nns %d\n", n, time.Since(t).Nanoseconds())
+	case "vsock-write":
+		total := int64(atoi(args, 0))
+		c, err := vsock.Dial(2, uint32(atoi(args, 1)), nil)
+		if err != nil {
+			fail("%v", err)
+		}
+		buf := make([]byte, 256<<10)
+		t := time.Now()
+		var n int64
+		for n < total {
+			m, err := c.Write(buf[:min(int64(len(buf)), total-n)])
+			n += int64(m)
+			if err != nil {
+				fail("%v", err)
+			}
+		}
+		c.CloseWrite()
+		io.Copy(io.Discard, c) // the host closes once it read everything
+		fmt.Printf("bytes %d\nns %d\n", n, time.Since(t).Nanoseconds())
 	case "traced":
 		n := atoi(args, 0)
 		if len(args) < 3 {
