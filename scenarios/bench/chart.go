@@ -70,9 +70,9 @@ func (r *Result) chart() []chartSection {
 
 // Chart geometry, shared by the SVG and the PNG.
 const (
-	chartWidth                       = 900
+	chartWidth                       = 1000
 	chartLeft                        = 180 // labels end here
-	chartRight                       = 250 // room for the figures' text
+	chartRight                       = 320 // room for the figures' text
 	barH, barGap, sectionGap, titleH = 18, 8, 24, 12
 )
 
