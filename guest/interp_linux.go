@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"math/rand/v2"
 	"net"
 	"os"
 	"os/signal"
@@ -99,43 +100,11 @@ func (in *interp) run(args []string) int {
 		req.Rows, req.Cols = rows, cols
 	}
 
-	ctx, cancel := context.WithTimeout(context.Background(), cfg.ConnectTimeout)
-	dialStart := time.Now()
-	conn, err := Dial(ctx, cfg.Relay)
-	cancel()
-	if err != nil {
-		return in.fail(ExitCannotRun, "cannot reach the relay at %s: %v", cfg.Relay, dialReason(err, cfg.ConnectTimeout))
+	s, result, code := in.launchRetrying(cfg, token, req)
+	if s == nil {
+		return code
 	}
-	in.tr.connected(conn, cfg.Relay, time.Since(dialStart))
-	s := wire.NewSession(conn, wire.RoleGuest)
 	defer s.Close()
-
-	// Handshake, bounded: Hello + Launch out in one write, Hello and
-	// LaunchResult back.
-	s.SetDeadline(time.Now().Add(cfg.HandshakeTimeout))
-	hello, sent := wire.NewHello(token), in.tr.now()
-	if err := s.Send(hello, req); err != nil {
-		return in.handshakeFailed(err, cfg.HandshakeTimeout)
-	}
-	in.tr.sentHandshake(sent, hello, req)
-	var result *wire.LaunchResult
-	for result == nil {
-		m, err := s.Recv(context.Background())
-		if err != nil {
-			return in.handshakeFailed(err, cfg.HandshakeTimeout)
-		}
-		switch m := m.(type) {
-		case *wire.Hello:
-			if err := wire.CheckVersion(m); err != nil {
-				return in.fail(ExitCannotRun, "%v", trimPrefix(err))
-			}
-			in.tr.relayHello(m)
-		case *wire.LaunchResult:
-			result = m
-		default:
-			return in.fail(ExitCannotRun, "relay at %s sent %v before the launch result", cfg.Relay, m.Type())
-		}
-	}
 	in.tr.result(result)
 	if result.Errno != 0 {
 		// The relay's message is a whole line naming the program.
@@ -224,6 +193,100 @@ func (in *interp) run(args []string) int {
 				return in.fail(ExitCannotRun, "the relay at %s closed the connection before the program exited", cfg.Relay)
 			}
 			return in.fail(ExitCannotRun, "lost the relay at %s: %v", cfg.Relay, trimPrefix(err))
+		}
+	}
+}
+
+// Retrying a refusal with EAGAIN: the relay says so only before the program started
+// (too many connections waiting to authenticate, a relay shutting down, the host out of
+// processes or descriptors), so a new attempt cannot run the program twice. Attempts
+// back off exponentially with jitter, so a thousand interpreters refused at once do not
+// come back at once; they stop when the next wait would pass the connect timeout.
+const (
+	retryFirst = 10 * time.Millisecond
+	retryMax   = time.Second
+)
+
+// retryWait is the pause before attempt n+1 (n >= 1): retryFirst doubled per attempt up
+// to retryMax, of which a random half is left out (jitter).
+func retryWait(n int, rnd func(int64) int64) time.Duration {
+	d := retryFirst << min(n-1, 10)
+	d = min(d, retryMax)
+	return d/2 + time.Duration(rnd(int64(d/2)+1))
+}
+
+// launchRetrying connects and runs the handshake, again after an EAGAIN refusal within
+// the connect timeout. It returns the session and the relay's answer, or nil and the
+// exit status after reporting the failure.
+func (in *interp) launchRetrying(cfg *Config, token []byte, req *wire.Launch) (*wire.Session, *wire.LaunchResult, int) {
+	give := time.Now().Add(cfg.ConnectTimeout)
+	for attempt := 1; ; attempt++ {
+		s, result, code := in.launchOnce(cfg, token, req)
+		if s == nil || result.Errno != wire.EAGAIN {
+			return s, result, code
+		}
+		wait := retryWait(attempt, rand.Int64N)
+		if time.Now().Add(wait).After(give) {
+			if result.Message != "" {
+				result.Message = fmt.Sprintf("%s (%d attempts in %v)", result.Message, attempt, cfg.ConnectTimeout)
+			}
+			return s, result, 0
+		}
+		s.Close()
+		in.tr.retry(attempt, result, wait)
+		time.Sleep(wait)
+	}
+}
+
+// launchOnce connects to the relay and runs the handshake: Hello + Launch out in one
+// write, Hello and LaunchResult back, bounded by the handshake timeout.
+func (in *interp) launchOnce(cfg *Config, token []byte, req *wire.Launch) (*wire.Session, *wire.LaunchResult, int) {
+	ctx, cancel := context.WithTimeout(context.Background(), cfg.ConnectTimeout)
+	dialStart := time.Now()
+	conn, err := Dial(ctx, cfg.Relay)
+	cancel()
+	if err != nil {
+		return nil, nil, in.fail(ExitCannotRun, "cannot reach the relay at %s: %v", cfg.Relay, dialReason(err, cfg.ConnectTimeout))
+	}
+	in.tr.connected(conn, cfg.Relay, time.Since(dialStart))
+	s := wire.NewSession(conn, wire.RoleGuest)
+	s.SetDeadline(time.Now().Add(cfg.HandshakeTimeout))
+	hello, sent := wire.NewHello(token), in.tr.now()
+	sendErr := s.Send(hello, req)
+	if sendErr == nil {
+		in.tr.sentHandshake(sent, hello, req)
+	}
+	for {
+		m, err := s.Recv(context.Background())
+		if err != nil {
+			s.Close()
+			if sendErr != nil {
+				// The relay had closed before the frames went out; a refusal it sent
+				// first (EAGAIN: a handshake it timed out under load) would be read above.
+				err = sendErr
+			}
+			return nil, nil, in.handshakeFailed(err, cfg.HandshakeTimeout)
+		}
+		switch m := m.(type) {
+		case *wire.Hello:
+			if err := wire.CheckVersion(m); err != nil {
+				s.Close()
+				return nil, nil, in.fail(ExitCannotRun, "%v", trimPrefix(err))
+			}
+			in.tr.relayHello(m)
+			// The relay's Hello alone: the launch is authorised and waits for one of the
+			// relay's session slots (it sends its Hello with the LaunchResult otherwise).
+			// Wait for it as long as it takes, as a program waits for any resource.
+			s.SetDeadline(time.Time{})
+		case *wire.LaunchResult:
+			if sendErr != nil && m.Errno == 0 {
+				s.Close() // cannot be: the relay started a launch it did not read
+				return nil, nil, in.handshakeFailed(sendErr, cfg.HandshakeTimeout)
+			}
+			return s, m, 0
+		default:
+			s.Close()
+			return nil, nil, in.fail(ExitCannotRun, "relay at %s sent %v before the launch result", cfg.Relay, m.Type())
 		}
 	}
 }

@@ -11,6 +11,7 @@ import (
 	"os/exec"
 	"path/filepath"
 	"strings"
+	"sync/atomic"
 	"syscall"
 	"testing"
 	"time"
@@ -567,5 +568,113 @@ func TestInterpRelayProtocolError(t *testing.T) {
 	<-done
 	if want := "lab-interop: relay: protocol error: peer overran the stdin window\n"; r.code != 126 || r.stdout != "partial output\n" || r.stderr != want {
 		t.Errorf("got %+v; want exit 126, the partial output and stderr %q", r, want)
+	}
+}
+
+// serveN is serve for n connections in turn, fn(i, ...) scripting the i-th (0-based).
+func (f *fixture) serveN(t *testing.T, n int, fn func(i int, s *wire.Session)) <-chan struct{} {
+	t.Helper()
+	l, err := net.Listen("unix", f.sock)
+	if err != nil {
+		t.Fatal(err)
+	}
+	done := make(chan struct{})
+	t.Cleanup(func() { l.Close(); <-done })
+	go func() {
+		defer close(done)
+		for i := 0; i < n; i++ {
+			c, err := l.Accept()
+			if err != nil {
+				if !errors.Is(err, net.ErrClosed) {
+					t.Error(err)
+				}
+				return
+			}
+			s := wire.NewSession(c, wire.RoleHost)
+			ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
+			if _, err := s.Recv(ctx); err != nil {
+				t.Errorf("relay: %v", err)
+			}
+			if _, err := s.Recv(ctx); err != nil {
+				t.Errorf("relay: %v", err)
+			}
+			cancel()
+			fn(i, s)
+			s.Close()
+		}
+	}()
+	return done
+}
+
+// A relay over its pre-authentication budget answers EAGAIN before anything runs: the
+// interpreter connects again and the launch succeeds.
+func TestInterpRetriesEAGAIN(t *testing.T) {
+	f := newFixture(t, "")
+	busy := wire.LaunchResult{Errno: wire.EAGAIN, Message: "lab relay: too many connections are waiting to authenticate (host limit 64); try again"}
+	f.serveN(t, 4, func(i int, s *wire.Session) {
+		if i < 3 {
+			s.Send(wire.NewHello(nil), &busy)
+			return
+		}
+		accept(t, s)
+		io.WriteString(s.Writer(wire.Stdout), "ran\n")
+		s.Writer(wire.Stdout).CloseWrite()
+		s.Writer(wire.Stderr).CloseWrite()
+		s.Send(&wire.Exit{Code: 3})
+		s.Recv(context.Background()) // until the interpreter closes
+	})
+	r := run(t, f.interpCmd(t, f.exe, f.exe), nil)
+	if r.code != 3 || r.stdout != "ran\n" || r.stderr != "" {
+		t.Errorf("got %+v; want exit 3, stdout \"ran\\n\", no stderr", r)
+	}
+}
+
+// Within the connect timeout only: then the relay's line, with the attempts.
+func TestInterpRetriesEAGAINGivesUp(t *testing.T) {
+	f := newFixture(t, "connect_timeout = 300ms\n")
+	busy := wire.LaunchResult{Errno: wire.EAGAIN, Message: "lab relay: out of resources on the host; try again"}
+	var n atomic.Int32
+	l, err := net.Listen("unix", f.sock)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer l.Close()
+	go func() {
+		for {
+			c, err := l.Accept()
+			if err != nil {
+				return
+			}
+			n.Add(1)
+			s := wire.NewSession(c, wire.RoleHost)
+			s.Recv(context.Background()) // Hello
+			s.Recv(context.Background()) // Launch
+			s.Send(wire.NewHello(nil), &busy)
+			s.Close()
+		}
+	}()
+	r := run(t, f.interpCmd(t, f.exe, f.exe), nil)
+	checkOneLine(t, r, 126, fmt.Sprintf("lab-interop: lab relay: out of resources on the host; try again (%d attempts in 300ms) (relay at unix:%s)\n", n.Load(), f.sock))
+	if n.Load() < 2 {
+		t.Errorf("%d attempts; want at least 2 within 300ms", n.Load())
+	}
+}
+
+func TestRetryWait(t *testing.T) {
+	for _, tc := range []struct {
+		n      int
+		lo, hi time.Duration
+	}{
+		{1, 5 * time.Millisecond, 10 * time.Millisecond},
+		{2, 10 * time.Millisecond, 20 * time.Millisecond},
+		{5, 80 * time.Millisecond, 160 * time.Millisecond},
+		{8, 500 * time.Millisecond, time.Second},
+		{100, 500 * time.Millisecond, time.Second},
+	} {
+		lo := retryWait(tc.n, func(int64) int64 { return 0 })
+		hi := retryWait(tc.n, func(n int64) int64 { return n - 1 })
+		if lo != tc.lo || hi != tc.hi {
+			t.Errorf("retryWait(%d) in [%v, %v]; want [%v, %v]", tc.n, lo, hi, tc.lo, tc.hi)
+		}
 	}
 }

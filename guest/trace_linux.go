@@ -364,6 +364,15 @@ func (t *guestTrace) result(res *wire.LaunchResult) {
 		map[string]any{"relay_version": ver, "errno": uint32(res.Errno), "message": res.Message, "round_trip_ns": now - t.sent})
 }
 
+// retry records an EAGAIN refusal the interpreter tries again after wait.
+func (t *guestTrace) retry(attempt int, res *wire.LaunchResult, wait time.Duration) {
+	if t == nil {
+		return
+	}
+	t.record(trace.StepRetry, fmt.Sprintf("attempt %d refused: %v: %s; next attempt in %.3f ms", attempt, res.Errno, oneLine(res.Message), ms(wait)),
+		map[string]any{"attempt": attempt, "errno": uint32(res.Errno), "message": res.Message, "wait_ns": wait.Nanoseconds()})
+}
+
 // stream records the end of one stream and its byte count.
 func (t *guestTrace) stream(name string, n int64, err error) {
 	if t == nil {

@@ -6,8 +6,10 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"slices"
 	"strconv"
 	"testing"
+	"time"
 )
 
 // The speed figures: run both pairs in one invocation so each figure has its baseline from
@@ -140,4 +142,42 @@ func socketpair() ([2]net.Conn, error) {
 	}
 	c[1], err = l.Accept()
 	return c, err
+}
+
+// BenchmarkLaunchOverhead alternates a direct exec of the trivial program and the same
+// program through lab-interop + lab relay on the Unix transport, so both see the same
+// machine at the same moment, and reports each one's p50 and p99 and the overhead of
+// interop at p50 and p99 (aim: p50 overhead <= 2 ms):
+//
+//	go test -run '^$' -bench LaunchOverhead -benchtime 300x ./host
+func BenchmarkLaunchOverhead(b *testing.B) {
+	w := benchWorld(b)
+	prog := filepath.Join(w.hostShare, "bin", "true")
+	var direct, interop []float64
+	for b.Loop() {
+		t := time.Now()
+		cmd := exec.Command(prog)
+		cmd.Dir = w.hostShare
+		if err := cmd.Run(); err != nil {
+			b.Fatal(err)
+		}
+		direct = append(direct, float64(time.Since(t).Nanoseconds()))
+		t = time.Now()
+		if err := w.interop("true", "true").Run(); err != nil {
+			b.Fatal(err)
+		}
+		interop = append(interop, float64(time.Since(t).Nanoseconds()))
+	}
+	q := func(v []float64, p float64) float64 {
+		s := slices.Clone(v)
+		slices.Sort(s)
+		return s[min(len(s)-1, max(0, int(p*float64(len(s))+0.5)-1))] / 1e6
+	}
+	b.ReportMetric(q(direct, 0.5), "direct-p50-ms")
+	b.ReportMetric(q(direct, 0.99), "direct-p99-ms")
+	b.ReportMetric(q(interop, 0.5), "interop-p50-ms")
+	b.ReportMetric(q(interop, 0.99), "interop-p99-ms")
+	b.ReportMetric(q(interop, 0.5)-q(direct, 0.5), "overhead-p50-ms")
+	b.ReportMetric(q(interop, 0.99)-q(direct, 0.99), "overhead-p99-ms")
+	b.ReportMetric(0, "ns/op") // two launches per op: the metrics above are the figures
 }

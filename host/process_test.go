@@ -860,3 +860,45 @@ func stopWine(t *testing.T, prefix string) {
 	}
 	os.RemoveAll(prefix)
 }
+
+// A launch over MaxSessions waits for a slot for as long as it takes, past the
+// interpreter's handshake timeout: the relay sends its Hello before it waits, and the
+// interpreter, so told that it is authorised and queued, waits for the LaunchResult.
+func TestRelayQueuedLaunchOutlastsHandshakeTimeout(t *testing.T) {
+	w := newWorld(t, "--max-sessions", "1")
+	conf := filepath.Join(w.root, "short.conf")
+	w.writeConfig(conf, "unix:"+w.sock, w.tokenFile)
+	b, _ := os.ReadFile(conf)
+	os.WriteFile(conf, append(b, "handshake_timeout = 300ms\n"...), 0o600)
+
+	holder := w.interop("cat", "cat") // holds the only slot until its stdin closes
+	holder.Env = append(holder.Env, "LAB_INTEROP_CONFIG="+conf)
+	stdin, err := holder.StdinPipe()
+	if err != nil {
+		t.Fatal(err)
+	}
+	var hout bytes.Buffer
+	holder.Stdout = &hout
+	if err := holder.Start(); err != nil {
+		t.Fatal(err)
+	}
+	io.WriteString(stdin, "held\n")
+	for !strings.Contains(w.relayLog.String(), "relay: launch") {
+		time.Sleep(10 * time.Millisecond)
+	}
+	queued := w.interop("echoargs", "echoargs", "queued")
+	queued.Env = append(queued.Env, "LAB_INTEROP_CONFIG="+conf)
+	var qout, qerr bytes.Buffer
+	queued.Stdout, queued.Stderr = &qout, &qerr
+	if err := queued.Start(); err != nil {
+		t.Fatal(err)
+	}
+	time.Sleep(time.Second) // three handshake timeouts
+	stdin.Close()
+	if err := holder.Wait(); err != nil || hout.String() != "held\n" {
+		t.Errorf("holder: %v, stdout %q", err, hout.String())
+	}
+	if err := queued.Wait(); err != nil || !strings.Contains(qout.String(), "queued") {
+		t.Errorf("queued launch: %v, stdout %q, stderr %q", err, qout.String(), qerr.String())
+	}
+}

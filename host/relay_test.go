@@ -290,7 +290,7 @@ func TestRelayRefusals(t *testing.T) {
 		{"other major", badMajor, wire.EPROTO},
 		{"launch first", launch(launchOf("/mnt/host/bin/true")), wire.EINVAL},
 		{"truncated", append(hello(testToken), 0, 0, 1), wire.EINVAL},
-		{"silence", nil, wire.EINVAL}, // the handshake deadline
+		{"silence", nil, wire.EAGAIN}, // the handshake deadline: nothing ran, a slow interpreter tries again
 	}
 	for _, tt := range cases {
 		t.Run(tt.name, func(t *testing.T) {

@@ -14,6 +14,7 @@ import (
 	"golang.org/x/sys/unix"
 
 	"lab/wineprefix"
+	"lab/wire"
 )
 
 // Format is an executable format the relay knows a runner for.
@@ -68,6 +69,16 @@ type launch struct {
 	Env     []string // host environment
 	Format  Format
 	Interp  []string // FormatInterp: the interpreter's argv (Config.Formats)
+	queued  bool     // the relay's Hello went out while the launch waited for a slot
+}
+
+// hello is the relay's Hello to send with the LaunchResult: none when it went out
+// already, before the launch waited for a session slot.
+func (l launch) hello() []wire.Message {
+	if l.queued {
+		return nil
+	}
+	return []wire.Message{wire.NewHello(nil)}
 }
 
 // command builds the exec.Cmd for a launch (without stdio and process attributes) and

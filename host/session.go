@@ -51,7 +51,7 @@ func (r *Relay) serveConn(ctx context.Context, stop <-chan struct{}, conn net.Co
 
 	l, req, rf := r.handshake(conn, accepted, log, tr)
 	if rf == nil {
-		if rf = r.takeSlot(stop); rf != nil && l.File != nil {
+		if l.queued, rf = r.takeSlot(stop, conn); rf != nil && l.File != nil {
 			l.File.Close()
 		}
 	}
@@ -83,20 +83,29 @@ func (r *Relay) serveConn(ctx context.Context, stop <-chan struct{}, conn net.Co
 	log.Info("relay: exit", "status", status.String(), "duration", time.Since(start))
 }
 
-// takeSlot waits for one of the MaxSessions slots; only authorised launches wait.
-func (r *Relay) takeSlot(stop <-chan struct{}) *refusal {
+// takeSlot waits for one of the MaxSessions slots; only authorised launches wait. Before
+// waiting it sends the relay's Hello (queued): the interpreter then knows the launch is
+// authorised and queued, and waits for its LaunchResult past its handshake timeout, so a
+// launch over MaxSessions waits for a slot instead of failing.
+func (r *Relay) takeSlot(stop <-chan struct{}, conn net.Conn) (queued bool, rf *refusal) {
 	select {
 	case r.slots <- struct{}{}:
-		return nil
+		return false, nil
 	default:
 	}
 	r.waiting.Add(1)
 	defer r.waiting.Add(-1)
+	if b, err := wire.AppendMessage(nil, wire.NewHello(nil)); err == nil {
+		conn.SetWriteDeadline(time.Now().Add(time.Second))
+		_, err = conn.Write(b)
+		conn.SetWriteDeadline(time.Time{})
+		queued = err == nil
+	}
 	select {
 	case r.slots <- struct{}{}:
-		return nil
+		return queued, nil
 	case <-stop:
-		return refuse(wire.EAGAIN, errors.New("the relay stopped before a session slot was free"), "lab relay: the relay is shutting down; try again")
+		return queued, refuse(wire.EAGAIN, errors.New("the relay stopped before a session slot was free"), "lab relay: the relay is shutting down; try again")
 	}
 }
 
@@ -246,7 +255,9 @@ func readRefusal(err error) *refusal {
 	var ne net.Error
 	switch {
 	case errors.As(err, &ne) && ne.Timeout():
-		return refuse(wire.EINVAL, err, "lab relay: handshake timed out")
+		// EAGAIN: nothing ran, and a real interpreter that was slow to send (a guest
+		// starved by a thousand launches at once) tries again.
+		return refuse(wire.EAGAIN, err, "lab relay: handshake timed out (a guest or host under heavy load?); try again")
 	case errors.Is(err, io.EOF), errors.Is(err, io.ErrUnexpectedEOF):
 		return refuse(wire.EINVAL, err, "lab relay: protocol error: the connection ended in the middle of the request")
 	}
@@ -379,7 +390,7 @@ func (r *Relay) run(ctx context.Context, s *wire.Session, l launch, req *wire.La
 	}
 	fail := func(errno wire.Errno, err error, msg string) (ExitStatus, error) {
 		tr.refusedLaunch(&refusal{errno: errno, msg: msg, log: err})
-		s.Send(wire.NewHello(nil), &wire.LaunchResult{Errno: errno, Message: msg})
+		s.Send(append(l.hello(), &wire.LaunchResult{Errno: errno, Message: msg})...)
 		return ExitStatus{}, err
 	}
 	cmd, drain, err := r.cfg.command(l)
@@ -394,7 +405,7 @@ func (r *Relay) run(ctx context.Context, s *wire.Session, l launch, req *wire.La
 	r.launched.Add(1)
 	tr.started(p, cmd, req)
 	tr.replied(0)
-	if err := s.Send(wire.NewHello(nil), &wire.LaunchResult{}); err != nil {
+	if err := s.Send(append(l.hello(), &wire.LaunchResult{})...); err != nil {
 		p.kill()
 		p.reap()
 		return ExitStatus{}, fmt.Errorf("host: send launch result: %w", err)
@@ -419,7 +430,7 @@ func (r *Relay) run(ctx context.Context, s *wire.Session, l launch, req *wire.La
 	var pumping atomic.Int32
 	pumping.Store(2)
 	pump := func(id wire.StreamID, f *os.File) {
-		r.pumpOutput(s, p, id, f)
+		r.pumpOutput(s, p, id, f, tr)
 		if pumping.Add(-1) == 0 {
 			close(outputsDone)
 		}
@@ -533,13 +544,13 @@ func (r *Relay) pumpStdin(s *wire.Session, p *process) {
 // pumpOutput copies one output of the program to the guest, then sends its EOF. When the
 // guest's reader went away (`prog | head -1`), the pipe is closed so the program gets
 // EPIPE/SIGPIPE as it would in the guest.
-func (r *Relay) pumpOutput(s *wire.Session, p *process, id wire.StreamID, f *os.File) {
+func (r *Relay) pumpOutput(s *wire.Session, p *process, id wire.StreamID, f *os.File, tr *sessionTrace) {
 	w := s.Writer(id)
 	defer w.CloseWrite()
 	if f == nil {
 		return
 	}
-	_, err := w.ReadFrom(countReader{p.output(f), &r.bytesOut})
+	_, err := w.ReadFrom(countReader{tr.firstOutput(id, p.output(f)), &r.bytesOut})
 	if errors.Is(err, wire.ErrStreamClosed) {
 		if p.ptmx != nil {
 			io.Copy(io.Discard, p.output(f)) // one file is the whole terminal: keep it drained

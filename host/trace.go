@@ -2,6 +2,7 @@ package host
 
 import (
 	"fmt"
+	"io"
 	"net"
 	"os/exec"
 	"strings"
@@ -219,6 +220,32 @@ func (t *sessionTrace) replied(errno wire.Errno) {
 	}
 	t.record(trace.StepReply, fmt.Sprintf("Hello + LaunchResult (%s), %.3f ms after accept", what, float64(time.Since(t.start))/1e6),
 		map[string]any{"errno": uint32(errno)})
+}
+
+// firstOutput returns r, recording the first bytes read from it (the program's first
+// output on stream id, for lab bench --breakdown) when tracing; r itself otherwise.
+func (t *sessionTrace) firstOutput(id wire.StreamID, r io.Reader) io.Reader {
+	if !t.on() {
+		return r
+	}
+	return &firstReader{r: r, seen: func(n int) {
+		t.record(trace.StepFirstOutput, fmt.Sprintf("first %d bytes of %v read from the program", n, id), map[string]any{"stream": id.String(), "bytes": n})
+	}}
+}
+
+// firstReader calls seen once, after the first read that returns bytes.
+type firstReader struct {
+	r    io.Reader
+	seen func(n int)
+}
+
+func (f *firstReader) Read(b []byte) (int, error) {
+	n, err := f.r.Read(b)
+	if n > 0 && f.seen != nil {
+		f.seen(n)
+		f.seen = nil
+	}
+	return n, err
 }
 
 // delivered records a signal from the guest.

@@ -99,10 +99,21 @@ func find(ev []Event, step string) (Event, bool) {
 	return Event{}, false
 }
 
-// stepBefore is the guest event recorded just before the first event of step.
+// findLast is the last event of step: a guest that retried (StepRetry) connected and
+// sent more than once, and the relay recorded only the attempt it served.
+func findLast(ev []Event, step string) (Event, bool) {
+	for i := len(ev) - 1; i >= 0; i-- {
+		if ev[i].Step == step {
+			return ev[i], true
+		}
+	}
+	return Event{}, false
+}
+
+// stepBefore is the guest event recorded just before the last event of step.
 func stepBefore(ev []Event, step string) (Event, bool) {
-	for i, e := range ev {
-		if e.Step == step {
+	for i := len(ev) - 1; i >= 0; i-- {
+		if e := ev[i]; e.Step == step {
 			if i == 0 {
 				return Event{}, false
 			}
@@ -118,8 +129,8 @@ func align(id string, g, r []Event) Clock {
 	if len(r) == 0 {
 		return c
 	}
-	t1, ok1 := find(g, StepSend)
-	t4, ok4 := find(g, StepResult)
+	t1, ok1 := findLast(g, StepSend)
+	t4, ok4 := findLast(g, StepResult)
 	t2, ok2 := find(r, StepLaunch)
 	t3, ok3 := find(r, StepReply)
 	if ok1 && ok2 && ok3 && ok4 && t4.Mono >= t1.Mono && t3.Mono >= t2.Mono {
@@ -139,7 +150,7 @@ func align(id string, g, r []Event) Clock {
 		}
 		return c
 	}
-	conn, okc := find(g, StepConnect)
+	conn, okc := findLast(g, StepConnect)
 	acc, oka := find(r, StepAccept)
 	if okc && oka {
 		c.Method = ClockAccept

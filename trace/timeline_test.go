@@ -37,3 +37,23 @@ func TestMergeKeepsAcceptAfterConnectStart(t *testing.T) {
 		}
 	}
 }
+
+// A guest that retried (the relay answered EAGAIN) sent twice; the relay recorded only the
+// attempt it served, so the clock is set by the last send and result.
+func TestMergeAlignsOnTheLastAttempt(t *testing.T) {
+	ms := int64(1e6)
+	g := func(step string, at int64) Event {
+		return Event{Trace: "t", Side: SideGuest, Step: step, Mono: at * ms}
+	}
+	r := func(step string, at int64) Event {
+		return Event{Trace: "t", Side: SideRelay, Step: step, Mono: 5000*ms + at*ms}
+	}
+	guest := []Event{g(StepArgv, 0), g(StepConnect, 1), g(StepSend, 2), g(StepRetry, 4),
+		g(StepConnect, 20), g(StepSend, 21), g(StepResult, 31)}
+	// Relay clock 5000 ms ahead; the served attempt took 5 ms each way.
+	relay := []Event{r(StepAccept, 20), r(StepHello, 25), r(StepLaunch, 26), r(StepReply, 26)}
+	tl := Merge(guest, relay)
+	if c := tl.Launches[0]; c.Method != ClockHandshake || c.OffsetNS != 5000*ms || c.UncertaintyNS != 5*ms {
+		t.Errorf("clock %+v; want handshake, offset 5000 ms, ±5 ms", c)
+	}
+}

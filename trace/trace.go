@@ -47,8 +47,9 @@ const (
 	StepFile    = "file"             // format detected from the file's head, path or command sent
 	StepEnv     = "env"              // what LABENV selects in the guest
 	StepConnect = "connect"          // the connection to the relay
-	StepSend    = "hello+launch"     // Hello and Launch frames written (sizes)
+	StepSend    = "hello+launch"     // Hello and Launch frames written (sizes); again after a retry
 	StepResult  = "launch result"    // the relay's Hello and LaunchResult read
+	StepRetry   = "retry"            // the relay answered EAGAIN (nothing ran): connect again after a pause
 	StepSignal  = "signal"           // a signal forwarded (guest) or delivered (relay)
 	StepStream  = "stream"           // one stream ended: bytes moved
 	StepExit    = "exit"             // the exit status
@@ -57,16 +58,17 @@ const (
 
 // Steps recorded by the relay.
 const (
-	StepAccept   = "accept"   // connection accepted (before the trace id is known; recorded with the launch)
-	StepHello    = "hello"    // Hello read, token accepted
-	StepLaunch   = "launch"   // Launch read (its size)
-	StepDecision = "decision" // share file or exposed command, host path, runner
-	StepCwd      = "cwd"      // guest cwd mapped to a host directory, or the fallback
-	StepHostEnv  = "environment"
-	StepStart    = "start"   // host process started (pid)
-	StepReply    = "reply"   // LaunchResult sent (started or refused)
-	StepRefused  = "refused" // the relay refused the launch
-	StepLost     = "lost"    // the connection ended before the program
+	StepAccept      = "accept"   // connection accepted (before the trace id is known; recorded with the launch)
+	StepHello       = "hello"    // Hello read, token accepted
+	StepLaunch      = "launch"   // Launch read (its size)
+	StepDecision    = "decision" // share file or exposed command, host path, runner
+	StepCwd         = "cwd"      // guest cwd mapped to a host directory, or the fallback
+	StepHostEnv     = "environment"
+	StepStart       = "start"        // host process started (pid)
+	StepFirstOutput = "first output" // the program's first bytes on stdout or stderr
+	StepReply       = "reply"        // LaunchResult sent (started or refused)
+	StepRefused     = "refused"      // the relay refused the launch
+	StepLost        = "lost"         // the connection ended before the program
 )
 
 // Mono returns CLOCK_MONOTONIC in nanoseconds.

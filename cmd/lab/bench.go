@@ -13,9 +13,9 @@ import (
 func newBenchCommand() *cobra.Command {
 	var opts bench.Options
 	var jsonOut bool
-	var chart string
+	var chart, from string
 	cmd := &cobra.Command{
-		Use:   "bench [--json] [--chart FILE.svg]",
+		Use:   "bench [--json] [--breakdown] [--chart FILE.svg|FILE.png]",
 		Short: "Measure interop against its baselines, side by side, on a fresh VM",
 		Long: `bench boots its own VM (name "bench"), provisions it and measures in one run:
 
@@ -29,16 +29,29 @@ func newBenchCommand() *cobra.Command {
 Guest-side figures are taken inside the guest by a probe program, so the SSH session
 that starts them is not counted. Goals: launch <= 0.2x the SSH exec; pipe >= 0.8x raw
 vsock. The probe and fixtures are built with the Go toolchain from sources embedded in
-lab, so any directory will do. --chart writes an SVG bar chart.`,
+lab, so any directory will do. --chart writes a
+bar chart (SVG or PNG by the name's extension): p50 and p99 bars, each figure's aim
+as a red mark. --breakdown also runs the launches traced (lab trace's records of the
+interpreter and the relay, merged on the guest's clock) and prints, phase by phase, where
+an interop launch's time goes: the interpreter's exec, config and token reads, the vsock
+connect, the handshake, the relay's authorisation and mapping, the host fork/exec, the
+first output byte, the exit.`,
 		Example: `  lab bench
-  lab bench --runs 500 --json > bench.json --chart bench.svg`,
+  lab bench --runs 500 --json > bench.json --chart bench.svg
+  lab bench --from bench.json --chart bench.png`,
 		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, args []string) error {
-			if chart != "" && !strings.HasSuffix(chart, ".svg") {
-				return &usageError{fmt.Errorf("bench: --chart writes SVG: name the file *.svg")}
+			if chart != "" && !strings.HasSuffix(chart, ".svg") && !strings.HasSuffix(chart, ".png") {
+				return &usageError{fmt.Errorf("bench: --chart writes SVG or PNG: name the file *.svg or *.png")}
 			}
 			opts.Progress = os.Stderr
-			res, err := bench.Run(cmd.Context(), opts)
+			var res *bench.Result
+			var err error
+			if from != "" {
+				res, err = bench.ReadJSON(from)
+			} else {
+				res, err = bench.Run(cmd.Context(), opts)
+			}
 			if err != nil {
 				return err
 			}
@@ -55,7 +68,11 @@ lab, so any directory will do. --chart writes an SVG bar chart.`,
 				if err != nil {
 					return fmt.Errorf("bench: %w", err)
 				}
-				if err := res.WriteSVG(f); err != nil {
+				write := res.WriteSVG
+				if strings.HasSuffix(chart, ".png") {
+					write = res.WritePNG
+				}
+				if err := write(f); err != nil {
 					f.Close()
 					return err
 				}
@@ -66,13 +83,15 @@ lab, so any directory will do. --chart writes an SVG bar chart.`,
 	}
 	f := cmd.Flags()
 	f.BoolVar(&jsonOut, "json", false, "print the figures as JSON")
-	f.StringVar(&chart, "chart", "", "write a bar chart to FILE.svg")
+	f.StringVar(&chart, "chart", "", "write a bar chart of the figures and their aims to FILE.svg or FILE.png")
+	f.StringVar(&from, "from", "", "report (and chart) the figures of an earlier --json run instead of measuring")
+	f.BoolVar(&opts.Breakdown, "breakdown", false, "also trace launches and print where their time goes, phase by phase")
 	f.StringVar(&opts.Name, "name", "bench", "name of the VM bench boots")
 	f.StringVar(&opts.Accel, "accel", "auto", "accelerator: auto, kvm or tcg")
 	f.StringVar(&opts.Vsock, "vsock", "auto", "vsock backend: auto, kernel or user")
 	f.IntVar(&opts.Runs, "runs", 200, "launches per latency figure")
 	f.Int64Var(&opts.Bytes, "bytes", 64<<20, "bytes per throughput figure")
-	f.IntVar(&opts.Concurrent, "concurrent", 100, "concurrent launches")
+	f.IntVar(&opts.Concurrent, "concurrent", 1000, "concurrent launches")
 	f.StringVar(&opts.Interpreter, "interpreter", "", "lab-interop binary for the guest (default: next to lab)")
 	return cmd
 }

@@ -60,7 +60,8 @@ Output: the text report on stdout after CMD's own output (with -o, in FILE).
               "data": {...}}]}
 Steps (guest): interpreter argv, binfmt, config, file, env, connect, hello+launch,
 launch result, stream, signal, exit, error; (relay): accept, hello, launch,
-decision, refused, cwd, start, environment, reply, signal, exit, lost.
+decision, refused, cwd, start, environment, reply, first output, signal, exit,
+lost.
 
 Exit status: CMD's, as lab exec.`,
 		Example: `  lab expose /usr/bin/printf --as hostprintf

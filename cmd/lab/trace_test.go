@@ -145,6 +145,7 @@ func TestTraceLaunch(t *testing.T) {
 		`(?m)^ +[0-9.]+ ms  relay  environment       crossed: LABENV, GREETING="hello"$`,
 		`(?m)^ +[0-9.]+ ms  relay  reply             Hello \+ LaunchResult \(started\)`,
 		`(?m)^ +[0-9.]+ ms  guest  launch result     relay speaks VERSION; started; [0-9.]+ ms after the send$`,
+		`(?m)^ +[0-9.]+ ms  relay  first output      first 6 bytes of stdout read from the program$`,
 		`(?m)^ +[0-9.]+ ms  guest  stream            stdout: 6 bytes host -> guest$`,
 		`(?m)^ +[0-9.]+ ms  guest  stream            stderr: 0 bytes host -> guest$`,
 		`(?m)^ +[0-9.]+ ms  relay  exit              exit status 0 after [0-9.]+ ms`,

@@ -7,6 +7,11 @@
 //	labbench pipe-from PROG ARGS...       read PROG's stdout to EOF; "bytes B", "ns D"
 //	labbench pipe-to N PROG ARGS...       write N bytes to PROG's stdin; "bytes B", "ns D"
 //	labbench ssh N ADDR USER KEYFILE CMD  N sequential SSH execs (new connection each); "ns D" each
+//	labbench vsock-read PORT              connect to the host (CID 2) on PORT, read to EOF; "bytes B", "ns D"
+//	labbench vsock-write N PORT           connect to the host on PORT, write N bytes; "bytes B", "ns D"
+//	labbench traced N FILE PROG ARGS...   N sequential runs with LAB_TRACE=FILE (the interpreter
+//	                                      records its steps there); "run T0 T1" each, CLOCK_MONOTONIC
+//	                                      ns just before the fork and just after the wait
 //
 // lab bench runs "labbench launch N labbench ssh 1 ..." for its SSH baseline, so each
 // timed run starts an SSH client process in the guest, as `ssh host prog` does.
@@ -23,7 +28,9 @@ import (
 	"sync"
 	"time"
 
+	"github.com/mdlayher/vsock"
 	"golang.org/x/crypto/ssh"
+	"golang.org/x/sys/unix"
 )
 
 func main() {
@@ -40,6 +47,53 @@ func main() {
 				fail("launch %d: %v", i, err)
 			}
 			fmt.Printf("ns %d\n", time.Since(t).Nanoseconds())
+		}
+	case "vsock-read":
+		c, err := vsock.Dial(2, uint32(atoi(args, 0)), nil)
+		if err != nil {
+			fail("%v", err)
+		}
+		t := time.Now()
+		n, err := io.CopyBuffer(io.Discard, c, make([]byte, 256<<10))
+		if err != nil {
+			fail("%v", err)
+		}
+		fmt.Printf("bytes %d\nns %d\n", n, time.Since(t).Nanoseconds())
+	case "vsock-write":
+		total := int64(atoi(args, 0))
+		c, err := vsock.Dial(2, uint32(atoi(args, 1)), nil)
+		if err != nil {
+			fail("%v", err)
+		}
+		buf := make([]byte, 256<<10)
+		t := time.Now()
+		var n int64
+		for n < total {
+			m, err := c.Write(buf[:min(int64(len(buf)), total-n)])
+			n += int64(m)
+			if err != nil {
+				fail("%v", err)
+			}
+		}
+		c.CloseWrite()
+		io.Copy(io.Discard, c) // the host closes once it read everything
+		fmt.Printf("bytes %d\nns %d\n", n, time.Since(t).Nanoseconds())
+	case "traced":
+		n := atoi(args, 0)
+		if len(args) < 3 {
+			fail("usage: labbench traced N FILE PROG ARGS...")
+		}
+		env := append(os.Environ(), "LAB_TRACE="+args[1])
+		for i := 0; i < n; i++ {
+			cmd := exec.Command(args[2], args[3:]...)
+			cmd.Stdout, cmd.Env = io.Discard, env
+			t0 := mono()
+			err := cmd.Run()
+			t1 := mono()
+			if err != nil {
+				fail("traced launch %d: %v", i, err)
+			}
+			fmt.Printf("run %d %d\n", t0, t1)
 		}
 	case "concurrent":
 		n := atoi(args, 0)
@@ -169,6 +223,13 @@ func run(argv []string) error {
 	cmd := exec.Command(argv[0], argv[1:]...)
 	cmd.Stdout = io.Discard
 	return cmd.Run()
+}
+
+// mono is CLOCK_MONOTONIC in ns, the clock the interpreter's trace records use.
+func mono() int64 {
+	var ts unix.Timespec
+	unix.ClockGettime(unix.CLOCK_MONOTONIC, &ts)
+	return ts.Nano()
 }
 
 func atoi(a []string, i int) int {
