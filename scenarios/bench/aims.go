@@ -128,9 +128,10 @@ func reprovision(ctx context.Context, m *machine.Machine, lopts machine.Provisio
 // bootPhases reads, in the guest, when the kernel handed over to init (dmesg's "Run
 // /init" line, seconds since the kernel started), when sshd started (its start time in
 // /proc) and the uptime now, at the first SSH session. Zeros when the guest does not
-// tell (dmesg restricted, no sshd process).
+// tell (dmesg restricted, no sshd process). lab's guest image has no getconf: USER_HZ is
+// 100 on every architecture lab boots.
 func bootPhases(ctx context.Context, c *vm.Client, res *Result) {
-	out, err := c.Output(ctx, `cat /proc/uptime; getconf CLK_TCK; dmesg 2>/dev/null | grep -m1 -E 'Run .* as init process'; for p in $(pidof sshd); do cat /proc/$p/stat; echo; done`)
+	out, err := c.Output(ctx, `cat /proc/uptime; getconf CLK_TCK 2>/dev/null || echo 100; dmesg 2>/dev/null | grep -m1 -E 'Run .* as init process'; for p in $(pidof sshd); do cat /proc/$p/stat; echo; done`)
 	if err != nil {
 		return
 	}

@@ -2,6 +2,7 @@ package bench
 
 import (
 	"bytes"
+	"strconv"
 	"strings"
 	"testing"
 
@@ -117,5 +118,30 @@ func TestParseTracedBad(t *testing.T) {
 	_, err := parseTraced("run 20 10\n")
 	if err == nil || err.Error() != `bench: the probe printed a bad run line "run 20 10"` {
 		t.Errorf("err = %v", err)
+	}
+}
+
+func TestParseBootPhases(t *testing.T) {
+	// /proc/PID/stat: pid (comm) state, then fields 4.. ; field 22 (starttime) is the 20th
+	// after the command.
+	stat := func(comm string, start int) string {
+		f := []string{"S"}
+		for i := 4; i <= 52; i++ {
+			v := "0"
+			if i == 22 {
+				v = strconv.Itoa(start)
+			}
+			f = append(f, v)
+		}
+		return "412 (" + comm + ") " + strings.Join(f, " ")
+	}
+	out := "4.20 1.00\n100\n[    0.912000] Run /init as init process\n" + stat("sshd", 250) + "\n\n" + stat("sshd: root [priv]", 390) + "\n\n"
+	k, u, s := parseBootPhases(out)
+	near := func(a, b float64) bool { return a-b < 1e-9 && b-a < 1e-9 }
+	if !near(k, 0.912) || !near(u, 1.588) || !near(s, 1.7) {
+		t.Errorf("kernel %v, userspace %v, sshd %v; want 0.912, 1.588, 1.7", k, u, s)
+	}
+	if k, u, s := parseBootPhases("4.20 1.00\n100\n" + stat("sshd", 250) + "\n"); k != 0 || u != 0 || s != 0 {
+		t.Errorf("without the kernel's line: %v %v %v; want zeros", k, u, s)
 	}
 }
