@@ -126,7 +126,8 @@ func inspectDir(ctx context.Context, dir string) *Status {
 		if ks, err := loadKeys(dir); err == nil {
 			if h, err := agentHealth(hctx, dir, ks); err == nil {
 				st.Health = h
-			} else {
+			} else if _, serr := os.Stat(filepath.Join(dir, FileAgentSock)); serr == nil {
+				// (Before the guest is ready there is no ha.sock: booting, not a problem.)
 				st.Problems = append(st.Problems, "the hostagent does not answer: "+err.Error())
 			}
 		}
