@@ -19,6 +19,8 @@ import (
 	"sort"
 	"strconv"
 	"strings"
+
+	"lab/internal/fsutil"
 )
 
 // Package is one Debian package the image was built from.
@@ -263,7 +265,7 @@ func (a *apt) resolve(ctx context.Context, cacheDir string, roots []string, with
 	}
 	if b, err := json.Marshal(res); err == nil {
 		os.MkdirAll(filepath.Dir(cacheFile), 0o755)
-		writeFileAtomic(cacheFile, b, 0o644)
+		fsutil.WriteFile(cacheFile, b, 0o644)
 	}
 	return res, nil
 }

@@ -17,7 +17,8 @@ import (
 	"time"
 
 	"golang.org/x/sync/errgroup"
-	"golang.org/x/sys/unix"
+
+	"lab/internal/fsutil"
 )
 
 // Options configure Build.
@@ -126,11 +127,11 @@ func build(ctx context.Context, opts Options) (*Image, error) {
 	if err := os.MkdirAll(cache, 0o755); err != nil {
 		return nil, err
 	}
-	unlock, err := lockDir(ctx, cache, pr)
+	lock, err := lockCache(ctx, cache, pr)
 	if err != nil {
 		return nil, err
 	}
-	defer unlock()
+	defer lock.Unlock()
 
 	// Which kernel.
 	var ks *kernelSource
@@ -591,32 +592,17 @@ func (c *countingWriter) Write(p []byte) (int, error) {
 	return n, err
 }
 
-// lockDir serialises builds sharing a cache dir (two test packages, two
-// shells) with an flock on CACHE/.lock.
-func lockDir(ctx context.Context, dir string, pr *progress) (func(), error) {
-	f, err := os.OpenFile(filepath.Join(dir, ".lock"), os.O_CREATE|os.O_RDWR, 0o644)
+// lockCache serialises builds sharing a cache dir (two test packages, two
+// shells) with an flock on CACHE/.lock, saying so when it has to wait.
+func lockCache(ctx context.Context, dir string, pr *progress) (*fsutil.Lock, error) {
+	path := filepath.Join(dir, ".lock")
+	l, err := fsutil.TryLock(path)
+	if errors.Is(err, fsutil.ErrLocked) {
+		pr.line("waiting for another lab image build in %s", dir)
+		l, err = fsutil.LockFile(ctx, path)
+	}
 	if err != nil {
-		return nil, err
+		return nil, fmt.Errorf("images: %w", err)
 	}
-	said := false
-	for {
-		err := unix.Flock(int(f.Fd()), unix.LOCK_EX|unix.LOCK_NB)
-		if err == nil {
-			return func() { unix.Flock(int(f.Fd()), unix.LOCK_UN); f.Close() }, nil
-		}
-		if !errors.Is(err, unix.EWOULDBLOCK) {
-			f.Close()
-			return nil, fmt.Errorf("locking %s: %w", dir, err)
-		}
-		if !said {
-			pr.line("waiting for another lab image build in %s", dir)
-			said = true
-		}
-		select {
-		case <-ctx.Done():
-			f.Close()
-			return nil, ctx.Err()
-		case <-time.After(200 * time.Millisecond):
-		}
-	}
+	return l, nil
 }

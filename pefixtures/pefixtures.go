@@ -38,7 +38,6 @@ import (
 	"crypto/sha256"
 	"embed"
 	"encoding/hex"
-	"errors"
 	"fmt"
 	"io"
 	"io/fs"
@@ -48,8 +47,9 @@ import (
 	"path/filepath"
 	"sort"
 	"strings"
-	"syscall"
 	"time"
+
+	"lab/internal/fsutil"
 )
 
 //go:embed internal/src
@@ -130,14 +130,14 @@ func BuildWith(ctx context.Context, opts Options) (map[string]string, error) {
 		return nil, fmt.Errorf("pefixtures: %w", err)
 	}
 	if !complete(dir) {
-		unlock, err := lock(ctx, filepath.Join(base, ".lock"))
+		lock, err := fsutil.LockFile(ctx, filepath.Join(base, ".lock"))
 		if err != nil {
-			return nil, err
+			return nil, fmt.Errorf("pefixtures: %w", err)
 		}
 		if !complete(dir) {
 			err = build(ctx, goBin, opts.Toolchain, files, dir, opts.Progress)
 		}
-		unlock()
+		lock.Unlock()
 		if err != nil {
 			return nil, err
 		}
@@ -150,7 +150,11 @@ func BuildWith(ctx context.Context, opts Options) (map[string]string, error) {
 				return nil, fmt.Errorf("pefixtures: %w", err)
 			}
 			dst := filepath.Join(opts.OutDir, n)
-			if err := copyFile(p, dst); err != nil {
+			b, err := os.ReadFile(p)
+			if err == nil {
+				err = fsutil.WriteFile(dst, b, 0o755)
+			}
+			if err != nil {
 				return nil, fmt.Errorf("pefixtures: %w", err)
 			}
 			p = dst
@@ -283,49 +287,4 @@ func filterEnv(env []string, drop ...string) []string {
 		}
 	}
 	return out
-}
-
-func copyFile(src, dst string) error {
-	in, err := os.Open(src)
-	if err != nil {
-		return err
-	}
-	defer in.Close()
-	tmp := dst + ".tmp"
-	out, err := os.OpenFile(tmp, os.O_WRONLY|os.O_CREATE|os.O_TRUNC, 0o755)
-	if err != nil {
-		return err
-	}
-	if _, err := io.Copy(out, in); err != nil {
-		out.Close()
-		return err
-	}
-	if err := out.Close(); err != nil {
-		return err
-	}
-	return os.Rename(tmp, dst)
-}
-
-// lock takes an exclusive flock on path, polling so that ctx can end the wait.
-func lock(ctx context.Context, path string) (func(), error) {
-	f, err := os.OpenFile(path, os.O_RDWR|os.O_CREATE, 0o644)
-	if err != nil {
-		return nil, fmt.Errorf("pefixtures: %w", err)
-	}
-	for {
-		err := syscall.Flock(int(f.Fd()), syscall.LOCK_EX|syscall.LOCK_NB)
-		if err == nil {
-			return func() { f.Close() }, nil
-		}
-		if !errors.Is(err, syscall.EWOULDBLOCK) {
-			f.Close()
-			return nil, fmt.Errorf("pefixtures: lock %s: %w", path, err)
-		}
-		select {
-		case <-ctx.Done():
-			f.Close()
-			return nil, fmt.Errorf("pefixtures: waiting for %s: %w", path, ctx.Err())
-		case <-time.After(100 * time.Millisecond):
-		}
-	}
 }

@@ -19,6 +19,7 @@ import (
 	"golang.org/x/term"
 
 	"lab/images"
+	"lab/internal/fsutil"
 	"lab/vm/qemu"
 )
 
@@ -65,16 +66,16 @@ func Up(ctx context.Context, cfg Config) (*Instance, error) {
 	if err := os.MkdirAll(base, 0o700); err != nil {
 		return nil, fmt.Errorf("vm: %w", err)
 	}
-	baseLock, err := lockFile(filepath.Join(base, ".lock"), true)
+	baseLock, err := fsutil.LockFile(ctx, filepath.Join(base, ".lock"))
 	if err != nil {
-		return nil, fmt.Errorf("vm: locking %s: %w", base, err)
+		return nil, fmt.Errorf("vm: %w", err)
 	}
 	cid, port, upLock, err := claim(cfg, base)
 	if err != nil {
-		baseLock.Close()
+		baseLock.Unlock()
 		return nil, err
 	}
-	defer upLock.Close()
+	defer upLock.Unlock()
 	// From here on a failure removes the state dir (and the hostagent, if started).
 	ok := false
 	var agentPID int
@@ -85,10 +86,10 @@ func Up(ctx context.Context, cfg Config) (*Instance, error) {
 	}()
 	// Reserve the CID and port for concurrent Ups before dropping the lock.
 	if err := writeJSON(filepath.Join(cfg.StateDir, FileInstance), Instance{Name: cfg.Name, StateDir: cfg.StateDir, CID: cid, SSHPort: port}); err != nil {
-		baseLock.Close()
+		baseLock.Unlock()
 		return nil, fmt.Errorf("vm: %w", err)
 	}
-	baseLock.Close()
+	baseLock.Unlock()
 
 	vsockMode, err := chooseVsock(cfg.Vsock)
 	if err != nil {
@@ -172,13 +173,13 @@ func Up(ctx context.Context, cfg Config) (*Instance, error) {
 // leftovers, and allocates the CID and SSH port.
 // The returned file holds the state dir's up.lock until Up returns, so a concurrent
 // Up of the same name sees the VM as starting rather than stale.
-func claim(cfg Config, base string) (uint32, int, *os.File, error) {
+func claim(cfg Config, base string) (uint32, int, *fsutil.Lock, error) {
 	dir := cfg.StateDir
 	if _, err := os.Stat(dir); err == nil {
-		if l, err := lockFile(filepath.Join(dir, fileUpLock), false); errors.Is(err, errLocked) {
+		if l, err := fsutil.TryLock(filepath.Join(dir, fileUpLock)); errors.Is(err, fsutil.ErrLocked) {
 			return 0, 0, nil, fmt.Errorf("vm: a VM named %q is being started by another lab up", cfg.Name)
 		} else if err == nil {
-			l.Close()
+			l.Unlock()
 		}
 		if !isStateDir(dir) {
 			return 0, 0, nil, fmt.Errorf("vm: %s exists and is not a lab state directory; choose another --name or state dir", dir)
@@ -193,13 +194,13 @@ func claim(cfg Config, base string) (uint32, int, *os.File, error) {
 	if err := os.MkdirAll(dir, 0o700); err != nil {
 		return 0, 0, nil, fmt.Errorf("vm: %w", err)
 	}
-	l, err := lockFile(filepath.Join(dir, fileUpLock), false)
+	l, err := fsutil.TryLock(filepath.Join(dir, fileUpLock))
 	if err != nil {
 		return 0, 0, nil, fmt.Errorf("vm: %w", err)
 	}
 	cid, port, err := allocate(base, dir)
 	if err != nil {
-		l.Close()
+		l.Unlock()
 		return 0, 0, nil, err
 	}
 	return cid, port, l, nil

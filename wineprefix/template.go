@@ -6,8 +6,9 @@ import (
 	"io"
 	"os"
 	"path/filepath"
-	"syscall"
 	"time"
+
+	"lab/internal/fsutil"
 )
 
 // ensureTemplate returns the template prefix for this Wine version, creating it under
@@ -18,11 +19,11 @@ func ensureTemplate(ctx context.Context, cache, loader, server, version string, 
 		return "", fmt.Errorf("wineprefix: %w", err)
 	}
 	dir := filepath.Join(cache, templateDir)
-	unlock, err := lockFile(ctx, dir+".lock")
+	lock, err := fsutil.LockFile(ctx, dir+".lock")
 	if err != nil {
-		return "", err
+		return "", fmt.Errorf("wineprefix: %w", err)
 	}
-	defer unlock()
+	defer lock.Unlock()
 	if s, ok := readStamp(filepath.Join(dir, templateStamp)); ok && s.WineVersion == version {
 		return dir, nil
 	}
@@ -62,28 +63,4 @@ func ensureTemplate(ctx context.Context, cache, loader, server, version string, 
 	}
 	progress(prog, "wine: template ready in %.1fs", time.Since(start).Seconds())
 	return dir, nil
-}
-
-// lockFile takes an exclusive flock on path, polling so that ctx can end the wait.
-func lockFile(ctx context.Context, path string) (func(), error) {
-	f, err := os.OpenFile(path, os.O_RDWR|os.O_CREATE, 0o644)
-	if err != nil {
-		return nil, fmt.Errorf("wineprefix: %w", err)
-	}
-	for {
-		err := syscall.Flock(int(f.Fd()), syscall.LOCK_EX|syscall.LOCK_NB)
-		if err == nil {
-			return func() { f.Close() }, nil
-		}
-		if err != syscall.EWOULDBLOCK {
-			f.Close()
-			return nil, fmt.Errorf("wineprefix: lock %s: %w", path, err)
-		}
-		select {
-		case <-ctx.Done():
-			f.Close()
-			return nil, fmt.Errorf("wineprefix: waiting for %s: %w", path, ctx.Err())
-		case <-time.After(100 * time.Millisecond):
-		}
-	}
 }

@@ -10,6 +10,8 @@ import (
 	"sort"
 	"strings"
 	"unicode/utf16"
+
+	"lab/internal/fsutil"
 )
 
 // wslAliases are the names WSL users and tools hard-code (`/mnt/c/Windows/System32/cmd.exe`,
@@ -65,11 +67,7 @@ func layout(dir string, programs map[string]string) error {
 		if old, err := os.ReadFile(dst); err == nil && bytes.Equal(old, b) {
 			continue
 		}
-		tmp := dst + ".lab-tmp"
-		if err := os.WriteFile(tmp, b, 0o755); err != nil {
-			return fmt.Errorf("wineprefix: install %s: %w", name, err)
-		}
-		if err := os.Rename(tmp, dst); err != nil {
+		if err := fsutil.WriteFile(dst, b, 0o755); err != nil {
 			return fmt.Errorf("wineprefix: install %s: %w", name, err)
 		}
 	}
@@ -106,10 +104,7 @@ func (p *Prefix) writeOpener() (string, error) {
 	}
 	script := openerScript(p.DriveC(), os.Getenv("DISPLAY"), os.Getenv("WAYLAND_DISPLAY"))
 	if old, err := os.ReadFile(path); err != nil || string(old) != script {
-		if err := os.WriteFile(path+".tmp", []byte(script), 0o755); err != nil {
-			return "", fmt.Errorf("wineprefix: %w", err)
-		}
-		if err := os.Rename(path+".tmp", path); err != nil {
+		if err := fsutil.WriteFile(path, []byte(script), 0o755); err != nil {
 			return "", fmt.Errorf("wineprefix: %w", err)
 		}
 	}

@@ -16,6 +16,7 @@ import (
 	"time"
 
 	"lab/host"
+	"lab/internal/fsutil"
 	"lab/provision"
 	"lab/trace"
 	"lab/vm"
@@ -143,10 +144,7 @@ func (t *relayTask) publish(state string, err error) {
 	st.Stats = t.stats()
 	b, _ := json.MarshalIndent(st, "", "  ")
 	p := filepath.Join(t.env.StateDir, FileRelayState)
-	tmp := p + ".tmp"
-	if os.WriteFile(tmp, append(b, '\n'), 0o644) == nil {
-		os.Rename(tmp, p)
-	}
+	fsutil.WriteFile(p, append(b, '\n'), 0o644)
 }
 
 // fileStamp identifies a version of a file cheaply (mtime and size).

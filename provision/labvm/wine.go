@@ -10,6 +10,7 @@ import (
 	"path/filepath"
 	"time"
 
+	"lab/internal/fsutil"
 	"lab/pefixtures"
 	"lab/vm"
 	"lab/wineprefix"
@@ -124,9 +125,7 @@ func writeWineState(stateDir string, st WineState) {
 	st.Updated = time.Now()
 	b, _ := json.MarshalIndent(st, "", "  ")
 	p := filepath.Join(stateDir, FileWineState)
-	if os.WriteFile(p+".tmp", append(b, '\n'), 0o644) == nil {
-		os.Rename(p+".tmp", p)
-	}
+	fsutil.WriteFile(p, append(b, '\n'), 0o644)
 }
 
 // WineTask keeps the VM's Wine prefix warm while the VM runs: Ensure + Warm at start
