@@ -13,6 +13,7 @@ import (
 
 	"lab/formats"
 	"lab/host/proctree"
+	"lab/internal/xdg"
 	"lab/trace"
 )
 
@@ -201,7 +202,11 @@ func (c Config) withDefaults() (Config, error) {
 		c.Wine.WaitDelay = 500 * time.Millisecond
 	}
 	if c.Wine.Prefix == "" {
-		c.Wine.Prefix = defaultWinePrefix()
+		state, err := xdg.Dir(xdg.State)
+		if err != nil {
+			return c, fmt.Errorf("host: no default wine prefix: %w", err)
+		}
+		c.Wine.Prefix = filepath.Join(state, "wine")
 	}
 	if !filepath.IsAbs(c.Wine.Prefix) {
 		return c, fmt.Errorf("host: wine prefix %q must be an absolute path", c.Wine.Prefix)
@@ -232,16 +237,4 @@ func (s Share) resolve() (Share, error) {
 func isDir(p string) bool {
 	fi, err := os.Stat(p)
 	return err == nil && fi.IsDir()
-}
-
-func defaultWinePrefix() string {
-	state := os.Getenv("XDG_STATE_HOME")
-	if state == "" || !filepath.IsAbs(state) {
-		home, err := os.UserHomeDir()
-		if err != nil {
-			home = os.TempDir()
-		}
-		state = filepath.Join(home, ".local", "state")
-	}
-	return filepath.Join(state, "lab", "wine")
 }

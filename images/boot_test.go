@@ -24,6 +24,7 @@ import (
 	"golang.org/x/crypto/ssh"
 
 	"lab/images"
+	"lab/internal/xdg"
 )
 
 const qboot = "/usr/share/qemu/qboot.rom"
@@ -49,7 +50,7 @@ func needVM(t testing.TB) {
 // repeated test runs are fast.
 func sharedImage(t testing.TB, server string) *images.Image {
 	t.Helper()
-	cache, err := images.DefaultCacheDir()
+	cache, err := xdg.Dir(xdg.Cache)
 	if err != nil {
 		t.Fatal(err)
 	}

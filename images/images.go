@@ -19,6 +19,7 @@ import (
 	"golang.org/x/sync/errgroup"
 
 	"lab/internal/fsutil"
+	"lab/internal/xdg"
 )
 
 // Options configure Build.
@@ -81,18 +82,6 @@ type ManifestFile struct {
 // second off a TCG boot (research/images.md).
 const DefaultCmdline = "console=ttyS0 quiet panic=-1 cryptomgr.notests=1 mitigations=off no_timer_check tsc=reliable"
 
-// DefaultCacheDir is $XDG_CACHE_HOME/lab, or ~/.cache/lab.
-func DefaultCacheDir() (string, error) {
-	if d := os.Getenv("XDG_CACHE_HOME"); d != "" {
-		return filepath.Join(d, "lab"), nil
-	}
-	home, err := os.UserHomeDir()
-	if err != nil {
-		return "", fmt.Errorf("images: no cache dir: set XDG_CACHE_HOME or HOME: %w", err)
-	}
-	return filepath.Join(home, ".cache", "lab"), nil
-}
-
 // Build returns the guest image for opts, building it unless the cache
 // already holds it. Packages come from the host's apt sources
 // (apt-get download, no root needed, nothing installed on the host);
@@ -120,8 +109,8 @@ func build(ctx context.Context, opts Options) (*Image, error) {
 	}
 	cache := opts.CacheDir
 	if cache == "" {
-		if cache, err = DefaultCacheDir(); err != nil {
-			return nil, err
+		if cache, err = xdg.Dir(xdg.Cache); err != nil {
+			return nil, fmt.Errorf("images: %w", err)
 		}
 	}
 	if err := os.MkdirAll(cache, 0o755); err != nil {
@@ -423,8 +412,8 @@ func imageKey(ctx context.Context, opts Options) (string, error) {
 	}
 	cache := opts.CacheDir
 	if cache == "" {
-		if cache, err = DefaultCacheDir(); err != nil {
-			return "", err
+		if cache, err = xdg.Dir(xdg.Cache); err != nil {
+			return "", fmt.Errorf("images: %w", err)
 		}
 	}
 	var ks *kernelSource

@@ -9,6 +9,8 @@ import (
 	"strings"
 	"testing"
 	"time"
+
+	"lab/internal/xdg"
 )
 
 // realImage builds (or reuses) an image in the user's cache, so tests can
@@ -21,7 +23,7 @@ func realImage(t *testing.T, server string) (*Image, string) {
 		}
 		t.Skip("apt-get not found: these tests need Debian's packages (run on a Debian or Ubuntu host)")
 	}
-	cache, err := DefaultCacheDir()
+	cache, err := xdg.Dir(xdg.Cache)
 	if err != nil {
 		t.Fatal(err)
 	}

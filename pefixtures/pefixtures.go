@@ -50,6 +50,7 @@ import (
 	"time"
 
 	"lab/internal/fsutil"
+	"lab/internal/xdg"
 )
 
 //go:embed internal/src
@@ -109,7 +110,11 @@ func BuildWith(ctx context.Context, opts Options) (map[string]string, error) {
 		opts.Toolchain = DefaultToolchain
 	}
 	if opts.CacheDir == "" {
-		opts.CacheDir = defaultCacheDir()
+		d, err := xdg.Dir(xdg.Cache)
+		if err != nil {
+			return nil, fmt.Errorf("pefixtures: %w", err)
+		}
+		opts.CacheDir = d
 	}
 	goBin := opts.Go
 	if goBin == "" {
@@ -162,16 +167,6 @@ func BuildWith(ctx context.Context, opts Options) (map[string]string, error) {
 		out[n] = p
 	}
 	return out, nil
-}
-
-func defaultCacheDir() string {
-	if d := os.Getenv("XDG_CACHE_HOME"); filepath.IsAbs(d) {
-		return filepath.Join(d, "lab")
-	}
-	if home, err := os.UserHomeDir(); err == nil {
-		return filepath.Join(home, ".cache", "lab")
-	}
-	return filepath.Join(os.TempDir(), "lab-cache")
 }
 
 // sources returns the module's files: relative path -> content (go.mod included).

@@ -21,6 +21,7 @@ import (
 	"time"
 
 	"lab/images"
+	"lab/internal/xdg"
 )
 
 // Integration tests: real QEMU (TCG) with vhost-user-vsock-pci served by this package, a real
@@ -133,7 +134,7 @@ func fdKinds() map[string]int {
 }
 
 func bootVM() (_ *vmEnv, err error) {
-	cache, err := images.DefaultCacheDir()
+	cache, err := xdg.Dir(xdg.Cache)
 	if err != nil {
 		return nil, err
 	}

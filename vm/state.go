@@ -12,6 +12,7 @@ import (
 	"time"
 
 	"lab/internal/fsutil"
+	"lab/internal/xdg"
 )
 
 // Files in a VM's state directory (one directory per VM name). Everything a running
@@ -42,18 +43,6 @@ const (
 	maxUnixSockPath = 107                // sun_path is 108 bytes including the NUL
 )
 
-// BaseStateDir is where VMs live by default: $XDG_STATE_HOME/lab or ~/.local/state/lab.
-func BaseStateDir() (string, error) {
-	if d := os.Getenv("XDG_STATE_HOME"); d != "" && filepath.IsAbs(d) {
-		return filepath.Join(d, "lab"), nil
-	}
-	home, err := os.UserHomeDir()
-	if err != nil {
-		return "", fmt.Errorf("vm: no state directory: set XDG_STATE_HOME or HOME: %w", err)
-	}
-	return filepath.Join(home, ".local", "state", "lab"), nil
-}
-
 // StateDirOf resolves a VM name, or a path of a state directory (anything with a
 // slash), to its state directory.
 func StateDirOf(nameOrDir string) (string, error) {
@@ -66,9 +55,9 @@ func StateDirOf(nameOrDir string) (string, error) {
 	if err := validName(nameOrDir); err != nil {
 		return "", err
 	}
-	base, err := BaseStateDir()
+	base, err := xdg.Dir(xdg.State)
 	if err != nil {
-		return "", err
+		return "", fmt.Errorf("vm: %w", err)
 	}
 	return filepath.Join(base, nameOrDir), nil
 }

@@ -11,6 +11,7 @@ import (
 	"sort"
 	"time"
 
+	"lab/internal/xdg"
 	"lab/vm/qmp"
 )
 
@@ -66,9 +67,9 @@ func Inspect(nameOrDir string) (*Status, error) {
 
 // List returns the status of every VM under the base state dir, by name.
 func List() ([]*Status, error) {
-	base, err := BaseStateDir()
+	base, err := xdg.Dir(xdg.State)
 	if err != nil {
-		return nil, err
+		return nil, fmt.Errorf("vm: %w", err)
 	}
 	entries, err := os.ReadDir(base)
 	if err != nil && !errors.Is(err, fs.ErrNotExist) {

@@ -30,6 +30,8 @@ import (
 	"strings"
 	"syscall"
 	"time"
+
+	"lab/internal/xdg"
 )
 
 // ErrNoWine: no Wine on this host.
@@ -106,18 +108,6 @@ func lookPath(given, name, fallback string) string {
 	return ""
 }
 
-// DefaultCacheDir is $XDG_CACHE_HOME/lab, or ~/.cache/lab.
-func DefaultCacheDir() string {
-	if d := os.Getenv("XDG_CACHE_HOME"); filepath.IsAbs(d) {
-		return filepath.Join(d, "lab")
-	}
-	home, err := os.UserHomeDir()
-	if err != nil {
-		return filepath.Join(os.TempDir(), "lab-cache")
-	}
-	return filepath.Join(home, ".cache", "lab")
-}
-
 // Ensure returns the prefix at opts.Dir, copying it from the template (made first if needed)
 // when the directory does not hold a lab prefix yet. It does not start Wine in the prefix:
 // call Warm before running programs.
@@ -156,7 +146,9 @@ func Ensure(ctx context.Context, opts Options) (*Prefix, error) {
 	}
 	cache := opts.CacheDir
 	if cache == "" {
-		cache = DefaultCacheDir()
+		if cache, err = xdg.Dir(xdg.Cache); err != nil {
+			return nil, fmt.Errorf("wineprefix: %w", err)
+		}
 	}
 	tmpl, err := ensureTemplate(ctx, cache, loader, server, version, opts.Progress)
 	if err != nil {

@@ -11,6 +11,7 @@ import (
 	"time"
 
 	"lab/internal/fsutil"
+	"lab/internal/xdg"
 	"lab/pefixtures"
 	"lab/vm"
 	"lab/wineprefix"
@@ -33,14 +34,11 @@ const (
 // C: of the VM, lives there as WSL keeps C:): $XDG_DATA_HOME/lab/NAME or
 // ~/.local/share/lab/NAME.
 func DataDir(name string) (string, error) {
-	if d := os.Getenv("XDG_DATA_HOME"); d != "" && filepath.IsAbs(d) {
-		return filepath.Join(d, "lab", name), nil
-	}
-	home, err := os.UserHomeDir()
+	d, err := xdg.Dir(xdg.Data)
 	if err != nil {
-		return "", fmt.Errorf("labvm: no data directory: set XDG_DATA_HOME or HOME: %w", err)
+		return "", fmt.Errorf("labvm: %w", err)
 	}
-	return filepath.Join(home, ".local", "share", "lab", name), nil
+	return filepath.Join(d, name), nil
 }
 
 // PrefixDir is the Wine prefix of the VM named name: DataDir(name)/wine.
