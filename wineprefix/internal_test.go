@@ -11,6 +11,8 @@ import (
 	"syscall"
 	"testing"
 	"time"
+
+	"lab/internal/labtest"
 )
 
 func TestWindowsPath(t *testing.T) {
@@ -200,10 +202,7 @@ func TestFindNoWine(t *testing.T) {
 
 func TestEnsureRefusesForeignDir(t *testing.T) {
 	if _, _, err := Find(Options{}); err != nil {
-		if os.Getenv("LAB_REQUIRE_VM") == "1" {
-			t.Fatal(err)
-		}
-		t.Skipf("skipped: %v", err)
+		labtest.SkipOrFail(t, "%v", err)
 	}
 	dir := t.TempDir()
 	if err := os.WriteFile(filepath.Join(dir, "mine.txt"), nil, 0o644); err != nil {

@@ -7,12 +7,13 @@ import (
 	"encoding/json"
 	"errors"
 	"net"
-	"os"
 	"os/exec"
 	"path/filepath"
 	"strings"
 	"testing"
 	"time"
+
+	"lab/internal/labtest"
 )
 
 const greeting = `{"QMP": {"version": {"qemu": {"micro": 22, "minor": 2, "major": 7}, "package": "Debian"}, "capabilities": ["oob"]}}`
@@ -193,12 +194,10 @@ func FuzzDecodeMessages(f *testing.F) {
 
 // TestRealQEMU talks to a real qemu-system-x86_64 with no guest at all.
 func TestRealQEMU(t *testing.T) {
+	labtest.NeedVM(t)
 	qemu, err := exec.LookPath("qemu-system-x86_64")
 	if err != nil {
-		if os.Getenv("LAB_REQUIRE_VM") != "" {
-			t.Fatalf("qemu-system-x86_64 not found (run make deps): %v", err)
-		}
-		t.Skip("qemu-system-x86_64 not found (run make deps)")
+		t.Fatal(err)
 	}
 	sock := filepath.Join(t.TempDir(), "qmp.sock")
 	cmd := exec.Command(qemu, "-machine", "none", "-accel", "tcg", "-nodefaults", "-no-user-config",
