@@ -10,6 +10,8 @@ import (
 	"path/filepath"
 	"runtime"
 	"strings"
+
+	"lab/internal/shell"
 )
 
 // state is what one probe learns about the guest: everything provisioning compares, in
@@ -62,7 +64,7 @@ grep '^SetEnv ' ` + SSHDConfigPath + ` 2>/dev/null | head -n 1 | sed 's/^/sshdpa
 	}
 	b.WriteString(`awk '$3 == "9p" { print "mount " $1 " " $2 }' /proc/mounts 2>/dev/null
 [ -f ` + StubsManifest + ` ] && echo "manifest $(tr '\n' ' ' < ` + StubsManifest + `)"
-for n in $( { echo ` + strings.Join(quoteAll(names), " ") + `; cat ` + StubsManifest + ` 2>/dev/null; } | sort -u); do
+for n in $( { echo ` + shell.Join(names) + `; cat ` + StubsManifest + ` 2>/dev/null; } | sort -u); do
   f=` + StubDir + `/$n
   [ -e "$f" ] || [ -L "$f" ] || continue
   if [ -f "$f" ] && [ ! -L "$f" ]; then
@@ -168,14 +170,6 @@ func (st *state) sortEntries(magic []byte) {
 			st.others[name] = true
 		}
 	}
-}
-
-func quoteAll(names []string) []string {
-	out := make([]string, len(names))
-	for i, n := range names {
-		out[i] = shquote(n)
-	}
-	return out
 }
 
 // goarchOf maps `uname -m` to Go's GOARCH.

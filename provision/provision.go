@@ -17,6 +17,7 @@ import (
 	"github.com/pkg/sftp"
 
 	"lab/formats"
+	"lab/internal/shell"
 )
 
 // Guest is what provisioning needs from a running guest: a shell command runner and an
@@ -471,7 +472,7 @@ func plan(st *state, want desired) *planned {
 		name := "rule " + r.Name
 		cur, ok := st.rules[r.Name]
 		ctl := BinfmtDir + "/" + r.Name
-		reg := "printf '%s' " + shquote(r.String()) + " > " + BinfmtDir + "/register"
+		reg := "printf '%s' " + shell.Quote(r.String()) + " > " + BinfmtDir + "/register"
 		if !want.enabled {
 			reg += "\necho 0 > " + ctl
 		}
@@ -522,7 +523,7 @@ func plan(st *state, want desired) *planned {
 	// /etc/profile must read profile.d when lab puts a file there.
 	hook := func() {
 		if !st.profileHook {
-			p.script = append(p.script, "grep -q 'profile\\.d' "+ProfilePath+" 2>/dev/null || echo "+shquote(profileHook)+" >> "+ProfilePath)
+			p.script = append(p.script, "grep -q 'profile\\.d' "+ProfilePath+" 2>/dev/null || echo "+shell.Quote(profileHook)+" >> "+ProfilePath)
 		}
 	}
 	switch {
@@ -582,7 +583,7 @@ func plan(st *state, want desired) *planned {
 			step(StepSSHDPath, true, "removed SetEnv from "+SSHDConfigPath)
 		default:
 			p.script = append(p.script, "sed -i '/^SetEnv /d' "+SSHDConfigPath,
-				"echo "+shquote(wantLine)+" >> "+SSHDConfigPath, hup)
+				"echo "+shell.Quote(wantLine)+" >> "+SSHDConfigPath, hup)
 			step(StepSSHDPath, true, wantLine+" in "+SSHDConfigPath+" (new SSH connections)")
 		}
 	}
@@ -597,8 +598,8 @@ func plan(st *state, want desired) *planned {
 			}
 			continue
 		}
-		p.script = append(p.script, "mkdir -p "+shquote(s.GuestPath),
-			"mount -t 9p -o trans=virtio,version=9p2000.L,msize=512000 "+shquote(s.Tag)+" "+shquote(s.GuestPath))
+		p.script = append(p.script, "mkdir -p "+shell.Quote(s.GuestPath),
+			"mount -t 9p -o trans=virtio,version=9p2000.L,msize=512000 "+shell.Quote(s.Tag)+" "+shell.Quote(s.GuestPath))
 		step(name, true, "mounted on "+s.GuestPath)
 	}
 
@@ -631,7 +632,7 @@ func plan(st *state, want desired) *planned {
 	}
 	sort.Strings(stale)
 	for _, n := range stale {
-		p.script = append(p.script, "rm -f "+shquote(StubDir+"/"+n))
+		p.script = append(p.script, "rm -f "+shell.Quote(StubDir+"/"+n))
 		step("unexpose "+n, true, "stub removed")
 	}
 	manifest := []byte(strings.Join(names, "\n"))
@@ -676,7 +677,7 @@ func wslEnvScript(vars []envVar) []byte {
 	var b strings.Builder
 	b.WriteString("# WSL's variables (written by lab provision; lab provision --no-wsl-names removes it).\n")
 	for _, v := range vars {
-		fmt.Fprintf(&b, "export %s=%s\n", v.name, shquote(v.value))
+		fmt.Fprintf(&b, "export %s=%s\n", v.name, shell.Quote(v.value))
 	}
 	return []byte(b.String())
 }
@@ -703,11 +704,6 @@ func short(h string) string {
 	return h
 }
 
-// shquote quotes s for the guest's POSIX shell.
-func shquote(s string) string {
-	return "'" + strings.ReplaceAll(s, "'", `'\''`) + "'"
-}
-
 func (p *planned) apply(ctx context.Context, g Guest) error {
 	if len(p.uploads) > 0 {
 		// Directories first: uploads go next to their targets.
@@ -723,7 +719,7 @@ func (p *planned) apply(ctx context.Context, g Guest) error {
 			if err := put(c, tmp, u.data, u.mode); err != nil {
 				return err
 			}
-			p.script = append(p.script, "mv -f "+shquote(tmp)+" "+shquote(u.target))
+			p.script = append(p.script, "mv -f "+shell.Quote(tmp)+" "+shell.Quote(u.target))
 		}
 	}
 	if p.token != nil {

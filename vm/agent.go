@@ -21,8 +21,8 @@ import (
 
 	"lab/host/proctree"
 	"lab/internal/fsutil"
+	"lab/internal/shell"
 	"lab/vhostvsock"
-	"lab/vm/qemu"
 )
 
 // Env is what a hostagent Task sees: the VM's identity and its vsock transport,
@@ -365,7 +365,7 @@ func (a *agent) startQEMU() error {
 		runtime.LockOSThread()
 		defer logf.Close()
 		argv := a.in.Argv
-		a.log.Info("starting QEMU", "cmd", qemu.Quote(argv))
+		a.log.Info("starting QEMU", "cmd", shell.Join(argv))
 		cmd := exec.Command(argv[0], argv[1:]...)
 		cmd.Stdout, cmd.Stderr = logf, logf
 		cmd.Dir = dir

@@ -26,6 +26,7 @@ import (
 
 	"lab/images"
 	"lab/internal/labtest"
+	"lab/internal/shell"
 )
 
 // The integration tests boot one VM ("shared", through the real `lab up`) that all
@@ -224,7 +225,7 @@ func TestIntegrationExecSignal(t *testing.T) {
 		b, _ := io.ReadAll(br)
 		rest <- string(b)
 	}()
-	code, err := c.Exec(ctx, ShellQuote([]string{"sh", "-c", `trap "echo got TERM; exit 9" TERM; echo ready; sleep 1000`}),
+	code, err := c.Exec(ctx, shell.Join([]string{"sh", "-c", `trap "echo got TERM; exit 9" TERM; echo ready; sleep 1000`}),
 		ExecOptions{Stdout: pw, Signals: sigs})
 	pw.Close()
 	if out := <-rest; err != nil || code != 9 || out != "got TERM\n" {

@@ -173,23 +173,6 @@ func TestProcessAlive(t *testing.T) {
 	}
 }
 
-func TestShellQuote(t *testing.T) {
-	tests := []struct {
-		in   []string
-		want string
-	}{
-		{[]string{"uname", "-r"}, "uname -r"},
-		{[]string{"sh", "-c", "echo $HOME; exit 3"}, `sh -c 'echo $HOME; exit 3'`},
-		{[]string{"it's"}, `'it'\''s'`},
-		{[]string{""}, "''"},
-	}
-	for _, tt := range tests {
-		if got := ShellQuote(tt.in); got != tt.want {
-			t.Errorf("ShellQuote(%q) = %q, want %q", tt.in, got, tt.want)
-		}
-	}
-}
-
 // fakeGuest is an in-process SSH server standing in for the guest's sshd. It runs
 // a few fixed commands: "true", "exit N", "echo WORDS", "err WORDS" (to stderr),
 // "cat" (stdin to stdout), "sleep" (until the client closes the channel), "kill"

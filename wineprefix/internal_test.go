@@ -13,6 +13,7 @@ import (
 	"time"
 
 	"lab/internal/labtest"
+	"lab/internal/shell"
 )
 
 func TestWindowsPath(t *testing.T) {
@@ -250,7 +251,7 @@ func TestOpenerScript(t *testing.T) {
 	os.MkdirAll(bin, 0o755)
 	opened := filepath.Join(dir, "xdg-open.log")
 	// A stand-in for the host's xdg-open: records its arguments and DISPLAY.
-	os.WriteFile(filepath.Join(bin, "xdg-open"), []byte("#!/bin/sh\nprintf '%s|%s\\n' \"$DISPLAY\" \"$*\" >>"+shQuote(opened)+"\n"), 0o755)
+	os.WriteFile(filepath.Join(bin, "xdg-open"), []byte("#!/bin/sh\nprintf '%s|%s\\n' \"$DISPLAY\" \"$*\" >>"+shell.Quote(opened)+"\n"), 0o755)
 	log := filepath.Join(driveC, filepath.FromSlash(OpenedLog))
 	for _, tc := range []struct {
 		name, display string

@@ -12,6 +12,7 @@ import (
 	"unicode/utf16"
 
 	"lab/internal/fsutil"
+	"lab/internal/shell"
 )
 
 // wslAliases are the names WSL users and tools hard-code (`/mnt/c/Windows/System32/cmd.exe`,
@@ -82,18 +83,16 @@ func openerScript(driveC, display, wayland string) string {
 	return "#!/bin/sh\n" +
 		"# lab's opener for Windows programs (Wine's HKCU\\Software\\Wine\\WineBrowser Browsers),\n" +
 		"# and for the relay's explorer.exe TARGET: lab-open --explorer RECORD OPEN (exits 1 as WSL's explorer.exe).\n" +
-		"log=" + shQuote(filepath.Join(driveC, filepath.FromSlash(OpenedLog))) + "\n" +
+		"log=" + shell.Quote(filepath.Join(driveC, filepath.FromSlash(OpenedLog))) + "\n" +
 		"status=0\n" +
 		"if [ \"$1\" = --explorer ] && [ $# -eq 3 ]; then\n" +
 		"\tstatus=1 rec=$2\n\tshift 2\nelse\n\trec=$*\nfi\n" +
 		"mkdir -p \"${log%/*}\" && printf '%s\\n' \"$rec\" >>\"$log\"\n" +
-		"DISPLAY=" + shQuote(display) + " WAYLAND_DISPLAY=" + shQuote(wayland) + "\n" +
+		"DISPLAY=" + shell.Quote(display) + " WAYLAND_DISPLAY=" + shell.Quote(wayland) + "\n" +
 		"if [ -n \"$DISPLAY$WAYLAND_DISPLAY\" ] && command -v xdg-open >/dev/null 2>&1; then\n" +
 		"\texport DISPLAY WAYLAND_DISPLAY\n\txdg-open \"$@\" </dev/null >/dev/null 2>&1\nfi\n" +
 		"exit $status\n"
 }
-
-func shQuote(s string) string { return "'" + strings.ReplaceAll(s, "'", `'\''`) + "'" }
 
 // writeOpener writes the opener script into the prefix and returns its path.
 func (p *Prefix) writeOpener() (string, error) {
