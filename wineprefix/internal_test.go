@@ -286,3 +286,20 @@ func TestOpenerScript(t *testing.T) {
 		})
 	}
 }
+
+func TestLoader(t *testing.T) {
+	bin := t.TempDir()
+	if err := os.WriteFile(filepath.Join(bin, "wine64"), []byte("#!/bin/sh\n"), 0o755); err != nil {
+		t.Fatal(err)
+	}
+	t.Setenv("PATH", bin)
+	if got, err := Loader(""); err != nil || got != filepath.Join(bin, "wine64") && got != "/usr/lib/wine/wine64" {
+		t.Errorf(`Loader("") with only wine64 in PATH = %q, %v`, got, err)
+	}
+	if got, err := Loader("/nonexistent/wine"); err != ErrNoWine {
+		t.Errorf("Loader(/nonexistent/wine) = %q, %v; want ErrNoWine", got, err)
+	}
+	if got, err := Loader("wine64"); err != nil || got != filepath.Join(bin, "wine64") {
+		t.Errorf("Loader(wine64) = %q, %v; want %s", got, err, filepath.Join(bin, "wine64"))
+	}
+}

@@ -7,8 +7,6 @@ import (
 	"context"
 	"fmt"
 	"io"
-	"os"
-	"os/exec"
 	"path"
 	"path/filepath"
 	"sort"
@@ -19,6 +17,7 @@ import (
 	"lab/provision/labvm"
 	"lab/scenarios"
 	"lab/vm"
+	"lab/wineprefix"
 )
 
 // Guest is a connection to the VM (vm.Client).
@@ -133,15 +132,8 @@ func provisionQuiet(ctx context.Context, g Guest, stateDir string, opts Options)
 
 // lookWine reports whether the host can run PE files with Wine (the relay's PE runner).
 func lookWine() (string, bool) {
-	for _, n := range []string{"wine", "wine64"} {
-		if p, err := exec.LookPath(n); err == nil {
-			return p, true
-		}
-	}
-	if _, err := os.Stat("/usr/lib/wine/wine64"); err == nil {
-		return "/usr/lib/wine/wine64", true
-	}
-	return "", false
+	p, err := wineprefix.Loader("")
+	return p, err == nil
 }
 
 func say(w io.Writer, format string, a ...any) {
