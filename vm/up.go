@@ -16,10 +16,10 @@ import (
 	"time"
 
 	"golang.org/x/crypto/ssh"
-	"golang.org/x/term"
 
 	"lab/images"
 	"lab/internal/fsutil"
+	"lab/internal/progress"
 	"lab/vm/qemu"
 )
 
@@ -327,8 +327,8 @@ func startAgent(argv []string, dir string) (int, <-chan error, error) {
 // showing a progress line.
 func waitBooted(ctx context.Context, cfg Config, in *Instance, agentExit <-chan error) error {
 	start := time.Now()
-	prog := newProgress(cfg.Progress, fmt.Sprintf("booting %s (%s, %s vsock)", in.Name, in.Accel, in.Vsock))
-	defer prog.done()
+	prog := progress.New(cfg.Progress).Wait(fmt.Sprintf("lab: booting %s (%s, %s vsock)", in.Name, in.Accel, in.Vsock))
+	defer prog.Stop()
 	path := filepath.Join(in.StateDir, FileEvents)
 	var off int64
 	deadline := time.Duration(in.BootTimeout) + 30*time.Second
@@ -341,7 +341,7 @@ func waitBooted(ctx context.Context, cfg Config, in *Instance, agentExit <-chan 
 		for _, e := range evs {
 			switch e.Phase {
 			case "ready":
-				prog.finish(fmt.Sprintf("%s is ready (%.1fs)", in.Name, time.Since(start).Seconds()))
+				prog.Done("lab: %s is ready (%.1fs)", in.Name, time.Since(start).Seconds())
 				return nil
 			case "failed", "exited":
 				if e.Error == "" {
@@ -369,7 +369,6 @@ func waitBooted(ctx context.Context, cfg Config, in *Instance, agentExit <-chan 
 		case <-ctx.Done():
 			return fmt.Errorf("vm: boot interrupted: %w", ctx.Err())
 		case <-tick.C:
-			prog.update(time.Since(start))
 		}
 	}
 }
@@ -426,49 +425,5 @@ func stopPID(pid int, marker string, grace time.Duration) {
 			return
 		}
 		time.Sleep(20 * time.Millisecond)
-	}
-}
-
-// progress draws one line: rewritten in place on a terminal, else printed at the end.
-type progress struct {
-	w     io.Writer
-	tty   bool
-	label string
-	last  time.Duration
-}
-
-func newProgress(w io.Writer, label string) *progress {
-	p := &progress{w: w, label: label}
-	if f, ok := w.(*os.File); ok && term.IsTerminal(int(f.Fd())) {
-		p.tty = true
-	}
-	if w != nil && !p.tty {
-		fmt.Fprintf(w, "lab: %s...\n", label)
-	}
-	return p
-}
-
-func (p *progress) update(d time.Duration) {
-	if p.w == nil || !p.tty || d-p.last < 100*time.Millisecond {
-		return
-	}
-	p.last = d
-	fmt.Fprintf(p.w, "\rlab: %s... %.1fs", p.label, d.Seconds())
-}
-
-func (p *progress) finish(msg string) {
-	if p.w == nil {
-		return
-	}
-	if p.tty {
-		fmt.Fprintf(p.w, "\r\033[K")
-	}
-	fmt.Fprintf(p.w, "lab: %s\n", msg)
-	p.w = nil
-}
-
-func (p *progress) done() {
-	if p.w != nil && p.tty {
-		fmt.Fprintf(p.w, "\r\033[K")
 	}
 }
