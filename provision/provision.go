@@ -18,6 +18,7 @@ import (
 
 	"lab/formats"
 	"lab/internal/shell"
+	"lab/share"
 )
 
 // Guest is what provisioning needs from a running guest: a shell command runner and an
@@ -85,12 +86,10 @@ const (
 // one-line /etc/profile that does not); provisioning appends it once.
 const profileHook = `for f in /etc/profile.d/*.sh; do [ -r "$f" ] && . "$f"; done # lab: profile.d`
 
-// Share is a 9p share the guest mounts: the QEMU mount tag, and where it appears.
-type Share struct {
-	Tag       string // 9p mount tag (QEMU -virtfs mount_tag)
-	HostPath  string // host directory (for the interpreter's path mapping, labpath)
-	GuestPath string // absolute guest mount point
-}
+// Share is a 9p share the guest mounts (lab's one share type): Tag is the QEMU mount tag,
+// GuestPath the absolute mount point, HostPath the host directory (for the interpreter's
+// path mapping, labpath).
+type Share = share.Share
 
 // Exposed is a host program the guest may run by name through a stub on its PATH.
 type Exposed struct {

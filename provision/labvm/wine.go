@@ -13,6 +13,7 @@ import (
 	"lab/internal/fsutil"
 	"lab/internal/xdg"
 	"lab/pefixtures"
+	"lab/share"
 	"lab/vm"
 	"lab/wineprefix"
 )
@@ -20,10 +21,10 @@ import (
 // The Windows personality of a VM: a Wine prefix owned by lab whose drive_c the guest
 // mounts at /mnt/c, as WSL mounts C: there.
 const (
-	// DriveCGuest is where the guest sees the prefix's drive_c.
-	DriveCGuest = "/mnt/c"
-	// DriveCTag is the 9p tag of that share; the relay and lab down find the prefix by it.
-	DriveCTag = "drive_c"
+	// DriveCGuest is where the guest sees the prefix's drive_c (share.DriveCGuest).
+	DriveCGuest = share.DriveCGuest
+	// DriveCTag is the 9p tag of that share (share.DriveCTag).
+	DriveCTag = share.DriveCTag
 	// DriveLetter is the Windows drive /mnt/c shows.
 	DriveLetter = "C:"
 	// FileWineState is the wine task's published state in the VM's state dir (lab status).
@@ -82,20 +83,11 @@ func SystemPrograms(ctx context.Context, progress io.Writer) map[string]string {
 }
 
 // WindowsShare is the share of prefix dir's drive_c at /mnt/c.
-func WindowsShare(prefixDir string) vm.Share {
-	return vm.Share{HostPath: filepath.Join(prefixDir, "drive_c"), GuestPath: DriveCGuest, Tag: DriveCTag}
-}
+func WindowsShare(prefixDir string) vm.Share { return share.DriveC(prefixDir) }
 
 // PrefixOf returns the Wine prefix directory of a VM (from its drive_c share), or "" when
 // the VM has no Windows personality.
-func PrefixOf(in *vm.Instance) string {
-	for _, s := range in.Shares {
-		if s.Tag == DriveCTag && s.GuestPath == DriveCGuest {
-			return filepath.Dir(s.HostPath)
-		}
-	}
-	return ""
-}
+func PrefixOf(in *vm.Instance) string { return share.WinePrefix(in.Shares) }
 
 // WineState is what the wine task publishes for lab status.
 type WineState struct {

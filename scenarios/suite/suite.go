@@ -116,7 +116,7 @@ func fixtureShare(in *vm.Instance) (*vm.Share, error) {
 		if sh.Tag == vm.ScratchTag {
 			return sh, nil
 		}
-		if !sh.ReadOnly && first == nil && sh.Tag != labvm.DriveCTag {
+		if !sh.ReadOnly && first == nil && !sh.IsDriveC() {
 			first = sh
 		}
 	}
