@@ -6,6 +6,8 @@ require (
 	github.com/cavaliergopher/cpio v1.0.1
 	github.com/creack/pty v1.1.24
 	github.com/digitalocean/go-qemu v0.0.0-20250212194115-ee9b0668d242
+	github.com/gofrs/flock v0.13.2
+	github.com/google/renameio/v2 v2.0.2
 	github.com/mdlayher/vsock v1.4.0
 	github.com/pkg/sftp v1.13.12
 	github.com/rhysd/actionlint v1.7.12

@@ -13,15 +13,16 @@ import (
 
 	"lab/formats"
 	"lab/host/proctree"
+	"lab/internal/xdg"
+	"lab/share"
 	"lab/trace"
 )
 
-// Share maps a guest directory to the host directory it shows (a 9p share in the VM).
-// Guest paths at or under GuestPath map to the same relative path under HostPath.
-type Share struct {
-	HostPath  string // absolute host directory; symlinks in it are resolved once by NewRelay
-	GuestPath string // absolute guest directory, e.g. "/mnt/host"
-}
+// Share maps a guest directory to the host directory it shows (a 9p share in the VM; lab's
+// one share type). Guest paths at or under GuestPath map to the same relative path under
+// HostPath (absolute; symlinks in it are resolved once by NewRelay). The relay ignores Tag
+// and ReadOnly (9p enforces read-only in the guest; the relay runs files, it never writes).
+type Share = share.Share
 
 // Exposed is a host command the guest may run by name (through a stub file in the guest).
 type Exposed struct {
@@ -128,7 +129,7 @@ func (c Config) withDefaults() (Config, error) {
 	c.Token = append([]byte(nil), c.Token...)
 	shares := make([]Share, 0, len(c.Shares))
 	for _, s := range c.Shares {
-		ns, err := s.resolve()
+		ns, err := resolveShare(s)
 		if err != nil {
 			return c, err
 		}
@@ -201,7 +202,11 @@ func (c Config) withDefaults() (Config, error) {
 		c.Wine.WaitDelay = 500 * time.Millisecond
 	}
 	if c.Wine.Prefix == "" {
-		c.Wine.Prefix = defaultWinePrefix()
+		state, err := xdg.Dir(xdg.State)
+		if err != nil {
+			return c, fmt.Errorf("host: no default wine prefix: %w", err)
+		}
+		c.Wine.Prefix = filepath.Join(state, "wine")
 	}
 	if !filepath.IsAbs(c.Wine.Prefix) {
 		return c, fmt.Errorf("host: wine prefix %q must be an absolute path", c.Wine.Prefix)
@@ -212,7 +217,7 @@ func (c Config) withDefaults() (Config, error) {
 	return c, nil
 }
 
-func (s Share) resolve() (Share, error) {
+func resolveShare(s Share) (Share, error) {
 	if !filepath.IsAbs(s.GuestPath) {
 		return s, fmt.Errorf("host: share %s:%s: the guest path must be absolute", s.HostPath, s.GuestPath)
 	}
@@ -232,16 +237,4 @@ func (s Share) resolve() (Share, error) {
 func isDir(p string) bool {
 	fi, err := os.Stat(p)
 	return err == nil && fi.IsDir()
-}
-
-func defaultWinePrefix() string {
-	state := os.Getenv("XDG_STATE_HOME")
-	if state == "" || !filepath.IsAbs(state) {
-		home, err := os.UserHomeDir()
-		if err != nil {
-			home = os.TempDir()
-		}
-		state = filepath.Join(home, ".local", "state")
-	}
-	return filepath.Join(state, "lab", "wine")
 }

@@ -12,6 +12,7 @@ import (
 	"time"
 
 	"lab/host"
+	"lab/internal/labtest"
 	"lab/wire"
 )
 
@@ -161,7 +162,7 @@ func TestRelayTellsWhyItEnds(t *testing.T) {
 // TestRelayNotALabPeer: an HTTP probe is told it is not talking to a lab peer (not that
 // its request line spells an oversize frame), and the log says so.
 func TestRelayNotALabPeer(t *testing.T) {
-	var log syncBuffer
+	var log labtest.SyncBuffer
 	ip := startInproc(t, func(c *host.Config) { c.Logger = slog.New(slog.NewTextHandler(&log, nil)) }, nil)
 	for _, probe := range []string{"GET / HTTP/1.1\r\nHost: x\r\n\r\n", "\x16\x03\x01\x02\x00\x01\x00\x01\xfc\x03\x03", "\x00\x00\x00\x09\x01NOPE\x00\x01\x00\x00"} {
 		conn, err := net.Dial("unix", ip.sock)

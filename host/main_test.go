@@ -1,13 +1,12 @@
 package host_test
 
 import (
-	"fmt"
 	"os"
-	"os/exec"
 	"path/filepath"
-	"runtime"
 	"sync"
 	"testing"
+
+	"lab/internal/labtest"
 )
 
 // bin holds the binaries built once for the whole package: the fixture host program
@@ -49,34 +48,17 @@ func buildBinaries(t testing.TB) {
 		bin.fixture = filepath.Join(dir, "fixture")
 		bin.lab = filepath.Join(dir, "lab")
 		bin.interop = filepath.Join(dir, "lab-interop")
-		if err := goBuild(bin.fixture, "./testdata/fixture", false); err != nil {
+		if err := labtest.GoBuild(bin.fixture, "./testdata/fixture", false); err != nil {
 			bin.buildError = err
-		} else if err := goBuild(bin.lab, "lab/cmd/lab", raceEnabled); err != nil {
+		} else if err := labtest.GoBuild(bin.lab, "lab/cmd/lab", raceEnabled); err != nil {
 			bin.buildError = err
-		} else if err := goBuild(bin.interop, "lab/cmd/lab-interop", false); err != nil {
+		} else if err := labtest.GoBuild(bin.interop, "lab/cmd/lab-interop", false); err != nil {
 			bin.buildError = err
 		}
 	})
 	if bin.buildError != nil {
 		t.Fatalf("building the test binaries: %v", bin.buildError)
 	}
-}
-
-// goBuild builds pkg into out; with race, the binary has the race detector too, so the
-// relay process running under the proof suite is checked as well.
-func goBuild(out, pkg string, race bool) error {
-	args := []string{"build", "-o", out}
-	if race {
-		args = append(args, "-race")
-	}
-	cmd := exec.Command(filepath.Join(runtime.GOROOT(), "bin", "go"), append(args, pkg)...)
-	if !race {
-		cmd.Env = append(os.Environ(), "CGO_ENABLED=0")
-	}
-	if b, err := cmd.CombinedOutput(); err != nil {
-		return fmt.Errorf("go build %s: %v\n%s", pkg, err, b)
-	}
-	return nil
 }
 
 // linkFixtures hard-links the fixture under each name into dir.

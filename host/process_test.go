@@ -25,6 +25,7 @@ import (
 	"os/exec"
 	"path/filepath"
 	"runtime"
+	"slices"
 	"strconv"
 	"strings"
 	"sync"
@@ -34,6 +35,7 @@ import (
 
 	"github.com/creack/pty"
 
+	"lab/internal/labtest"
 	"lab/wire"
 )
 
@@ -48,25 +50,8 @@ type world struct {
 	tokenFile  string
 	config     string // the interpreter's config file
 	relay      *exec.Cmd
-	relayLog   *syncBuffer
+	relayLog   *labtest.SyncBuffer
 	relayDone  chan error
-}
-
-type syncBuffer struct {
-	mu sync.Mutex
-	b  bytes.Buffer
-}
-
-func (s *syncBuffer) Write(p []byte) (int, error) {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.Write(p)
-}
-
-func (s *syncBuffer) String() string {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.String()
 }
 
 func needBinaries(t testing.TB) {
@@ -134,7 +119,7 @@ func (w *world) startRelay(extra ...string) {
 	cmd.Env = append(os.Environ(), "UNSETME=from-the-host", "KEEPME=host")
 	// A test binary that dies (a timeout panic) takes its relay with it.
 	cmd.SysProcAttr = &syscall.SysProcAttr{Pdeathsig: syscall.SIGTERM}
-	w.relayLog = &syncBuffer{}
+	w.relayLog = &labtest.SyncBuffer{}
 	cmd.Stderr = w.relayLog
 	out, err := cmd.StdoutPipe()
 	if err != nil {
@@ -241,7 +226,7 @@ func TestProofArguments(t *testing.T) {
 		t.Fatalf("exit %d, stderr %q", code, errOut)
 	}
 	got := parseEcho(t, out, errOut)
-	if want := append([]string{"./echoargs"}, args...); !equal(got.Args, want) {
+	if want := append([]string{"./echoargs"}, args...); !slices.Equal(got.Args, want) {
 		t.Errorf("argv\n got %q\nwant %q", got.Args, want)
 	}
 	if errOut != "" {
@@ -581,7 +566,7 @@ func TestProofExposedCommand(t *testing.T) {
 	cmd.Dir = w.guestShare
 	out, errOut, code := output(t, cmd, "")
 	got := parseEcho(t, out, errOut)
-	if code != 0 || !equal(got.Args, []string{"hostecho", "x y"}) {
+	if code != 0 || !slices.Equal(got.Args, []string{"hostecho", "x y"}) {
 		t.Errorf("exposed command: exit %d args %q stderr %q", code, got.Args, errOut)
 	}
 }
@@ -717,7 +702,7 @@ func TestProofConcurrentLaunches(t *testing.T) {
 				return
 			}
 			var got echoed
-			if err := json.Unmarshal(o.Bytes(), &got); err != nil || !equal(got.Args, []string{"echoargs", arg}) {
+			if err := json.Unmarshal(o.Bytes(), &got); err != nil || !slices.Equal(got.Args, []string{"echoargs", arg}) {
 				errs <- fmt.Sprintf("launch %d: output %q", i, o.String())
 			}
 		}()

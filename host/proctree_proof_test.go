@@ -13,6 +13,8 @@ import (
 	"syscall"
 	"testing"
 	"time"
+
+	"lab/internal/labtest"
 )
 
 // Proof: however `lab relay` ends, SIGKILL included, no process it started for the guest
@@ -117,7 +119,7 @@ func startDaemons(t *testing.T, w *world, marker string) []*exec.Cmd {
 		if err != nil {
 			t.Fatal(err)
 		}
-		var e syncBuffer
+		var e labtest.SyncBuffer
 		cmd.Stderr = &e
 		if err := cmd.Start(); err != nil {
 			t.Fatal(err)

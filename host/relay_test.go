@@ -12,6 +12,7 @@ import (
 	"net"
 	"os"
 	"path/filepath"
+	"slices"
 	"strings"
 	"sync"
 	"testing"
@@ -20,6 +21,7 @@ import (
 	"github.com/mdlayher/vsock"
 
 	"lab/host"
+	"lab/internal/labtest"
 	"lab/wire"
 )
 
@@ -49,7 +51,7 @@ func startInproc(t *testing.T, mod func(*host.Config), wrap func(net.Listener) n
 		Shares:      []host.Share{{HostPath: share, GuestPath: "/mnt/host"}},
 		Allow:       []host.Exposed{{Name: "hostecho", HostPath: filepath.Join(share, "bin", "echoargs")}},
 		FallbackDir: "/",
-		Logger:      slog.New(slog.NewTextHandler(testWriter{t}, &slog.HandlerOptions{Level: slog.LevelDebug})),
+		Logger:      slog.New(slog.NewTextHandler(labtest.Log(t), &slog.HandlerOptions{Level: slog.LevelDebug})),
 	}
 	if mod != nil {
 		mod(&cfg)
@@ -75,15 +77,6 @@ func startInproc(t *testing.T, mod func(*host.Config), wrap func(net.Listener) n
 		}
 	})
 	return &inproc{relay: r, sock: sock, share: share, guest: "/mnt/host"}
-}
-
-// testWriter sends log lines to t.Log until the test ends.
-type testWriter struct{ t *testing.T }
-
-func (w testWriter) Write(b []byte) (int, error) {
-	defer func() { recover() }() // a session may log after the test returned
-	w.t.Log(strings.TrimRight(string(b), "\n"))
-	return len(b), nil
 }
 
 // result is what a guest gets back from one launch.
@@ -171,7 +164,7 @@ func TestRelayRunsProgram(t *testing.T) {
 		t.Fatalf("%v: %q", err, res.stdout)
 	}
 	share, _ := filepath.EvalSymlinks(ip.share)
-	if want := l.Argv; !equal(got.Args, want) {
+	if want := l.Argv; !slices.Equal(got.Args, want) {
 		t.Errorf("args %q, want %q", got.Args, want)
 	}
 	if got.Cwd != filepath.Join(share, "bin") {
@@ -400,18 +393,6 @@ func waitGone(t *testing.T, pids []int) {
 			time.Sleep(10 * time.Millisecond)
 		}
 	}
-}
-
-func equal(a, b []string) bool {
-	if len(a) != len(b) {
-		return false
-	}
-	for i := range a {
-		if a[i] != b[i] {
-			return false
-		}
-	}
-	return true
 }
 
 // TestRelayMaxSessions: with MaxSessions reached, a further authorised launch waits and is

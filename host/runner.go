@@ -124,14 +124,10 @@ func checkSame(f *os.File, path string) error {
 // wineLoader finds the wine loader.
 func (c *Config) wineLoader() (string, error) {
 	if c.Wine.Path != "" {
-		return c.Wine.Path, nil
+		return c.Wine.Path, nil // as configured; exec says what is wrong with it
 	}
-	if p, err := exec.LookPath("wine"); err == nil {
+	if p, err := wineprefix.Loader(""); err == nil {
 		return p, nil
-	}
-	const wine64 = "/usr/lib/wine/wine64"
-	if _, err := os.Stat(wine64); err == nil {
-		return wine64, nil
 	}
 	return "", errors.New("host: cannot run a Windows (PE) program: wine is not installed on the host (apt-get install --no-install-recommends wine64 wine)")
 }

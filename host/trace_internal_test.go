@@ -2,6 +2,7 @@ package host
 
 import (
 	"errors"
+	"slices"
 	"testing"
 
 	"lab/wire"
@@ -45,19 +46,7 @@ func TestEnvDecision(t *testing.T) {
 	}
 	wantC := []string{"LABENV", `P "/mnt/host/x" -> "/srv/x"`, `W="w"`, "GONE removed (unset in the guest)"}
 	wantR := []string{"U (/u: host to guest only)", "DROPPED (dropped by the relay)", "EXTRA (not named in LABENV)"}
-	if !equal(c, wantC) || !equal(r, wantR) {
+	if !slices.Equal(c, wantC) || !slices.Equal(r, wantR) {
 		t.Errorf("crossed %q, refused %q\nwant %q, %q", c, r, wantC, wantR)
 	}
-}
-
-func equal(a, b []string) bool {
-	if len(a) != len(b) {
-		return false
-	}
-	for i := range a {
-		if a[i] != b[i] {
-			return false
-		}
-	}
-	return true
 }

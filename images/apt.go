@@ -19,6 +19,9 @@ import (
 	"sort"
 	"strconv"
 	"strings"
+
+	"lab/internal/fsutil"
+	"lab/internal/progress"
 )
 
 // Package is one Debian package the image was built from.
@@ -98,7 +101,7 @@ func parseDepends(field string) []string {
 // apt runs the host's apt tools. It never names an archive: apt reads the
 // host's own sources.
 type apt struct {
-	progress *progress
+	progress *progress.Progress
 }
 
 var errNoApt = errors.New("this host has no apt-get/apt-cache")
@@ -194,7 +197,7 @@ func (a *apt) resolve(ctx context.Context, cacheDir string, roots []string, with
 		if os.Geteuid() != 0 {
 			return nil, fmt.Errorf("apt cannot locate package(s) %s: run 'sudo apt-get update' (and check that the host's apt sources include Debian's main component)", strings.Join(m, ", "))
 		}
-		a.progress.line("apt does not know %s: running apt-get update (as root)", strings.Join(m, ", "))
+		a.progress.Line("apt does not know %s: running apt-get update (as root)", strings.Join(m, ", "))
 		cmd := exec.CommandContext(ctx, "apt-get", "update", "-q")
 		if out, err := cmd.CombinedOutput(); err != nil {
 			return nil, fmt.Errorf("apt-get update: %w: %s", err, lastLines(out, 3))
@@ -263,7 +266,7 @@ func (a *apt) resolve(ctx context.Context, cacheDir string, roots []string, with
 	}
 	if b, err := json.Marshal(res); err == nil {
 		os.MkdirAll(filepath.Dir(cacheFile), 0o755)
-		writeFileAtomic(cacheFile, b, 0o644)
+		fsutil.WriteFile(cacheFile, b, 0o644)
 	}
 	return res, nil
 }
@@ -437,7 +440,7 @@ func (a *apt) download(ctx context.Context, dir string, pkgs []Package) error {
 		return err
 	}
 	cmd.ExtraFiles = []*os.File{pw}
-	bar := a.progress.bar(fmt.Sprintf("downloading %d packages", len(need)), total, "bytes")
+	bar := a.progress.Bar(fmt.Sprintf("downloading %d packages", len(need)), total, "bytes")
 	done := make(chan struct{})
 	go func() {
 		defer close(done)
@@ -447,7 +450,7 @@ func (a *apt) download(ctx context.Context, dir string, pkgs []Package) error {
 			f := strings.SplitN(sc.Text(), ":", 4)
 			if len(f) >= 3 && f[0] == "dlstatus" {
 				if pct, err := strconv.ParseFloat(f[2], 64); err == nil {
-					bar.set(int64(pct / 100 * float64(total)))
+					bar.Set(int64(pct / 100 * float64(total)))
 				}
 			}
 		}
@@ -460,7 +463,7 @@ func (a *apt) download(ctx context.Context, dir string, pkgs []Package) error {
 	}
 	pr.Close()
 	<-done
-	bar.finish()
+	bar.Finish()
 	if err != nil {
 		msg := lastLines(out.Bytes(), 3)
 		if strings.Contains(msg, "Unable to locate") || strings.Contains(msg, "Can't find a source") {

@@ -24,49 +24,30 @@ import (
 	"golang.org/x/crypto/ssh"
 
 	"lab/images"
+	"lab/internal/labtest"
+	"lab/internal/xdg"
 )
 
 const qboot = "/usr/share/qemu/qboot.rom"
 
-// needVM skips (or, with LAB_REQUIRE_VM set, fails) when QEMU or apt is missing.
-func needVM(t testing.TB) {
-	t.Helper()
-	for _, tool := range []string{"qemu-system-x86_64", "apt-get", qboot} {
-		_, err := exec.LookPath(tool)
-		if tool == qboot {
-			_, err = os.Stat(qboot) // firmware: a file, not a program
-		}
-		if err != nil {
-			if os.Getenv("LAB_REQUIRE_VM") != "" {
-				t.Fatalf("%s not found (LAB_REQUIRE_VM is set): run make deps", tool)
-			}
-			t.Skipf("%s not found: run make deps (or set LAB_REQUIRE_VM=1 to make this a failure)", tool)
-		}
-	}
-}
+// vmTools are what booting an image needs (qboot: firmware, a file).
+var vmTools = []string{"qemu-system-x86_64", "apt-get", qboot}
 
 // sharedImage builds (or reuses) the image in the user's XDG cache, so
 // repeated test runs are fast.
 func sharedImage(t testing.TB, server string) *images.Image {
 	t.Helper()
-	cache, err := images.DefaultCacheDir()
+	cache, err := xdg.Dir(xdg.Cache)
 	if err != nil {
 		t.Fatal(err)
 	}
 	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Minute)
 	defer cancel()
-	img, err := images.Build(ctx, images.Options{CacheDir: cache, SSHServer: server, Progress: testWriter{t}})
+	img, err := images.Build(ctx, images.Options{CacheDir: cache, SSHServer: server, Progress: labtest.Log(t)})
 	if err != nil {
 		t.Fatal(err)
 	}
 	return img
-}
-
-type testWriter struct{ t testing.TB }
-
-func (w testWriter) Write(p []byte) (int, error) {
-	w.t.Logf("%s", bytes.TrimRight(p, "\n"))
-	return len(p), nil
 }
 
 // guest is one booted QEMU guest.
@@ -282,7 +263,7 @@ func freePort(t testing.TB) int {
 }
 
 func TestIntegrationBoot(t *testing.T) {
-	needVM(t)
+	labtest.Need(t, vmTools...)
 	server := images.DefaultSSHServer
 	if s := os.Getenv("LAB_TEST_SSH_SERVER"); s != "" {
 		server = s // e.g. LAB_TEST_SSH_SERVER=dropbear to check the other image
@@ -377,7 +358,7 @@ func TestIntegrationBoot(t *testing.T) {
 // boots) and the cost of a new SSH connection with one command.
 // Run: go test -run '^$' -bench BootToSSH -benchtime 5x ./images
 func BenchmarkBootToSSH(b *testing.B) {
-	needVM(b)
+	labtest.Need(b, vmTools...)
 	for _, server := range []string{images.Dropbear, images.OpenSSH} {
 		b.Run(server, func(b *testing.B) {
 			img := sharedImage(b, server)
@@ -423,7 +404,7 @@ func median(xs []float64) float64 {
 // kernel package, extracting vmlinux, the closures, the cpio.
 // Run: go test -run '^$' -bench BuildCleanCache -benchtime 1x ./images
 func BenchmarkBuildCleanCache(b *testing.B) {
-	needVM(b)
+	labtest.Need(b, vmTools...)
 	for _, server := range []string{images.Dropbear, images.OpenSSH} {
 		b.Run(server, func(b *testing.B) {
 			img := sharedImage(b, server)

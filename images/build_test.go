@@ -7,6 +7,8 @@ import (
 	"path/filepath"
 	"strings"
 	"testing"
+
+	"lab/internal/progress"
 )
 
 func TestBuildWithoutApt(t *testing.T) {
@@ -188,7 +190,7 @@ func TestKeyIsBuildsKey(t *testing.T) {
 	if testing.Short() {
 		t.Skip("-short: resolves packages with apt and builds (or reuses) the image")
 	}
-	if err := (&apt{progress: newProgress(nil)}).available(); err != nil {
+	if err := (&apt{progress: progress.New(nil)}).available(); err != nil {
 		t.Skipf("no apt: %v", err)
 	}
 	ctx := context.Background()

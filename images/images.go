@@ -17,7 +17,10 @@ import (
 	"time"
 
 	"golang.org/x/sync/errgroup"
-	"golang.org/x/sys/unix"
+
+	"lab/internal/fsutil"
+	"lab/internal/progress"
+	"lab/internal/xdg"
 )
 
 // Options configure Build.
@@ -80,18 +83,6 @@ type ManifestFile struct {
 // second off a TCG boot (research/images.md).
 const DefaultCmdline = "console=ttyS0 quiet panic=-1 cryptomgr.notests=1 mitigations=off no_timer_check tsc=reliable"
 
-// DefaultCacheDir is $XDG_CACHE_HOME/lab, or ~/.cache/lab.
-func DefaultCacheDir() (string, error) {
-	if d := os.Getenv("XDG_CACHE_HOME"); d != "" {
-		return filepath.Join(d, "lab"), nil
-	}
-	home, err := os.UserHomeDir()
-	if err != nil {
-		return "", fmt.Errorf("images: no cache dir: set XDG_CACHE_HOME or HOME: %w", err)
-	}
-	return filepath.Join(home, ".cache", "lab"), nil
-}
-
 // Build returns the guest image for opts, building it unless the cache
 // already holds it. Packages come from the host's apt sources
 // (apt-get download, no root needed, nothing installed on the host);
@@ -108,7 +99,7 @@ func build(ctx context.Context, opts Options) (*Image, error) {
 	if runtime.GOARCH != "amd64" {
 		return nil, fmt.Errorf("building a guest image is supported on amd64 hosts only (this is %s)", runtime.GOARCH)
 	}
-	pr := newProgress(opts.Progress)
+	pr := progress.New(opts.Progress)
 	server := opts.SSHServer
 	if server == "" {
 		server = DefaultSSHServer
@@ -119,18 +110,18 @@ func build(ctx context.Context, opts Options) (*Image, error) {
 	}
 	cache := opts.CacheDir
 	if cache == "" {
-		if cache, err = DefaultCacheDir(); err != nil {
-			return nil, err
+		if cache, err = xdg.Dir(xdg.Cache); err != nil {
+			return nil, fmt.Errorf("images: %w", err)
 		}
 	}
 	if err := os.MkdirAll(cache, 0o755); err != nil {
 		return nil, err
 	}
-	unlock, err := lockDir(ctx, cache, pr)
+	lock, err := lockCache(ctx, cache, pr)
 	if err != nil {
 		return nil, err
 	}
-	defer unlock()
+	defer lock.Unlock()
 
 	// Which kernel.
 	var ks *kernelSource
@@ -147,7 +138,7 @@ func build(ctx context.Context, opts Options) (*Image, error) {
 		// A cache copied from another host still serves its images.
 		if ks == nil && !opts.Rebuild {
 			if img, ok := newestImage(cache, server); ok {
-				pr.line("%v: using the cached image %s built %s", err, img.Dir, img.Manifest.Built.Format(time.RFC3339))
+				pr.Line("%v: using the cached image %s built %s", err, img.Dir, img.Manifest.Built.Format(time.RFC3339))
 				return img, nil
 			}
 		}
@@ -171,7 +162,7 @@ func build(ctx context.Context, opts Options) (*Image, error) {
 	dir := filepath.Join(cache, "images", key)
 	if !opts.Rebuild {
 		if img, err := loadImage(dir); err == nil {
-			pr.line("image %s is up to date", dir)
+			pr.Line("image %s is up to date", dir)
 			return img, nil
 		}
 	}
@@ -195,7 +186,7 @@ func build(ctx context.Context, opts Options) (*Image, error) {
 		}
 	}
 	// One bar for both jobs: two bars on one terminal line would garble.
-	bar := pr.bar(fmt.Sprintf("unpacking %d packages", len(pkgs)), total, "bytes")
+	bar := pr.Bar(fmt.Sprintf("unpacking %d packages", len(pkgs)), total, "bytes")
 	if ks == nil {
 		kp := byName[kernelPkg]
 		kernelDir = kernelPkgDir(cache, kp)
@@ -208,7 +199,7 @@ func build(ctx context.Context, opts Options) (*Image, error) {
 			vmErr := make(chan error, 1)
 			started := false
 			var err error
-			ks, err = unpackKernelDeb(gctx, filepath.Join(debDir, kp.debFile()), kernelDir, bar.add, func(data []byte) {
+			ks, err = unpackKernelDeb(gctx, filepath.Join(debDir, kp.debFile()), kernelDir, bar.Add, func(data []byte) {
 				started = true
 				go func() { vmErr <- extractVmlinuxData(gctx, data, vmTmp) }()
 			})
@@ -237,11 +228,11 @@ func build(ctx context.Context, opts Options) (*Image, error) {
 	}
 	g.Go(func() error {
 		var err error
-		t, err = unpackTree(gctx, debDir, pkgs, kernelPkg, bar.add)
+		t, err = unpackTree(gctx, debDir, pkgs, kernelPkg, bar.Add)
 		return err
 	})
 	err = g.Wait()
-	bar.finish()
+	bar.Finish()
 	if err != nil {
 		return nil, err
 	}
@@ -261,7 +252,7 @@ func build(ctx context.Context, opts Options) (*Image, error) {
 	}
 	applets, err := busyboxApplets(t, cache)
 	if err != nil {
-		pr.line("warning: %v; the guest installs busybox's applets at boot instead", err)
+		pr.Line("warning: %v; the guest installs busybox's applets at boot instead", err)
 	}
 	entries := map[string]File{}
 	pkgOf := map[string]string{}
@@ -299,18 +290,18 @@ func build(ctx context.Context, opts Options) (*Image, error) {
 	for _, f := range files {
 		size += int64(len(f.Data))
 	}
-	bar = pr.bar("packing initramfs", size, "bytes")
+	bar = pr.Bar("packing initramfs", size, "bytes")
 	initrd := filepath.Join(tmp, "initrd.cpio")
 	out, err := os.Create(initrd)
 	if err != nil {
 		return nil, err
 	}
-	cw := &countingWriter{w: out, fn: bar.add}
+	cw := &countingWriter{w: out, fn: bar.Add}
 	err = WriteCPIO(cw, files)
 	if cerr := out.Close(); err == nil {
 		err = cerr
 	}
-	bar.finish()
+	bar.Finish()
 	if err != nil {
 		return nil, err
 	}
@@ -324,7 +315,7 @@ func build(ctx context.Context, opts Options) (*Image, error) {
 	if !pvh {
 		// QEMU boots an ELF kernel only through the PVH note: use the
 		// bzImage itself, slower but bootable.
-		pr.line("warning: %s has no PVH entry note: booting the compressed kernel (slower)", ks.Image)
+		pr.Line("warning: %s has no PVH entry note: booting the compressed kernel (slower)", ks.Image)
 		os.Remove(filepath.Join(tmp, "vmlinux"))
 		if err := linkOrCopy(ks.Image, filepath.Join(tmp, "vmlinux")); err != nil {
 			return nil, err
@@ -351,7 +342,7 @@ func build(ctx context.Context, opts Options) (*Image, error) {
 	if err := os.Rename(tmp, dir); err != nil {
 		return nil, err
 	}
-	pr.line("built %s (%d files, initramfs %.1f MB, kernel %s) in %.1fs", dir, len(files), float64(cw.n)/1e6, ks.Version, m.BuildSeconds)
+	pr.Line("built %s (%d files, initramfs %.1f MB, kernel %s) in %.1fs", dir, len(files), float64(cw.n)/1e6, ks.Version, m.BuildSeconds)
 	return loadImage(dir)
 }
 
@@ -361,13 +352,13 @@ func build(ctx context.Context, opts Options) (*Image, error) {
 func resolvePackages(ctx context.Context, a *apt, cache string, rc *recipe, ks *kernelSource) (*kernelSource, *resolution, error) {
 	pr := a.progress
 	wantKernel := ks == nil
-	pr.line("resolving packages")
+	pr.Line("resolving packages")
 	res, err := a.resolve(ctx, cache, rc.packages, wantKernel)
 	if err != nil && wantKernel {
 		// No kernel package in apt's sources: the host's own kernel will do
 		// when both its image and its modules are there.
 		if hk, ok := hostKernel(); ok {
-			pr.line("no kernel package from apt (%v): using the host's %s", err, hk.Image)
+			pr.Line("no kernel package from apt (%v): using the host's %s", err, hk.Image)
 			ks, wantKernel = hk, false
 			res, err = a.resolve(ctx, cache, rc.packages, false)
 		} else {
@@ -422,8 +413,8 @@ func imageKey(ctx context.Context, opts Options) (string, error) {
 	}
 	cache := opts.CacheDir
 	if cache == "" {
-		if cache, err = DefaultCacheDir(); err != nil {
-			return "", err
+		if cache, err = xdg.Dir(xdg.Cache); err != nil {
+			return "", fmt.Errorf("images: %w", err)
 		}
 	}
 	var ks *kernelSource
@@ -435,7 +426,7 @@ func imageKey(ctx context.Context, opts Options) (string, error) {
 	case opts.Modules != "":
 		return "", errors.New("--modules needs --kernel")
 	}
-	a := &apt{progress: newProgress(opts.Progress)}
+	a := &apt{progress: progress.New(opts.Progress)}
 	if err := a.available(); err != nil {
 		return "", fmt.Errorf("%w: the image key comes from apt's package metadata", err)
 	}
@@ -591,32 +582,17 @@ func (c *countingWriter) Write(p []byte) (int, error) {
 	return n, err
 }
 
-// lockDir serialises builds sharing a cache dir (two test packages, two
-// shells) with an flock on CACHE/.lock.
-func lockDir(ctx context.Context, dir string, pr *progress) (func(), error) {
-	f, err := os.OpenFile(filepath.Join(dir, ".lock"), os.O_CREATE|os.O_RDWR, 0o644)
+// lockCache serialises builds sharing a cache dir (two test packages, two
+// shells) with an flock on CACHE/.lock, saying so when it has to wait.
+func lockCache(ctx context.Context, dir string, pr *progress.Progress) (*fsutil.Lock, error) {
+	path := filepath.Join(dir, ".lock")
+	l, err := fsutil.TryLock(path)
+	if errors.Is(err, fsutil.ErrLocked) {
+		pr.Line("waiting for another lab image build in %s", dir)
+		l, err = fsutil.LockFile(ctx, path)
+	}
 	if err != nil {
-		return nil, err
+		return nil, fmt.Errorf("images: %w", err)
 	}
-	said := false
-	for {
-		err := unix.Flock(int(f.Fd()), unix.LOCK_EX|unix.LOCK_NB)
-		if err == nil {
-			return func() { unix.Flock(int(f.Fd()), unix.LOCK_UN); f.Close() }, nil
-		}
-		if !errors.Is(err, unix.EWOULDBLOCK) {
-			f.Close()
-			return nil, fmt.Errorf("locking %s: %w", dir, err)
-		}
-		if !said {
-			pr.line("waiting for another lab image build in %s", dir)
-			said = true
-		}
-		select {
-		case <-ctx.Done():
-			f.Close()
-			return nil, ctx.Err()
-		case <-time.After(200 * time.Millisecond):
-		}
-	}
+	return l, nil
 }

@@ -9,10 +9,11 @@ import (
 	"errors"
 	"fmt"
 	"io"
-	"io/fs"
 	"os"
 	"path/filepath"
 	"strings"
+
+	"lab/internal/fsutil"
 )
 
 // kernelSource is where the kernel and its modules come from.
@@ -141,7 +142,7 @@ func extractVmlinux(ctx context.Context, image, out string) error {
 
 func extractVmlinuxData(ctx context.Context, data []byte, out string) error {
 	if bytes.HasPrefix(data, []byte(elf.ELFMAG)) {
-		return writeFileAtomic(out, data, 0o644)
+		return fsutil.WriteFile(out, data, 0o644)
 	}
 	payload := data
 	if len(data) > 0x250 && string(data[0x202:0x206]) == "HdrS" {
@@ -170,7 +171,7 @@ func extractVmlinuxData(ctx context.Context, data []byte, out string) error {
 		vmlinux, err := io.ReadAll(r)
 		werr := wait()
 		if len(vmlinux) > 4 && bytes.HasPrefix(vmlinux, []byte(elf.ELFMAG)) {
-			return writeFileAtomic(out, vmlinux, 0o644)
+			return fsutil.WriteFile(out, vmlinux, 0o644)
 		}
 		if firstErr == nil {
 			firstErr = errors.Join(err, werr, fmt.Errorf("%s payload is not an ELF kernel", c.name))
@@ -260,12 +261,4 @@ func hostKernel() (*kernelSource, bool) {
 		}
 	}
 	return nil, false
-}
-
-func writeFileAtomic(path string, data []byte, mode fs.FileMode) error {
-	tmp := path + ".tmp"
-	if err := os.WriteFile(tmp, data, mode); err != nil {
-		return err
-	}
-	return os.Rename(tmp, path)
 }

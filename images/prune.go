@@ -124,11 +124,11 @@ func old(path string) bool {
 // Remove deletes what FindUnused found, under the cache's build lock (no build runs
 // meanwhile).
 func Remove(ctx context.Context, cache string, items []Unused) error {
-	unlock, err := lockDir(ctx, cache, nil)
+	lock, err := lockCache(ctx, cache, nil)
 	if err != nil {
 		return fmt.Errorf("images: %w", err)
 	}
-	defer unlock()
+	defer lock.Unlock()
 	for _, it := range items {
 		if err := os.RemoveAll(it.Path); err != nil {
 			return fmt.Errorf("images: %w", err)

@@ -2,26 +2,22 @@ package images
 
 import (
 	"context"
-	"os"
-	"os/exec"
 	"path"
 	"path/filepath"
 	"strings"
 	"testing"
 	"time"
+
+	"lab/internal/labtest"
+	"lab/internal/xdg"
 )
 
 // realImage builds (or reuses) an image in the user's cache, so tests can
 // look at the real packages and modules it was made from.
 func realImage(t *testing.T, server string) (*Image, string) {
 	t.Helper()
-	if _, err := exec.LookPath("apt-get"); err != nil {
-		if os.Getenv("LAB_REQUIRE_VM") != "" {
-			t.Fatal("apt-get not found (LAB_REQUIRE_VM is set)")
-		}
-		t.Skip("apt-get not found: these tests need Debian's packages (run on a Debian or Ubuntu host)")
-	}
-	cache, err := DefaultCacheDir()
+	labtest.Need(t, "apt-get") // Debian's packages: a Debian or Ubuntu host
+	cache, err := xdg.Dir(xdg.Cache)
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -17,6 +17,7 @@ import (
 	"strings"
 
 	"lab/provision"
+	"lab/share"
 	"lab/vm"
 	"lab/wire"
 )
@@ -39,17 +40,7 @@ func Instance(stateDir string) (*vm.Instance, error) {
 }
 
 // Shares returns the VM's shares with their 9p tags.
-func Shares(in *vm.Instance) []provision.Share {
-	var out []provision.Share
-	for i, s := range in.Shares {
-		tag := s.Tag
-		if tag == "" {
-			tag = fmt.Sprintf("share%d", i)
-		}
-		out = append(out, provision.Share{Tag: tag, HostPath: s.HostPath, GuestPath: s.GuestPath})
-	}
-	return out
-}
+func Shares(in *vm.Instance) []provision.Share { return share.Tagged(in.Shares) }
 
 // InteropConf renders /etc/lab/interop.conf in the format package guest reads
 // (`key = value` lines; paths with spaces or quotes Go-quoted).

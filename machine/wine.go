@@ -10,7 +10,9 @@ import (
 	"path/filepath"
 	"sync"
 
+	"lab/internal/xdg"
 	"lab/pefixtures"
+	"lab/share"
 	"lab/vm"
 	"lab/wineprefix"
 )
@@ -18,10 +20,10 @@ import (
 // The Windows personality of a VM: a Wine prefix owned by lab whose drive_c the guest
 // mounts at /mnt/c, as WSL mounts C: there.
 const (
-	// DriveCGuest is where the guest sees the prefix's drive_c.
-	DriveCGuest = "/mnt/c"
-	// DriveCTag is the 9p tag of that share; the relay and lab down find the prefix by it.
-	DriveCTag = "drive_c"
+	// DriveCGuest is where the guest sees the prefix's drive_c (share.DriveCGuest).
+	DriveCGuest = share.DriveCGuest
+	// DriveCTag is the 9p tag of that share (share.DriveCTag).
+	DriveCTag = share.DriveCTag
 	// DriveLetter is the Windows drive /mnt/c shows.
 	DriveLetter = "C:"
 	// RequestWineWait waits until the wine task's prefix is warm (or failed) and replies
@@ -33,14 +35,11 @@ const (
 // C: of the VM, lives there as WSL keeps C:): $XDG_DATA_HOME/lab/NAME or
 // ~/.local/share/lab/NAME.
 func DataDir(name string) (string, error) {
-	if d := os.Getenv("XDG_DATA_HOME"); d != "" && filepath.IsAbs(d) {
-		return filepath.Join(d, "lab", name), nil
-	}
-	home, err := os.UserHomeDir()
+	d, err := xdg.Dir(xdg.Data)
 	if err != nil {
-		return "", fmt.Errorf("machine: no data directory: set XDG_DATA_HOME or HOME: %w", err)
+		return "", fmt.Errorf("machine: %w", err)
 	}
-	return filepath.Join(home, ".local", "share", "lab", name), nil
+	return filepath.Join(d, name), nil
 }
 
 // SharedWindows is the data directory name of the Windows side all machines share
@@ -93,20 +92,11 @@ func SystemPrograms(ctx context.Context, progress io.Writer) map[string]string {
 }
 
 // WindowsShare is the share of prefix dir's drive_c at /mnt/c.
-func WindowsShare(prefixDir string) vm.Share {
-	return vm.Share{HostPath: filepath.Join(prefixDir, "drive_c"), GuestPath: DriveCGuest, Tag: DriveCTag}
-}
+func WindowsShare(prefixDir string) vm.Share { return share.DriveC(prefixDir) }
 
 // PrefixOf returns the Wine prefix directory of a VM (from its drive_c share), or "" when
 // the VM has no Windows personality.
-func PrefixOf(in *vm.Instance) string {
-	for _, s := range in.Shares {
-		if s.Tag == DriveCTag && s.GuestPath == DriveCGuest {
-			return filepath.Dir(s.HostPath)
-		}
-	}
-	return ""
-}
+func PrefixOf(in *vm.Instance) string { return share.WinePrefix(in.Shares) }
 
 // WinePhase is what the wine task does with the prefix.
 type WinePhase string

@@ -38,7 +38,6 @@ import (
 	"crypto/sha256"
 	"embed"
 	"encoding/hex"
-	"errors"
 	"fmt"
 	"io"
 	"io/fs"
@@ -48,8 +47,10 @@ import (
 	"path/filepath"
 	"sort"
 	"strings"
-	"syscall"
 	"time"
+
+	"lab/internal/fsutil"
+	"lab/internal/xdg"
 )
 
 //go:embed internal/src
@@ -109,7 +110,11 @@ func BuildWith(ctx context.Context, opts Options) (map[string]string, error) {
 		opts.Toolchain = DefaultToolchain
 	}
 	if opts.CacheDir == "" {
-		opts.CacheDir = defaultCacheDir()
+		d, err := xdg.Dir(xdg.Cache)
+		if err != nil {
+			return nil, fmt.Errorf("pefixtures: %w", err)
+		}
+		opts.CacheDir = d
 	}
 	goBin := opts.Go
 	if goBin == "" {
@@ -130,14 +135,14 @@ func BuildWith(ctx context.Context, opts Options) (map[string]string, error) {
 		return nil, fmt.Errorf("pefixtures: %w", err)
 	}
 	if !complete(dir) {
-		unlock, err := lock(ctx, filepath.Join(base, ".lock"))
+		lock, err := fsutil.LockFile(ctx, filepath.Join(base, ".lock"))
 		if err != nil {
-			return nil, err
+			return nil, fmt.Errorf("pefixtures: %w", err)
 		}
 		if !complete(dir) {
 			err = build(ctx, goBin, opts.Toolchain, files, dir, opts.Progress)
 		}
-		unlock()
+		lock.Unlock()
 		if err != nil {
 			return nil, err
 		}
@@ -150,7 +155,11 @@ func BuildWith(ctx context.Context, opts Options) (map[string]string, error) {
 				return nil, fmt.Errorf("pefixtures: %w", err)
 			}
 			dst := filepath.Join(opts.OutDir, n)
-			if err := copyFile(p, dst); err != nil {
+			b, err := os.ReadFile(p)
+			if err == nil {
+				err = fsutil.WriteFile(dst, b, 0o755)
+			}
+			if err != nil {
 				return nil, fmt.Errorf("pefixtures: %w", err)
 			}
 			p = dst
@@ -158,16 +167,6 @@ func BuildWith(ctx context.Context, opts Options) (map[string]string, error) {
 		out[n] = p
 	}
 	return out, nil
-}
-
-func defaultCacheDir() string {
-	if d := os.Getenv("XDG_CACHE_HOME"); filepath.IsAbs(d) {
-		return filepath.Join(d, "lab")
-	}
-	if home, err := os.UserHomeDir(); err == nil {
-		return filepath.Join(home, ".cache", "lab")
-	}
-	return filepath.Join(os.TempDir(), "lab-cache")
 }
 
 // sources returns the module's files: relative path -> content (go.mod included).
@@ -283,51 +282,6 @@ func filterEnv(env []string, drop ...string) []string {
 		}
 	}
 	return out
-}
-
-func copyFile(src, dst string) error {
-	in, err := os.Open(src)
-	if err != nil {
-		return err
-	}
-	defer in.Close()
-	tmp := dst + ".tmp"
-	out, err := os.OpenFile(tmp, os.O_WRONLY|os.O_CREATE|os.O_TRUNC, 0o755)
-	if err != nil {
-		return err
-	}
-	if _, err := io.Copy(out, in); err != nil {
-		out.Close()
-		return err
-	}
-	if err := out.Close(); err != nil {
-		return err
-	}
-	return os.Rename(tmp, dst)
-}
-
-// lock takes an exclusive flock on path, polling so that ctx can end the wait.
-func lock(ctx context.Context, path string) (func(), error) {
-	f, err := os.OpenFile(path, os.O_RDWR|os.O_CREATE, 0o644)
-	if err != nil {
-		return nil, fmt.Errorf("pefixtures: %w", err)
-	}
-	for {
-		err := syscall.Flock(int(f.Fd()), syscall.LOCK_EX|syscall.LOCK_NB)
-		if err == nil {
-			return func() { f.Close() }, nil
-		}
-		if !errors.Is(err, syscall.EWOULDBLOCK) {
-			f.Close()
-			return nil, fmt.Errorf("pefixtures: lock %s: %w", path, err)
-		}
-		select {
-		case <-ctx.Done():
-			f.Close()
-			return nil, fmt.Errorf("pefixtures: waiting for %s: %w", path, ctx.Err())
-		case <-time.After(100 * time.Millisecond):
-		}
-	}
 }
 
 // CacheKey is the cache directory name (under CACHE/pefixtures) of this lab's fixtures with

@@ -13,9 +13,9 @@ import (
 	"time"
 
 	"lab/host"
+	"lab/internal/labtest"
 	"lab/pefixtures"
 	"lab/wineprefix"
-	"lab/wineprefix/winetest"
 )
 
 // withPrograms returns the shared prefix after an Ensure that installs lab's system programs
@@ -282,14 +282,7 @@ func TestLabRunCtrlC(t *testing.T) {
 // it skips (or fails under LAB_REQUIRE_VM=1) without Xvfb and xclip.
 func xvfb(t *testing.T) string {
 	t.Helper()
-	for _, tool := range []string{"Xvfb", "xclip"} {
-		if _, err := exec.LookPath(tool); err != nil {
-			if winetest.Required() {
-				t.Fatalf("%s is not installed (scripts/deps.sh installs it; LAB_REQUIRE_VM=1: required)", tool)
-			}
-			t.Skipf("skipped: %s is not installed (apt-get install --no-install-recommends xvfb xclip)", tool)
-		}
-	}
+	labtest.Need(t, "Xvfb", "xclip")
 	r, w, err := os.Pipe()
 	if err != nil {
 		t.Fatal(err)

@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"context"
 	"fmt"
+	"lab/internal/shell"
 	"os"
 	"path"
 	"slices"
@@ -89,7 +90,7 @@ func (p *planned) script() []string {
 	}
 	add(phasePrepare)
 	for _, u := range p.uploads {
-		out = append(out, "mv -f "+shquote(u.tmpName())+" "+shquote(u.target))
+		out = append(out, "mv -f "+shell.Quote(u.tmpName())+" "+shell.Quote(u.target))
 	}
 	add(phaseRecord)
 	add(phaseRegister)
@@ -224,7 +225,7 @@ func planRules(p *planned, st *state, want desired) {
 		name := "rule " + r.Name
 		cur, ok := st.rules[r.Name]
 		ctl := BinfmtDir + "/" + r.Name
-		reg := "printf '%s' " + shquote(r.String()) + " > " + BinfmtDir + "/register"
+		reg := "printf '%s' " + shell.Quote(r.String()) + " > " + BinfmtDir + "/register"
 		if !want.enabled {
 			reg += "\necho 0 > " + ctl
 		}
@@ -282,7 +283,7 @@ func planProfileFiles(p *planned, st *state, want desired) {
 	hooked := st.profileHook
 	hook := func() {
 		if !hooked {
-			p.run(phasePrepare, "grep -q 'profile\\.d' "+ProfilePath+" 2>/dev/null || echo "+shquote(profileHook)+" >> "+ProfilePath)
+			p.run(phasePrepare, "grep -q 'profile\\.d' "+ProfilePath+" 2>/dev/null || echo "+shell.Quote(profileHook)+" >> "+ProfilePath)
 		}
 	}
 	switch {
@@ -345,7 +346,7 @@ func planSSHD(p *planned, st *state, want desired) {
 		p.run(phasePrepare, "sed -i '/^SetEnv /d' "+SSHDConfigPath, hup)
 		p.step(StepSSHDPath, true, "removed SetEnv from "+SSHDConfigPath)
 	default:
-		p.run(phasePrepare, "sed -i '/^SetEnv /d' "+SSHDConfigPath, "echo "+shquote(wantLine)+" >> "+SSHDConfigPath, hup)
+		p.run(phasePrepare, "sed -i '/^SetEnv /d' "+SSHDConfigPath, "echo "+shell.Quote(wantLine)+" >> "+SSHDConfigPath, hup)
 		p.step(StepSSHDPath, true, wantLine+" in "+SSHDConfigPath+" (new SSH connections)")
 	}
 }
@@ -361,8 +362,8 @@ func planShares(p *planned, st *state, want desired) {
 			}
 			continue
 		}
-		p.run(phasePrepare, "mkdir -p "+shquote(s.GuestPath),
-			"mount -t 9p -o trans=virtio,version=9p2000.L,msize=512000 "+shquote(s.Tag)+" "+shquote(s.GuestPath))
+		p.run(phasePrepare, "mkdir -p "+shell.Quote(s.GuestPath),
+			"mount -t 9p -o trans=virtio,version=9p2000.L,msize=512000 "+shell.Quote(s.Tag)+" "+shell.Quote(s.GuestPath))
 		p.step(name, true, "mounted on "+s.GuestPath)
 	}
 }
@@ -397,7 +398,7 @@ func planStubs(p *planned, st *state, want desired) {
 	}
 	sort.Strings(stale)
 	for _, n := range stale {
-		p.run(phasePrepare, "rm -f "+shquote(StubDir+"/"+n))
+		p.run(phasePrepare, "rm -f "+shell.Quote(StubDir+"/"+n))
 		p.step("unexpose "+n, true, "stub removed")
 	}
 	manifest := []byte(strings.Join(names, "\n"))

@@ -11,6 +11,8 @@ import (
 	"runtime"
 	"sort"
 	"strings"
+
+	"lab/internal/shell"
 )
 
 // state is what one probe learns about the guest: everything provisioning compares, in
@@ -96,7 +98,7 @@ fi
 	}
 	sort.Strings(names)
 	// The entries: the stubs asked for and those an earlier run installed (the manifest).
-	b.WriteString(`all=` + shquote(" "+strings.Join(names, " ")+" ") + `
+	b.WriteString(`all=` + shell.Quote(" "+strings.Join(names, " ")+" ") + `
 m=
 if [ -f ` + StubsManifest + ` ]; then
   while IFS= read -r l || [ -n "$l" ]; do
@@ -123,7 +125,7 @@ done
 	if len(names) > 0 {
 		var pats []string
 		for _, n := range names {
-			pats = append(pats, shquote(n+" "+stubs[n]))
+			pats = append(pats, shell.Quote(n+" "+stubs[n]))
 		}
 		b.WriteString("    " + strings.Join(pats, "|") + ") echo \"entry $n = $h\" ;;\n")
 	}

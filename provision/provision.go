@@ -16,6 +16,8 @@ import (
 	"github.com/pkg/sftp"
 
 	"lab/formats"
+	"lab/internal/shell"
+	"lab/share"
 )
 
 // Guest is what provisioning needs from a running guest: a shell command runner and an
@@ -87,12 +89,10 @@ const (
 // one-line /etc/profile that does not); provisioning appends it once.
 const profileHook = `for f in /etc/profile.d/*.sh; do [ -r "$f" ] && . "$f"; done # lab: profile.d`
 
-// Share is a 9p share the guest mounts: the QEMU mount tag, and where it appears.
-type Share struct {
-	Tag       string // 9p mount tag (QEMU -virtfs mount_tag)
-	HostPath  string // host directory (for the interpreter's path mapping, labpath)
-	GuestPath string // absolute guest mount point
-}
+// Share is a 9p share the guest mounts (lab's one share type): Tag is the QEMU mount tag,
+// GuestPath the absolute mount point, HostPath the host directory (for the interpreter's
+// path mapping, labpath).
+type Share = share.Share
 
 // Exposed is a host program the guest may run by name through a stub on its PATH.
 type Exposed struct {
@@ -421,7 +421,7 @@ func wslEnvScript(vars []envVar) []byte {
 	var b strings.Builder
 	b.WriteString("# WSL's variables (written by lab provision; lab provision --no-wsl-names removes it).\n")
 	for _, v := range vars {
-		fmt.Fprintf(&b, "export %s=%s\n", v.name, shquote(v.value))
+		fmt.Fprintf(&b, "export %s=%s\n", v.name, shell.Quote(v.value))
 	}
 	return []byte(b.String())
 }
@@ -446,11 +446,6 @@ func short(h string) string {
 		return h[:12]
 	}
 	return h
-}
-
-// shquote quotes s for the guest's POSIX shell.
-func shquote(s string) string {
-	return "'" + strings.ReplaceAll(s, "'", `'\''`) + "'"
 }
 
 func put(c *sftp.Client, name string, data []byte, mode os.FileMode) error {

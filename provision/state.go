@@ -13,6 +13,8 @@ import (
 	"path/filepath"
 	"slices"
 	"sort"
+
+	"lab/internal/fsutil"
 )
 
 // Files provisioning keeps in a VM's state directory.
@@ -89,27 +91,7 @@ func SaveExposed(stateDir string, list []Exposed) error {
 	if list == nil {
 		b = []byte("[]")
 	}
-	return writeAtomic(filepath.Join(stateDir, ExposedFile), append(b, '\n'), 0o644)
-}
-
-func writeAtomic(p string, data []byte, mode os.FileMode) error {
-	tmp, err := os.CreateTemp(filepath.Dir(p), "."+filepath.Base(p)+".*")
-	if err != nil {
-		return fmt.Errorf("provision: %w", err)
-	}
-	defer os.Remove(tmp.Name())
-	if _, err := tmp.Write(data); err != nil {
-		tmp.Close()
-		return fmt.Errorf("provision: %w", err)
-	}
-	if err := tmp.Chmod(mode); err != nil {
-		tmp.Close()
-		return fmt.Errorf("provision: %w", err)
-	}
-	if err := tmp.Close(); err != nil {
-		return fmt.Errorf("provision: %w", err)
-	}
-	if err := os.Rename(tmp.Name(), p); err != nil {
+	if err := fsutil.WriteFile(filepath.Join(stateDir, ExposedFile), append(b, '\n'), 0o644); err != nil {
 		return fmt.Errorf("provision: %w", err)
 	}
 	return nil

@@ -19,6 +19,7 @@ import (
 	"sync"
 	"time"
 
+	"lab/internal/shell"
 	"lab/provision"
 
 	"github.com/pkg/sftp"
@@ -599,18 +600,18 @@ parsed:
 	switch {
 	case scriptFile != "":
 		body := ts.ReadFile(scriptFile)
-		cmd = "set -- " + strings.Join(quoteAll(args), " ") + "\n" + body
+		cmd = "set -- " + shell.Join(args) + "\n" + body
 	case len(args) == 1:
 		cmd = args[0]
 	default:
-		cmd = strings.Join(quoteAll(args), " ")
+		cmd = shell.Join(args)
 	}
 	if tty != "" {
 		// A pty in the guest: busybox script runs the command on a new terminal whose
 		// size stty sets first; its output is the terminal's (CRLF line ends).
 		m := tsizeRE.FindStringSubmatch(tty)
 		inner := fmt.Sprintf("stty rows %s cols %s; %s", m[1], m[2], cmd)
-		cmd = "script -q -c " + shquote(inner) + " /dev/null"
+		cmd = "script -q -c " + shell.Quote(inner) + " /dev/null"
 	}
 	var stdin io.Reader
 	if stdinFile != "" {
@@ -787,7 +788,7 @@ func (r *runner) guestPrefix() string {
 	sort.Strings(keys)
 	var b strings.Builder
 	for _, k := range keys {
-		fmt.Fprintf(&b, "%s=%s; export %s; ", k, shquote(vars[k]), k)
+		fmt.Fprintf(&b, "%s=%s; export %s; ", k, shell.Quote(vars[k]), k)
 	}
 	if r.env.ShareGuest != "" {
 		b.WriteString("cd \"$GSHARE\" 2>/dev/null; ")
@@ -806,16 +807,4 @@ func (r *runner) cmdStub(ts *testscript.TestScript, neg bool, args []string) {
 	ts.Check(os.MkdirAll(filepath.Dir(f), 0o755))
 	ts.Check(os.WriteFile(f, r.env.Stub(args[0]), 0o755))
 	ts.Check(os.Chmod(f, 0o755))
-}
-
-func quoteAll(args []string) []string {
-	out := make([]string, len(args))
-	for i, a := range args {
-		out[i] = shquote(a)
-	}
-	return out
-}
-
-func shquote(s string) string {
-	return "'" + strings.ReplaceAll(s, "'", `'\''`) + "'"
 }

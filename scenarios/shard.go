@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"io"
 	"os"
+	"slices"
 	"sort"
 	"strconv"
 	"strings"
@@ -140,7 +141,7 @@ func Merge(files []string, reps []*Report) (*Report, error) {
 		if s.N != first.N {
 			return nil, fmt.Errorf("report merge: %s is shard %s but %s is shard %s: shards of different runs", files[0], first, files[i], s)
 		}
-		if !sameNames(r.Suite, out.Suite) {
+		if !slices.Equal(r.Suite, out.Suite) {
 			return nil, fmt.Errorf("report merge: %s and %s were cut from different suites (%s)", files[0], files[i], suiteDiff(out.Suite, r.Suite))
 		}
 		if f, dup := byK[s.K]; dup {
@@ -187,18 +188,6 @@ func Merge(files []string, reps []*Report) (*Report, error) {
 	})
 	out.Duration = end.Sub(out.Start)
 	return out, nil
-}
-
-func sameNames(a, b []string) bool {
-	if len(a) != len(b) {
-		return false
-	}
-	for i := range a {
-		if a[i] != b[i] {
-			return false
-		}
-	}
-	return true
 }
 
 // suiteDiff names one scenario that is in one suite and not the other.

@@ -21,6 +21,8 @@ import (
 	"time"
 
 	"lab/images"
+	"lab/internal/labtest"
+	"lab/internal/xdg"
 )
 
 // Integration tests: real QEMU (TCG) with vhost-user-vsock-pci served by this package, a real
@@ -33,26 +35,13 @@ const (
 	vmCID   = 3
 )
 
-// needQEMU skips (or fails with LAB_REQUIRE_VM set) when QEMU is missing.
+// needQEMU skips (or fails with LAB_REQUIRE_VM set) when QEMU, apt or qboot is missing.
 func needQEMU(t testing.TB) {
 	t.Helper()
-	if testing.Short() && os.Getenv("LAB_REQUIRE_VM") == "" {
+	if testing.Short() && !labtest.Required() {
 		t.Skip("integration test skipped in -short mode")
 	}
-	for _, f := range []string{"qemu-system-x86_64", "apt-get"} {
-		if _, err := exec.LookPath(f); err != nil {
-			if os.Getenv("LAB_REQUIRE_VM") != "" {
-				t.Fatalf("%s not found (LAB_REQUIRE_VM is set): run make deps", f)
-			}
-			t.Skipf("%s not found: run make deps (or set LAB_REQUIRE_VM=1 to make this a failure)", f)
-		}
-	}
-	if _, err := os.Stat(qboot); err != nil {
-		if os.Getenv("LAB_REQUIRE_VM") != "" {
-			t.Fatalf("%s missing (LAB_REQUIRE_VM is set): run make deps", qboot)
-		}
-		t.Skipf("%s missing: run make deps", qboot)
-	}
+	labtest.Need(t, "qemu-system-x86_64", "apt-get", qboot)
 }
 
 type vmEnv struct {
@@ -133,7 +122,7 @@ func fdKinds() map[string]int {
 }
 
 func bootVM() (_ *vmEnv, err error) {
-	cache, err := images.DefaultCacheDir()
+	cache, err := xdg.Dir(xdg.Cache)
 	if err != nil {
 		return nil, err
 	}

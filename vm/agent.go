@@ -17,6 +17,7 @@ import (
 	"golang.org/x/crypto/ssh"
 
 	"lab/host/proctree"
+	"lab/internal/fsutil"
 	"lab/vhostvsock"
 )
 
@@ -115,14 +116,14 @@ func (h *Hostagent) Run(ctx context.Context) (err error) {
 		log = slog.Default()
 	}
 	dir := h.StateDir
-	lock, err := lockFile(filepath.Join(dir, FileAgentLock), false)
-	if errors.Is(err, errLocked) {
+	lock, err := fsutil.TryLock(filepath.Join(dir, FileAgentLock))
+	if errors.Is(err, fsutil.ErrLocked) {
 		return fmt.Errorf("vm: a hostagent already runs for %s", dir)
 	}
 	if err != nil {
 		return fmt.Errorf("vm: %w", err)
 	}
-	defer lock.Close()
+	defer lock.Unlock()
 	if err := os.WriteFile(filepath.Join(dir, FileAgentPID), []byte(strconv.Itoa(os.Getpid())+"\n"), 0o600); err != nil {
 		return fmt.Errorf("vm: %w", err)
 	}

@@ -19,7 +19,7 @@ import (
 	"github.com/pkg/sftp"
 	"golang.org/x/crypto/ssh"
 
-	"lab/vm/qemu"
+	"lab/internal/shell"
 )
 
 // dialReady waits for the SSH banner on addr and then completes an SSH handshake and
@@ -297,7 +297,7 @@ func (c *Client) Exec(ctx context.Context, cmd string, o ExecOptions) (exit int,
 		s.Stderr = group
 		// sshd runs the command in a new session with the login shell as its leader:
 		// $$ is the group, and exec keeps it for the command.
-		cmd = "printf '" + groupLinePrefix + "%d\\n' $$ >&2 && exec sh -c " + ShellQuote([]string{cmd})
+		cmd = "printf '" + groupLinePrefix + "%d\\n' $$ >&2 && exec sh -c " + shell.Quote(cmd)
 	}
 	if p := o.Pty; p != nil {
 		term := p.Term
@@ -456,6 +456,3 @@ func (c *Client) Output(ctx context.Context, cmd string) ([]byte, error) {
 	}
 	return out.Bytes(), nil
 }
-
-// ShellQuote joins argv into a command line the guest's shell splits back into argv.
-func ShellQuote(argv []string) string { return qemu.Quote(argv) }

@@ -8,6 +8,7 @@ import (
 	"time"
 
 	"lab/images"
+	"lab/share"
 )
 
 // DefaultName is the VM name used when none is given.
@@ -66,13 +67,8 @@ const ScratchTag = "lab-scratch"
 // DefaultScratch is where lab up mounts the scratch share.
 const DefaultScratch = "/mnt/lab"
 
-// Share is a host directory exported to the guest over 9p.
-type Share struct {
-	HostPath  string `json:"host_path"`
-	GuestPath string `json:"guest_path"`
-	Tag       string `json:"tag,omitempty"` // 9p mount tag; zero: share0, share1, ...
-	ReadOnly  bool   `json:"read_only,omitempty"`
-}
+// Share is a host directory exported to the guest over 9p (lab's one share type).
+type Share = share.Share
 
 // ParseShare parses the --share syntax HOST:GUEST[:ro].
 func ParseShare(s string) (Share, error) {
@@ -146,12 +142,9 @@ func (c Config) withDefaults() (Config, error) {
 	if c.BootTimeout == 0 {
 		c.BootTimeout = DefaultBootTimeout
 	}
-	shares := make([]Share, len(c.Shares))
+	shares := share.Tagged(c.Shares)
 	tags := map[string]bool{}
-	for i, sh := range c.Shares {
-		if sh.Tag == "" {
-			sh.Tag = fmt.Sprintf("share%d", i)
-		}
+	for i, sh := range shares {
 		if tags[sh.Tag] {
 			return c, fmt.Errorf("vm: two shares with the tag %q", sh.Tag)
 		}

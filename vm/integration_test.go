@@ -27,6 +27,7 @@ import (
 
 	"lab/images"
 	"lab/internal/labtest"
+	"lab/internal/shell"
 )
 
 // The integration tests boot one VM ("shared", through the real `lab up`) that all
@@ -99,24 +100,12 @@ func checkGone(dir string, pids ...int) error {
 	return nil
 }
 
-func requireVM(t testing.TB) {
-	t.Helper()
-	if _, err := exec.LookPath("qemu-system-x86_64"); err != nil {
-		if os.Getenv("LAB_REQUIRE_VM") != "" {
-			t.Fatalf("qemu-system-x86_64 not found (run make deps): %v", err)
-		}
-		t.Skip("qemu-system-x86_64 not found (run make deps)")
-	}
-}
-
 func labBinary(t testing.TB) string {
 	t.Helper()
-	requireVM(t)
+	labtest.NeedVM(t)
 	buildOnce.Do(func() {
 		labBin = filepath.Join(tmpRoot, "lab")
-		if b, err := exec.Command("go", "build", "-o", labBin, "lab/cmd/lab").CombinedOutput(); err != nil {
-			buildErr = fmt.Errorf("go build lab/cmd/lab: %v\n%s", err, b)
-		}
+		buildErr = labtest.GoBuild(labBin, "lab/cmd/lab", false)
 	})
 	if buildErr != nil {
 		t.Fatal(buildErr)
@@ -243,7 +232,7 @@ func TestIntegrationExecSignal(t *testing.T) {
 		b, _ := io.ReadAll(br)
 		rest <- string(b)
 	}()
-	code, err := c.Exec(ctx, ShellQuote([]string{"sh", "-c", `trap "echo got TERM; exit 9" TERM; echo ready; sleep 1000`}),
+	code, err := c.Exec(ctx, shell.Join([]string{"sh", "-c", `trap "echo got TERM; exit 9" TERM; echo ready; sleep 1000`}),
 		ExecOptions{Stdout: pw, Signals: sigs})
 	pw.Close()
 	if out := <-rest; err != nil || code != 9 || out != "got TERM\n" {
@@ -895,7 +884,7 @@ func TestIntegrationVsock(t *testing.T) {
 // TestIntegrationAccel runs the real KVM trial: auto and kvm must agree, and the
 // verdict must be cached.
 func TestIntegrationAccel(t *testing.T) {
-	requireVM(t)
+	labtest.NeedVM(t)
 	qemuBin, _ := exec.LookPath("qemu-system-x86_64")
 	ctx := context.Background()
 	cache := t.TempDir()
@@ -947,7 +936,7 @@ func TestIntegrationReconnect(t *testing.T) {
 		t.Fatalf("two sessions on the kept connection have parents %s and %s; want one sshd process", before, again)
 	}
 	pr, pw := io.Pipe()
-	var out syncBuffer
+	var out labtest.SyncBuffer
 	done := make(chan error, 1)
 	go func() {
 		code, err := c.Run(ctx, "echo $PPID; cat", pr, &out, nil)

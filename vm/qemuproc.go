@@ -3,6 +3,7 @@ package vm
 import (
 	"errors"
 	"fmt"
+	"lab/internal/shell"
 	"log/slog"
 	"os"
 	"os/exec"
@@ -13,7 +14,6 @@ import (
 	"time"
 
 	"lab/host/proctree"
-	"lab/vm/qemu"
 )
 
 // QEMUExit is written to qemu.exit when QEMU ends.
@@ -52,7 +52,7 @@ func startQEMU(in *Instance, procs *proctree.Tree, log *slog.Logger) (*qemuProc,
 		runtime.LockOSThread()
 		defer logf.Close()
 		argv := in.Argv
-		log.Info("starting QEMU", "cmd", qemu.Quote(argv))
+		log.Info("starting QEMU", "cmd", shell.Join(argv))
 		cmd := exec.Command(argv[0], argv[1:]...)
 		cmd.Stdout, cmd.Stderr = logf, logf
 		cmd.Dir = dir

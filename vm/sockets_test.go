@@ -11,6 +11,7 @@ import (
 	"testing"
 	"time"
 
+	"lab/internal/labtest"
 	"lab/vm/qemu"
 )
 
@@ -18,7 +19,7 @@ import (
 // is 0600 from the start, QEMU answers on it, and once QEMU is killed a connection is
 // refused (lab kept no copy of the listening socket that would leave it hanging).
 func TestQMPListener(t *testing.T) {
-	requireVM(t)
+	labtest.NeedVM(t)
 	dir := t.TempDir()
 	f, err := listenQMP(dir)
 	if err != nil {

@@ -4,14 +4,15 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
-	"io/fs"
 	"net"
 	"os"
 	"path/filepath"
 	"strconv"
 	"strings"
-	"syscall"
 	"time"
+
+	"lab/internal/fsutil"
+	"lab/internal/xdg"
 )
 
 // Files in a VM's state directory (one directory per VM name). Everything a running
@@ -42,18 +43,6 @@ const (
 	maxUnixSockPath = 107                // sun_path is 108 bytes including the NUL
 )
 
-// BaseStateDir is where VMs live by default: $XDG_STATE_HOME/lab or ~/.local/state/lab.
-func BaseStateDir() (string, error) {
-	if d := os.Getenv("XDG_STATE_HOME"); d != "" && filepath.IsAbs(d) {
-		return filepath.Join(d, "lab"), nil
-	}
-	home, err := os.UserHomeDir()
-	if err != nil {
-		return "", fmt.Errorf("vm: no state directory: set XDG_STATE_HOME or HOME: %w", err)
-	}
-	return filepath.Join(home, ".local", "state", "lab"), nil
-}
-
 // StateDirOf resolves a VM name, or a path of a state directory (anything with a
 // slash), to its state directory.
 func StateDirOf(nameOrDir string) (string, error) {
@@ -66,9 +55,9 @@ func StateDirOf(nameOrDir string) (string, error) {
 	if err := validName(nameOrDir); err != nil {
 		return "", err
 	}
-	base, err := BaseStateDir()
+	base, err := xdg.Dir(xdg.State)
 	if err != nil {
-		return "", err
+		return "", fmt.Errorf("vm: %w", err)
 	}
 	return filepath.Join(base, nameOrDir), nil
 }
@@ -149,20 +138,12 @@ func readInstance(dir string) (*Instance, error) {
 	return &in, nil
 }
 
-func writeFileAtomic(path string, data []byte, perm fs.FileMode) error {
-	tmp := path + ".tmp"
-	if err := os.WriteFile(tmp, data, perm); err != nil {
-		return err
-	}
-	return os.Rename(tmp, path)
-}
-
 func writeJSON(path string, v any) error {
 	b, err := json.MarshalIndent(v, "", "  ")
 	if err != nil {
 		return err
 	}
-	return writeFileAtomic(path, append(b, '\n'), 0o600)
+	return fsutil.WriteFile(path, append(b, '\n'), 0o600)
 }
 
 // readPID reads a pid file; 0 when absent or malformed.
@@ -196,46 +177,17 @@ func processAlive(pid int, marker string) bool {
 	return marker == "" || strings.Contains(string(b), marker)
 }
 
-// lockFile takes an exclusive flock on path (created if needed). With wait false it
-// fails at once with errLocked when someone else holds it.
-func lockFile(path string, wait bool) (*os.File, error) {
-	f, err := os.OpenFile(path, os.O_RDWR|os.O_CREATE, 0o600)
-	if err != nil {
-		return nil, err
-	}
-	how := syscall.LOCK_EX
-	if !wait {
-		how |= syscall.LOCK_NB
-	}
-	for {
-		err = syscall.Flock(int(f.Fd()), how)
-		if !errors.Is(err, syscall.EINTR) {
-			break
-		}
-	}
-	if err != nil {
-		f.Close()
-		if errors.Is(err, syscall.EWOULDBLOCK) {
-			return nil, errLocked
-		}
-		return nil, err
-	}
-	return f, nil
-}
-
-var errLocked = errors.New("locked")
-
 // agentAlive reports whether a hostagent holds the state dir's agent lock.
 func agentAlive(dir string) bool {
 	if _, err := os.Stat(filepath.Join(dir, FileAgentLock)); err != nil {
 		return false
 	}
-	f, err := lockFile(filepath.Join(dir, FileAgentLock), false)
-	if errors.Is(err, errLocked) {
+	l, err := fsutil.TryLock(filepath.Join(dir, FileAgentLock))
+	if errors.Is(err, fsutil.ErrLocked) {
 		return true
 	}
 	if err == nil {
-		f.Close()
+		l.Unlock()
 	}
 	return false
 }

@@ -9,6 +9,8 @@ import (
 	"strings"
 	"testing"
 	"time"
+
+	"lab/internal/fsutil"
 )
 
 // A state dir whose processes are gone reads as stopped, with QEMU's last exit, and
@@ -58,17 +60,17 @@ func TestAgentAliveLock(t *testing.T) {
 	if agentAlive(dir) {
 		t.Fatal("alive without a lock file")
 	}
-	l, err := lockFile(filepath.Join(dir, FileAgentLock), false)
+	l, err := fsutil.TryLock(filepath.Join(dir, FileAgentLock))
 	if err != nil {
 		t.Fatal(err)
 	}
 	if !agentAlive(dir) {
 		t.Error("not alive while the lock is held")
 	}
-	if _, err := lockFile(filepath.Join(dir, FileAgentLock), false); !errors.Is(err, errLocked) {
-		t.Errorf("second lock = %v, want errLocked", err)
+	if _, err := fsutil.TryLock(filepath.Join(dir, FileAgentLock)); !errors.Is(err, fsutil.ErrLocked) {
+		t.Errorf("second lock = %v, want fsutil.ErrLocked", err)
 	}
-	l.Close()
+	l.Unlock()
 	if agentAlive(dir) {
 		t.Error("alive after the lock was released")
 	}
@@ -82,7 +84,7 @@ func TestClaimWhileStarting(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	defer l.Close()
+	defer l.Unlock()
 	if _, _, _, err := claim(cfg, base); err == nil || !strings.Contains(err.Error(), "being started") {
 		t.Fatalf("second claim = %v", err)
 	}

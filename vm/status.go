@@ -10,6 +10,8 @@ import (
 	"path/filepath"
 	"sort"
 	"time"
+
+	"lab/internal/xdg"
 )
 
 // ErrNotFound is returned for a VM name without a state directory.
@@ -82,9 +84,9 @@ func Inspect(ctx context.Context, nameOrDir string) (*Status, error) {
 
 // List returns the status of every VM under the base state dir, by name.
 func List(ctx context.Context) ([]*Status, error) {
-	base, err := BaseStateDir()
+	base, err := xdg.Dir(xdg.State)
 	if err != nil {
-		return nil, err
+		return nil, fmt.Errorf("vm: %w", err)
 	}
 	entries, err := os.ReadDir(base)
 	if err != nil && !errors.Is(err, fs.ErrNotExist) {

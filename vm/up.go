@@ -16,9 +16,10 @@ import (
 	"time"
 
 	"golang.org/x/crypto/ssh"
-	"golang.org/x/term"
 
 	"lab/images"
+	"lab/internal/fsutil"
+	"lab/internal/progress"
 	"lab/vm/qemu"
 )
 
@@ -65,16 +66,16 @@ func Up(ctx context.Context, cfg Config) (*Instance, error) {
 	if err := os.MkdirAll(base, 0o700); err != nil {
 		return nil, fmt.Errorf("vm: %w", err)
 	}
-	baseLock, err := lockFile(filepath.Join(base, ".lock"), true)
+	baseLock, err := fsutil.LockFile(ctx, filepath.Join(base, ".lock"))
 	if err != nil {
-		return nil, fmt.Errorf("vm: locking %s: %w", base, err)
+		return nil, fmt.Errorf("vm: %w", err)
 	}
 	cid, port, upLock, err := claim(cfg, base)
 	if err != nil {
-		baseLock.Close()
+		baseLock.Unlock()
 		return nil, err
 	}
-	defer upLock.Close()
+	defer upLock.Unlock()
 	// From here on a failure removes the state dir (and the hostagent, if started).
 	ok := false
 	var agentPID int
@@ -85,10 +86,10 @@ func Up(ctx context.Context, cfg Config) (*Instance, error) {
 	}()
 	// Reserve the CID and port for concurrent Ups before dropping the lock.
 	if err := writeJSON(filepath.Join(cfg.StateDir, FileInstance), Instance{Name: cfg.Name, StateDir: cfg.StateDir, CID: cid, SSHPort: port}); err != nil {
-		baseLock.Close()
+		baseLock.Unlock()
 		return nil, fmt.Errorf("vm: %w", err)
 	}
-	baseLock.Close()
+	baseLock.Unlock()
 
 	vsockMode, err := chooseVsock(cfg.Vsock)
 	if err != nil {
@@ -172,13 +173,13 @@ func Up(ctx context.Context, cfg Config) (*Instance, error) {
 // leftovers, and allocates the CID and SSH port.
 // The returned file holds the state dir's up.lock until Up returns, so a concurrent
 // Up of the same name sees the VM as starting rather than stale.
-func claim(cfg Config, base string) (uint32, int, *os.File, error) {
+func claim(cfg Config, base string) (uint32, int, *fsutil.Lock, error) {
 	dir := cfg.StateDir
 	if _, err := os.Stat(dir); err == nil {
-		if l, err := lockFile(filepath.Join(dir, fileUpLock), false); errors.Is(err, errLocked) {
+		if l, err := fsutil.TryLock(filepath.Join(dir, fileUpLock)); errors.Is(err, fsutil.ErrLocked) {
 			return 0, 0, nil, fmt.Errorf("vm: a VM named %q is being started by another lab up", cfg.Name)
 		} else if err == nil {
-			l.Close()
+			l.Unlock()
 		}
 		if !isStateDir(dir) {
 			return 0, 0, nil, fmt.Errorf("vm: %s exists and is not a lab state directory; choose another --name or state dir", dir)
@@ -193,13 +194,13 @@ func claim(cfg Config, base string) (uint32, int, *os.File, error) {
 	if err := os.MkdirAll(dir, 0o700); err != nil {
 		return 0, 0, nil, fmt.Errorf("vm: %w", err)
 	}
-	l, err := lockFile(filepath.Join(dir, fileUpLock), false)
+	l, err := fsutil.TryLock(filepath.Join(dir, fileUpLock))
 	if err != nil {
 		return 0, 0, nil, fmt.Errorf("vm: %w", err)
 	}
 	cid, port, err := allocate(base, dir)
 	if err != nil {
-		l.Close()
+		l.Unlock()
 		return 0, 0, nil, err
 	}
 	return cid, port, l, nil
@@ -326,8 +327,8 @@ func startAgent(argv []string, dir string) (int, <-chan error, error) {
 // showing a progress line.
 func waitBooted(ctx context.Context, cfg Config, in *Instance, agentExit <-chan error) error {
 	start := time.Now()
-	prog := newProgress(cfg.Progress, fmt.Sprintf("booting %s (%s, %s vsock)", in.Name, in.Accel, in.Vsock))
-	defer prog.done()
+	prog := progress.New(cfg.Progress).Wait(fmt.Sprintf("lab: booting %s (%s, %s vsock)", in.Name, in.Accel, in.Vsock))
+	defer prog.Stop()
 	path := filepath.Join(in.StateDir, FileEvents)
 	var off int64
 	deadline := time.Duration(in.BootTimeout) + 30*time.Second
@@ -340,7 +341,7 @@ func waitBooted(ctx context.Context, cfg Config, in *Instance, agentExit <-chan 
 		for _, e := range evs {
 			switch e.Phase {
 			case "ready":
-				prog.finish(fmt.Sprintf("%s is ready (%.1fs)", in.Name, time.Since(start).Seconds()))
+				prog.Done("lab: %s is ready (%.1fs)", in.Name, time.Since(start).Seconds())
 				return nil
 			case "failed", "exited":
 				if e.Error == "" {
@@ -368,7 +369,6 @@ func waitBooted(ctx context.Context, cfg Config, in *Instance, agentExit <-chan 
 		case <-ctx.Done():
 			return fmt.Errorf("vm: boot interrupted: %w", ctx.Err())
 		case <-tick.C:
-			prog.update(time.Since(start))
 		}
 	}
 }
@@ -417,48 +417,4 @@ func stopPID(pid int, marker string, grace time.Duration) {
 	}
 	syscall.Kill(pid, syscall.SIGKILL)
 	waitGone(context.Background(), pid, marker, 2*time.Second)
-}
-
-// progress draws one line: rewritten in place on a terminal, else printed at the end.
-type progress struct {
-	w     io.Writer
-	tty   bool
-	label string
-	last  time.Duration
-}
-
-func newProgress(w io.Writer, label string) *progress {
-	p := &progress{w: w, label: label}
-	if f, ok := w.(*os.File); ok && term.IsTerminal(int(f.Fd())) {
-		p.tty = true
-	}
-	if w != nil && !p.tty {
-		fmt.Fprintf(w, "lab: %s...\n", label)
-	}
-	return p
-}
-
-func (p *progress) update(d time.Duration) {
-	if p.w == nil || !p.tty || d-p.last < 100*time.Millisecond {
-		return
-	}
-	p.last = d
-	fmt.Fprintf(p.w, "\rlab: %s... %.1fs", p.label, d.Seconds())
-}
-
-func (p *progress) finish(msg string) {
-	if p.w == nil {
-		return
-	}
-	if p.tty {
-		fmt.Fprintf(p.w, "\r\033[K")
-	}
-	fmt.Fprintf(p.w, "lab: %s\n", msg)
-	p.w = nil
-}
-
-func (p *progress) done() {
-	if p.w != nil && p.tty {
-		fmt.Fprintf(p.w, "\r\033[K")
-	}
 }

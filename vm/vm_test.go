@@ -14,11 +14,12 @@ import (
 	"path/filepath"
 	"strconv"
 	"strings"
-	"sync"
 	"testing"
 	"time"
 
 	"golang.org/x/crypto/ssh"
+
+	"lab/internal/labtest"
 )
 
 func TestParseShare(t *testing.T) {
@@ -170,23 +171,6 @@ func TestProcessAlive(t *testing.T) {
 	}
 	if processAlive(0, "") || processAlive(1<<30, "") {
 		t.Error("an impossible pid is alive")
-	}
-}
-
-func TestShellQuote(t *testing.T) {
-	tests := []struct {
-		in   []string
-		want string
-	}{
-		{[]string{"uname", "-r"}, "uname -r"},
-		{[]string{"sh", "-c", "echo $HOME; exit 3"}, `sh -c 'echo $HOME; exit 3'`},
-		{[]string{"it's"}, `'it'\''s'`},
-		{[]string{""}, "''"},
-	}
-	for _, tt := range tests {
-		if got := ShellQuote(tt.in); got != tt.want {
-			t.Errorf("ShellQuote(%q) = %q, want %q", tt.in, got, tt.want)
-		}
 	}
 }
 
@@ -438,7 +422,7 @@ func TestReconnectAgainstFakeGuest(t *testing.T) {
 	}
 	// A session running across the reconnect: cat echoes what it is sent.
 	pr, pw := io.Pipe()
-	var out syncBuffer
+	var out labtest.SyncBuffer
 	done := make(chan error, 1)
 	go func() {
 		code, err := c.Run(ctx, "cat", pr, &out, nil)
@@ -480,24 +464,6 @@ func TestReconnectAgainstFakeGuest(t *testing.T) {
 	if got := connID(); got != "3" {
 		t.Fatalf("after the second reconnect: connection %s, want 3", got)
 	}
-}
-
-// syncBuffer is a bytes.Buffer safe for one writer and concurrent readers.
-type syncBuffer struct {
-	mu sync.Mutex
-	b  bytes.Buffer
-}
-
-func (s *syncBuffer) Write(p []byte) (int, error) {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.Write(p)
-}
-
-func (s *syncBuffer) String() string {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.String()
 }
 
 // waitFor polls cond for up to 10s.

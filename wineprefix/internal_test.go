@@ -11,6 +11,9 @@ import (
 	"syscall"
 	"testing"
 	"time"
+
+	"lab/internal/labtest"
+	"lab/internal/shell"
 )
 
 func TestWindowsPath(t *testing.T) {
@@ -200,10 +203,7 @@ func TestFindNoWine(t *testing.T) {
 
 func TestEnsureRefusesForeignDir(t *testing.T) {
 	if _, _, err := Find(Options{}); err != nil {
-		if os.Getenv("LAB_REQUIRE_VM") == "1" {
-			t.Fatal(err)
-		}
-		t.Skipf("skipped: %v", err)
+		labtest.SkipOrFail(t, "%v", err)
 	}
 	dir := t.TempDir()
 	if err := os.WriteFile(filepath.Join(dir, "mine.txt"), nil, 0o644); err != nil {
@@ -251,7 +251,7 @@ func TestOpenerScript(t *testing.T) {
 	os.MkdirAll(bin, 0o755)
 	opened := filepath.Join(dir, "xdg-open.log")
 	// A stand-in for the host's xdg-open: records its arguments and DISPLAY.
-	os.WriteFile(filepath.Join(bin, "xdg-open"), []byte("#!/bin/sh\nprintf '%s|%s\\n' \"$DISPLAY\" \"$*\" >>"+shQuote(opened)+"\n"), 0o755)
+	os.WriteFile(filepath.Join(bin, "xdg-open"), []byte("#!/bin/sh\nprintf '%s|%s\\n' \"$DISPLAY\" \"$*\" >>"+shell.Quote(opened)+"\n"), 0o755)
 	log := filepath.Join(driveC, filepath.FromSlash(OpenedLog))
 	for _, tc := range []struct {
 		name, display string
@@ -301,4 +301,21 @@ func TestOpenerScript(t *testing.T) {
 			t.Errorf("after 1001 records the log holds %d lines ending %q; want the newest 500", strings.Count(string(got), "\n"), got[max(0, len(got)-40):])
 		}
 	})
+}
+
+func TestLoader(t *testing.T) {
+	bin := t.TempDir()
+	if err := os.WriteFile(filepath.Join(bin, "wine64"), []byte("#!/bin/sh\n"), 0o755); err != nil {
+		t.Fatal(err)
+	}
+	t.Setenv("PATH", bin)
+	if got, err := Loader(""); err != nil || got != filepath.Join(bin, "wine64") && got != "/usr/lib/wine/wine64" {
+		t.Errorf(`Loader("") with only wine64 in PATH = %q, %v`, got, err)
+	}
+	if got, err := Loader("/nonexistent/wine"); err != ErrNoWine {
+		t.Errorf("Loader(/nonexistent/wine) = %q, %v; want ErrNoWine", got, err)
+	}
+	if got, err := Loader("wine64"); err != nil || got != filepath.Join(bin, "wine64") {
+		t.Errorf("Loader(wine64) = %q, %v; want %s", got, err, filepath.Join(bin, "wine64"))
+	}
 }

@@ -6,8 +6,9 @@ import (
 	"io"
 	"os"
 	"path/filepath"
-	"syscall"
 	"time"
+
+	"lab/internal/fsutil"
 )
 
 // ensureTemplate returns the template prefix for this Wine version, creating it under
@@ -18,11 +19,11 @@ func ensureTemplate(ctx context.Context, cache, loader, server, version string, 
 		return "", fmt.Errorf("wineprefix: %w", err)
 	}
 	dir := filepath.Join(cache, templateDir)
-	unlock, err := lockFile(ctx, dir+".lock")
+	lock, err := fsutil.LockFile(ctx, dir+".lock")
 	if err != nil {
-		return "", err
+		return "", fmt.Errorf("wineprefix: %w", err)
 	}
-	defer unlock()
+	defer lock.Unlock()
 	if s, ok := readStamp(filepath.Join(dir, templateStamp)); ok && s.WineVersion == version {
 		return dir, nil
 	}
@@ -64,30 +65,6 @@ func ensureTemplate(ctx context.Context, cache, loader, server, version string, 
 	return dir, nil
 }
 
-// lockFile takes an exclusive flock on path, polling so that ctx can end the wait.
-func lockFile(ctx context.Context, path string) (func(), error) {
-	f, err := os.OpenFile(path, os.O_RDWR|os.O_CREATE, 0o644)
-	if err != nil {
-		return nil, fmt.Errorf("wineprefix: %w", err)
-	}
-	for {
-		err := syscall.Flock(int(f.Fd()), syscall.LOCK_EX|syscall.LOCK_NB)
-		if err == nil {
-			return func() { f.Close() }, nil
-		}
-		if err != syscall.EWOULDBLOCK {
-			f.Close()
-			return nil, fmt.Errorf("wineprefix: lock %s: %w", path, err)
-		}
-		select {
-		case <-ctx.Done():
-			f.Close()
-			return nil, fmt.Errorf("wineprefix: waiting for %s: %w", path, ctx.Err())
-		case <-time.After(100 * time.Millisecond):
-		}
-	}
-}
-
 // UnusedTemplates lists the template dirs under cache that no Ensure would copy: the
 // template of a Wine version other than the installed one (every one when Wine is not
 // installed), and what an interrupted template build left (wine-template.tmp, when no
@@ -113,15 +90,24 @@ func UnusedTemplates(ctx context.Context, cache string) []string {
 // RemoveTemplates removes what UnusedTemplates found, under the template lock (a template
 // build in progress is waited for, and its wine-template.tmp is then gone or complete).
 func RemoveTemplates(ctx context.Context, cache string, dirs []string) error {
-	unlock, err := lockFile(ctx, filepath.Join(cache, templateDir)+".lock")
+	lock, err := fsutil.LockFile(ctx, filepath.Join(cache, templateDir)+".lock")
 	if err != nil {
-		return err
+		return fmt.Errorf("wineprefix: %w", err)
 	}
-	defer unlock()
+	defer lock.Unlock()
 	for _, d := range dirs {
 		if err := os.RemoveAll(d); err != nil {
 			return fmt.Errorf("wineprefix: %w", err)
 		}
 	}
 	return nil
+}
+
+// lockFile takes the exclusive lock on path (fsutil.LockFile) and returns its release.
+func lockFile(ctx context.Context, path string) (func(), error) {
+	l, err := fsutil.LockFile(ctx, path)
+	if err != nil {
+		return nil, fmt.Errorf("wineprefix: %w", err)
+	}
+	return func() { l.Unlock() }, nil
 }

@@ -30,6 +30,8 @@ import (
 	"strings"
 	"syscall"
 	"time"
+
+	"lab/internal/xdg"
 )
 
 // ErrNoWine: no Wine on this host.
@@ -83,39 +85,42 @@ type stamp struct {
 
 // Find locates wine and wineserver (ErrNoWine when either is missing).
 func Find(opts Options) (loader, server string, err error) {
-	loader = lookPath(opts.Wine, "wine", "/usr/lib/wine/wine64")
-	server = lookPath(opts.Server, "wineserver", "/usr/lib/wine/wineserver64")
-	if loader == "" || server == "" {
+	if loader, err = Loader(opts.Wine); err != nil {
+		return "", "", err
+	}
+	if server = lookPath(opts.Server, []string{"wineserver"}, "/usr/lib/wine/wineserver64"); server == "" {
 		return "", "", ErrNoWine
 	}
 	return loader, server, nil
 }
 
-// lookPath: the given program (a path or a name in PATH), else name in PATH, else fallback.
-func lookPath(given, name, fallback string) string {
+// Loader finds the wine loader, the one lookup lab uses (prefixes, the relay's PE runner, the
+// scenario suite): given (a path or a name in PATH) when set, else wine or wine64 in PATH,
+// else Debian's /usr/lib/wine/wine64 (installed without the wine wrapper). ErrNoWine when
+// there is none.
+func Loader(given string) (string, error) {
+	if p := lookPath(given, []string{"wine", "wine64"}, "/usr/lib/wine/wine64"); p != "" {
+		return p, nil
+	}
+	return "", ErrNoWine
+}
+
+// lookPath: the given program (a path or a name in PATH), else the first of names in PATH,
+// else fallback.
+func lookPath(given string, names []string, fallback string) string {
 	if given != "" {
 		p, _ := exec.LookPath(given)
 		return p
 	}
-	if p, err := exec.LookPath(name); err == nil {
-		return p
+	for _, n := range names {
+		if p, err := exec.LookPath(n); err == nil {
+			return p
+		}
 	}
 	if fi, err := os.Stat(fallback); err == nil && fi.Mode().IsRegular() && fi.Mode()&0o111 != 0 {
 		return fallback
 	}
 	return ""
-}
-
-// DefaultCacheDir is $XDG_CACHE_HOME/lab, or ~/.cache/lab.
-func DefaultCacheDir() string {
-	if d := os.Getenv("XDG_CACHE_HOME"); filepath.IsAbs(d) {
-		return filepath.Join(d, "lab")
-	}
-	home, err := os.UserHomeDir()
-	if err != nil {
-		return filepath.Join(os.TempDir(), "lab-cache")
-	}
-	return filepath.Join(home, ".cache", "lab")
 }
 
 // Ensure returns the prefix at opts.Dir, copying it from the template (made first if needed)
@@ -168,7 +173,9 @@ func Ensure(ctx context.Context, opts Options) (*Prefix, error) {
 	}
 	cache := opts.CacheDir
 	if cache == "" {
-		cache = DefaultCacheDir()
+		if cache, err = xdg.Dir(xdg.Cache); err != nil {
+			return nil, fmt.Errorf("wineprefix: %w", err)
+		}
 	}
 	tmpl, err := ensureTemplate(ctx, cache, loader, server, version, opts.Progress)
 	if err != nil {

@@ -12,6 +12,7 @@ import (
 	"testing"
 	"time"
 
+	"lab/internal/xdg"
 	"lab/wineprefix"
 	"lab/wineprefix/winetest"
 )
@@ -196,7 +197,11 @@ func BenchmarkLaunch(b *testing.B) {
 func BenchmarkCopy(b *testing.B) {
 	winetest.NeedWine(b)
 	ctx := context.Background()
-	tmpl := filepath.Join(wineprefix.DefaultCacheDir(), "wine-template")
+	cache, err := xdg.Dir(xdg.Cache)
+	if err != nil {
+		b.Fatal(err)
+	}
+	tmpl := filepath.Join(cache, "wine-template")
 	if _, err := wineprefix.Ensure(ctx, wineprefix.Options{Dir: filepath.Join(b.TempDir(), "p")}); err != nil {
 		b.Fatal(err)
 	}

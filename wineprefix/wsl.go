@@ -10,6 +10,9 @@ import (
 	"sort"
 	"strings"
 	"unicode/utf16"
+
+	"lab/internal/fsutil"
+	"lab/internal/shell"
 )
 
 // wslAliases are the names WSL users and tools hard-code (`/mnt/c/Windows/System32/cmd.exe`,
@@ -65,11 +68,7 @@ func layout(dir string, programs map[string]string) error {
 		if old, err := os.ReadFile(dst); err == nil && bytes.Equal(old, b) {
 			continue
 		}
-		tmp := dst + ".lab-tmp"
-		if err := os.WriteFile(tmp, b, 0o755); err != nil {
-			return fmt.Errorf("wineprefix: install %s: %w", name, err)
-		}
-		if err := os.Rename(tmp, dst); err != nil {
+		if err := fsutil.WriteFile(dst, b, 0o755); err != nil {
 			return fmt.Errorf("wineprefix: install %s: %w", name, err)
 		}
 	}
@@ -84,20 +83,18 @@ func openerScript(driveC, display, wayland string) string {
 	return "#!/bin/sh\n" +
 		"# lab's opener for Windows programs (Wine's HKCU\\Software\\Wine\\WineBrowser Browsers),\n" +
 		"# and for the relay's explorer.exe TARGET: lab-open --explorer RECORD OPEN (exits 1 as WSL's explorer.exe).\n" +
-		"log=" + shQuote(filepath.Join(driveC, filepath.FromSlash(OpenedLog))) + "\n" +
+		"log=" + shell.Quote(filepath.Join(driveC, filepath.FromSlash(OpenedLog))) + "\n" +
 		"status=0\n" +
 		"if [ \"$1\" = --explorer ] && [ $# -eq 3 ]; then\n" +
 		"\tstatus=1 rec=$2\n\tshift 2\nelse\n\trec=$*\nfi\n" +
 		"mkdir -p \"${log%/*}\" && printf '%s\\n' \"$rec\" >>\"$log\"\n" +
 		"# Bounded: the prefix is kept for good; past 1000 records keep the newest 500.\n" +
 		"[ \"$(wc -l <\"$log\")\" -le 1000 ] || { tail -n 500 \"$log\" >\"$log.tmp\" && mv \"$log.tmp\" \"$log\"; }\n" +
-		"DISPLAY=" + shQuote(display) + " WAYLAND_DISPLAY=" + shQuote(wayland) + "\n" +
+		"DISPLAY=" + shell.Quote(display) + " WAYLAND_DISPLAY=" + shell.Quote(wayland) + "\n" +
 		"if [ -n \"$DISPLAY$WAYLAND_DISPLAY\" ] && command -v xdg-open >/dev/null 2>&1; then\n" +
 		"\texport DISPLAY WAYLAND_DISPLAY\n\txdg-open \"$@\" </dev/null >/dev/null 2>&1\nfi\n" +
 		"exit $status\n"
 }
-
-func shQuote(s string) string { return "'" + strings.ReplaceAll(s, "'", `'\''`) + "'" }
 
 // writeOpener writes the opener script into the prefix and returns its path.
 func (p *Prefix) writeOpener() (string, error) {
@@ -108,10 +105,7 @@ func (p *Prefix) writeOpener() (string, error) {
 	}
 	script := openerScript(p.DriveC(), os.Getenv("DISPLAY"), os.Getenv("WAYLAND_DISPLAY"))
 	if old, err := os.ReadFile(path); err != nil || string(old) != script {
-		if err := os.WriteFile(path+".tmp", []byte(script), 0o755); err != nil {
-			return "", fmt.Errorf("wineprefix: %w", err)
-		}
-		if err := os.Rename(path+".tmp", path); err != nil {
+		if err := fsutil.WriteFile(path, []byte(script), 0o755); err != nil {
 			return "", fmt.Errorf("wineprefix: %w", err)
 		}
 	}

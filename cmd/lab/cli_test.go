@@ -30,12 +30,7 @@ import (
 // through binfmt_misc + vsock + relay, lab interop off/on, lab status --json with the
 // relay's counters, lab exec's exit status, lab down, and nothing left running.
 func TestIntegrationCLI(t *testing.T) {
-	if _, err := exec.LookPath("qemu-system-x86_64"); err != nil {
-		if os.Getenv("LAB_REQUIRE_VM") != "" {
-			t.Fatalf("qemu-system-x86_64 is missing (LAB_REQUIRE_VM is set): run make deps")
-		}
-		t.Skip("qemu-system-x86_64 is missing: run make deps (or apt-get install qemu-system-x86)")
-	}
+	labtest.NeedVM(t)
 	if testing.Short() {
 		t.Skip("boots a VM; not in -short mode")
 	}

@@ -12,6 +12,7 @@ import (
 	"golang.org/x/sys/unix"
 	"golang.org/x/term"
 
+	"lab/internal/shell"
 	"lab/vm"
 )
 
@@ -92,7 +93,7 @@ exits 128+N for the last signal N.`,
 					fwd <- execSignals[s]
 				}
 			}()
-			code, err := c.Exec(ctx, vm.ShellQuote(args), opts)
+			code, err := c.Exec(ctx, shell.Join(args), opts)
 			if err != nil {
 				if n := last.Load(); n != 0 {
 					return &exitError{128 + int(n)}

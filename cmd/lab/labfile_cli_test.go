@@ -8,6 +8,7 @@ import (
 	"strings"
 	"testing"
 
+	"lab/internal/labtest"
 	"lab/labfile"
 )
 
@@ -44,12 +45,7 @@ func labFileFormats(t *testing.T, scratch string, guest func(args ...string) (in
 	}
 	// An aarch64 ELF program: no guest can run it (the guest is x86-64), the relay runs it
 	// under qemu-aarch64-static on the host.
-	if _, err := exec.LookPath("qemu-aarch64-static"); err != nil {
-		if os.Getenv("LAB_REQUIRE_VM") != "" {
-			t.Errorf("qemu-aarch64-static is missing (LAB_REQUIRE_VM is set): run make deps")
-		} else {
-			t.Log("qemu-aarch64-static is missing: skipping the aarch64 format (apt-get install qemu-user-static)")
-		}
+	if !labtest.Have(t, "qemu-aarch64-static") {
 		return
 	}
 	src := t.TempDir()

@@ -13,8 +13,9 @@ import (
 	"github.com/spf13/cobra"
 
 	"lab/images"
-	"lab/pefixtures"
+	"lab/internal/xdg"
 	"lab/machine"
+	"lab/pefixtures"
 	"lab/vm"
 	"lab/wineprefix"
 )
@@ -43,7 +44,7 @@ prefixes, disks) is not touched: lab list shows it, lab delete removes it.`,
 		RunE: func(cmd *cobra.Command, args []string) error {
 			if cache == "" {
 				var err error
-				if cache, err = images.DefaultCacheDir(); err != nil {
+				if cache, err = xdg.Dir(xdg.Cache); err != nil {
 					return err
 				}
 			}
@@ -140,7 +141,7 @@ func prune(ctx context.Context, w io.Writer, cache string, items []unusedItem, d
 func machineReferences() ([]string, error) {
 	var refs []string
 	var files []string
-	if base, err := vm.BaseStateDir(); err == nil {
+	if base, err := xdg.Dir(xdg.State); err == nil {
 		m, _ := filepath.Glob(filepath.Join(base, "*", vm.FileInstance))
 		files = append(files, m...)
 		q, _ := filepath.Glob(filepath.Join(base, "*", "*.qcow2"))

@@ -11,6 +11,7 @@ import (
 	"golang.org/x/crypto/ssh"
 	"golang.org/x/term"
 
+	"lab/internal/shell"
 	"lab/vm"
 )
 
@@ -70,7 +71,7 @@ ssh -F ~/.local/state/lab/NAME/ssh_config lab`,
 				}()
 			}
 			if len(args) > 0 {
-				err = s.Start(vm.ShellQuote(args))
+				err = s.Start(shell.Join(args))
 			} else {
 				err = s.Shell()
 			}

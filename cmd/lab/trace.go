@@ -16,6 +16,7 @@ import (
 	"github.com/spf13/cobra"
 
 	"lab/guest"
+	"lab/internal/shell"
 	"lab/machine"
 	"lab/trace"
 	"lab/vm"
@@ -137,7 +138,7 @@ func traceAction(ctx context.Context, g traceGuest, args []string, o traceOption
 		cmdOut = stderr // stdout holds only the document
 	}
 
-	line := "export " + guest.TraceEnv + "=" + vm.ShellQuote([]string{file}) + "; " + vm.ShellQuote(args)
+	line := "export " + guest.TraceEnv + "=" + shell.Join([]string{file}) + "; " + shell.Join(args)
 	code, err := g.Run(ctx, line, stdin, cmdOut, stderr)
 	if err != nil {
 		if ctx.Err() != nil {
@@ -149,7 +150,7 @@ func traceAction(ctx context.Context, g traceGuest, args []string, o traceOption
 	// after it ended.
 	fctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 30*time.Second)
 	defer cancel()
-	raw, err := g.Output(fctx, "cat "+vm.ShellQuote([]string{file})+" 2>/dev/null; rm -f "+vm.ShellQuote([]string{file}))
+	raw, err := g.Output(fctx, "cat "+shell.Join([]string{file})+" 2>/dev/null; rm -f "+shell.Join([]string{file}))
 	if err != nil {
 		return fmt.Errorf("trace: reading the guest's trace %s: %w", file, err)
 	}
@@ -225,7 +226,7 @@ func relayEvents(ctx context.Context, path string, guestEv []trace.Event) ([]tra
 
 func writeTraceText(w io.Writer, rep traceReport, tl trace.Timeline) error {
 	var b strings.Builder
-	fmt.Fprintf(&b, "lab trace: %s  (VM %s, vsock %s", vm.ShellQuote(rep.Command), rep.VM, rep.Vsock)
+	fmt.Fprintf(&b, "lab trace: %s  (VM %s, vsock %s", shell.Join(rep.Command), rep.VM, rep.Vsock)
 	if rep.Vsock == "user" {
 		b.WriteString(": lab's vhost-user device in the hostagent; the guest sees AF_VSOCK either way")
 	}

@@ -1,5 +1,8 @@
-// Package labtest holds helpers that several packages' tests share. It is imported by
-// tests only.
+// Package labtest holds helpers that several packages' tests share: the project's
+// skip-or-fail rule for missing tools (Need, NeedVM, Have, SkipOrFail: a skip, or a failure
+// under LAB_REQUIRE_VM=1 as make test sets), building test binaries (GoBuild), a buffer safe
+// to read while a process writes it (SyncBuffer), a writer into the test log (Log), and a
+// host process tree to kill and find (HostTree, Procs). It is imported by tests only.
 package labtest
 
 import (

@@ -5,6 +5,7 @@ import (
 	"context"
 	"fmt"
 	"io"
+	"lab/internal/shell"
 	"path"
 	"path/filepath"
 	"strconv"
@@ -210,7 +211,7 @@ func traceLaunches(ctx context.Context, c *vm.Client, stateDir, gprobe string, n
 		return Breakdown{}, err
 	}
 	var out bytes.Buffer
-	cmd := gprobe + " traced " + strconv.Itoa(n) + " " + guestTraceFile + " " + vm.ShellQuote(prog)
+	cmd := gprobe + " traced " + strconv.Itoa(n) + " " + guestTraceFile + " " + shell.Join(prog)
 	if _, err := runOK(ctx, c, cmd, nil, &out); err != nil {
 		return Breakdown{}, err
 	}

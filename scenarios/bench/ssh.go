@@ -19,6 +19,7 @@ import (
 	"github.com/mdlayher/vsock"
 	"golang.org/x/crypto/ssh"
 
+	"lab/internal/shell"
 	"lab/vm"
 )
 
@@ -86,11 +87,9 @@ func sshBaseline(ctx context.Context, c *vm.Client, share, gprobe string, runs i
 	if err := guestOK(ctx, c, "cp "+path.Join("/mnt/lab", ".lab-bench-key")+" "+key+" && chmod 600 "+key); err != nil {
 		return Dist{}, err
 	}
-	cmd := fmt.Sprintf("%s launch %d %s ssh 1 10.0.2.2:%d bench %s %s", gprobe, runs, gprobe, port, key, shq(cmdline))
+	cmd := fmt.Sprintf("%s launch %d %s ssh 1 10.0.2.2:%d bench %s %s", gprobe, runs, gprobe, port, key, shell.Quote(cmdline))
 	return guestDist(ctx, c, cmd)
 }
-
-func shq(s string) string { return "'" + strings.ReplaceAll(s, "'", `'\''`) + "'" }
 
 func serveSSH(conn net.Conn, cfg *ssh.ServerConfig) {
 	sc, chans, reqs, err := ssh.NewServerConn(conn, cfg)

@@ -52,16 +52,6 @@ func runHostagent(args []string) int {
 	return 0
 }
 
-func requireVM(t *testing.T) {
-	t.Helper()
-	if _, err := exec.LookPath("qemu-system-x86_64"); err != nil {
-		if os.Getenv("LAB_REQUIRE_VM") != "" {
-			t.Fatalf("qemu-system-x86_64 is missing and LAB_REQUIRE_VM is set: run make deps")
-		}
-		t.Skip("qemu-system-x86_64 is missing (run make deps)")
-	}
-}
-
 func moduleRoot(t *testing.T) string {
 	out, err := exec.Command("go", "env", "GOMOD").Output()
 	if err != nil || strings.TrimSpace(string(out)) == "" {
@@ -73,7 +63,7 @@ func moduleRoot(t *testing.T) string {
 // TestIntegrationScenarios boots one VM under TCG, provisions it, runs every scenario
 // as a subtest and stops the VM.
 func TestIntegrationScenarios(t *testing.T) {
-	requireVM(t)
+	labtest.NeedVM(t)
 	if testing.Short() {
 		t.Skip("-short: the end-to-end suite boots a VM")
 	}

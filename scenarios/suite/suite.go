@@ -7,8 +7,6 @@ import (
 	"context"
 	"fmt"
 	"io"
-	"os"
-	"os/exec"
 	"path"
 	"path/filepath"
 	"sort"
@@ -18,6 +16,7 @@ import (
 	"lab/provision"
 	"lab/scenarios"
 	"lab/vm"
+	"lab/wineprefix"
 )
 
 // Guest is a connection to the VM (vm.Client).
@@ -126,7 +125,7 @@ func fixtureShare(in *vm.Instance) (*vm.Share, error) {
 		if sh.Tag == vm.ScratchTag {
 			return sh, nil
 		}
-		if !sh.ReadOnly && first == nil && sh.Tag != machine.DriveCTag {
+		if !sh.ReadOnly && first == nil && !sh.IsDriveC() {
 			first = sh
 		}
 	}
@@ -142,15 +141,8 @@ func provisionQuiet(ctx context.Context, g Guest, stateDir string, opts Options)
 
 // lookWine reports whether the host can run PE files with Wine (the relay's PE runner).
 func lookWine() (string, bool) {
-	for _, n := range []string{"wine", "wine64"} {
-		if p, err := exec.LookPath(n); err == nil {
-			return p, true
-		}
-	}
-	if _, err := os.Stat("/usr/lib/wine/wine64"); err == nil {
-		return "/usr/lib/wine/wine64", true
-	}
-	return "", false
+	p, err := wineprefix.Loader("")
+	return p, err == nil
 }
 
 func say(w io.Writer, format string, a ...any) {

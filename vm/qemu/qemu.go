@@ -412,23 +412,3 @@ func WithUserVsock(socketPath string) Fn {
 
 // escape doubles commas, QEMU's escape inside an option value.
 func escape(s string) string { return strings.ReplaceAll(s, ",", ",,") }
-
-// Quote renders argv as a shell command line a person can copy and paste.
-func Quote(argv []string) string {
-	var b strings.Builder
-	for i, a := range argv {
-		if i > 0 {
-			b.WriteByte(' ')
-		}
-		if a != "" && strings.IndexFunc(a, func(r rune) bool {
-			return !(r >= 'a' && r <= 'z' || r >= 'A' && r <= 'Z' || r >= '0' && r <= '9' || strings.ContainsRune("-_./:=,@%+", r))
-		}) < 0 {
-			b.WriteString(a)
-			continue
-		}
-		b.WriteByte('\'')
-		b.WriteString(strings.ReplaceAll(a, "'", `'\''`))
-		b.WriteByte('\'')
-	}
-	return b.String()
-}

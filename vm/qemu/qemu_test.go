@@ -7,6 +7,8 @@ import (
 	"path/filepath"
 	"strings"
 	"testing"
+
+	"lab/internal/shell"
 )
 
 var update = flag.Bool("update", false, "rewrite the golden files in testdata/")
@@ -56,7 +58,7 @@ func TestCommandGolden(t *testing.T) {
 				t.Fatalf("%v (run go test ./vm/qemu -update to create it)", err)
 			}
 			if got != string(want) {
-				t.Errorf("argv mismatch for %s\n got: %s\nwant: %s", tt.name, Quote(argv), strings.ReplaceAll(string(want), "\n", " "))
+				t.Errorf("argv mismatch for %s\n got: %s\nwant: %s", tt.name, shell.Join(argv), strings.ReplaceAll(string(want), "\n", " "))
 			}
 		})
 	}
@@ -102,24 +104,6 @@ func TestIDAllocator(t *testing.T) {
 	for i := range want {
 		if got[i] != want[i] {
 			t.Errorf("ID #%d = %q, want %q", i, got[i], want[i])
-		}
-	}
-}
-
-func TestQuote(t *testing.T) {
-	tests := []struct {
-		in   []string
-		want string
-	}{
-		{[]string{"qemu", "-m", "1024"}, "qemu -m 1024"},
-		{[]string{"-append", "console=ttyS0 quiet"}, "-append 'console=ttyS0 quiet'"},
-		{[]string{"it's"}, `'it'\''s'`},
-		{[]string{""}, "''"},
-		{[]string{"hostfwd=tcp:127.0.0.1:1-:22,x=y"}, "hostfwd=tcp:127.0.0.1:1-:22,x=y"},
-	}
-	for _, tt := range tests {
-		if got := Quote(tt.in); got != tt.want {
-			t.Errorf("Quote(%q) = %q, want %q", tt.in, got, tt.want)
 		}
 	}
 }

@@ -1,6 +1,7 @@
 // Package winetest gives a test package one warm lab Wine prefix, shared by its tests and
 // removed by TestMain, and the project's skip rule: without Wine a test skips with the command
-// that installs it, unless LAB_REQUIRE_VM=1 (make test), where a missing Wine fails the test.
+// that installs it, unless LAB_REQUIRE_VM=1 (make test), where a missing Wine fails the test
+// (labtest.SkipOrFail).
 package winetest
 
 import (
@@ -13,20 +14,15 @@ import (
 	"testing"
 	"time"
 
+	"lab/internal/labtest"
 	"lab/wineprefix"
 )
-
-// Required reports whether missing tools are failures (LAB_REQUIRE_VM=1).
-func Required() bool { return os.Getenv("LAB_REQUIRE_VM") == "1" }
 
 // NeedWine skips (or, when Required, fails) tb when Wine is not installed.
 func NeedWine(tb testing.TB) {
 	tb.Helper()
 	if _, _, err := wineprefix.Find(wineprefix.Options{}); err != nil {
-		if Required() {
-			tb.Fatalf("%v (LAB_REQUIRE_VM=1: Wine is required)", err)
-		}
-		tb.Skipf("skipped: %v", err)
+		labtest.SkipOrFail(tb, "%v", err)
 	}
 }
 
@@ -59,8 +55,8 @@ func (s *Shared) Get(tb testing.TB) *wineprefix.Prefix {
 		}
 	})
 	if s.err != nil {
-		if errors.Is(s.err, wineprefix.ErrNoWine) && !Required() {
-			tb.Skipf("skipped: %v", s.err)
+		if errors.Is(s.err, wineprefix.ErrNoWine) {
+			labtest.SkipOrFail(tb, "%v", s.err)
 		}
 		tb.Fatal(s.err)
 	}
