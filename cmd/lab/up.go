@@ -30,8 +30,9 @@ hostagent process and waits until its SSH server runs commands.
 
 --arch picks the guest's architecture: amd64 or arm64, by default the host's. An
 arm64 guest boots QEMU's virt machine (qemu-system-aarch64); an architecture other
-than the host's always runs under TCG (slower: see lab help for the figures in the
-README). Its kernel and userland come from this host's apt sources all the same.
+than the host's always runs under TCG, several times slower. Its kernel and userland
+come from this host's apt sources all the same, and the interpreter is
+lab-interop-ARCH next to lab (make build makes both).
 --accel auto tries KVM and falls back to TCG; --vsock auto uses the kernel's
 vhost-vsock when /dev/vhost-vsock opens, else lab's userspace backend.
 --share HOST:GUEST[:ro] exports a host directory to the guest over 9p. Every VM
