@@ -23,6 +23,20 @@ import (
 	"lab/wineprefix"
 )
 
+// ciSkipped are the scenarios the arm64 run leaves out unless LAB_ARM64_SCENARIOS=all:
+// the slowest under TCG emulating arm64 on 2 shared cores (30-100 s each, measured;
+// the full suite took 18 min there, over CI's budget), and all of them about the
+// host side or the guest kernel rather than the interpreter's architecture, so the
+// amd64 run of package suite covers them: relay throughput and scale (throughput,
+// concurrent: 50 launches at once also miss the guest's 30 s connect timeout there,
+// idle_connections), provisioning and binfmt control (expose, interop_off,
+// pe_interop_off, wsl_conf, wsl_names_off, wslinterop) and cwd_outside.
+var ciSkipped = map[string]bool{
+	"throughput": true, "concurrent": true, "idle_connections": true,
+	"expose": true, "interop_off": true, "pe_interop_off": true, "wsl_conf": true,
+	"wsl_names_off": true, "wslinterop": true, "cwd_outside": true,
+}
+
 // hostagentEnv makes the test binary act as the VM's hostagent (vm.Config.Hostagent),
 // serving the relay and wine tasks, as lab up's hostagent does.
 const hostagentEnv = "LAB_ARM64_TEST_HOSTAGENT"
@@ -153,11 +167,31 @@ func TestIntegrationScenariosARM64(t *testing.T) {
 		patterns = strings.Split(p, ",")
 	}
 	verbose := os.Getenv("LAB_SCENARIOS_VERBOSE") != ""
-	var prog bytes.Buffer
-	runStart := time.Now()
-	rep, err := scenarios.Run(ctx, env, scenarios.Options{Progress: &prog, Patterns: patterns, Verbose: verbose})
+	all, err := scenarios.List()
 	if err != nil {
 		t.Fatal(err)
+	}
+	var run []scenarios.Scenario
+	var left []string
+	for _, sc := range all {
+		if ciSkipped[sc.Name] && os.Getenv("LAB_ARM64_SCENARIOS") != "all" {
+			left = append(left, sc.Name)
+			continue
+		}
+		run = append(run, sc)
+	}
+	if len(left) > 0 {
+		t.Logf("SUBSET: %d of %d scenarios on arm64; left out for CI time (LAB_ARM64_SCENARIOS=all runs them): %s",
+			len(run), len(all), strings.Join(left, " "))
+	}
+	var prog bytes.Buffer
+	runStart := time.Now()
+	rep, err := scenarios.Run(ctx, env, scenarios.Options{Scenarios: run, Progress: &prog, Patterns: patterns, Verbose: verbose})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if rep.Machine == nil || rep.Machine.Arch != images.ARM64 {
+		t.Errorf("the report names the machine %v, want an arm64 one", rep.Machine)
 	}
 	t.Logf("scenarios on arm64 in %.1fs:\n%s", time.Since(runStart).Seconds(), prog.String())
 	for _, r := range rep.Results {
