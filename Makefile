@@ -13,9 +13,14 @@ all: build
 deps:
 	@./scripts/deps.sh
 
-# lab-interop runs inside the guest: static, no cgo.
+# lab-interop runs inside the guest: static, no cgo; also built for every guest
+# architecture (bin/lab-interop-amd64, bin/lab-interop-arm64: lab up --arch finds them).
+GUEST_ARCHES := amd64 arm64
 build:
 	CGO_ENABLED=0 $(GO) build -trimpath -ldflags '$(LDFLAGS)' -o $(BIN)/ ./cmd/...
+	for a in $(GUEST_ARCHES); do \
+		CGO_ENABLED=0 GOOS=linux GOARCH=$$a $(GO) build -trimpath -ldflags '$(LDFLAGS)' -o $(BIN)/lab-interop-$$a ./cmd/lab-interop || exit 1; \
+	done
 
 vet:
 	$(GO) vet ./...

@@ -102,6 +102,20 @@ func parseDepends(field string) []string {
 // host's own sources.
 type apt struct {
 	progress *progress.Progress
+	arch     *archSpec // the guest's architecture; nil: amd64
+	opts     []string  // -o options every apt command gets (foreignApt sets them)
+}
+
+// command runs an apt tool with the apt's options.
+func (a *apt) command(ctx context.Context, name string, args ...string) *exec.Cmd {
+	return exec.CommandContext(ctx, name, append(append([]string(nil), a.opts...), args...)...)
+}
+
+func (a *apt) spec() *archSpec {
+	if a.arch == nil {
+		return archSpecs[AMD64]
+	}
+	return a.arch
 }
 
 var errNoApt = errors.New("this host has no apt-get/apt-cache")
@@ -119,7 +133,7 @@ func (a *apt) available() error {
 // knows; unknown names are left out.
 func (a *apt) show(ctx context.Context, names []string) (map[string]Package, error) {
 	args := append([]string{"show", "--no-all-versions"}, names...)
-	cmd := exec.CommandContext(ctx, "apt-cache", args...)
+	cmd := a.command(ctx, "apt-cache", args...)
 	var stderr bytes.Buffer
 	cmd.Stderr = &stderr
 	out, err := cmd.Output()
@@ -135,16 +149,15 @@ func (a *apt) show(ctx context.Context, names []string) (map[string]Package, err
 		}
 		p.depends = append(parseDepends(st["Pre-Depends"]), parseDepends(st["Depends"])...)
 		// On multiarch hosts prefer the native architecture's stanza.
-		if old, dup := pkgs[p.Name]; !dup || (!nativeArch(old.Arch) && nativeArch(p.Arch)) {
+		if old, dup := pkgs[p.Name]; !dup || (!a.nativeArch(old.Arch) && a.nativeArch(p.Arch)) {
 			pkgs[p.Name] = p
 		}
 	}
 	return pkgs, nil
 }
 
-// nativeArch reports whether a package of architecture arch runs in the
-// (amd64) guest.
-func nativeArch(arch string) bool { return arch == "amd64" || arch == "all" }
+// nativeArch reports whether a package of architecture arch runs in the guest.
+func (a *apt) nativeArch(arch string) bool { return arch == a.spec().name || arch == "all" }
 
 // libPackage matches the names of Debian's shared-library packages, the
 // only dependencies followed when resolving a recipe: the image takes just
@@ -154,10 +167,6 @@ var libPackage = regexp.MustCompile(`^(lib[a-z0-9].*|zlib1g)$`)
 // skipPackage lists library packages that ship no shared objects the
 // image's programs load (PAM modules and configuration).
 var skipPackage = map[string]bool{"libpam-modules": true, "libpam-modules-bin": true, "libpam-runtime": true}
-
-// kernelMeta is the package apt installs for "the current kernel" on amd64;
-// it depends on the versioned linux-image-VERSION package.
-const kernelMeta = "linux-image-amd64"
 
 // resolution is the outcome of resolve, cached per apt state.
 type resolution struct {
@@ -174,10 +183,13 @@ type resolution struct {
 // of the roots its lists are probably empty: as root it runs apt-get update
 // once (and says so); otherwise it says what to run.
 func (a *apt) resolve(ctx context.Context, cacheDir string, roots []string, withKernel bool) (*resolution, error) {
+	// kernelMeta is the package apt installs for "the current kernel" (linux-image-amd64);
+	// it depends on the versioned linux-image-VERSION package.
+	kernelMeta := a.spec().kernelMeta
 	if withKernel {
 		roots = append(append([]string(nil), roots...), kernelMeta)
 	}
-	stamp, err := aptStamp(ctx)
+	stamp, err := a.stamp(ctx)
 	if err != nil {
 		return nil, err
 	}
@@ -194,11 +206,11 @@ func (a *apt) resolve(ctx context.Context, cacheDir string, roots []string, with
 		return nil, err
 	}
 	if m := missingNodes(roots, graph); len(m) > 0 {
-		if os.Geteuid() != 0 {
+		if os.Geteuid() != 0 && len(a.opts) == 0 { // a foreign arch's private lists need no root
 			return nil, fmt.Errorf("apt cannot locate package(s) %s: run 'sudo apt-get update' (and check that the host's apt sources include Debian's main component)", strings.Join(m, ", "))
 		}
 		a.progress.Line("apt does not know %s: running apt-get update (as root)", strings.Join(m, ", "))
-		cmd := exec.CommandContext(ctx, "apt-get", "update", "-q")
+		cmd := a.command(ctx, "apt-get", "update", "-q")
 		if out, err := cmd.CombinedOutput(); err != nil {
 			return nil, fmt.Errorf("apt-get update: %w: %s", err, lastLines(out, 3))
 		}
@@ -208,7 +220,7 @@ func (a *apt) resolve(ctx context.Context, cacheDir string, roots []string, with
 		if m := missingNodes(roots, graph); len(m) > 0 {
 			return nil, fmt.Errorf("apt cannot locate package(s) %s even after apt-get update: check the host's apt sources", strings.Join(m, ", "))
 		}
-		if stamp, err = aptStamp(ctx); err != nil {
+		if stamp, err = a.stamp(ctx); err != nil {
 			return nil, err
 		}
 		h = sha256.Sum256([]byte(stamp + "\n" + strings.Join(roots, " ")))
@@ -277,7 +289,7 @@ func (a *apt) resolve(ctx context.Context, cacheDir string, roots []string, with
 func (a *apt) depends(ctx context.Context, roots []string) (map[string][]string, error) {
 	args := append([]string{"depends", "--recurse", "--no-recommends", "--no-suggests", "--no-conflicts",
 		"--no-breaks", "--no-replaces", "--no-enhances"}, roots...)
-	cmd := exec.CommandContext(ctx, "apt-cache", args...)
+	cmd := a.command(ctx, "apt-cache", args...)
 	var stderr bytes.Buffer
 	cmd.Stderr = &stderr
 	out, err := cmd.Output()
@@ -340,10 +352,10 @@ func missingNodes(names []string, graph map[string][]string) []string {
 	return m
 }
 
-// aptStamp identifies the state apt answers from: its configuration, the
+// stamp identifies the state apt answers from: its configuration, the
 // package lists and dpkg's status file.
-func aptStamp(ctx context.Context) (string, error) {
-	out, err := exec.CommandContext(ctx, "apt-config", "dump").Output()
+func (a *apt) stamp(ctx context.Context) (string, error) {
+	out, err := a.command(ctx, "apt-config", "dump").Output()
 	if err != nil {
 		return "", fmt.Errorf("apt-config dump: %w", err)
 	}
@@ -431,7 +443,7 @@ func (a *apt) download(ctx context.Context, dir string, pkgs []Package) error {
 	for _, p := range need {
 		args = append(args, p.Name+"="+p.Version)
 	}
-	cmd := exec.CommandContext(ctx, "apt-get", args...)
+	cmd := a.command(ctx, "apt-get", args...)
 	cmd.Dir = dir
 	var out bytes.Buffer
 	cmd.Stdout, cmd.Stderr = &out, &out

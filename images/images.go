@@ -10,9 +10,7 @@ import (
 	"fmt"
 	"io"
 	"os"
-	"os/exec"
 	"path/filepath"
-	"runtime"
 	"strings"
 	"time"
 
@@ -33,6 +31,10 @@ type Options struct {
 
 	// SSHServer is Dropbear or OpenSSH; zero: DefaultSSHServer.
 	SSHServer string
+	// Arch is the guest's architecture, AMD64 or ARM64; zero: DefaultArch (the host's).
+	// Another architecture's packages come from the host's own apt sources through a
+	// private apt state in the cache (foreignApt).
+	Arch string
 }
 
 // DefaultSSHServer is the SSH server of the default image: OpenSSH, because
@@ -45,7 +47,7 @@ const DefaultSSHServer = OpenSSH
 // Image is a built guest image in the cache.
 type Image struct {
 	Dir           string   // cache dir of this build
-	Kernel        string   // uncompressed vmlinux with the PVH note (boot with qboot: -bios /usr/share/qemu/qboot.rom)
+	Kernel        string   // amd64: uncompressed vmlinux with the PVH note (boot with qboot: -bios /usr/share/qemu/qboot.rom); arm64: the uncompressed Image
 	KernelVersion string   // e.g. "6.1.0-56-amd64"
 	Initrd        string   // base initramfs, a raw (uncompressed) newc cpio
 	Cmdline       string   // the kernel command line the image's init expects
@@ -55,6 +57,7 @@ type Image struct {
 // Manifest says what an image holds and where it came from.
 type Manifest struct {
 	Recipe        string         `json:"recipe"`
+	Arch          string         `json:"arch,omitempty"` // zero in images built before arm64 guests: amd64
 	Key           string         `json:"key"`
 	SSHServer     string         `json:"ssh_server"`
 	KernelVersion string         `json:"kernel_version"`
@@ -96,8 +99,9 @@ func Build(ctx context.Context, opts Options) (*Image, error) {
 }
 
 func build(ctx context.Context, opts Options) (*Image, error) {
-	if runtime.GOARCH != "amd64" {
-		return nil, fmt.Errorf("building a guest image is supported on amd64 hosts only (this is %s)", runtime.GOARCH)
+	spec, err := archOf(opts.Arch)
+	if err != nil {
+		return nil, err
 	}
 	pr := progress.New(opts.Progress)
 	server := opts.SSHServer
@@ -108,6 +112,7 @@ func build(ctx context.Context, opts Options) (*Image, error) {
 	if err != nil {
 		return nil, err
 	}
+	rc.modules = spec.modules
 	cache := opts.CacheDir
 	if cache == "" {
 		if cache, err = xdg.Dir(xdg.Cache); err != nil {
@@ -133,16 +138,21 @@ func build(ctx context.Context, opts Options) (*Image, error) {
 	case opts.Modules != "":
 		return nil, errors.New("--modules needs --kernel")
 	}
-	a := &apt{progress: pr}
+	a := &apt{progress: pr, arch: spec}
 	if err := a.available(); err != nil {
 		// A cache copied from another host still serves its images.
 		if ks == nil && !opts.Rebuild {
-			if img, ok := newestImage(cache, server); ok {
+			if img, ok := newestImage(cache, server, spec.name); ok {
 				pr.Line("%v: using the cached image %s built %s", err, img.Dir, img.Manifest.Built.Format(time.RFC3339))
 				return img, nil
 			}
 		}
 		return nil, fmt.Errorf("%w: lab builds the guest's userland from Debian packages (%s) with apt-get download: run it on a Debian or Ubuntu host (--kernel and --modules replace only the linux-image package)", err, strings.Join(rc.packages, ", "))
+	}
+	if spec.foreign() {
+		if err := foreignApt(ctx, a, cache); err != nil {
+			return nil, err
+		}
 	}
 	ks, res, err := resolvePackages(ctx, a, cache, rc, ks)
 	if err != nil {
@@ -155,7 +165,7 @@ func build(ctx context.Context, opts Options) (*Image, error) {
 	}
 	start := time.Now()
 
-	key, err := cacheKey(rc, server, pkgs, ks)
+	key, err := cacheKey(rc, spec, server, pkgs, ks)
 	if err != nil {
 		return nil, err
 	}
@@ -195,26 +205,27 @@ func build(ctx context.Context, opts Options) (*Image, error) {
 		}
 		g.Go(func() error {
 			// vmlinux is extracted while the modules are unpacked.
-			vmTmp := kernelDir + ".vmlinux.tmp"
+			kfile := filepath.Join(kernelDir, spec.kernelFile)
+			vmTmp := kernelDir + "." + spec.kernelFile + ".tmp"
 			vmErr := make(chan error, 1)
 			started := false
 			var err error
 			ks, err = unpackKernelDeb(gctx, filepath.Join(debDir, kp.debFile()), kernelDir, bar.Add, func(data []byte) {
 				started = true
-				go func() { vmErr <- extractVmlinuxData(gctx, data, vmTmp) }()
+				go func() { vmErr <- spec.extractKernel(gctx, data, vmTmp) }()
 			})
 			if started {
 				if e := <-vmErr; err == nil && e != nil {
-					err = fmt.Errorf("extracting vmlinux: %w", e)
+					err = fmt.Errorf("extracting the kernel: %w", e)
 				}
 				if err == nil {
-					err = os.Rename(vmTmp, filepath.Join(kernelDir, "vmlinux"))
+					err = os.Rename(vmTmp, kfile)
 				}
 				os.Remove(vmTmp)
 			}
 			if err == nil {
 				ks.Origin = fmt.Sprintf("package %s %s", kp.Name, kp.Version)
-				err = ensureVmlinux(gctx, ks, kernelDir, false)
+				err = ensureVmlinux(gctx, spec, ks, kernelDir, false)
 			}
 			return err
 		})
@@ -224,7 +235,7 @@ func build(ctx context.Context, opts Options) (*Image, error) {
 		if opts.Rebuild {
 			os.RemoveAll(kernelDir)
 		}
-		g.Go(func() error { return ensureVmlinux(gctx, ks, kernelDir, opts.Rebuild) })
+		g.Go(func() error { return ensureVmlinux(gctx, spec, ks, kernelDir, opts.Rebuild) })
 	}
 	g.Go(func() error {
 		var err error
@@ -250,7 +261,7 @@ func build(ctx context.Context, opts Options) (*Image, error) {
 	if err != nil {
 		return nil, err
 	}
-	applets, err := busyboxApplets(t, cache)
+	applets, err := busyboxApplets(t, spec, cache)
 	if err != nil {
 		pr.Line("warning: %v; the guest installs busybox's applets at boot instead", err)
 	}
@@ -305,14 +316,16 @@ func build(ctx context.Context, opts Options) (*Image, error) {
 	if err != nil {
 		return nil, err
 	}
-	if err := linkOrCopy(filepath.Join(kernelDir, "vmlinux"), filepath.Join(tmp, "vmlinux")); err != nil {
+	if err := linkOrCopy(filepath.Join(kernelDir, spec.kernelFile), filepath.Join(tmp, spec.kernelFile)); err != nil {
 		return nil, err
 	}
-	pvh, err := hasPVHNote(filepath.Join(tmp, "vmlinux"))
-	if err != nil {
-		return nil, fmt.Errorf("vmlinux: %w", err)
+	pvh := false
+	if spec.name == AMD64 {
+		if pvh, err = hasPVHNote(filepath.Join(tmp, "vmlinux")); err != nil {
+			return nil, fmt.Errorf("vmlinux: %w", err)
+		}
 	}
-	if !pvh {
+	if !pvh && spec.name == AMD64 {
 		// QEMU boots an ELF kernel only through the PVH note: use the
 		// bzImage itself, slower but bootable.
 		pr.Line("warning: %s has no PVH entry note: booting the compressed kernel (slower)", ks.Image)
@@ -322,9 +335,9 @@ func build(ctx context.Context, opts Options) (*Image, error) {
 		}
 	}
 	m := Manifest{
-		Recipe: recipeVersion, Key: key, SSHServer: server,
+		Recipe: recipeVersion, Arch: spec.name, Key: key, SSHServer: server,
 		KernelVersion: ks.Version, KernelOrigin: ks.Origin, KernelPVH: pvh,
-		Cmdline: DefaultCmdline, Packages: pkgs, Modules: modNames,
+		Cmdline: spec.cmdline, Packages: pkgs, Modules: modNames,
 		InitrdSize: cw.n, Built: time.Now().UTC().Truncate(time.Second),
 		BuildSeconds: time.Since(start).Seconds(),
 	}
@@ -342,7 +355,7 @@ func build(ctx context.Context, opts Options) (*Image, error) {
 	if err := os.Rename(tmp, dir); err != nil {
 		return nil, err
 	}
-	pr.Line("built %s (%d files, initramfs %.1f MB, kernel %s) in %.1fs", dir, len(files), float64(cw.n)/1e6, ks.Version, m.BuildSeconds)
+	pr.Line("built %s (%s, %d files, initramfs %.1f MB, kernel %s) in %.1fs", dir, spec.name, len(files), float64(cw.n)/1e6, ks.Version, m.BuildSeconds)
 	return loadImage(dir)
 }
 
@@ -354,7 +367,7 @@ func resolvePackages(ctx context.Context, a *apt, cache string, rc *recipe, ks *
 	wantKernel := ks == nil
 	pr.Line("resolving packages")
 	res, err := a.resolve(ctx, cache, rc.packages, wantKernel)
-	if err != nil && wantKernel {
+	if err != nil && wantKernel && !a.spec().foreign() {
 		// No kernel package in apt's sources: the host's own kernel will do
 		// when both its image and its modules are there.
 		if hk, ok := hostKernel(); ok {
@@ -371,10 +384,15 @@ func resolvePackages(ctx context.Context, a *apt, cache string, rc *recipe, ks *
 	return ks, res, nil
 }
 
-// cacheKey is the image's cache key: recipe, packages (by SHA256), kernel, command line.
-func cacheKey(rc *recipe, server string, pkgs []Package, ks *kernelSource) (string, error) {
+// cacheKey is the image's cache key: recipe, architecture, packages (by SHA256), kernel,
+// command line. The architecture line is written for non-amd64 guests only, so that
+// the amd64 keys (and CI caches saved under them) stay what they were before arm64.
+func cacheKey(rc *recipe, spec *archSpec, server string, pkgs []Package, ks *kernelSource) (string, error) {
 	h := sha256.New()
-	fmt.Fprintf(h, "%s\n%s\n%s\n%s\n%s\n%q\n", recipeVersion, server, DefaultCmdline, rcS, rc.inittab, moduleRoots)
+	fmt.Fprintf(h, "%s\n%s\n%s\n%s\n%s\n%q\n", recipeVersion, server, spec.cmdline, rcS, rc.inittab, rc.modules)
+	if spec.name != AMD64 {
+		fmt.Fprintf(h, "arch %s\n", spec.name)
+	}
 	for _, f := range rc.extra {
 		fmt.Fprintf(h, "%s %v %s %x\n", f.Path, f.Mode, f.Linkname, sha256.Sum256(f.Data))
 	}
@@ -407,10 +425,15 @@ func imageKey(ctx context.Context, opts Options) (string, error) {
 	if server == "" {
 		server = DefaultSSHServer
 	}
+	spec, err := archOf(opts.Arch)
+	if err != nil {
+		return "", err
+	}
 	rc, err := newRecipe(server)
 	if err != nil {
 		return "", err
 	}
+	rc.modules = spec.modules
 	cache := opts.CacheDir
 	if cache == "" {
 		if cache, err = xdg.Dir(xdg.Cache); err != nil {
@@ -426,15 +449,20 @@ func imageKey(ctx context.Context, opts Options) (string, error) {
 	case opts.Modules != "":
 		return "", errors.New("--modules needs --kernel")
 	}
-	a := &apt{progress: progress.New(opts.Progress)}
+	a := &apt{progress: progress.New(opts.Progress), arch: spec}
 	if err := a.available(); err != nil {
 		return "", fmt.Errorf("%w: the image key comes from apt's package metadata", err)
+	}
+	if spec.foreign() {
+		if err := foreignApt(ctx, a, cache); err != nil {
+			return "", err
+		}
 	}
 	ks, res, err := resolvePackages(ctx, a, cache, rc, ks)
 	if err != nil {
 		return "", err
 	}
-	return cacheKey(rc, server, res.Packages, ks)
+	return cacheKey(rc, spec, server, res.Packages, ks)
 }
 
 // kernelPkgDir is where a kernel package is unpacked in the cache.
@@ -462,14 +490,14 @@ func unpackTree(ctx context.Context, debDir string, pkgs []Package, skip string,
 	return t, nil
 }
 
-// newestImage finds the most recently built complete image for server
+// newestImage finds the most recently built complete image for server and arch
 // in the cache.
-func newestImage(cache, server string) (*Image, bool) {
+func newestImage(cache, server, arch string) (*Image, bool) {
 	dirs, _ := filepath.Glob(filepath.Join(cache, "images", "*"))
 	var best *Image
 	for _, d := range dirs {
 		img, err := loadImage(d)
-		if err != nil || img.Manifest.SSHServer != server {
+		if err != nil || img.Manifest.SSHServer != server || img.Arch() != arch {
 			continue
 		}
 		if best == nil || img.Manifest.Built.After(best.Manifest.Built) {
@@ -489,8 +517,12 @@ func loadImage(dir string) (*Image, error) {
 	if err := json.Unmarshal(b, &m); err != nil {
 		return nil, fmt.Errorf("%s: %w", dir, err)
 	}
+	kfile := "vmlinux"
+	if s, ok := archSpecs[m.Arch]; ok {
+		kfile = s.kernelFile
+	}
 	img := &Image{
-		Dir: dir, Kernel: filepath.Join(dir, "vmlinux"), KernelVersion: m.KernelVersion,
+		Dir: dir, Kernel: filepath.Join(dir, kfile), KernelVersion: m.KernelVersion,
 		Initrd: filepath.Join(dir, "initrd.cpio"), Cmdline: m.Cmdline, Manifest: m,
 	}
 	for _, p := range []string{img.Kernel, img.Initrd} {
@@ -501,16 +533,26 @@ func loadImage(dir string) (*Image, error) {
 	return img, nil
 }
 
-// ensureVmlinux extracts vmlinux into kernelDir once.
-func ensureVmlinux(ctx context.Context, ks *kernelSource, kernelDir string, rebuild bool) error {
-	out := filepath.Join(kernelDir, "vmlinux")
+// ensureVmlinux extracts the bootable kernel (amd64: vmlinux) into kernelDir once.
+func ensureVmlinux(ctx context.Context, spec *archSpec, ks *kernelSource, kernelDir string, rebuild bool) error {
+	out := filepath.Join(kernelDir, spec.kernelFile)
 	if _, err := os.Stat(out); err == nil && !rebuild {
 		return nil
 	}
 	if err := os.MkdirAll(kernelDir, 0o755); err != nil {
 		return err
 	}
-	return extractVmlinux(ctx, ks.Image, out)
+	if spec.name == AMD64 {
+		return extractVmlinux(ctx, ks.Image, out)
+	}
+	data, err := os.ReadFile(ks.Image)
+	if err != nil {
+		return err
+	}
+	if err := spec.extractKernel(ctx, data, out); err != nil {
+		return fmt.Errorf("%s: %w", ks.Image, err)
+	}
+	return nil
 }
 
 // kernelIdentity names a kernel given by path: its content hash and the
@@ -535,8 +577,9 @@ func kernelIdentity(ks *kernelSource) (string, error) {
 }
 
 // busyboxApplets runs the packaged busybox (static, so it runs on the
-// host) to list its applets with their install paths.
-func busyboxApplets(t *tree, cache string) (string, error) {
+// host; another architecture's through qemu-user when installed) to list its
+// applets with their install paths.
+func busyboxApplets(t *tree, spec *archSpec, cache string) (string, error) {
 	final, _, err := t.resolve("/bin/busybox")
 	if err != nil {
 		return "", fmt.Errorf("busybox: %w", err)
@@ -550,7 +593,11 @@ func busyboxApplets(t *tree, cache string) (string, error) {
 	if err := os.WriteFile(bin, t.nodes[final].data, 0o755); err != nil {
 		return "", err
 	}
-	out, err := exec.Command(bin, "--list-full").Output()
+	cmd, ok := spec.runCommand(bin, "--list-full")
+	if !ok {
+		return "", fmt.Errorf("cannot run the %s busybox on this host (no %s-static in PATH)", spec.name, spec.qemuUser)
+	}
+	out, err := cmd.Output()
 	if err != nil {
 		return "", fmt.Errorf("listing busybox applets: %w", err)
 	}
@@ -595,4 +642,13 @@ func lockCache(ctx context.Context, dir string, pr *progress.Progress) (*fsutil.
 		return nil, fmt.Errorf("images: %w", err)
 	}
 	return l, nil
+}
+
+// Arch is the image's guest architecture (images built before arm64 guests have none
+// in their manifest: amd64).
+func (img *Image) Arch() string {
+	if img.Manifest.Arch == "" {
+		return AMD64
+	}
+	return img.Manifest.Arch
 }

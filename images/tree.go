@@ -102,7 +102,9 @@ func (t *tree) files(paths []string) []File {
 
 // elfDirs are the directories the dynamic loader of Debian's glibc searches
 // when there is no ld.so.cache (the image has none).
-var elfDirs = []string{"/lib/x86_64-linux-gnu", "/usr/lib/x86_64-linux-gnu", "/lib", "/usr/lib"}
+// Both multiarch triplets: the class and machine check in findLib keeps the other
+// architecture's libraries out.
+var elfDirs = []string{"/lib/x86_64-linux-gnu", "/usr/lib/x86_64-linux-gnu", "/lib/aarch64-linux-gnu", "/usr/lib/aarch64-linux-gnu", "/lib", "/usr/lib"}
 
 // closure returns the paths (files and the symlinks to them) of the
 // programs named by roots plus every shared object they need, transitively:

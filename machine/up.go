@@ -6,10 +6,10 @@ import (
 	"fmt"
 	"io"
 	"path/filepath"
-	"runtime"
 	"slices"
 	"time"
 
+	"lab/images"
 	"lab/provision"
 	"lab/vm"
 	"lab/wineprefix"
@@ -61,8 +61,12 @@ func Up(ctx context.Context, opts Options) (*Machine, error) {
 		cfg.Scratch = vm.DefaultScratch
 	}
 	if !opts.NoProvision && opts.Provision.Interpreter == "" {
-		// Fail before booting rather than after: the default image's guest is the host's architecture.
-		if _, err := provision.FindInterpreter(runtime.GOARCH); err != nil {
+		// Fail before booting rather than after: the interpreter must match the guest's architecture.
+		arch, err := images.NormalizeArch(cfg.Arch)
+		if err != nil {
+			return nil, fmt.Errorf("--arch: %w", err)
+		}
+		if _, err := provision.FindInterpreter(arch); err != nil {
 			return nil, fmt.Errorf("%w (or boot without interop: lab up --no-provision)", err)
 		}
 	}

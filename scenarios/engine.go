@@ -71,6 +71,8 @@ type Env struct {
 	GuestVars map[string]string
 	// Stub renders the stub file of an exposed command (the stub command).
 	Stub func(name string) []byte
+	// Machine, if set, is what the run runs on; the report names it.
+	Machine *Machine
 }
 
 // Options select and present a run.
@@ -185,6 +187,7 @@ type Report struct {
 	// part this report ran (nil: all). Merge checks shards against both.
 	Suite   []string   `json:"suite,omitempty"`
 	Shard   *ShardSpec `json:"shard,omitempty"`
+	Machine *Machine   `json:"machine,omitempty"` // what it ran on (Env.Machine)
 	Results []Result   `json:"results"`
 }
 
@@ -255,7 +258,7 @@ func Run(ctx context.Context, env Env, opts Options) (*Report, error) {
 	} else if rep, err = runFiles(ctx, env, opts, files, dir); err != nil {
 		return nil, err
 	}
-	rep.Suite, rep.Shard = suite, opts.Shard
+	rep.Suite, rep.Shard, rep.Machine = suite, opts.Shard, env.Machine
 	return rep, nil
 }
 

@@ -38,6 +38,9 @@ func (r *Report) WriteTable(w io.Writer) error {
 	for _, x := range r.Results {
 		width = max(width, len(x.Name))
 	}
+	if r.Machine != nil {
+		fmt.Fprintf(w, "machine %s\n", r.Machine)
+	}
 	fmt.Fprintf(w, "%-*s  %-6s %8s  %s\n", width, "SCENARIO", "RESULT", "TIME", "BEHAVIOUR")
 	for _, x := range r.Results {
 		fmt.Fprintf(w, "%-*s  %-6s %7.1fs  %s\n", width, x.Name, strings.ToUpper(string(x.Status)), x.Duration.Seconds(), x.Summary)
@@ -51,6 +54,9 @@ func (r *Report) WriteTable(w io.Writer) error {
 // YAML block, "# SKIP reason" for skips.
 func (r *Report) WriteTAP(w io.Writer) error {
 	fmt.Fprintf(w, "TAP version 13\n1..%d\n", len(r.Results))
+	if r.Machine != nil {
+		fmt.Fprintf(w, "# machine %s\n", r.Machine)
+	}
 	for i, x := range r.Results {
 		switch x.Status {
 		case Pass:
@@ -151,6 +157,9 @@ func (r *Report) WriteJUnit(w io.Writer) error {
 	name := "lab scenarios"
 	if r.Shard != nil {
 		name += " (shard " + r.Shard.String() + ")"
+	}
+	if r.Machine != nil {
+		name += " on " + r.Machine.String()
 	}
 	suite := junitSuite{
 		Name: name, Tests: p + f + s, Failures: f, Skipped: s,

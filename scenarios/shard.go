@@ -130,7 +130,7 @@ func Merge(files []string, reps []*Report) (*Report, error) {
 	first := shardOf(reps[0])
 	byK := map[int]string{}
 	seen := map[string]string{}
-	out := &Report{Suite: reps[0].Suite}
+	out := &Report{Suite: reps[0].Suite, Machine: mergeMachines(reps)}
 	inSuite := map[string]bool{}
 	for _, n := range out.Suite {
 		inSuite[n] = true

@@ -10,6 +10,8 @@ want() { # want COMMAND PACKAGE: install PACKAGE when COMMAND is missing
 }
 
 want qemu-system-x86_64 qemu-system-x86
+# arm64 guests (lab up --arch arm64, and their test package scenarios/suite/arm64).
+want qemu-system-aarch64 qemu-system-arm
 want socat socat
 want xz xz-utils
 want ssh openssh-client

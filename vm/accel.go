@@ -9,6 +9,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"runtime"
 	"strings"
 	"time"
 
@@ -19,7 +20,8 @@ import (
 // reason a person can read in lab status. A /dev/kvm that exists proves nothing (on
 // some hosts QEMU aborts in kvm_buf_set_msrs as soon as a vCPU resets), so KVM is
 // trusted only after a trial run; the verdict is cached per host boot and QEMU binary.
-func chooseAccel(ctx context.Context, qemuBin, want, cacheDir string) (accel, reason string, err error) {
+// arch is the guest's ("amd64", "arm64"): KVM runs only the host's own.
+func chooseAccel(ctx context.Context, qemuBin, arch, want, cacheDir string) (accel, reason string, err error) {
 	switch want {
 	case "tcg":
 		return "tcg", "requested", nil
@@ -27,7 +29,14 @@ func chooseAccel(ctx context.Context, qemuBin, want, cacheDir string) (accel, re
 	default:
 		return "", "", fmt.Errorf("vm: --accel %q: want auto, kvm or tcg", want)
 	}
-	ok, why := kvmWorks(ctx, qemuBin, cacheDir)
+	if arch != runtime.GOARCH {
+		why := fmt.Sprintf("an %s guest on an %s host", arch, runtime.GOARCH)
+		if want == "kvm" {
+			return "", "", fmt.Errorf("vm: --accel kvm: KVM cannot run %s; use --accel tcg or auto, or --arch %s", why, runtime.GOARCH)
+		}
+		return "tcg", "auto: " + why + " runs under TCG", nil
+	}
+	ok, why := kvmWorks(ctx, qemuBin, arch, cacheDir)
 	switch {
 	case ok:
 		return "kvm", want + ": KVM trial passed", nil
@@ -45,7 +54,7 @@ type kvmVerdict struct {
 	Why    string `json:"why"`
 }
 
-func kvmWorks(ctx context.Context, qemuBin, cacheDir string) (bool, string) {
+func kvmWorks(ctx context.Context, qemuBin, arch, cacheDir string) (bool, string) {
 	f, err := os.OpenFile("/dev/kvm", os.O_RDWR, 0)
 	if err != nil {
 		return false, "cannot open /dev/kvm: " + errors.Unwrap(err).Error()
@@ -63,7 +72,7 @@ func kvmWorks(ctx context.Context, qemuBin, cacheDir string) (bool, string) {
 			return v.OK, v.Why + " (cached)"
 		}
 	}
-	ok, why := kvmTrial(ctx, qemuBin)
+	ok, why := kvmTrial(ctx, qemuBin, arch)
 	key.OK, key.Why = ok, why
 	if os.MkdirAll(cacheDir, 0o700) == nil {
 		_ = writeJSON(cache, key)
@@ -71,13 +80,10 @@ func kvmWorks(ctx context.Context, qemuBin, cacheDir string) (bool, string) {
 	return ok, why
 }
 
-// kvmTrial boots an empty q35 machine under KVM with the CPU model lab would use,
-// lets its vCPUs run through reset and firmware for a moment, and checks through QMP
-// (go-qemu, see monitor) that KVM is enabled and QEMU is still alive and exits cleanly.
-// The QMP socket is created here and handed to QEMU listening, so connecting needs no
-// retry loop: the connection waits in the backlog until QEMU serves it, and is reset
-// if QEMU dies first.
-func kvmTrial(ctx context.Context, qemuBin string) (bool, string) {
+// kvmTrial boots an empty q35 machine (arm64: virt) under KVM with the CPU model lab
+// would use, lets its vCPUs run through reset and firmware for a moment, and checks
+// through QMP that KVM is enabled and QEMU is still alive and exits cleanly.
+func kvmTrial(ctx context.Context, qemuBin, arch string) (bool, string) {
 	ctx, cancel := context.WithTimeout(ctx, 15*time.Second)
 	defer cancel()
 	dir, err := os.MkdirTemp("", "lab-kvm-trial-")
@@ -89,8 +95,8 @@ func kvmTrial(ctx context.Context, qemuBin string) (bool, string) {
 	if err != nil {
 		return false, err.Error()
 	}
-	fns := []qemu.Fn{qemu.WithBinary(qemuBin), qemu.WithAccel("kvm"), qemu.WithMemory(64), qemu.WithQMPListener(qmpFD)}
-	if _, err := os.Stat(qemu.QbootROM); err == nil {
+	fns := []qemu.Fn{qemu.WithBinary(qemuBin), qemu.WithArch(arch), qemu.WithAccel("kvm"), qemu.WithMemory(64), qemu.WithQMPListener(qmpFD)}
+	if _, err := os.Stat(qemu.QbootROM); err == nil && arch == "amd64" {
 		fns = append(fns, qemu.WithBIOS(qemu.QbootROM))
 	}
 	argv, err := qemu.Command(fns...)
@@ -161,5 +167,8 @@ func lastLine(s string) string {
 	if i := strings.LastIndexByte(s, '\n'); i >= 0 {
 		s = s[i+1:]
 	}
-	return strings.TrimPrefix(s, "qemu-system-x86_64: ")
+	for _, b := range []string{qemu.DefaultBinary, qemu.BinaryARM64} {
+		s = strings.TrimPrefix(s, b+": ")
+	}
+	return s
 }

@@ -9,6 +9,7 @@ import (
 
 	"lab/images"
 	"lab/share"
+	"lab/vm/qemu"
 )
 
 // DefaultName is the VM name used when none is given.
@@ -41,7 +42,12 @@ type Config struct {
 	Kernel, Modules string
 	// Image, when set, is used as is and no image is built (tests, callers that built one).
 	Image *images.Image
-	// QEMU is the emulator binary (path or name in PATH); zero: qemu-system-x86_64.
+	// Arch is the guest architecture, "amd64" or "arm64" (images.AMD64, images.ARM64);
+	// zero: images.DefaultArch(), the host's. Another architecture than the host's
+	// runs under TCG. With Image set, the image's own architecture is used.
+	Arch string
+	// QEMU is the emulator binary (path or name in PATH); zero: qemu-system-x86_64,
+	// or qemu-system-aarch64 for an arm64 guest.
 	QEMU string
 	// Hostagent is the command that runs the supervisor, to which Up appends
 	// "--state-dir DIR"; zero: this executable with the argument "hostagent" (right
@@ -136,8 +142,22 @@ func (c Config) withDefaults() (Config, error) {
 	if c.CPUs < 1 {
 		return c, fmt.Errorf("vm: %d CPUs: want at least 1", c.CPUs)
 	}
+	if c.Image != nil {
+		if c.Arch != "" && c.Arch != c.Image.Arch() {
+			return c, fmt.Errorf("vm: --arch %s but the given image is %s", c.Arch, c.Image.Arch())
+		}
+		c.Arch = c.Image.Arch()
+	}
+	arch, err := images.NormalizeArch(c.Arch)
+	if err != nil {
+		return c, fmt.Errorf("vm: --arch: %w", err)
+	}
+	c.Arch = arch
 	if c.QEMU == "" {
-		c.QEMU = "qemu-system-x86_64"
+		c.QEMU = qemu.DefaultBinary
+		if c.Arch == images.ARM64 {
+			c.QEMU = qemu.BinaryARM64
+		}
 	}
 	if c.BootTimeout == 0 {
 		c.BootTimeout = DefaultBootTimeout

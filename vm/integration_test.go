@@ -15,6 +15,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"runtime"
 	"sort"
 	"strconv"
 	"strings"
@@ -888,12 +889,12 @@ func TestIntegrationAccel(t *testing.T) {
 	qemuBin, _ := exec.LookPath("qemu-system-x86_64")
 	ctx := context.Background()
 	cache := t.TempDir()
-	auto, reason, err := chooseAccel(ctx, qemuBin, "auto", cache)
+	auto, reason, err := chooseAccel(ctx, qemuBin, runtime.GOARCH, "auto", cache)
 	if err != nil || (auto != "kvm" && auto != "tcg") || reason == "" {
 		t.Fatalf("auto = %q (%s), %v", auto, reason, err)
 	}
 	t.Logf("auto: %s (%s)", auto, reason)
-	kvm, _, err := chooseAccel(ctx, qemuBin, "kvm", cache)
+	kvm, _, err := chooseAccel(ctx, qemuBin, runtime.GOARCH, "kvm", cache)
 	if auto == "kvm" && (err != nil || kvm != "kvm") {
 		t.Errorf("auto chose kvm but --accel kvm = %q, %v", kvm, err)
 	}
@@ -905,7 +906,7 @@ func TestIntegrationAccel(t *testing.T) {
 			t.Errorf("the second trial was not cached: %v", err)
 		}
 	}
-	if tcg, _, err := chooseAccel(ctx, qemuBin, "tcg", cache); tcg != "tcg" || err != nil {
+	if tcg, _, err := chooseAccel(ctx, qemuBin, runtime.GOARCH, "tcg", cache); tcg != "tcg" || err != nil {
 		t.Errorf("tcg = %q, %v", tcg, err)
 	}
 }

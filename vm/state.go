@@ -88,6 +88,8 @@ type Instance struct {
 	MemoryMiB   int       `json:"memory_mib"`
 	CPUs        int       `json:"cpus"`
 	Shares      []Share   `json:"shares,omitempty"`
+	Arch        string    `json:"arch,omitempty"`  // guest architecture (amd64, arm64); zero in VMs started before arm64 guests: amd64
+	Image       string    `json:"image,omitempty"` // the image's cache dir (its name is the image key)
 	Kernel      string    `json:"kernel"`
 	KernelVer   string    `json:"kernel_version,omitempty"`
 	Argv        []string  `json:"argv"` // the full QEMU command line

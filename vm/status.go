@@ -34,6 +34,8 @@ type Status struct {
 	CPUs        int       `json:"cpus"`
 	Shares      []Share   `json:"shares,omitempty"`
 	Kernel      string    `json:"kernel_version,omitempty"`
+	Arch        string    `json:"arch,omitempty"`  // guest architecture (amd64, arm64)
+	Image       string    `json:"image,omitempty"` // the image's cache dir
 	Created     time.Time `json:"created"`
 	AgentPID    int       `json:"agent_pid,omitempty"`
 	AgentAlive  bool      `json:"agent_alive"`
@@ -114,6 +116,10 @@ func inspectDir(ctx context.Context, dir string) *Status {
 		st.Name, st.Accel, st.AccelReason, st.Vsock = in.Name, in.Accel, in.AccelReason, in.Vsock
 		st.CID, st.SSHPort, st.MemoryMiB, st.CPUs = in.CID, in.SSHPort, in.MemoryMiB, in.CPUs
 		st.Shares, st.Kernel, st.Created = in.Shares, in.KernelVer, in.Created
+		st.Arch, st.Image = in.Arch, in.Image
+		if st.Arch == "" {
+			st.Arch = "amd64" // started before arm64 guests
+		}
 	}
 	st.AgentPID = readPID(filepath.Join(dir, FileAgentPID))
 	st.AgentAlive = agentAlive(dir)

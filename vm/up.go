@@ -33,7 +33,11 @@ func Up(ctx context.Context, cfg Config) (*Instance, error) {
 	}
 	qemuBin, err := exec.LookPath(cfg.QEMU)
 	if err != nil {
-		return nil, fmt.Errorf("vm: %s not found: install QEMU (apt-get install qemu-system-x86, or run make deps): %w", cfg.QEMU, err)
+		pkg := "qemu-system-x86"
+		if cfg.Arch == images.ARM64 {
+			pkg = "qemu-system-arm"
+		}
+		return nil, fmt.Errorf("vm: %s not found: install QEMU (apt-get install %s, or run make deps): %w", cfg.QEMU, pkg, err)
 	}
 	for _, f := range []struct{ what, path string }{{"--kernel", cfg.Kernel}, {"--modules", cfg.Modules}} {
 		if f.path == "" {
@@ -95,14 +99,14 @@ func Up(ctx context.Context, cfg Config) (*Instance, error) {
 	if err != nil {
 		return nil, err
 	}
-	accel, reason, err := chooseAccel(ctx, qemuBin, cfg.Accel, base)
+	accel, reason, err := chooseAccel(ctx, qemuBin, cfg.Arch, cfg.Accel, base)
 	if err != nil {
 		return nil, err
 	}
 
 	img := cfg.Image
 	if img == nil {
-		img, err = images.Build(ctx, images.Options{CacheDir: cfg.CacheDir, Kernel: cfg.Kernel, Modules: cfg.Modules, Progress: cfg.Progress})
+		img, err = images.Build(ctx, images.Options{CacheDir: cfg.CacheDir, Kernel: cfg.Kernel, Modules: cfg.Modules, Arch: cfg.Arch, Progress: cfg.Progress})
 		if err != nil {
 			return nil, fmt.Errorf("vm: guest image: %w", err)
 		}
@@ -134,6 +138,7 @@ func Up(ctx context.Context, cfg Config) (*Instance, error) {
 		Name: cfg.Name, StateDir: cfg.StateDir, Created: time.Now().UTC(),
 		Accel: accel, AccelReason: reason, Vsock: vsockMode, CID: cid, SSHPort: port,
 		MemoryMiB: cfg.MemoryMiB, CPUs: cfg.CPUs, Shares: cfg.Shares,
+		Arch: img.Arch(), Image: img.Dir,
 		Kernel: img.Kernel, KernelVer: img.KernelVersion, BootTimeout: Duration(cfg.BootTimeout),
 	}
 	in.Argv, err = qemuArgv(qemuBin, in, img)
@@ -235,7 +240,7 @@ func qemuArgv(bin string, in *Instance, img *images.Image) ([]string, error) {
 	dir := in.StateDir
 	cmdline := strings.Fields(img.Cmdline)
 	fns := []qemu.Fn{
-		qemu.WithBinary(bin), qemu.WithAccel(in.Accel), qemu.WithSMP(in.CPUs), qemu.WithMemory(in.MemoryMiB),
+		qemu.WithBinary(bin), qemu.WithArch(in.Arch), qemu.WithAccel(in.Accel), qemu.WithSMP(in.CPUs), qemu.WithMemory(in.MemoryMiB),
 		qemu.WithKernel(img.Kernel), qemu.WithInitrd(filepath.Join(dir, FileInitrd)),
 		qemu.WithSerialFile(filepath.Join(dir, FileConsoleLog)),
 		qemu.WithQMPListener(qmpFD), // the hostagent creates qmp.sock (listenQMP)
@@ -243,7 +248,7 @@ func qemuArgv(bin string, in *Instance, img *images.Image) ([]string, error) {
 		qemu.WithRNG(),
 	}
 	// qboot jumps straight into a PVH kernel; other kernels need SeaBIOS.
-	if img.Manifest.KernelPVH {
+	if img.Manifest.KernelPVH && in.Arch == images.AMD64 {
 		if _, err := os.Stat(qemu.QbootROM); err == nil {
 			fns = append(fns, qemu.WithBIOS(qemu.QbootROM))
 		}

@@ -51,6 +51,7 @@ holds is the one lab would build.`,
 	f.StringVar(&opts.Modules, "modules", "", "as lab image build --modules")
 	f.StringVar(&opts.CacheDir, "cache-dir", "", "cache directory (default $XDG_CACHE_HOME/lab or ~/.cache/lab)")
 	f.StringVar(&opts.SSHServer, "ssh-server", images.DefaultSSHServer, "SSH server in the image: dropbear or openssh")
+	f.StringVar(&opts.Arch, "arch", images.DefaultArch(), "guest architecture: amd64 or arm64 (as lab image build --arch)")
 	return cmd
 }
 
@@ -79,6 +80,7 @@ second build is instant; --rebuild builds it again (downloaded packages are
 kept). manifest.json in the image dir lists what is inside.`,
 		Example: `  lab image build                    # build or reuse the cached image
   lab image build --rebuild --json   # build again, print the manifest
+  lab image build --arch arm64       # an arm64 guest (on an amd64 host it runs under TCG)
   lab image build --kernel /boot/vmlinuz-6.1.0-56-amd64 --modules /lib/modules/6.1.0-56-amd64`,
 		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, args []string) error {
@@ -110,8 +112,8 @@ kept). manifest.json in the image dir lists what is inside.`,
 					Manifest      images.Manifest `json:"manifest"`
 				}{img.Dir, img.Kernel, img.KernelVersion, img.Initrd, img.Cmdline, img.Manifest})
 			}
-			fmt.Fprintf(out, "image:   %s\nkernel:  %s (%s)\ninitrd:  %s (%.1f MB, %d files, %s)\ncmdline: %s\n",
-				img.Dir, img.Kernel, img.KernelVersion, img.Initrd,
+			fmt.Fprintf(out, "image:   %s\narch:    %s\nkernel:  %s (%s)\ninitrd:  %s (%.1f MB, %d files, %s)\ncmdline: %s\n",
+				img.Dir, img.Arch(), img.Kernel, img.KernelVersion, img.Initrd,
 				float64(img.Manifest.InitrdSize)/1e6, len(img.Manifest.Files), img.Manifest.SSHServer, img.Cmdline)
 			return nil
 		},
@@ -122,6 +124,7 @@ kept). manifest.json in the image dir lists what is inside.`,
 	f.StringVar(&opts.Modules, "modules", "", "the /lib/modules/VERSION directory matching --kernel")
 	f.StringVar(&opts.CacheDir, "cache-dir", "", "cache directory (default $XDG_CACHE_HOME/lab or ~/.cache/lab)")
 	f.StringVar(&opts.SSHServer, "ssh-server", images.DefaultSSHServer, "SSH server in the image: dropbear or openssh")
+	f.StringVar(&opts.Arch, "arch", images.DefaultArch(), "guest architecture: amd64 or arm64 (another than the host's runs under TCG; its packages come from this host's apt sources)")
 	f.BoolVar(&asJSON, "json", false, "print the image's paths and manifest as JSON on stdout")
 	return cmd
 }

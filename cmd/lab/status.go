@@ -134,7 +134,10 @@ func printStatus(w io.Writer, v *machine.Status) {
 	for _, f := range v.Formats {
 		p("format", "%s", f)
 	}
-	p("guest", "%d CPUs, %d MiB, kernel %s", st.CPUs, st.MemoryMiB, st.Kernel)
+	p("guest", "%s, %d CPUs, %d MiB, kernel %s", st.Arch, st.CPUs, st.MemoryMiB, st.Kernel)
+	if st.Image != "" {
+		p("image", "%s", st.Image)
+	}
 	for _, sh := range st.Shares {
 		ro := ""
 		if sh.ReadOnly {

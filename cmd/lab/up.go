@@ -10,6 +10,7 @@ import (
 
 	"github.com/spf13/cobra"
 
+	"lab/images"
 	"lab/machine"
 	"lab/vm"
 )
@@ -23,6 +24,11 @@ func newUpCommand() *cobra.Command {
 		Long: `up builds the guest image if needed, boots it in QEMU under a supervising
 hostagent process and waits until its SSH server runs commands.
 
+--arch picks the guest's architecture: amd64 or arm64, by default the host's. An
+arm64 guest boots QEMU's virt machine (qemu-system-aarch64); an architecture other
+than the host's always runs under TCG, several times slower. Its kernel and userland
+come from this host's apt sources all the same, and the interpreter is
+lab-interop-ARCH next to lab (make build makes both).
 --accel auto tries KVM and falls back to TCG; --vsock auto uses the kernel's
 vhost-vsock when /dev/vhost-vsock opens, else lab's userspace backend.
 --share HOST:GUEST[:ro] exports a host directory to the guest over 9p. Every VM
@@ -47,7 +53,8 @@ On failure nothing is left running and the error shows the console's last lines.
 		Example: `  lab up
   lab up -f lab.yaml
   lab up --name second --share $PWD:/mnt/work
-  lab up --accel tcg --vsock user`,
+  lab up --accel tcg --vsock user
+  lab up --name arm --arch arm64`,
 		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, args []string) error {
 			if file != "" {
@@ -65,8 +72,8 @@ On failure nothing is left running and the error shows the console's last lines.
 			}
 			m.Close()
 			in := m.Instance
-			fmt.Fprintf(cmd.OutOrStdout(), "%s: up (%s, %s vsock, CID %d); try: lab exec --name %s -- uname -r\n",
-				in.Name, in.Accel, in.Vsock, in.CID, in.Name)
+			fmt.Fprintf(cmd.OutOrStdout(), "%s: up (%s, %s, %s vsock, CID %d); try: lab exec --name %s -- uname -r\n",
+				in.Name, in.Arch, in.Accel, in.Vsock, in.CID, in.Name)
 			return nil
 		},
 	}
@@ -81,7 +88,8 @@ On failure nothing is left running and the error shows the console's last lines.
 	f.IntVar(&cfg.CPUs, "cpus", vm.DefaultCPUs, "guest CPUs")
 	f.StringVar(&cfg.Kernel, "kernel", "", "boot this kernel (bzImage or vmlinux) instead of the packaged one")
 	f.StringVar(&cfg.Modules, "modules", "", "the /lib/modules/VERSION directory matching --kernel")
-	f.StringVar(&cfg.QEMU, "qemu", "qemu-system-x86_64", "QEMU system emulator")
+	f.StringVar(&cfg.Arch, "arch", images.DefaultArch(), "guest architecture: amd64 or arm64")
+	f.StringVar(&cfg.QEMU, "qemu", "", "QEMU system emulator (default qemu-system-x86_64, or qemu-system-aarch64 for --arch arm64)")
 	f.BoolVar(&s.noProvision, "no-provision", false, "boot only: do not install the interpreter and binfmt rules")
 	f.BoolVar(&s.noWindows, "no-windows", false, "no Windows personality: no Wine prefix, no /mnt/c")
 	f.BoolVar(&s.noScratch, "no-scratch", false, "no lab-owned scratch share at /mnt/lab (lab run then needs a writable --share)")
@@ -112,6 +120,9 @@ func upMachine(ctx context.Context, s upSettings, progress io.Writer) (*machine.
 			return nil, &usageError{err}
 		}
 		opts.VM.Shares = append(opts.VM.Shares, sh)
+	}
+	if _, err := images.NormalizeArch(opts.VM.Arch); err != nil {
+		return nil, &usageError{fmt.Errorf("--arch: %w", err)}
 	}
 	m, err := machine.Up(ctx, opts)
 	if errors.Is(err, machine.ErrReservedName) {

@@ -112,7 +112,21 @@ func Env(ctx context.Context, g Guest, stateDir string, opts Options) (scenarios
 		Stub: func(name string) []byte {
 			return machine.Stub(provision.Exposed{Name: name})
 		},
+		Machine: machineOf(in),
 	}, nil
+}
+
+// machineOf names what the run runs on for the report.
+func machineOf(in *vm.Instance) *scenarios.Machine {
+	arch := in.Arch
+	if arch == "" {
+		arch = "amd64" // VMs started before arm64 guests
+	}
+	m := &scenarios.Machine{Name: in.Name, Arch: arch, Kernel: in.KernelVer, Accel: in.Accel}
+	if in.Image != "" {
+		m.Image = filepath.Base(in.Image)
+	}
+	return m
 }
 
 // fixtureShare is the share the suite builds its fixtures in: the VM's scratch share

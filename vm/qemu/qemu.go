@@ -1,4 +1,4 @@
-// Package qemu builds qemu-system-x86_64 command lines from composable options, in
+// Package qemu builds qemu-system-x86_64 (and, WithArch("arm64"), qemu-system-aarch64) command lines from composable options, in
 // the manner of hugelgupf/vmtest's qemu package: every knob is an Fn that validates
 // its input and records what it needs in Options; Command renders the argv in a
 // fixed order, so the same option set always yields the same command line (the
@@ -15,6 +15,15 @@ import (
 
 // DefaultBinary is the QEMU system emulator used when Options.Binary is empty.
 const DefaultBinary = "qemu-system-x86_64"
+
+// BinaryARM64 is the system emulator of arm64 guests (Debian: qemu-system-arm).
+const BinaryARM64 = "qemu-system-aarch64"
+
+// TCGCPUARM64 is the arm64 CPU model under TCG: everything TCG emulates, with the
+// QEMU-defined ("impdef") pointer-authentication algorithm instead of the
+// architected QARMA, whose emulation dominates the run time of PAC-using code
+// (Debian's kernel signs return addresses).
+const TCGCPUARM64 = "max,pauth-impdef=on"
 
 // QbootROM is where Debian's qemu-system-data installs qboot, the minimal firmware
 // that jumps straight into a PVH kernel.
@@ -42,11 +51,12 @@ func (a *IDAllocator) ID(prefix string) string {
 // Options is what the Fns fill in. The zero value plus no Fns is a valid (if useless)
 // machine: q35, TCG, QEMU's default memory.
 type Options struct {
-	Binary       string   // zero: DefaultBinary
-	Machine      string   // zero: "q35"
+	Binary       string   // zero: DefaultBinary (arm64: BinaryARM64)
+	Arch         string   // guest architecture, "amd64" or "arm64" (WithArch); zero: amd64
+	Machine      string   // zero: "q35" (arm64: "virt")
 	MachineProps []string // extra ",k=v" properties of -machine
 	Accel        string   // "kvm" or "tcg"; zero: tcg
-	CPU          string   // zero: "host" under kvm, TCGCPU under tcg
+	CPU          string   // zero: "host" under kvm, TCGCPU (arm64: TCGCPUARM64) under tcg
 	SMP          int      // zero: QEMU's default (1)
 	MemoryMiB    int      // zero: QEMU's default (128)
 	// SharedMemory backs guest RAM with a memfd shared with other processes
@@ -85,9 +95,13 @@ func Command(fns ...Fn) ([]string, error) {
 }
 
 func (o *Options) argv() ([]string, error) {
+	arm := o.Arch == "arm64"
 	bin := o.Binary
 	if bin == "" {
 		bin = DefaultBinary
+		if arm {
+			bin = BinaryARM64
+		}
 	}
 	accel := o.Accel
 	if accel == "" {
@@ -96,6 +110,9 @@ func (o *Options) argv() ([]string, error) {
 	cpu := o.CPU
 	if cpu == "" {
 		cpu = TCGCPU
+		if arm {
+			cpu = TCGCPUARM64
+		}
 		if accel == "kvm" {
 			cpu = "host"
 		}
@@ -103,8 +120,16 @@ func (o *Options) argv() ([]string, error) {
 	machine := o.Machine
 	if machine == "" {
 		machine = "q35"
+		if arm {
+			machine = "virt"
+		}
 	}
 	props := append([]string(nil), o.MachineProps...)
+	if arm && machine == "virt" && accel == "kvm" {
+		// Under KVM the interrupt controller must be one the host's GIC can
+		// virtualise (GICv3 on most arm64 servers; the virt default is GICv2).
+		props = append(props, "gic-version=max")
+	}
 	if o.SharedMemory {
 		if o.MemoryMiB <= 0 {
 			return nil, invalid("shared memory needs an explicit memory size (WithMemory)")
@@ -170,6 +195,21 @@ func WithBinary(path string) Fn {
 		}
 		o.Binary = path
 		return nil
+	}
+}
+
+// WithArch selects the guest architecture: "amd64" (q35, qemu-system-x86_64) or
+// "arm64" (the virt machine with qemu-system-aarch64). Its devices are the same
+// virtio-pci ones: virt has a PCIe host bridge, which Debian's arm64 kernel drives
+// with its built-in pci-host-generic.
+func WithArch(arch string) Fn {
+	return func(_ *IDAllocator, o *Options) error {
+		switch arch {
+		case "amd64", "arm64":
+			o.Arch = arch
+			return nil
+		}
+		return invalid("architecture %q (want amd64 or arm64)", arch)
 	}
 }
 
@@ -333,7 +373,8 @@ func validTag(tag string) bool {
 	return true
 }
 
-// WithSerialFile sends the first serial port (the guest's console=ttyS0) to a file.
+// WithSerialFile sends the first serial port (the guest's console=ttyS0; on arm64's
+// virt machine the PL011 UART, console=ttyAMA0) to a file.
 func WithSerialFile(path string) Fn {
 	return func(ids *IDAllocator, o *Options) error {
 		if path == "" {

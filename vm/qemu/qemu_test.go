@@ -39,6 +39,13 @@ func TestCommandGolden(t *testing.T) {
 		{"shared-memory-explicit", []Fn{WithMemory(512), WithSharedMemory()}},
 		{"net-multi-forward", []Fn{WithUserNet(Forward{HostPort: 2222, GuestPort: 22}, Forward{HostPort: 8080, GuestPort: 80})}},
 		{"raw-args", []Fn{WithArgs("-S", "-d", "guest_errors")}},
+		{"arm64-lab-user-vsock", []Fn{WithArch("arm64"), WithAccel("tcg"), WithSMP(2), WithMemory(1024),
+			WithKernel("/cache/Image"), WithInitrd("/state/initrd"), WithAppend("console=ttyAMA0", "quiet"),
+			WithSerialFile("/state/console.log"), WithQMPListener(3),
+			WithUserNet(Forward{HostPort: 40022, GuestPort: 22}), WithRNG(), WithUserVsock("/state/vhost-vsock.sock"),
+			WithShare("/home/me/src", "share0", false)}},
+		{"arm64-kvm", []Fn{WithArch("arm64"), WithAccel("kvm"), WithMemory(64)}},
+		{"arm64-cpu-override", []Fn{WithArch("arm64"), WithCPU("cortex-a57"), WithBinary("/opt/qemu/bin/qemu-system-aarch64")}},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
@@ -86,6 +93,7 @@ func TestCommandErrors(t *testing.T) {
 		{"qmp listener on stdin", []Fn{WithQMPListener(0)}},
 		{"empty serial", []Fn{WithSerialFile("")}},
 		{"empty binary", []Fn{WithBinary("")}},
+		{"unknown arch", []Fn{WithArch("riscv64")}},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {

@@ -1,0 +1,61 @@
+package scenarios
+
+import (
+	"bytes"
+	"strings"
+	"testing"
+	"time"
+)
+
+func TestReportNamesMachine(t *testing.T) {
+	m := &Machine{Name: "arm", Arch: "arm64", Image: "10c3293957377f1d42db", Kernel: "6.1.0-57-arm64", Accel: "tcg"}
+	rep := &Report{Machine: m, Duration: time.Second, Results: []Result{{Name: "hello", Status: Pass}}}
+	const line = "arm: arm64, image 10c3293957377f1d42db, kernel 6.1.0-57-arm64, tcg"
+	for name, write := range map[string]func(*bytes.Buffer) error{
+		"table": func(b *bytes.Buffer) error { return rep.WriteTable(b) },
+		"tap":   func(b *bytes.Buffer) error { return rep.WriteTAP(b) },
+		"junit": func(b *bytes.Buffer) error { return rep.WriteJUnit(b) },
+		"json":  func(b *bytes.Buffer) error { return rep.WriteJSON(b) },
+	} {
+		var b bytes.Buffer
+		if err := write(&b); err != nil {
+			t.Fatalf("%s: %v", name, err)
+		}
+		want := line
+		if name == "json" {
+			want = `"arch": "arm64"`
+		}
+		if !strings.Contains(b.String(), want) {
+			t.Errorf("%s report does not name the machine (%q):\n%s", name, want, b.String())
+		}
+	}
+}
+
+func TestMergeMachines(t *testing.T) {
+	a := &Machine{Name: "m1", Arch: "arm64", Image: "k", Accel: "tcg"}
+	b := &Machine{Name: "m2", Arch: "arm64", Image: "k", Accel: "tcg"}
+	x86 := &Machine{Name: "m3", Arch: "amd64", Image: "j", Accel: "tcg"}
+	tests := []struct {
+		name string
+		ms   []*Machine
+		want string // String() of the merged machine; "" for none
+	}{
+		{"one", []*Machine{a}, "m1: arm64, image k, tcg"},
+		{"same image, two VMs", []*Machine{a, b}, "arm64, image k, tcg"},
+		{"two architectures", []*Machine{a, x86}, ""},
+		{"one without", []*Machine{a, nil}, ""},
+	}
+	for _, tt := range tests {
+		var reps []*Report
+		for _, m := range tt.ms {
+			reps = append(reps, &Report{Machine: m})
+		}
+		got := ""
+		if m := mergeMachines(reps); m != nil {
+			got = m.String()
+		}
+		if got != tt.want {
+			t.Errorf("%s: merged %q, want %q", tt.name, got, tt.want)
+		}
+	}
+}
