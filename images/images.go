@@ -30,6 +30,8 @@ type Options struct {
 
 	// SSHServer is Dropbear or OpenSSH; zero: DefaultSSHServer.
 	SSHServer string
+	// Distro is DistroInitramfs or DistroDebian; zero: DistroInitramfs.
+	Distro string
 }
 
 // DefaultSSHServer is the SSH server of the default image: OpenSSH, because
@@ -47,12 +49,16 @@ type Image struct {
 	Initrd        string   // base initramfs, a raw (uncompressed) newc cpio
 	Cmdline       string   // the kernel command line the image's init expects
 	Manifest      Manifest // also written as manifest.json in Dir
+	Distro        string   // zero: DistroInitramfs
+	Disk          string   // DistroDebian: the base root disk (qcow2); machines boot on an overlay of it
 }
 
 // Manifest says what an image holds and where it came from.
 type Manifest struct {
 	Recipe        string         `json:"recipe"`
 	Key           string         `json:"key"`
+	Distro        string         `json:"distro,omitempty"`    // zero: the initramfs image
+	DiskSize      int64          `json:"disk_size,omitempty"` // the Debian image's base qcow2, bytes
 	SSHServer     string         `json:"ssh_server"`
 	KernelVersion string         `json:"kernel_version"`
 	KernelOrigin  string         `json:"kernel_origin"`
@@ -105,6 +111,16 @@ func Build(ctx context.Context, opts Options) (*Image, error) {
 }
 
 func build(ctx context.Context, opts Options) (*Image, error) {
+	switch opts.Distro {
+	case "", DistroInitramfs:
+	case DistroDebian:
+		if runtime.GOARCH != "amd64" {
+			return nil, fmt.Errorf("the Debian image is built on amd64 hosts only (this is %s)", runtime.GOARCH)
+		}
+		return buildDebian(ctx, opts)
+	default:
+		return nil, fmt.Errorf("unknown distro %q (want %s)", opts.Distro, strings.Join(Distros, " or "))
+	}
 	if runtime.GOARCH != "amd64" {
 		return nil, fmt.Errorf("building a guest image is supported on amd64 hosts only (this is %s)", runtime.GOARCH)
 	}
@@ -412,6 +428,13 @@ func Key(ctx context.Context, opts Options) (string, error) {
 }
 
 func imageKey(ctx context.Context, opts Options) (string, error) {
+	if opts.Distro == DistroDebian {
+		sources, err := debianSources(ctx)
+		if err != nil {
+			return "", err
+		}
+		return debianKey(sources), nil
+	}
 	server := opts.SSHServer
 	if server == "" {
 		server = DefaultSSHServer

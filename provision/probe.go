@@ -23,6 +23,8 @@ type state struct {
 	wslConf       string            // WSLConfPath's text ("" when missing)
 	binfmtMounted bool
 	systemd       bool
+	guardEnabled  bool   // lab-binfmt.service is enabled (systemd guests)
+	apt           bool   // /etc/apt/apt.conf.d exists
 	profileHook   bool   // ProfilePath reads /etc/profile.d
 	sshdConfig    bool   // SSHDConfigPath exists (OpenSSH)
 	sshdPath      string // its first `SetEnv ...` line, if any
@@ -43,7 +45,7 @@ type ruleProbe struct {
 func probeScript(rules []Rule, names []string) string {
 	var b strings.Builder
 	b.WriteString(`echo "arch $(uname -m)"
-for f in ` + InterpreterPath + ` ` + ConfigPath + ` ` + TokenPath + ` ` + BinfmtConfPath + ` ` + StubsManifest + ` ` + WindowsPathFile + ` ` + WSLEnvFile + `; do
+for f in ` + InterpreterPath + ` ` + ConfigPath + ` ` + TokenPath + ` ` + BinfmtConfPath + ` ` + StubsManifest + ` ` + WindowsPathFile + ` ` + WSLEnvFile + ` ` + GuardScriptPath + ` ` + GuardUnitPath + ` ` + GuardAptPath + `; do
   [ -f "$f" ] && echo "file $f $(sha256sum < "$f" | cut -d' ' -f1)"
 done
 [ -f ` + TokenPath + ` ] && echo "tokenmode $(stat -c %a ` + TokenPath + `)"
@@ -52,6 +54,8 @@ done
 [ -f ` + WSLConfPath + ` ] && { head -c 65536 ` + WSLConfPath + ` | sed 's/^/wslconf /'; echo; }
 grep -q ' ` + BinfmtDir + ` binfmt_misc ' /proc/mounts && echo "binfmt mounted"
 [ -d /run/systemd/system ] && echo "systemd yes"
+[ -d /run/systemd/system ] && systemctl is-enabled ` + guardUnitName + ` >/dev/null 2>&1 && echo "guard enabled"
+[ -d /etc/apt/apt.conf.d ] && echo "apt yes"
 grep -q 'profile\.d' ` + ProfilePath + ` 2>/dev/null && echo "profilehook yes"
 [ -f ` + SSHDConfigPath + ` ] && echo "sshd yes"
 grep '^SetEnv ' ` + SSHDConfigPath + ` 2>/dev/null | head -n 1 | sed 's/^/sshdpath /'
@@ -130,6 +134,10 @@ func parseProbe(out string, magic []byte) (*state, error) {
 			st.binfmtMounted = true
 		case f[0] == "systemd":
 			st.systemd = true
+		case f[0] == "guard":
+			st.guardEnabled = true
+		case f[0] == "apt":
+			st.apt = true
 		case f[0] == "profilehook":
 			st.profileHook = true
 		case f[0] == "sshd":

@@ -515,6 +515,7 @@ func plan(st *state, want desired) *planned {
 		} else {
 			step("binfmt.d", false, "up to date")
 		}
+		planGuard(st, p, step)
 	} else {
 		step("binfmt.d", false, "no systemd in the guest: rules are registered by lab provision at each boot")
 	}

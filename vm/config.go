@@ -40,6 +40,14 @@ type Config struct {
 	Kernel, Modules string
 	// Image, when set, is used as is and no image is built (tests, callers that built one).
 	Image *images.Image
+	// Distro picks the image Up builds: images.DistroInitramfs or images.DistroDebian;
+	// zero: the initramfs.
+	Distro string
+	// Disk is the machine's own writable disk (a qcow2 overlay over a disk image's base,
+	// made by Up if missing, kept by Down), with machine.json beside it; required for a
+	// disk image (Debian), unused by the initramfs. lab up puts it in the machine's
+	// data dir ($XDG_DATA_HOME/lab/NAME/disk.qcow2).
+	Disk string
 	// QEMU is the emulator binary (path or name in PATH); zero: qemu-system-x86_64.
 	QEMU string
 	// Hostagent is the command that runs the supervisor, to which Up appends

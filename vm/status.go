@@ -36,6 +36,9 @@ type Status struct {
 	CPUs        int       `json:"cpus"`
 	Shares      []Share   `json:"shares,omitempty"`
 	Kernel      string    `json:"kernel_version,omitempty"`
+	Distro      string    `json:"distro,omitempty"`   // zero: the initramfs image
+	Disk        string    `json:"disk,omitempty"`     // the machine's own disk (Debian)
+	DiskUse     int64     `json:"disk_use,omitempty"` // bytes it takes on the host
 	Created     time.Time `json:"created"`
 	AgentPID    int       `json:"agent_pid,omitempty"`
 	AgentAlive  bool      `json:"agent_alive"`
@@ -96,6 +99,10 @@ func inspectDir(dir string, full bool) *Status {
 		st.Name, st.Accel, st.AccelReason, st.Vsock = in.Name, in.Accel, in.AccelReason, in.Vsock
 		st.CID, st.SSHPort, st.MemoryMiB, st.CPUs = in.CID, in.SSHPort, in.MemoryMiB, in.CPUs
 		st.Shares, st.Kernel, st.Created = in.Shares, in.KernelVer, in.Created
+		st.Distro, st.Disk = in.Distro, in.Disk
+		if in.Disk != "" {
+			st.DiskUse, _ = DiskUse(in.Disk)
+		}
 	}
 	st.AgentPID = readPID(filepath.Join(dir, FileAgentPID))
 	st.AgentAlive = agentAlive(dir)

@@ -191,6 +191,9 @@ func printStatus(w io.Writer, v statusView) {
 		p("format", "%s", f)
 	}
 	p("guest", "%d CPUs, %d MiB, kernel %s", st.CPUs, st.MemoryMiB, st.Kernel)
+	if st.Disk != "" {
+		p("disk", "%s (%s, %.0f MB on the host; kept by lab down)", st.Disk, st.Distro, float64(st.DiskUse)/1e6)
+	}
 	for _, sh := range st.Shares {
 		ro := ""
 		if sh.ReadOnly {
