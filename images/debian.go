@@ -557,7 +557,11 @@ func runMmdebstrap(ctx context.Context, pr *progress, args []string) error {
 			tail = tail[1:]
 		}
 		if strings.HasPrefix(l, "I: ") && !strings.HasPrefix(l, "I: using ") {
-			pr.line("  %5.0fs %s", time.Since(start).Seconds(), strings.TrimPrefix(l, "I: "))
+			msg := strings.TrimPrefix(l, "I: ")
+			if len(msg) > 100 {
+				msg = msg[:100] + "..."
+			}
+			pr.line("  %5.0fs %s", time.Since(start).Seconds(), msg)
 		}
 	}
 	io.Copy(io.Discard, stderr)
