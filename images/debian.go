@@ -372,7 +372,7 @@ func buildDebian(ctx context.Context, opts Options) (*Image, error) {
 	if err != nil {
 		if img, ok := newestDebian(cache); ok && !opts.Rebuild {
 			pr.line("%v: using the cached Debian image %s built %s", err, img.Dir, img.Manifest.Built.Format(time.RFC3339))
-			return img, nil
+			return withInitrd(ctx, img, cache, pr), nil
 		}
 		return nil, err
 	}
@@ -381,7 +381,7 @@ func buildDebian(ctx context.Context, opts Options) (*Image, error) {
 	if !opts.Rebuild {
 		if img, err := loadDebian(dir); err == nil {
 			pr.line("image %s is up to date", dir)
-			return img, nil
+			return withInitrd(ctx, img, cache, pr), nil
 		}
 	}
 	if _, err := exec.LookPath("mmdebstrap"); err != nil {
@@ -445,7 +445,7 @@ func buildDebian(ctx context.Context, opts Options) (*Image, error) {
 	if err := runMmdebstrap(ctx, pr, args); err != nil {
 		if img, ok := newestDebian(cache); ok && !opts.Rebuild && errors.Is(err, errSourcesUnreachable) {
 			pr.line("%v: using the cached Debian image %s built %s", err, img.Dir, img.Manifest.Built.Format(time.RFC3339))
-			return img, nil
+			return withInitrd(ctx, img, cache, pr), nil
 		}
 		return nil, err
 	}
@@ -516,7 +516,11 @@ func buildDebian(ctx context.Context, opts Options) (*Image, error) {
 		return nil, err
 	}
 	pr.line("built %s (Debian 12, %d packages, disk %.0f MB, kernel %s) in %.0fs", dir, len(pkgs), float64(st.Size())/1e6, kver, m.BuildSeconds)
-	return loadDebian(dir)
+	img, err := loadDebian(dir)
+	if err != nil {
+		return nil, err
+	}
+	return withInitrd(ctx, img, cache, pr), nil
 }
 
 // mke2fsReadsTar reports whether mke2fs -d can read a tarball (e2fsprogs 1.47 with
@@ -618,7 +622,28 @@ func loadDebian(dir string) (*Image, error) {
 			return nil, err
 		}
 	}
+	if p := filepath.Join(dir, "lab-initrd.cpio"); fileExists(p) {
+		img.Initrd = p
+	}
 	return img, nil
+}
+
+func fileExists(p string) bool {
+	_, err := os.Stat(p)
+	return err == nil
+}
+
+// withInitrd makes sure img has lab's initrd (see ensureDebianInitrd), falling back to
+// Debian's own initrd, with a warning, when it cannot be built (offline, no busybox).
+func withInitrd(ctx context.Context, img *Image, cache string, pr *progress) *Image {
+	if err := ensureDebianInitrd(ctx, img.Dir, cache, img.Manifest, pr); err != nil {
+		pr.line("warning: booting Debian's own initrd (slower under TCG): lab's could not be built: %v", err)
+		return img
+	}
+	if again, err := loadDebian(img.Dir); err == nil {
+		return again
+	}
+	return img
 }
 
 // newestDebian is the most recently built Debian image in the cache.
