@@ -53,6 +53,10 @@ const debianDiskSize = "8G"
 // DebianCmdline is the kernel command line of the Debian image.
 const DebianCmdline = "console=ttyS0 root=/dev/vda rw quiet panic=-1 cryptomgr.notests=1 mitigations=off no_timer_check tsc=reliable"
 
+// debianStatusWord is added to the image's command line at boot (not part of the
+// disk's key): failed units on the console.
+const debianStatusWord = "systemd.show_status=error"
+
 // FwCfgInstance is the fw_cfg name under which lab up hands the Debian guest this
 // boot's SSH keys (a tar of InstanceFiles); the image's lab-instance.service
 // unpacks it before sshd starts. fw_cfg files are readable by root only in the guest.
@@ -615,7 +619,10 @@ func loadDebian(dir string) (*Image, error) {
 	}
 	img := &Image{
 		Dir: dir, Distro: DistroDebian, Kernel: filepath.Join(dir, "vmlinux"), KernelVersion: m.KernelVersion,
-		Initrd: filepath.Join(dir, "initrd.img"), Disk: filepath.Join(dir, "disk.qcow2"), Cmdline: m.Cmdline, Manifest: m,
+		Initrd: filepath.Join(dir, "initrd.img"), Disk: filepath.Join(dir, "disk.qcow2"), Manifest: m,
+		// systemd says on the console which unit failed (quiet hides the rest), so a
+		// failed boot's console tail names it.
+		Cmdline: m.Cmdline + " " + debianStatusWord,
 	}
 	for _, p := range []string{img.Kernel, img.Initrd, img.Disk} {
 		if _, err := os.Stat(p); err != nil {
