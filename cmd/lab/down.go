@@ -20,7 +20,9 @@ func newDownCommand() *cobra.Command {
 it, each after a grace period, stops the hostagent and removes the VM's state
 directory. It also cleans up after a QEMU that was killed or crashed, and stops
 the wineserver of the VM's Wine prefix; the prefix itself (C: of the VM, in
-$XDG_DATA_HOME/lab/NAME/wine) is kept for the next lab up.`,
+$XDG_DATA_HOME/lab/NAME/wine) is kept for the next lab up, and so is a Debian
+machine's disk ($XDG_DATA_HOME/lab/NAME/disk.qcow2): lab up --distro debian
+--name NAME boots it again with everything written in it.`,
 		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, args []string) error {
 			if err := downMachine(cmd.Context(), name, cmd.ErrOrStderr()); err != nil {
