@@ -52,7 +52,9 @@ done
 [ -L ` + LabpathPath + ` ] && echo "labpath $(readlink ` + LabpathPath + `)"
 [ -L ` + WslpathPath + ` ] && echo "wslpath $(readlink ` + WslpathPath + `)"
 [ -f ` + WSLConfPath + ` ] && { head -c 65536 ` + WSLConfPath + ` | sed 's/^/wslconf /'; echo; }
-grep -q ' ` + BinfmtDir + ` binfmt_misc ' /proc/mounts && echo "binfmt mounted"
+# register exists once binfmt_misc is mounted; with systemd the dir is an automount that
+# this access mounts (/proc/mounts shows autofs there until then).
+[ -e ` + BinfmtDir + `/register ] && echo "binfmt mounted"
 [ -d /run/systemd/system ] && echo "systemd yes"
 [ -d /run/systemd/system ] && systemctl is-enabled ` + guardUnitName + ` >/dev/null 2>&1 && echo "guard enabled"
 [ -d /etc/apt/apt.conf.d ] && echo "apt yes"
