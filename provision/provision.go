@@ -736,16 +736,20 @@ func (p *planned) apply(ctx context.Context, g Guest) error {
 	}
 	// Renames go before registrations: flag F opens the interpreter when a rule is
 	// registered, so the new file must be in place first.
-	var script []string
-	var regs []string
+	// systemctl lines (the binfmt guard's unit) go after the renames too: the unit file
+	// must be in place before daemon-reload and enable.
+	var script, units, regs []string
 	for _, l := range p.script {
-		if strings.Contains(l, BinfmtDir+"/") && !strings.HasPrefix(l, "mount ") {
+		switch {
+		case strings.Contains(l, BinfmtDir+"/") && !strings.HasPrefix(l, "mount "):
 			regs = append(regs, l)
-		} else {
+		case strings.HasPrefix(l, "systemctl "):
+			units = append(units, l)
+		default:
 			script = append(script, l)
 		}
 	}
-	script = append(script, regs...)
+	script = append(append(script, units...), regs...)
 	if len(script) == 0 {
 		return nil
 	}
