@@ -35,6 +35,8 @@ type Options struct {
 	// Another architecture's packages come from the host's own apt sources through a
 	// private apt state in the cache (foreignApt).
 	Arch string
+	// Distro is DistroInitramfs or DistroDebian; zero: DistroInitramfs.
+	Distro string
 }
 
 // DefaultSSHServer is the SSH server of the default image: OpenSSH, because
@@ -52,6 +54,8 @@ type Image struct {
 	Initrd        string   // base initramfs, a raw (uncompressed) newc cpio
 	Cmdline       string   // the kernel command line the image's init expects
 	Manifest      Manifest // also written as manifest.json in Dir
+	Distro        string   // zero: DistroInitramfs
+	Disk          string   // DistroDebian: the base root disk (qcow2); machines boot on an overlay of it
 }
 
 // Manifest says what an image holds and where it came from.
@@ -59,6 +63,8 @@ type Manifest struct {
 	Recipe        string         `json:"recipe"`
 	Arch          string         `json:"arch,omitempty"` // zero in images built before arm64 guests: amd64
 	Key           string         `json:"key"`
+	Distro        string         `json:"distro,omitempty"`    // zero: the initramfs image
+	DiskSize      int64          `json:"disk_size,omitempty"` // the Debian image's base qcow2, bytes
 	SSHServer     string         `json:"ssh_server"`
 	KernelVersion string         `json:"kernel_version"`
 	KernelOrigin  string         `json:"kernel_origin"`
@@ -99,6 +105,16 @@ func Build(ctx context.Context, opts Options) (*Image, error) {
 }
 
 func build(ctx context.Context, opts Options) (*Image, error) {
+	switch opts.Distro {
+	case "", DistroInitramfs:
+	case DistroDebian:
+		if a, err := NormalizeArch(opts.Arch); err != nil || a != AMD64 {
+			return nil, fmt.Errorf("the Debian image is built for amd64 guests only (asked: %s)", opts.Arch)
+		}
+		return buildDebian(ctx, opts)
+	default:
+		return nil, fmt.Errorf("unknown distro %q (want %s)", opts.Distro, strings.Join(Distros, " or "))
+	}
 	spec, err := archOf(opts.Arch)
 	if err != nil {
 		return nil, err
@@ -421,6 +437,13 @@ func Key(ctx context.Context, opts Options) (string, error) {
 }
 
 func imageKey(ctx context.Context, opts Options) (string, error) {
+	if opts.Distro == DistroDebian {
+		sources, err := debianSources(ctx)
+		if err != nil {
+			return "", err
+		}
+		return debianKey(sources), nil
+	}
 	server := opts.SSHServer
 	if server == "" {
 		server = DefaultSSHServer

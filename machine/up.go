@@ -57,6 +57,14 @@ func Up(ctx context.Context, opts Options) (*Machine, error) {
 	if cfg.Name == SharedWindows {
 		return nil, ErrReservedName
 	}
+	if cfg.Distro == images.DistroDebian && cfg.Disk == "" {
+		// The machine's own disk lives in its data dir: lab down keeps it, lab delete removes it.
+		dir, err := DataDir(cfg.Name)
+		if err != nil {
+			return nil, err
+		}
+		cfg.Disk = filepath.Join(dir, "disk.qcow2")
+	}
 	if !opts.NoScratch && cfg.Scratch == "" && !mountsAt(cfg.Shares, vm.DefaultScratch) {
 		cfg.Scratch = vm.DefaultScratch
 	}

@@ -111,6 +111,7 @@ var planSteps = []planStep{
 	planBinfmtMount,
 	planRules,
 	planBinfmtD,
+	planGuard,
 	planProfileFiles,
 	planSSHD,
 	planShares,

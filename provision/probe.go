@@ -28,6 +28,8 @@ type state struct {
 	wslConf       string            // WSLConfPath's text ("" when missing)
 	binfmtMounted bool
 	systemd       bool
+	guardEnabled  bool   // lab-binfmt.service is enabled (systemd guests)
+	apt           bool   // /etc/apt/apt.conf.d exists
 	profileHook   bool   // ProfilePath reads /etc/profile.d
 	sshdConfig    bool   // SSHDConfigPath exists (OpenSSH)
 	sshdPath      string // its first `SetEnv ...` line, if any
@@ -55,7 +57,7 @@ func probeScript(rules []Rule, stubs map[string]string) string {
 	b.WriteString(`set -f
 echo "arch $(uname -m)"
 set --
-for f in ` + ConfigPath + ` ` + TokenPath + ` ` + BinfmtConfPath + ` ` + StubsManifest + ` ` + WindowsPathFile + ` ` + WSLEnvFile + `; do
+for f in ` + ConfigPath + ` ` + TokenPath + ` ` + BinfmtConfPath + ` ` + StubsManifest + ` ` + WindowsPathFile + ` ` + WSLEnvFile + ` ` + GuardScriptPath + ` ` + GuardUnitPath + ` ` + GuardAptPath + `; do
   [ -f "$f" ] && set -- "$@" "$f"
 done
 I=` + InterpreterPath + `
@@ -75,11 +77,17 @@ if [ -f ` + WSLConfPath + ` ]; then
 fi
 while read -r dev mnt fs rest; do
   case "$fs" in
-  binfmt_misc) [ "$mnt" = ` + BinfmtDir + ` ] && echo "binfmt mounted" ;;
   9p) echo "mount $dev $mnt" ;;
   esac
 done < /proc/mounts
-[ -d /run/systemd/system ] && echo "systemd yes"
+# register exists once binfmt_misc is mounted; with systemd the dir is an automount that
+# this access mounts (/proc/mounts shows autofs there until then).
+[ -e ` + BinfmtDir + `/register ] && echo "binfmt mounted"
+if [ -d /run/systemd/system ]; then
+  echo "systemd yes"
+  systemctl is-enabled ` + guardUnitName + ` >/dev/null 2>&1 && echo "guard enabled"
+fi
+[ -d /etc/apt/apt.conf.d ] && echo "apt yes"
 if [ -f ` + ProfilePath + ` ]; then
   while IFS= read -r l || [ -n "$l" ]; do case "$l" in *profile.d*) echo "profilehook yes"; break ;; esac; done < ` + ProfilePath + `
 fi
@@ -202,6 +210,10 @@ func parseProbe(out string, magic []byte) (*state, error) {
 			st.binfmtMounted = true
 		case f[0] == "systemd":
 			st.systemd = true
+		case f[0] == "guard":
+			st.guardEnabled = true
+		case f[0] == "apt":
+			st.apt = true
 		case f[0] == "profilehook":
 			st.profileHook = true
 		case f[0] == "sshd":

@@ -248,9 +248,18 @@ func TestPlanChanges(t *testing.T) {
 		{"binfmt_misc not mounted", func(p string, w *desired) string {
 			return strings.Replace(p, "binfmt mounted\n", "", 1)
 		}, []string{"binfmt_misc"}},
-		{"systemd persists the rules", func(p string, w *desired) string {
-			return p + "systemd yes\n"
-		}, []string{"binfmt.d"}},
+		{"systemd persists the rules and installs the guard", func(p string, w *desired) string {
+			return p + "systemd yes\napt yes\n"
+		}, []string{"binfmt.d", "binfmt guard"}},
+		{"systemd guard in place: nothing to do", func(p string, w *desired) string {
+			return p + "systemd yes\napt yes\nguard enabled\n" + systemdFiles(*w, true)
+		}, nil},
+		{"systemd guard disabled by hand is enabled again", func(p string, w *desired) string {
+			return p + "systemd yes\napt yes\n" + systemdFiles(*w, true)
+		}, []string{"binfmt guard"}},
+		{"systemd guard without apt: no apt hook needed", func(p string, w *desired) string {
+			return p + "systemd yes\nguard enabled\n" + systemdFiles(*w, false)
+		}, nil},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
@@ -266,6 +275,45 @@ func TestPlanChanges(t *testing.T) {
 				t.Errorf("changed steps %v, want %v", got, tt.steps)
 			}
 		})
+	}
+}
+
+// systemdFiles is the probe's "file" lines of a systemd guest provisioned for want
+// (binfmt.d and the guard; the apt hook with apt).
+func systemdFiles(want desired, apt bool) string {
+	var conf strings.Builder
+	conf.WriteString("# lab interop formats (written by lab provision)\n")
+	for _, r := range want.rules {
+		conf.WriteString(r.String() + "\n")
+	}
+	out := "file " + BinfmtConfPath + " " + sum([]byte(conf.String())) + "\n" +
+		"file " + GuardScriptPath + " " + sum([]byte(guardScript)) + "\n" +
+		"file " + GuardUnitPath + " " + sum([]byte(guardUnit)) + "\n"
+	if apt {
+		out += "file " + GuardAptPath + " " + sum([]byte(guardApt)) + "\n"
+	}
+	return out
+}
+
+// TestGuardPlan checks what the guard step uploads and runs on a fresh systemd guest.
+func TestGuardPlan(t *testing.T) {
+	want := testDesired()
+	st, err := parseProbe(probeOf(want, true)+"systemd yes\napt yes\n", testMagic)
+	if err != nil {
+		t.Fatal(err)
+	}
+	p := plan(st, want)
+	var targets []string
+	for _, u := range p.uploads {
+		targets = append(targets, u.target)
+	}
+	for _, f := range []string{BinfmtConfPath, GuardScriptPath, GuardUnitPath, GuardAptPath} {
+		if !strings.Contains(strings.Join(targets, " "), f) {
+			t.Errorf("uploads %v, want %s among them", targets, f)
+		}
+	}
+	if !strings.Contains(strings.Join(p.script(), "\n"), "systemctl enable lab-binfmt.service") {
+		t.Errorf("script does not enable the guard:\n%s", strings.Join(p.script(), "\n"))
 	}
 }
 

@@ -97,6 +97,7 @@ type Condition struct{ Name, Summary string }
 // Conditions are the conditions lab adds for [COND] prefixes.
 var Conditions = []Condition{
 	{"wine", "the host runs Windows programs (Wine installed) and the VM has the Windows personality (its Wine prefix's drive_c at /mnt/c); $PEFIX and $DRIVEC are set"},
+	{"systemd", "the guest runs systemd (lab up --distro debian): systemd-binfmt, /etc/binfmt.d, apt"},
 }
 
 // builtinCmds are testscript's own commands (go-internal v1.16 testscript/cmd.go).

@@ -29,6 +29,13 @@ want qemu-aarch64-static qemu-user-static
 want Xvfb xvfb
 want xclip xclip
 [ -e /usr/share/qemu/qboot.rom ] || need_pkgs+=(qemu-system-data)
+# The Debian guest image (lab image build --distro debian, scenarios/debiansuite):
+# mmdebstrap builds the root file system, mkfs.ext4 -d writes it to a disk (from a
+# tarball through libarchive when not root), qemu-img makes the qcow2.
+want mmdebstrap mmdebstrap
+want mkfs.ext4 e2fsprogs
+want qemu-img qemu-utils
+[ "$(id -u)" = 0 ] || ls /usr/lib/x86_64-linux-gnu/libarchive.so.13 >/dev/null 2>&1 || need_pkgs+=(libarchive13)
 
 if [ ${#need_pkgs[@]} -gt 0 ]; then
 	echo "deps: installing ${need_pkgs[*]}" >&2

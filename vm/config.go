@@ -42,6 +42,14 @@ type Config struct {
 	Kernel, Modules string
 	// Image, when set, is used as is and no image is built (tests, callers that built one).
 	Image *images.Image
+	// Distro picks the image Up builds: images.DistroInitramfs or images.DistroDebian;
+	// zero: the initramfs.
+	Distro string
+	// Disk is the machine's own writable disk (a qcow2 overlay over a disk image's base,
+	// made by Up if missing, kept by Down), with machine.json beside it; required for a
+	// disk image (Debian), unused by the initramfs. lab up puts it in the machine's
+	// data dir ($XDG_DATA_HOME/lab/NAME/disk.qcow2).
+	Disk string
 	// Arch is the guest architecture, "amd64" or "arm64" (images.AMD64, images.ARM64);
 	// zero: images.DefaultArch(), the host's. Another architecture than the host's
 	// runs under TCG. With Image set, the image's own architecture is used.

@@ -94,6 +94,8 @@ type Instance struct {
 	KernelVer   string    `json:"kernel_version,omitempty"`
 	Argv        []string  `json:"argv"` // the full QEMU command line
 	BootTimeout Duration  `json:"boot_timeout"`
+	Distro      string    `json:"distro,omitempty"` // zero: the initramfs image
+	Disk        string    `json:"disk,omitempty"`   // a disk image's machine disk (kept by Down)
 }
 
 // Duration is a time.Duration that reads and writes as "1m30s" in JSON.

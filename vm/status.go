@@ -36,6 +36,9 @@ type Status struct {
 	Kernel      string    `json:"kernel_version,omitempty"`
 	Arch        string    `json:"arch,omitempty"`  // guest architecture (amd64, arm64)
 	Image       string    `json:"image,omitempty"` // the image's cache dir
+	Distro      string    `json:"distro,omitempty"`   // zero: the initramfs image
+	Disk        string    `json:"disk,omitempty"`     // the machine's own disk (Debian)
+	DiskUse     int64     `json:"disk_use,omitempty"` // bytes it takes on the host
 	Created     time.Time `json:"created"`
 	AgentPID    int       `json:"agent_pid,omitempty"`
 	AgentAlive  bool      `json:"agent_alive"`
@@ -119,6 +122,10 @@ func inspectDir(ctx context.Context, dir string) *Status {
 		st.Arch, st.Image = in.Arch, in.Image
 		if st.Arch == "" {
 			st.Arch = "amd64" // started before arm64 guests
+		}
+		st.Distro, st.Disk = in.Distro, in.Disk
+		if in.Disk != "" {
+			st.DiskUse, _ = DiskUse(in.Disk)
 		}
 	}
 	st.AgentPID = readPID(filepath.Join(dir, FileAgentPID))

@@ -106,7 +106,7 @@ func Up(ctx context.Context, cfg Config) (*Instance, error) {
 
 	img := cfg.Image
 	if img == nil {
-		img, err = images.Build(ctx, images.Options{CacheDir: cfg.CacheDir, Kernel: cfg.Kernel, Modules: cfg.Modules, Arch: cfg.Arch, Progress: cfg.Progress})
+		img, err = images.Build(ctx, images.Options{CacheDir: cfg.CacheDir, Kernel: cfg.Kernel, Modules: cfg.Modules, Arch: cfg.Arch, Progress: cfg.Progress, Distro: cfg.Distro})
 		if err != nil {
 			return nil, fmt.Errorf("vm: guest image: %w", err)
 		}
@@ -115,7 +115,22 @@ func Up(ctx context.Context, cfg Config) (*Instance, error) {
 	if err != nil {
 		return nil, fmt.Errorf("vm: keys: %w", err)
 	}
-	if err := writeInitrd(filepath.Join(cfg.StateDir, FileInitrd), img.Initrd, ks.client.PublicKey(), hostPriv); err != nil {
+	var disk string
+	if img.Disk != "" {
+		// A disk image: the machine's own overlay; the keys go through fw_cfg.
+		if cfg.Disk == "" {
+			return nil, fmt.Errorf("vm: the %s image boots on a disk of the machine's own: Config.Disk is empty", img.Distro)
+		}
+		if disk, err = filepath.Abs(cfg.Disk); err != nil {
+			return nil, fmt.Errorf("vm: disk: %w", err)
+		}
+		if _, err := ensureDisk(cfg.Name, disk, img, cfg.Progress); err != nil {
+			return nil, err
+		}
+		if err := writeInstanceTar(filepath.Join(cfg.StateDir, FileInstanceTar), ks.client.PublicKey(), hostPriv); err != nil {
+			return nil, err
+		}
+	} else if err := writeInitrd(filepath.Join(cfg.StateDir, FileInitrd), img.Initrd, ks.client.PublicKey(), hostPriv); err != nil {
 		return nil, err
 	}
 	if err := writeSSHConfig(cfg.StateDir, port, ks.host.PublicKey()); err != nil {
@@ -140,6 +155,7 @@ func Up(ctx context.Context, cfg Config) (*Instance, error) {
 		MemoryMiB: cfg.MemoryMiB, CPUs: cfg.CPUs, Shares: cfg.Shares,
 		Arch: img.Arch(), Image: img.Dir,
 		Kernel: img.Kernel, KernelVer: img.KernelVersion, BootTimeout: Duration(cfg.BootTimeout),
+		Distro: img.Distro, Disk: disk,
 	}
 	in.Argv, err = qemuArgv(qemuBin, in, img)
 	if err != nil {
@@ -239,9 +255,13 @@ func chooseVsock(want string) (string, error) {
 func qemuArgv(bin string, in *Instance, img *images.Image) ([]string, error) {
 	dir := in.StateDir
 	cmdline := strings.Fields(img.Cmdline)
+	initrd := filepath.Join(dir, FileInitrd)
+	if in.Disk != "" {
+		initrd = img.Initrd // the image's own; this boot's keys go through fw_cfg
+	}
 	fns := []qemu.Fn{
 		qemu.WithBinary(bin), qemu.WithArch(in.Arch), qemu.WithAccel(in.Accel), qemu.WithSMP(in.CPUs), qemu.WithMemory(in.MemoryMiB),
-		qemu.WithKernel(img.Kernel), qemu.WithInitrd(filepath.Join(dir, FileInitrd)),
+		qemu.WithKernel(img.Kernel), qemu.WithInitrd(initrd),
 		qemu.WithSerialFile(filepath.Join(dir, FileConsoleLog)),
 		qemu.WithQMPListener(qmpFD), // the hostagent creates qmp.sock (listenQMP)
 		qemu.WithUserNet(qemu.Forward{HostPort: in.SSHPort, GuestPort: 22}),
@@ -252,6 +272,9 @@ func qemuArgv(bin string, in *Instance, img *images.Image) ([]string, error) {
 		if _, err := os.Stat(qemu.QbootROM); err == nil {
 			fns = append(fns, qemu.WithBIOS(qemu.QbootROM))
 		}
+	}
+	if in.Disk != "" {
+		fns = append(fns, qemu.WithDisk(in.Disk), qemu.WithFwCfgFile(images.FwCfgInstance, filepath.Join(dir, FileInstanceTar)))
 	}
 	switch in.Vsock {
 	case "kernel":

@@ -20,7 +20,9 @@ directory. It also cleans up after a QEMU that was killed or crashed. The Window
 side's wineserver stops once no running machine uses it (the shared prefix's
 stays for the others). What the machine keeps, as wsl --terminate keeps a
 distribution, waits for the next lab up: C: (the shared $XDG_DATA_HOME/lab/windows,
-or its own $XDG_DATA_HOME/lab/NAME/wine) and its data dir. lab list shows kept
+or its own $XDG_DATA_HOME/lab/NAME/wine) and its data dir, with a Debian machine's disk
+($XDG_DATA_HOME/lab/NAME/disk.qcow2: lab up --distro debian --name NAME boots it
+again with everything written in it). lab list shows kept
 machines; lab delete NAME removes one (as wsl --unregister).`,
 		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, args []string) error {

@@ -138,6 +138,9 @@ func printStatus(w io.Writer, v *machine.Status) {
 	if st.Image != "" {
 		p("image", "%s", st.Image)
 	}
+	if st.Disk != "" {
+		p("disk", "%s (%s, %.0f MB on the host; kept by lab down)", st.Disk, st.Distro, float64(st.DiskUse)/1e6)
+	}
 	for _, sh := range st.Shares {
 		ro := ""
 		if sh.ReadOnly {

@@ -95,13 +95,19 @@ func Env(ctx context.Context, g Guest, stateDir string, opts Options) (scenarios
 		return scenarios.Env{}, err
 	}
 	ctl := &machine.Control{Guest: g, StateDir: stateDir, Opts: machine.ProvisionOptions{Interpreter: opts.Interpreter}}
+	// [systemd]: the scenarios of systemd guests (the Debian image).
+	code, err := g.Run(ctx, "[ -d /run/systemd/system ]", nil, io.Discard, io.Discard)
+	if err != nil {
+		return scenarios.Env{}, fmt.Errorf("suite: %w", err)
+	}
+	systemd := code == 0
 	return scenarios.Env{
 		Guest:      g,
 		Control:    ctl,
 		ShareHost:  hostShare,
 		ShareGuest: share.GuestPath,
 		Fixtures:   fx.Dir,
-		Conds:      map[string]bool{"wine": wine},
+		Conds:      map[string]bool{"wine": wine, "systemd": systemd},
 		// $DRIVEC: the host's view of the guest's /mnt/c; $PEFIX: the built PE fixtures.
 		Vars:     map[string]string{"DRIVEC": driveC, "PEFIX": peDir},
 		RelayLog: ctl.RelayLogSince,

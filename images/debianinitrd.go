@@ -1,0 +1,176 @@
+package images
+
+import (
+	"archive/tar"
+	"context"
+	"crypto/sha256"
+	"encoding/hex"
+	"fmt"
+	"io"
+	"io/fs"
+	"lab/internal/progress"
+	"os"
+	"path/filepath"
+	"strings"
+)
+
+// The Debian image boots with an initrd lab builds itself rather than initramfs-tools':
+// busybox, the modules the root disk needs and a short /init. Debian's initrd runs udev
+// and settles every device before it mounts the root, which under TCG costs from 10 s
+// to over a minute on a loaded host; the root disk needs three modules. The initrd is
+// made from the image's own kernel package (kept in CACHE/debian-debs) and the host's
+// busybox-static, so it is rebuilt without running mmdebstrap again when only its
+// recipe changes (its own key, lab-initrd.key in the image dir). Debian's initrd.img
+// stays in the image as the fallback.
+
+const debianInitrdRecipe = "debian-initrd-1"
+
+// debianInitrdModules are what mounting an ext4 root on virtio-blk needs (their
+// dependencies follow from .modinfo; crc32c is a soft dependency that ext4 and jbd2
+// request through the crypto API, so it is named).
+var debianInitrdModules = []string{"virtio_pci", "virtio_blk", "crc32c_generic", "ext4"}
+
+const debianInit = `#!/bin/busybox sh
+# lab: the Debian guest's initrd. Load what the root disk needs, mount it, hand over to
+# systemd. A failure ends init: the kernel panics and QEMU exits (panic=-1, -no-reboot),
+# so lab up fails at once with these lines on the console.
+export PATH=/bin
+busybox mount -t devtmpfs devtmpfs /dev
+busybox mount -t proc proc /proc
+busybox mount -t sysfs sysfs /sys
+while read -r m; do
+	busybox insmod "$m" || echo "lab-initrd: insmod $m failed"
+done < /etc/modules
+i=0
+while [ ! -b /dev/vda ]; do
+	i=$((i + 1))
+	if [ $i -gt 1200 ]; then
+		echo "lab-initrd: no /dev/vda after 60 s"
+		exit 1
+	fi
+	busybox usleep 50000
+done
+busybox mount -t ext4 -o rw /dev/vda /root || { echo "lab-initrd: cannot mount /dev/vda"; exit 1; }
+busybox umount /proc /sys
+busybox mount --move /dev /root/dev
+exec busybox switch_root /root /sbin/init
+`
+
+// ensureDebianInitrd builds imgDir/lab-initrd.cpio unless it is up to date.
+func ensureDebianInitrd(ctx context.Context, imgDir, cache string, m Manifest, pr *progress.Progress) error {
+	var kp Package
+	for _, p := range m.Packages {
+		if p.Name == "linux-image-"+m.KernelVersion {
+			kp = p
+		}
+	}
+	if kp.Name == "" {
+		return fmt.Errorf("the image's manifest lists no linux-image-%s package", m.KernelVersion)
+	}
+	h := sha256.New()
+	fmt.Fprintf(h, "%s\n%s\n%s\n%s %s\n", debianInitrdRecipe, debianInit, strings.Join(debianInitrdModules, " "), kp.Name, kp.Version)
+	key := hex.EncodeToString(h.Sum(nil))[:20]
+	out := filepath.Join(imgDir, "lab-initrd.cpio")
+	if b, err := os.ReadFile(filepath.Join(imgDir, "lab-initrd.key")); err == nil && string(b) == key {
+		if _, err := os.Stat(out); err == nil {
+			return nil
+		}
+	}
+	pr.Line("building the Debian image's initrd (busybox, %s)", strings.Join(debianInitrdModules, ", "))
+	a := &apt{progress: pr}
+	debs := filepath.Join(cache, "debian-debs")
+	if _, err := os.Stat(filepath.Join(debs, kp.debFile())); err != nil {
+		if err := a.download(ctx, debs, []Package{kp}); err != nil {
+			return err
+		}
+	}
+	ks, err := unpackKernelDeb(ctx, filepath.Join(debs, kp.debFile()), kernelPkgDir(cache, kp), func(int64) {}, nil)
+	if err != nil {
+		return fmt.Errorf("unpacking %s: %w", kp.Name, err)
+	}
+	ms, err := openModules(ks.ModulesDir)
+	if err != nil {
+		return err
+	}
+	mods, err := ms.closure(debianInitrdModules)
+	if err != nil {
+		return err
+	}
+	busybox, err := staticBusybox(ctx, a, cache)
+	if err != nil {
+		return err
+	}
+	files := []File{
+		dir("/dev", 0o755), dir("/proc", 0o555), dir("/sys", 0o555), dir("/root", 0o700), dir("/bin", 0o755), dir("/etc", 0o755),
+		{Path: "/dev/console", Mode: fs.ModeDevice | fs.ModeCharDevice | 0o600, Major: 5, Minor: 1},
+		{Path: "/bin/busybox", Mode: 0o755, Data: busybox},
+		symlink("/bin/sh", "busybox"),
+		script("/init", debianInit),
+	}
+	var list strings.Builder
+	for _, md := range mods {
+		p := "/lib/modules/" + ks.Version + "/" + md.Path
+		files = append(files, File{Path: p, Mode: 0o644, Data: md.Data})
+		list.WriteString(p + "\n")
+	}
+	files = append(files, text("/etc/modules", 0o644, list.String()))
+	sortFiles(files)
+	tmp := out + ".tmp"
+	f, err := os.Create(tmp)
+	if err != nil {
+		return err
+	}
+	err = WriteCPIO(f, files)
+	if cerr := f.Close(); err == nil {
+		err = cerr
+	}
+	if err == nil {
+		err = os.Rename(tmp, out)
+	}
+	if err != nil {
+		os.Remove(tmp)
+		return err
+	}
+	return os.WriteFile(filepath.Join(imgDir, "lab-initrd.key"), []byte(key), 0o644)
+}
+
+// staticBusybox returns /bin/busybox of the host's busybox-static package (downloaded
+// into CACHE/debs, as for the initramfs image).
+func staticBusybox(ctx context.Context, a *apt, cache string) ([]byte, error) {
+	if err := a.available(); err != nil {
+		return nil, err
+	}
+	res, err := a.resolve(ctx, cache, []string{"busybox-static"}, false)
+	if err != nil {
+		return nil, err
+	}
+	var bb []Package
+	for _, p := range res.Packages {
+		if p.Name == "busybox-static" {
+			bb = append(bb, p)
+		}
+	}
+	if len(bb) != 1 {
+		return nil, fmt.Errorf("apt resolved no busybox-static package")
+	}
+	debs := filepath.Join(cache, "debs")
+	if err := a.download(ctx, debs, bb); err != nil {
+		return nil, err
+	}
+	var data []byte
+	err = walkDeb(ctx, filepath.Join(debs, bb[0].debFile()), func(int64) {}, func(h *tar.Header, r io.Reader) error {
+		if h.Typeflag == tar.TypeReg && filepath.Clean(strings.TrimPrefix(h.Name, "./")) == "bin/busybox" {
+			var err error
+			data, err = io.ReadAll(r)
+			return err
+		}
+		return nil
+	})
+	if err != nil {
+		return nil, err
+	}
+	if data == nil {
+		return nil, fmt.Errorf("%s has no /bin/busybox", bb[0].debFile())
+	}
+	return data, nil
+}

@@ -1,0 +1,296 @@
+// Package debiansuite runs the whole scenario suite against the Debian/systemd guest
+// (lab up --distro debian), booted once for the package, plus what only a distribution
+// guest has: systemd's state, bash, apt, a disk that survives lab down + lab up with
+// the binfmt rules and shares back at boot.
+package debiansuite
+
+import (
+	"bytes"
+	"context"
+	"errors"
+	"flag"
+	"fmt"
+	"os"
+	"os/exec"
+	"os/signal"
+	"path/filepath"
+	"strings"
+	"syscall"
+	"testing"
+	"time"
+
+	"lab/images"
+	"lab/machine"
+	"lab/scenarios"
+	"lab/scenarios/suite"
+	"lab/vm"
+	"lab/wineprefix"
+)
+
+// hostagentEnv makes the test binary act as the VM's hostagent (as scenarios/suite does).
+const hostagentEnv = "LAB_DEBIAN_TEST_HOSTAGENT"
+
+func TestMain(m *testing.M) {
+	if os.Getenv(hostagentEnv) == "1" {
+		os.Exit(runHostagent(os.Args[1:]))
+	}
+	os.Exit(m.Run())
+}
+
+func runHostagent(args []string) int {
+	fs := flag.NewFlagSet("hostagent", flag.ContinueOnError)
+	dir := fs.String("state-dir", "", "")
+	if err := fs.Parse(args); err != nil || *dir == "" {
+		fmt.Fprintln(os.Stderr, "hostagent: --state-dir is required")
+		return 2
+	}
+	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
+	defer stop()
+	h := &vm.Hostagent{StateDir: *dir, Tasks: []vm.Task{machine.RelayTask(), machine.WineTask()}}
+	if err := h.Run(ctx); err != nil {
+		fmt.Fprintln(os.Stderr, "hostagent:", err)
+		return 1
+	}
+	return 0
+}
+
+func moduleRoot(t *testing.T) string {
+	out, err := exec.Command("go", "env", "GOMOD").Output()
+	if err != nil || strings.TrimSpace(string(out)) == "" {
+		t.Fatalf("go env GOMOD: %v", err)
+	}
+	return filepath.Dir(strings.TrimSpace(string(out)))
+}
+
+// TestIntegrationDebian builds (or reuses) the Debian image, boots one machine on its
+// own disk, checks it, runs every scenario against it, then stops it, boots it again on
+// the same disk and checks what must have survived.
+func TestIntegrationDebian(t *testing.T) {
+	require := os.Getenv("LAB_REQUIRE_VM") != ""
+	if _, err := exec.LookPath("qemu-system-x86_64"); err != nil {
+		if require {
+			t.Fatalf("qemu-system-x86_64 is missing and LAB_REQUIRE_VM is set: run make deps")
+		}
+		t.Skip("qemu-system-x86_64 is missing (run make deps)")
+	}
+	if testing.Short() {
+		t.Skip("-short: boots the Debian guest")
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 25*time.Minute)
+	defer cancel()
+
+	// The image: cached in the shared image cache; a first build needs the host's
+	// package sources.
+	var buildLog bytes.Buffer
+	start := time.Now()
+	img, err := images.Build(ctx, images.Options{Distro: images.DistroDebian, Progress: &buildLog})
+	if err != nil {
+		if !require {
+			t.Skipf("no Debian image: %v", err)
+		}
+		t.Fatalf("the Debian image: %v\n%s", err, buildLog.String())
+	}
+	t.Logf("Debian image %s (%.0f MB, %d packages; this run %.1fs, its build %.0fs)", img.Dir,
+		float64(img.Manifest.DiskSize)/1e6, len(img.Manifest.Packages), time.Since(start).Seconds(), img.Manifest.BuildSeconds)
+
+	tmp := t.TempDir()
+	interp := filepath.Join(tmp, "lab-interop")
+	build := exec.CommandContext(ctx, "go", "build", "-trimpath", "-o", interp, "./cmd/lab-interop")
+	build.Dir = moduleRoot(t)
+	build.Env = append(os.Environ(), "CGO_ENABLED=0")
+	if out, err := build.CombinedOutput(); err != nil {
+		t.Fatalf("build lab-interop: %v\n%s", err, out)
+	}
+	var shares []vm.Share
+	prefix := filepath.Join(tmp, "wine")
+	wine := false
+	if _, sh, err := machine.EnsureWindows(ctx, prefix, nil); err == nil {
+		shares, wine = append(shares, sh), true
+		t.Cleanup(func() {
+			if err := machine.ShutdownWindows(context.Background(), prefix); err != nil {
+				t.Errorf("wine shutdown: %v", err)
+			}
+		})
+	} else if !errors.Is(err, wineprefix.ErrNoWine) {
+		t.Fatalf("wine prefix: %v", err)
+	}
+	disk := filepath.Join(tmp, "data", "disk.qcow2")
+	stateDir := filepath.Join(tmp, "vm")
+	cfg := vm.Config{
+		Name: "debian", StateDir: stateDir, Accel: "auto", Vsock: "auto", Shares: shares,
+		Scratch: vm.DefaultScratch, Hostagent: []string{os.Args[0]}, Image: img, Disk: disk,
+	}
+	up := func() (*vm.Client, time.Duration) {
+		t.Helper()
+		var progress bytes.Buffer
+		cfg.Progress = &progress
+		t.Setenv(hostagentEnv, "1")
+		start := time.Now()
+		_, err := vm.Up(ctx, cfg)
+		took := time.Since(start)
+		os.Unsetenv(hostagentEnv)
+		if err != nil {
+			t.Fatalf("vm.Up: %v\n%s", err, progress.String())
+		}
+		c, err := vm.Connect(ctx, stateDir)
+		if err != nil {
+			t.Fatal(err)
+		}
+		return c, took
+	}
+	down := func() {
+		dctx, dcancel := context.WithTimeout(context.Background(), 2*time.Minute)
+		defer dcancel()
+		if err := vm.Down(dctx, stateDir); err != nil && !errors.Is(err, vm.ErrNotFound) {
+			t.Errorf("vm.Down: %v", err)
+		}
+	}
+	t.Cleanup(down)
+
+	c, bootSSH := up()
+	provStart := time.Now()
+	var setup bytes.Buffer
+	res, err := machine.Provision(ctx, c, stateDir, machine.ProvisionOptions{Interpreter: interp, Progress: &setup})
+	if err != nil {
+		t.Fatalf("provision: %v\n%s", err, setup.String())
+	}
+	provTook := time.Since(provStart)
+	if res, err = machine.Provision(ctx, c, stateDir, machine.ProvisionOptions{Interpreter: interp}); err != nil {
+		t.Fatalf("second provision: %v", err)
+	} else if res.Changed() {
+		t.Errorf("second provisioning changed %s; want nothing", res.Summary())
+	}
+	t.Logf("first boot: boot to SSH %.1fs, provisioning %.1fs", bootSSH.Seconds(), provTook.Seconds())
+	if u, err := vm.DiskUse(disk); err == nil {
+		t.Logf("disk of a fresh machine (overlay after first boot and provisioning): %.1f MB on the host", float64(u)/1e6)
+	}
+
+	guest := func(cmd string) (string, error) {
+		out, err := c.Output(ctx, cmd)
+		return strings.TrimSpace(string(out)), err
+	}
+	t.Run("systemd", func(t *testing.T) {
+		// Wait for the boot to finish: is-system-running says "starting" until then.
+		out, _ := guest("timeout 120 systemctl is-system-running --wait")
+		switch out {
+		case "running":
+		case "degraded":
+			failed, _ := guest("systemctl --failed --no-legend --plain")
+			t.Logf("systemd is degraded; failed units:\n%s", failed)
+		default:
+			jobs, _ := guest("systemctl list-jobs --no-legend; systemctl --failed --no-legend")
+			t.Errorf("systemctl is-system-running = %q, want running or degraded\n%s", out, jobs)
+		}
+	})
+	t.Run("bash", func(t *testing.T) {
+		out, err := guest(`bash -c 'echo "$BASH_VERSION"; [[ -n $BASH ]] && echo bash-ok'`)
+		if err != nil || !strings.HasSuffix(out, "bash-ok") {
+			t.Errorf("bash: %q, %v", out, err)
+		}
+		if out, err := guest("getent passwd lab; sudo -u lab sudo -n true && echo sudo-ok"); err != nil || !strings.Contains(out, "/home/lab:/bin/bash") || !strings.HasSuffix(out, "sudo-ok") {
+			t.Errorf("user lab with sudo: %q, %v", out, err)
+		}
+	})
+	t.Run("apt", func(t *testing.T) {
+		if out, err := guest("apt-get --version | head -n 1"); err != nil || !strings.HasPrefix(out, "apt ") {
+			t.Fatalf("apt-get --version: %q, %v", out, err)
+		}
+		out, err := guest("apt-get -q -o Acquire::Retries=0 update 2>&1")
+		if err != nil {
+			t.Logf("OFFLINE: the guest cannot reach the host's package sources, so apt-get update/install are not checked (%v):\n%s", err, lastLines(out, 5))
+			return
+		}
+		if out, err := guest("apt-get install -s -y hello 2>&1 | tail -n 2"); err != nil || !strings.Contains(out, "hello") {
+			t.Errorf("apt-get install -s hello: %q, %v", out, err)
+		}
+	})
+	t.Run("cmd.exe", func(t *testing.T) {
+		if !wine {
+			t.Skip("no Wine on the host: no /mnt/c")
+		}
+		out, err := guest("/mnt/c/Windows/System32/cmd.exe /c ver")
+		if err != nil || !strings.Contains(out, "Microsoft Windows") {
+			t.Errorf("cmd.exe /c ver: %q, %v", out, err)
+		}
+	})
+
+	// The whole scenario suite, as scenarios/suite runs it on the initramfs.
+	env, err := suite.Env(ctx, c, stateDir, suite.Options{Interpreter: interp, Progress: &setup})
+	if err != nil {
+		t.Fatalf("suite setup: %v\n%s", err, setup.String())
+	}
+	var patterns []string
+	if p := os.Getenv("LAB_SCENARIOS"); p != "" {
+		patterns = strings.Split(p, ",")
+	}
+	var prog bytes.Buffer
+	rep, err := scenarios.Run(ctx, env, scenarios.Options{Progress: &prog, Patterns: patterns})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Logf("scenario progress:\n%s", prog.String())
+	for _, r := range rep.Results {
+		t.Run("scenario/"+r.Name, func(t *testing.T) {
+			switch r.Status {
+			case scenarios.Skip:
+				t.Skip(strings.TrimSpace(r.Log))
+			case scenarios.Fail:
+				t.Errorf("%s: %s\n%s\nrelay log:\n%s\nguest log:\n%s", r.Name, r.Summary, r.Log,
+					strings.Join(r.RelayLog, "\n"), strings.Join(r.GuestLog, "\n"))
+			}
+		})
+	}
+
+	// lab down + lab up: the disk is kept; systemd restores the rules and the shares at
+	// boot, before any provisioning.
+	t.Run("persistence", func(t *testing.T) {
+		if _, err := guest("echo kept-across-down-up > /root/lab-persist && sync"); err != nil {
+			t.Fatal(err)
+		}
+		c.Close()
+		down()
+		c, bootSSH = up()
+		out, err := guest("cat /root/lab-persist")
+		if err != nil || out != "kept-across-down-up" {
+			t.Errorf("after down + up: /root/lab-persist = %q, %v", out, err)
+		}
+		if out, err := guest("head -n 1 /proc/sys/fs/binfmt_misc/WSLInterop; systemctl is-active lab-binfmt.service"); err != nil || out != "enabled\nactive" {
+			t.Errorf("rules at boot (systemd-binfmt + lab-binfmt): %q, %v", out, err)
+		}
+		if wine {
+			if out, err := guest("mountpoint /mnt/c"); err != nil {
+				t.Errorf("/mnt/c at boot: %q, %v", out, err)
+			}
+		}
+		if out, err := guest("lsmod | grep -c vsock"); err != nil || out == "0" {
+			t.Errorf("vsock modules at boot: %q, %v", out, err)
+		}
+		// Boot to first interop exec on a machine that was provisioned before: provisioning
+		// (as lab up runs it) then the first launch of a host program.
+		pstart := time.Now()
+		if _, err := machine.Expose(ctx, c, stateDir, []string{"/bin/true"}, "host-true", machine.ProvisionOptions{Interpreter: interp}); err != nil {
+			t.Fatalf("expose: %v", err)
+		}
+		var first time.Duration
+		for deadline := time.Now().Add(30 * time.Second); ; {
+			if _, err := c.Output(ctx, "host-true"); err == nil {
+				first = time.Since(pstart)
+				break
+			} else if time.Now().After(deadline) {
+				t.Fatalf("host-true never ran: %v", err)
+			}
+			time.Sleep(100 * time.Millisecond)
+		}
+		t.Logf("second boot: boot to SSH %.1fs, to first interop exec %.1fs (provision + expose + launch %.1fs)",
+			bootSSH.Seconds(), (bootSSH + first).Seconds(), first.Seconds())
+		c.Close()
+	})
+}
+
+func lastLines(s string, n int) string {
+	l := strings.Split(strings.TrimSpace(s), "\n")
+	if len(l) > n {
+		l = l[len(l)-n:]
+	}
+	return strings.Join(l, "\n")
+}
