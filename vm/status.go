@@ -34,8 +34,8 @@ type Status struct {
 	CPUs        int       `json:"cpus"`
 	Shares      []Share   `json:"shares,omitempty"`
 	Kernel      string    `json:"kernel_version,omitempty"`
-	Arch        string    `json:"arch,omitempty"`  // guest architecture (amd64, arm64)
-	Image       string    `json:"image,omitempty"` // the image's cache dir
+	Arch        string    `json:"arch,omitempty"`     // guest architecture (amd64, arm64)
+	Image       string    `json:"image,omitempty"`    // the image's cache dir
 	Distro      string    `json:"distro,omitempty"`   // zero: the initramfs image
 	Disk        string    `json:"disk,omitempty"`     // the machine's own disk (Debian)
 	DiskUse     int64     `json:"disk_use,omitempty"` // bytes it takes on the host
