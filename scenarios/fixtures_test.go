@@ -83,7 +83,7 @@ func TestBuildBenchProbeOutsideModule(t *testing.T) {
 // TestBenchProbeModule keeps the probe's embedded module files in step with lab's own:
 // the same versions of the modules it requires, and hashes lab's go.sum also holds. To
 // regenerate after a bump: copy internal/labbench/main.go into an empty module that
-// requires lab's x/crypto and x/sys versions, run go mod tidy, and copy its go.mod and
+// requires lab's versions of what it imports (x/crypto, x/sys, mdlayher/vsock), run go mod tidy, and copy its go.mod and
 // go.sum over go.mod.txt and go.sum.txt.
 func TestBenchProbeModule(t *testing.T) {
 	read := func(p string) string {
@@ -96,9 +96,22 @@ func TestBenchProbeModule(t *testing.T) {
 	labMod, labSum := read("../go.mod"), read("../go.sum")
 	probeMod, probeSum := read("internal/labbench/go.mod.txt"), read("internal/labbench/go.sum.txt")
 	requires := 0
+	inBlock := false
 	for _, line := range strings.Split(probeMod, "\n") {
-		f := strings.Fields(strings.TrimPrefix(line, "require "))
-		if !strings.HasPrefix(line, "require ") || len(f) < 2 {
+		var f []string
+		switch {
+		case line == "require (":
+			inBlock = true
+			continue
+		case inBlock && line == ")":
+			inBlock = false
+			continue
+		case inBlock:
+			f = strings.Fields(line)
+		case strings.HasPrefix(line, "require "):
+			f = strings.Fields(strings.TrimPrefix(line, "require "))
+		}
+		if len(f) < 2 {
 			continue
 		}
 		requires++
