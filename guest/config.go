@@ -13,6 +13,7 @@ import (
 	"time"
 
 	"lab/formats"
+	"lab/share"
 	"lab/wire"
 )
 
@@ -61,12 +62,11 @@ type Config struct {
 	CwdWarning bool
 }
 
-// Share maps a guest directory to a host directory.
-type Share struct {
-	Guest string // absolute guest path (the 9p mount point)
-	Host  string // absolute host path
-	Drive string // optional Windows drive ("C:") for -w/-m under the Windows personality
-}
+// Share maps a guest directory (GuestPath, the 9p mount point) to a host directory
+// (HostPath), with an optional Windows drive (Drive, "C:") for -w/-m under the Windows
+// personality. It is lab's one share type; the guest reads only these three fields from
+// its config (share = GUEST HOST [DRIVE]).
+type Share = share.Share
 
 // Drive maps a Windows drive letter to the guest directory that shows it, as WSL mounts C:
 // at /mnt/c: under the Windows personality /mnt/c is the Wine prefix's drive_c. labpath -w/-m
@@ -194,11 +194,11 @@ func (c *Config) parseLine(s string) error {
 		if len(fields) != 2 && len(fields) != 3 {
 			return fmt.Errorf("share wants GUEST HOST [DRIVE], got %d values", len(fields))
 		}
-		sh := Share{Guest: path.Clean(fields[0]), Host: fields[1]}
-		if !path.IsAbs(sh.Guest) || !path.IsAbs(sh.Host) {
+		sh := Share{GuestPath: path.Clean(fields[0]), HostPath: fields[1]}
+		if !path.IsAbs(sh.GuestPath) || !path.IsAbs(sh.HostPath) {
 			return fmt.Errorf("share paths must be absolute, got %q %q", fields[0], fields[1])
 		}
-		sh.Host = path.Clean(sh.Host)
+		sh.HostPath = path.Clean(sh.HostPath)
 		if len(fields) == 3 {
 			d := strings.ToUpper(fields[2])
 			if len(d) != 2 || d[1] != ':' || d[0] < 'A' || d[0] > 'Z' {
@@ -359,7 +359,7 @@ func (c *Config) MarshalText() ([]byte, error) {
 		fmt.Fprintf(&b, "token_file = %s\n", q(c.TokenFile))
 	}
 	for _, s := range c.Shares {
-		fmt.Fprintf(&b, "share = %s %s", q(s.Guest), q(s.Host))
+		fmt.Fprintf(&b, "share = %s %s", q(s.GuestPath), q(s.HostPath))
 		if s.Drive != "" {
 			fmt.Fprintf(&b, " %s", s.Drive)
 		}

@@ -29,8 +29,8 @@ handshake_timeout = 2s
 `, want: &Config{
 			Relay: "unix:/run/lab/relay.sock", TokenFile: "/etc/lab/tok",
 			Shares: []Share{
-				{Guest: "/mnt/c", Host: "/home/me/.wine/drive_c", Drive: "C:"},
-				{Guest: "/mnt/my share", Host: "/home/me/my share"},
+				{GuestPath: "/mnt/c", HostPath: "/home/me/.wine/drive_c", Drive: "C:"},
+				{GuestPath: "/mnt/my share", HostPath: "/home/me/my share"},
 			},
 			Formats:        []Format{{Name: "elf-arm64", Magic: []byte{0x7f, 'E', 'L', 'F'}, Mask: []byte{0xff, 0xff, 0xff, 0xff}}},
 			ConnectTimeout: 250 * time.Millisecond, HandshakeTimeout: 2 * time.Second}},
@@ -109,7 +109,7 @@ func FuzzParseConfig(f *testing.F) {
 			t.Fatalf("accepted relay %q: %v", c.Relay, err)
 		}
 		for _, s := range c.Shares {
-			if s.Guest == "" || s.Guest[0] != '/' || s.Host == "" || s.Host[0] != '/' {
+			if s.GuestPath == "" || s.GuestPath[0] != '/' || s.HostPath == "" || s.HostPath[0] != '/' {
 				t.Fatalf("accepted share %+v", s)
 			}
 		}
@@ -133,8 +133,8 @@ func TestConfigMarshalText(t *testing.T) {
 	c := &Config{
 		Relay: "vsock:2:5555", TokenFile: "/etc/lab/token",
 		Shares: []Share{
-			{Guest: "/mnt/c", Host: "/home/me/.wine/drive_c", Drive: "C:"},
-			{Guest: "/mnt/my share", Host: `/home/me/odd "dir"#1`},
+			{GuestPath: "/mnt/c", HostPath: "/home/me/.wine/drive_c", Drive: "C:"},
+			{GuestPath: "/mnt/my share", HostPath: `/home/me/odd "dir"#1`},
 		},
 		Drives:           []Drive{{Letter: "C:", Guest: "/mnt/c"}, {Letter: "E:", Guest: "/mnt/my e"}},
 		Formats:          []Format{{Name: "elf", Offset: 0, Magic: []byte("\x7fELF"), Mask: []byte{0xff, 0xff, 0xff, 0xff}}},

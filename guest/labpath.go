@@ -70,12 +70,12 @@ func (c *Config) pathShares() []Share {
 	for _, d := range c.Drives {
 		merged := false
 		for i := range out {
-			if out[i].Guest == d.Guest {
+			if out[i].GuestPath == d.Guest {
 				out[i].Drive, merged = d.Letter, true
 			}
 		}
 		if !merged {
-			out = append(out, Share{Guest: d.Guest, Drive: d.Letter})
+			out = append(out, Share{GuestPath: d.Guest, Drive: d.Letter})
 		}
 	}
 	return out
@@ -164,7 +164,7 @@ func toHost(shares []Share, mode PathMode, p string, abs bool, env PathEnv, dist
 func hostForm(shares []Share, p, distro string) (string, bool) {
 	best, rest := -1, ""
 	for i, s := range shares {
-		if r, ok := within(p, s.Guest); ok && (best < 0 || len(s.Guest) > len(shares[best].Guest)) {
+		if r, ok := within(p, s.GuestPath); ok && (best < 0 || len(s.GuestPath) > len(shares[best].GuestPath)) {
 			best, rest = i, r
 		}
 	}
@@ -173,7 +173,7 @@ func hostForm(shares []Share, p, distro string) (string, bool) {
 	}
 	s := shares[best]
 	if s.Drive == "" {
-		return s.Host + rest, false
+		return s.HostPath + rest, false
 	}
 	if rest == "" {
 		return s.Drive + `\`, false
@@ -308,7 +308,7 @@ func windowsToGuest(shares []Share, q, distro string) (string, error) {
 		drive := strings.ToUpper(q[:2])
 		for _, s := range shares {
 			if s.Drive == drive {
-				return s.Guest + strings.ReplaceAll(q[2:], `\`, "/"), nil
+				return s.GuestPath + strings.ReplaceAll(q[2:], `\`, "/"), nil
 			}
 		}
 		return "", ErrNotRepresentable // no such drive in this guest
@@ -334,17 +334,17 @@ func windowsToGuest(shares []Share, q, distro string) (string, error) {
 func hostPathToGuest(shares []Share, p string) (string, bool) {
 	best, rest := -1, ""
 	for i, s := range shares {
-		if s.Host == "" {
+		if s.HostPath == "" {
 			continue // a drive only
 		}
-		if r, ok := within(p, s.Host); ok && (best < 0 || len(s.Host) > len(shares[best].Host)) {
+		if r, ok := within(p, s.HostPath); ok && (best < 0 || len(s.HostPath) > len(shares[best].HostPath)) {
 			best, rest = i, r
 		}
 	}
 	if best < 0 {
 		return "", false
 	}
-	g := shares[best].Guest
+	g := shares[best].GuestPath
 	if g == "/" && rest != "" {
 		return rest, true
 	}

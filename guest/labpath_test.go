@@ -8,9 +8,9 @@ import (
 )
 
 var testShares = []Share{
-	{Guest: "/mnt/c", Host: "/home/me/.wine/drive_c", Drive: "C:"},
-	{Guest: "/mnt/host", Host: "/home/me/share"},
-	{Guest: "/mnt/host/deep", Host: "/srv/deep"},
+	{GuestPath: "/mnt/c", HostPath: "/home/me/.wine/drive_c", Drive: "C:"},
+	{GuestPath: "/mnt/host", HostPath: "/home/me/share"},
+	{GuestPath: "/mnt/host/deep", HostPath: "/srv/deep"},
 }
 
 func TestTranslatePath(t *testing.T) {
@@ -96,8 +96,8 @@ func TestTranslateDrives(t *testing.T) {
 	drivesOnly := &Config{Drives: []Drive{{Letter: "C:", Guest: "/mnt/c"}}}
 	mixed := &Config{
 		Shares: []Share{
-			{Guest: "/mnt/c", Host: "/home/me/.local/state/lab/default/wine/drive_c"},
-			{Guest: "/mnt/host", Host: "/home/me/share"},
+			{GuestPath: "/mnt/c", HostPath: "/home/me/.local/state/lab/default/wine/drive_c"},
+			{GuestPath: "/mnt/host", HostPath: "/home/me/share"},
 		},
 		Drives: []Drive{{Letter: "C:", Guest: "/mnt/c"}, {Letter: "D:", Guest: "/mnt/host/data"}},
 	}

@@ -234,8 +234,8 @@ func (t *guestTrace) config(path string, c *Config) {
 	shares := make([]map[string]string, 0, len(c.Shares))
 	var st []string
 	for _, s := range c.Shares {
-		shares = append(shares, map[string]string{"guest": s.Guest, "host": s.Host, "drive": s.Drive})
-		st = append(st, s.Guest+" = host "+s.Host)
+		shares = append(shares, map[string]string{"guest": s.GuestPath, "host": s.HostPath, "drive": s.Drive})
+		st = append(st, s.GuestPath+" = host "+s.HostPath)
 	}
 	text := fmt.Sprintf("%s: relay %s, token %s, shares [%s]", path, c.Relay, c.TokenFile, strings.Join(st, ", "))
 	t.record(trace.StepConfig, text, map[string]any{"path": path, "relay": c.Relay, "token_file": c.TokenFile, "shares": shares,

@@ -13,7 +13,7 @@ const wslDistro = "test_distro"
 // wslConfig is a lab guest laid out as a WSL test distribution: C: at /mnt/c (the Windows
 // personality) and an ordinary share whose host side is a Linux path.
 var wslConfig = &Config{
-	Shares: []Share{{Guest: "/mnt/host", Host: "/home/me/share"}},
+	Shares: []Share{{GuestPath: "/mnt/host", HostPath: "/home/me/share"}},
 	Drives: []Drive{{Letter: "C:", Guest: "/mnt/c"}},
 }
 

@@ -20,8 +20,9 @@ import (
 
 // Share maps a guest directory to the host directory it shows (a 9p share in the VM; lab's
 // one share type). Guest paths at or under GuestPath map to the same relative path under
-// HostPath (absolute; symlinks in it are resolved once by NewRelay). The relay ignores Tag
-// and ReadOnly (9p enforces read-only in the guest; the relay runs files, it never writes).
+// HostPath (absolute; symlinks in it are resolved once by NewRelay). The relay ignores Tag,
+// ReadOnly and Drive (9p enforces read-only in the guest; the relay runs files, it never
+// writes; drives are the guest's path translation).
 type Share = share.Share
 
 // Exposed is a host command the guest may run by name (through a stub file in the guest).

@@ -19,6 +19,7 @@ import (
 	"go.yaml.in/yaml/v4"
 
 	"lab/formats"
+	"lab/share"
 )
 
 // Image is the only guest image lab builds today.
@@ -33,20 +34,13 @@ type File struct {
 	Arch        string // GOARCH spelling, the host's, or ""
 	MemoryMiB   int
 	CPUs        int
-	Scratch     *bool // nil: not given
-	Shares      []Share
+	Scratch     *bool         // nil: not given
+	Shares      []share.Share // HostPath absolute (a relative one in the file is taken from the file's directory), no Tag
 	Expose      []Exposed
 	Windows     *bool
 	WindowsPath *bool
 	EnvAllow    []string
 	Formats     []formats.Format // configured formats, interpreters resolved to host paths
-}
-
-// Share is a host directory shared with the guest.
-type Share struct {
-	Host     string // absolute (relative paths in the file are taken from the file's directory)
-	Guest    string // absolute guest path
-	ReadOnly bool
 }
 
 // Exposed is a host command the guest may run by name.
@@ -340,14 +334,14 @@ func (p *parser) shares(key string, n *yaml.Node) error {
 	base := filepath.Dir(p.file)
 	for i, it := range items {
 		k := fmt.Sprintf("%s[%d]", key, i)
-		var sh Share
+		var sh share.Share
 		err := p.mapping(k, it, []string{"host", "guest", "readonly"}, func(kk string, v *yaml.Node) error {
 			var err error
 			switch kk {
 			case "host":
-				sh.Host, err = p.str(join(k, kk), v)
+				sh.HostPath, err = p.str(join(k, kk), v)
 			case "guest":
-				sh.Guest, err = p.str(join(k, kk), v)
+				sh.GuestPath, err = p.str(join(k, kk), v)
 			case "readonly":
 				var b *bool
 				if b, err = p.boolean(join(k, kk), v); err == nil {
@@ -360,17 +354,17 @@ func (p *parser) shares(key string, n *yaml.Node) error {
 			return err
 		}
 		switch {
-		case sh.Host == "":
+		case sh.HostPath == "":
 			return p.errf(join(k, "host"), it, "missing: the host directory to share")
-		case sh.Guest == "":
+		case sh.GuestPath == "":
 			return p.errf(join(k, "guest"), it, "missing: where the guest mounts it (an absolute path)")
-		case !strings.HasPrefix(sh.Guest, "/") || strings.ContainsAny(sh.Guest, ": \t\n"):
-			return p.errf(join(k, "guest"), it, "%q: want an absolute guest path without spaces or ':'", sh.Guest)
-		case strings.ContainsAny(sh.Host, ":\n"):
-			return p.errf(join(k, "host"), it, "%q: a host path with ':' cannot be shared", sh.Host)
+		case !strings.HasPrefix(sh.GuestPath, "/") || strings.ContainsAny(sh.GuestPath, ": \t\n"):
+			return p.errf(join(k, "guest"), it, "%q: want an absolute guest path without spaces or ':'", sh.GuestPath)
+		case strings.ContainsAny(sh.HostPath, ":\n"):
+			return p.errf(join(k, "host"), it, "%q: a host path with ':' cannot be shared", sh.HostPath)
 		}
-		if !filepath.IsAbs(sh.Host) {
-			sh.Host = filepath.Join(base, sh.Host)
+		if !filepath.IsAbs(sh.HostPath) {
+			sh.HostPath = filepath.Join(base, sh.HostPath)
 		}
 		p.f.Shares = append(p.f.Shares, sh)
 	}

@@ -8,6 +8,7 @@ import (
 	"testing"
 
 	"lab/formats"
+	"lab/share"
 )
 
 func fakeLookPath(name string) (string, error) {
@@ -60,7 +61,7 @@ formats:
 	want := &File{
 		Path: "/w/lab.yaml", Name: "ci", Image: "default", Arch: "amd64", MemoryMiB: 2048, CPUs: 2,
 		Scratch: &yes, Windows: &no,
-		Shares:   []Share{{Host: "/w/src", Guest: "/mnt/src", ReadOnly: true}},
+		Shares:   []share.Share{{HostPath: "/w/src", GuestPath: "/mnt/src", ReadOnly: true}},
 		Expose:   []Exposed{{Program: "/usr/bin/printf"}, {Program: "notify-send", As: "notify"}},
 		EnvAllow: []string{"MYAPP_*", "LD_PRELOAD"},
 		Formats: []formats.Format{

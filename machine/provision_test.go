@@ -38,7 +38,7 @@ func TestInteropConfParsesInGuest(t *testing.T) {
 	if c.Relay != RelayAddr || c.TokenFile != provision.TokenPath || len(c.Shares) != 2 {
 		t.Fatalf("parsed %+v from\n%s", c, b)
 	}
-	if c.Shares[1].Guest != "/mnt/my files" || c.Shares[1].Host != "/home/me/My Files" {
+	if c.Shares[1].GuestPath != "/mnt/my files" || c.Shares[1].HostPath != "/home/me/My Files" {
 		t.Errorf("share with spaces: %+v", c.Shares[1])
 	}
 }

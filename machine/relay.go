@@ -272,9 +272,7 @@ func (t *relayTask) config() (host.Config, error) {
 	if cfg.Formats, err = LoadFormats(t.env.StateDir); err != nil {
 		return host.Config{}, err
 	}
-	for _, s := range in.Shares {
-		cfg.Shares = append(cfg.Shares, host.Share{HostPath: s.HostPath, GuestPath: s.GuestPath})
-	}
+	cfg.Shares = append(cfg.Shares, in.Shares...) // the relay ignores Tag and ReadOnly
 	for _, e := range exposed {
 		cfg.Allow = append(cfg.Allow, host.Exposed{Name: e.Name, HostPath: e.HostPath})
 	}

@@ -1,7 +1,10 @@
 // Package share is the one type for a host directory the guest sees over 9p, used by every
 // layer that knows shares: vm (QEMU's -virtfs and the instance file), provision (the guest's
-// mounts and interop.conf), host (the relay's path mapping) and the lab machine (the Windows
-// personality's drive_c). It imports nothing of lab's, so any package may use it.
+// mounts and interop.conf), host (the relay's path mapping), guest (interop.conf's share
+// lines, labpath/wslpath), labfile (a lab file's shares) and the lab machine (the Windows
+// personality's drive_c). Each layer reads the fields it needs and ignores the rest, so a
+// share passes between them without copying. It imports only the standard library (nothing
+// of lab's, no cgo), so any package may use it, the static guest binary included.
 package share
 
 import (
@@ -15,6 +18,10 @@ type Share struct {
 	GuestPath string `json:"guest_path"`
 	Tag       string `json:"tag,omitempty"` // 9p mount tag; zero: share0, share1, ... by position (Tagged)
 	ReadOnly  bool   `json:"read_only,omitempty"`
+	// Drive is the Windows drive ("C:", upper case) that shows the share under the Windows
+	// personality, for the guest's path translation (labpath, wslpath -w/-m/-u); zero:
+	// none. Only the guest's interop.conf carries it (share = GUEST HOST DRIVE).
+	Drive string `json:"drive,omitempty"`
 }
 
 // The Windows personality: a Wine prefix's drive_c, seen by the guest at /mnt/c as WSL

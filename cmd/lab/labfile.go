@@ -59,9 +59,7 @@ func applyLabFile(lf *labfile.File, flags *pflag.FlagSet, s *upSettings) error {
 	if lf.WindowsPath != nil && unset("no-windows-path") {
 		s.noWinPath = !*lf.WindowsPath
 	}
-	for _, sh := range lf.Shares {
-		s.cfg.Shares = append(s.cfg.Shares, vm.Share{HostPath: sh.Host, GuestPath: sh.Guest, ReadOnly: sh.ReadOnly})
-	}
+	s.cfg.Shares = append(s.cfg.Shares, lf.Shares...)
 	files := map[string][]byte{}
 	if len(lf.Formats) > 0 {
 		b, err := machine.EncodeFormats(lf.Formats)
