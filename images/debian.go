@@ -11,7 +11,6 @@ import (
 	"fmt"
 	"io"
 	"lab/internal/progress"
-	"lab/internal/xdg"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -372,15 +371,16 @@ func releaseFiles(sources string) []string {
 	return out
 }
 
-// buildDebian builds (or finds in the cache) the Debian image.
+// buildDebian builds (or finds in the cache) the Debian image: mmdebstrap
+// installs Debian 12 from the host's apt sources, mkfs.ext4 -d makes the tree a
+// root disk and qemu-img turns that into the qcow2 base machines boot an overlay
+// of. The cache key (debianKey) needs no download, so a cached image is reused
+// without running mmdebstrap.
 func buildDebian(ctx context.Context, opts Options) (*Image, error) {
 	pr := progress.New(opts.Progress)
-	cache := opts.CacheDir
-	var err error
-	if cache == "" {
-		if cache, err = xdg.Dir(xdg.Cache); err != nil {
-			return nil, err
-		}
+	cache, err := cacheDir(opts)
+	if err != nil {
+		return nil, err
 	}
 	if err := os.MkdirAll(cache, 0o755); err != nil {
 		return nil, err
@@ -396,9 +396,10 @@ func buildDebian(ctx context.Context, opts Options) (*Image, error) {
 
 	sources, err := debianSources(ctx)
 	if err != nil {
-		if img, ok := newestDebian(cache); ok && !opts.Rebuild {
-			pr.Line("%v: using the cached Debian image %s built %s", err, img.Dir, img.Manifest.Built.Format(time.RFC3339))
-			return withInitrd(ctx, img, cache, pr), nil
+		if !opts.Rebuild {
+			if img, ok := cachedDebian(ctx, err, cache, pr); ok {
+				return img, nil
+			}
 		}
 		return nil, err
 	}
@@ -410,20 +411,9 @@ func buildDebian(ctx context.Context, opts Options) (*Image, error) {
 			return withInitrd(ctx, img, cache, pr), nil
 		}
 	}
-	if _, err := exec.LookPath("mmdebstrap"); err != nil {
-		return nil, errors.New("the Debian image is built with mmdebstrap: install it (apt-get install mmdebstrap, or make deps)")
-	}
-	for _, t := range []string{"mkfs.ext4", "qemu-img"} {
-		if _, err := exec.LookPath(t); err != nil {
-			return nil, fmt.Errorf("the Debian image needs %s: install e2fsprogs and qemu-utils (or make deps)", t)
-		}
-	}
-	mode := "unshare"
-	if os.Geteuid() == 0 {
-		mode = "root"
-	}
-	if mode == "unshare" && !mke2fsReadsTar() {
-		return nil, errors.New("building the Debian image without root needs mke2fs -d to read a tarball, which it does through libarchive: install libarchive13 (or make deps), or build as root")
+	mode, err := debianBuildMode()
+	if err != nil {
+		return nil, err
 	}
 	start := time.Now()
 	tmp := dir + ".tmp"
@@ -432,17 +422,8 @@ func buildDebian(ctx context.Context, opts Options) (*Image, error) {
 		return nil, err
 	}
 	defer os.RemoveAll(tmp)
-	for name, content := range debianFiles {
-		p := filepath.Join(tmp, "files", name)
-		if err := os.MkdirAll(filepath.Dir(p), 0o755); err != nil {
-			return nil, err
-		}
-		if err := os.WriteFile(p, []byte(content), 0o644); err != nil {
-			return nil, err
-		}
-	}
-	srcFile := filepath.Join(tmp, "sources.list")
-	if err := os.WriteFile(srcFile, []byte(sources), 0o644); err != nil {
+	srcFile, err := stageDebianInputs(tmp, sources)
+	if err != nil {
 		return nil, err
 	}
 	debs := filepath.Join(cache, "debian-debs")
@@ -455,7 +436,86 @@ func buildDebian(ctx context.Context, opts Options) (*Image, error) {
 	if mode == "unshare" {
 		target += ".tar"
 	}
-	args := []string{
+	pr.Line("building the Debian 12 image with mmdebstrap --mode=%s from this host's apt sources (a few minutes; packages are kept in %s)", mode, debs)
+	if err := runMmdebstrap(ctx, pr, mmdebstrapArgs(mode, debs, tmp, target, srcFile)); err != nil {
+		if errors.Is(err, errSourcesUnreachable) && !opts.Rebuild {
+			if img, ok := cachedDebian(ctx, err, cache, pr); ok {
+				return img, nil
+			}
+		}
+		return nil, err
+	}
+	raw, err := makeRootDisk(ctx, pr, tmp, target)
+	if err != nil {
+		return nil, err
+	}
+	pvh, err := installDebianKernel(ctx, pr, tmp)
+	if err != nil {
+		return nil, err
+	}
+	if err := convertDisk(ctx, pr, raw, filepath.Join(tmp, "disk.qcow2")); err != nil {
+		return nil, err
+	}
+	return writeDebianImage(ctx, pr, tmp, dir, cache, key, pvh, start)
+}
+
+// cachedDebian is the newest Debian image in the cache, for a build that cannot
+// reach the host's package sources (cause): an offline host keeps working with
+// what it built before.
+func cachedDebian(ctx context.Context, cause error, cache string, pr *progress.Progress) (*Image, bool) {
+	img, ok := newestDebian(cache)
+	if !ok {
+		return nil, false
+	}
+	pr.Line("%v: using the cached Debian image %s built %s", cause, img.Dir, img.Manifest.Built.Format(time.RFC3339))
+	return withInitrd(ctx, img, cache, pr), true
+}
+
+// debianBuildMode checks the tools a Debian build runs before it starts (it takes
+// minutes) and returns mmdebstrap's mode: root as root, unshare otherwise.
+func debianBuildMode() (string, error) {
+	if _, err := exec.LookPath("mmdebstrap"); err != nil {
+		return "", errors.New("the Debian image is built with mmdebstrap: install it (apt-get install mmdebstrap, or make deps)")
+	}
+	for _, t := range []string{"mkfs.ext4", "qemu-img"} {
+		if _, err := exec.LookPath(t); err != nil {
+			return "", fmt.Errorf("the Debian image needs %s: install e2fsprogs and qemu-utils (or make deps)", t)
+		}
+	}
+	mode := "unshare"
+	if os.Geteuid() == 0 {
+		mode = "root"
+	}
+	if mode == "unshare" && !mke2fsReadsTar() {
+		return "", errors.New("building the Debian image without root needs mke2fs -d to read a tarball, which it does through libarchive: install libarchive13 (or make deps), or build as root")
+	}
+	return mode, nil
+}
+
+// stageDebianInputs writes what mmdebstrap copies in (lab's files under
+// tmp/files) and the host's sources as tmp/sources.list, whose path it returns.
+func stageDebianInputs(tmp, sources string) (string, error) {
+	for name, content := range debianFiles {
+		p := filepath.Join(tmp, "files", name)
+		if err := os.MkdirAll(filepath.Dir(p), 0o755); err != nil {
+			return "", err
+		}
+		if err := os.WriteFile(p, []byte(content), 0o644); err != nil {
+			return "", err
+		}
+	}
+	srcFile := filepath.Join(tmp, "sources.list")
+	if err := os.WriteFile(srcFile, []byte(sources), 0o644); err != nil {
+		return "", err
+	}
+	return srcFile, nil
+}
+
+// mmdebstrapArgs is mmdebstrap's command line: the packages, what dpkg leaves
+// out, the package cache kept in debs across builds, lab's files and
+// customisation, and the kernel, initrd and dpkg status copied out to tmp.
+func mmdebstrapArgs(mode, debs, tmp, target, srcFile string) []string {
+	return []string{
 		"--mode=" + mode, "--variant=apt", "--include=" + strings.Join(debianPackages, ","),
 		// Smaller disk: no manuals, translations or drivers for hardware a QEMU guest
 		// never has (copyright files stay).
@@ -477,50 +537,67 @@ func buildDebian(ctx context.Context, opts Options) (*Image, error) {
 		"--customize-hook=copy-out /tmp/lab-out " + tmp,
 		debianSuite, target, srcFile,
 	}
-	pr.Line("building the Debian 12 image with mmdebstrap --mode=%s from this host's apt sources (a few minutes; packages are kept in %s)", mode, debs)
-	if err := runMmdebstrap(ctx, pr, args); err != nil {
-		if img, ok := newestDebian(cache); ok && !opts.Rebuild && errors.Is(err, errSourcesUnreachable) {
-			pr.Line("%v: using the cached Debian image %s built %s", err, img.Dir, img.Manifest.Built.Format(time.RFC3339))
-			return withInitrd(ctx, img, cache, pr), nil
-		}
-		return nil, err
-	}
+}
+
+// makeRootDisk writes the installed tree (target: a directory or a tarball) as an
+// ext4 file system into tmp/disk.raw, whose path it returns, and moves the files
+// the customize hook copied out (kernel, initrd, dpkg status) into tmp.
+func makeRootDisk(ctx context.Context, pr *progress.Progress, tmp, target string) (string, error) {
 	pr.Line("writing the ext4 file system (mkfs.ext4 -d, %s)", debianDiskSize)
 	raw := filepath.Join(tmp, "disk.raw")
 	if out, err := exec.CommandContext(ctx, "mkfs.ext4", "-q", "-F", "-L", "lab-root", "-d", target, raw, debianDiskSize).CombinedOutput(); err != nil {
-		return nil, fmt.Errorf("mkfs.ext4 -d: %w: %s", err, strings.TrimSpace(string(out)))
+		return "", fmt.Errorf("mkfs.ext4 -d: %w: %s", err, strings.TrimSpace(string(out)))
 	}
 	os.RemoveAll(target)
 	out := filepath.Join(tmp, "lab-out")
 	for _, n := range []string{"vmlinuz", "initrd.img", "dpkg-status"} {
 		if err := os.Rename(filepath.Join(out, n), filepath.Join(tmp, n)); err != nil {
-			return nil, fmt.Errorf("mmdebstrap's customize hook did not leave %s: %w", n, err)
+			return "", fmt.Errorf("mmdebstrap's customize hook did not leave %s: %w", n, err)
 		}
 	}
+	return raw, nil
+}
 
+// installDebianKernel makes tmp/vmlinux from Debian's vmlinuz, because qboot boots
+// an uncompressed kernel through its PVH note faster; without the note it keeps
+// the compressed kernel under that name. It reports whether the note is there.
+func installDebianKernel(ctx context.Context, pr *progress.Progress, tmp string) (bool, error) {
 	pr.Line("extracting vmlinux (booted directly with qboot)")
 	vmlinux := filepath.Join(tmp, "vmlinux")
 	if err := extractVmlinux(ctx, filepath.Join(tmp, "vmlinuz"), vmlinux); err != nil {
-		return nil, fmt.Errorf("extracting vmlinux: %w", err)
+		return false, fmt.Errorf("extracting vmlinux: %w", err)
 	}
 	pvh, err := hasPVHNote(vmlinux)
 	if err != nil {
-		return nil, fmt.Errorf("vmlinux: %w", err)
+		return false, fmt.Errorf("vmlinux: %w", err)
 	}
 	if !pvh {
 		pr.Line("warning: the Debian kernel has no PVH entry note: booting the compressed kernel (slower)")
 		os.Remove(vmlinux)
 		if err := os.Rename(filepath.Join(tmp, "vmlinuz"), vmlinux); err != nil {
-			return nil, err
+			return false, err
 		}
 	}
+	return pvh, nil
+}
+
+// convertDisk converts the raw root disk to qcow2, which holds only the blocks in
+// use and can back the machines' overlays.
+func convertDisk(ctx context.Context, pr *progress.Progress, raw, qcow2 string) error {
 	bar := pr.Bar("converting the disk to qcow2", 0, "")
-	cmd := exec.CommandContext(ctx, "qemu-img", "convert", "-O", "qcow2", raw, filepath.Join(tmp, "disk.qcow2"))
+	cmd := exec.CommandContext(ctx, "qemu-img", "convert", "-O", "qcow2", raw, qcow2)
 	cout, err := cmd.CombinedOutput()
 	bar.Finish()
 	if err != nil {
-		return nil, fmt.Errorf("qemu-img convert: %w: %s", err, strings.TrimSpace(string(cout)))
+		return fmt.Errorf("qemu-img convert: %w: %s", err, strings.TrimSpace(string(cout)))
 	}
+	return nil
+}
+
+// writeDebianImage writes the manifest (the installed packages from the image's
+// dpkg status), drops the build's intermediate files from tmp and renames it to
+// dir, so that the cache never holds a half-built image under its key.
+func writeDebianImage(ctx context.Context, pr *progress.Progress, tmp, dir, cache, key string, pvh bool, start time.Time) (*Image, error) {
 	status, err := os.ReadFile(filepath.Join(tmp, "dpkg-status"))
 	if err != nil {
 		return nil, err
@@ -537,18 +614,13 @@ func buildDebian(ctx context.Context, opts Options) (*Image, error) {
 		Built:        time.Now().UTC().Truncate(time.Second),
 		BuildSeconds: time.Since(start).Seconds(),
 	}
-	mj, err := json.MarshalIndent(m, "", "  ")
-	if err != nil {
-		return nil, err
-	}
-	if err := os.WriteFile(filepath.Join(tmp, "manifest.json"), append(mj, '\n'), 0o644); err != nil {
+	if err := writeManifest(tmp, m); err != nil {
 		return nil, err
 	}
 	for _, n := range []string{"disk.raw", "vmlinuz", "dpkg-status", "files", "lab-out", "sources.list"} {
 		os.RemoveAll(filepath.Join(tmp, n))
 	}
-	os.RemoveAll(dir)
-	if err := os.Rename(tmp, dir); err != nil {
+	if err := replaceDir(tmp, dir); err != nil {
 		return nil, err
 	}
 	pr.Line("built %s (Debian 12, %d packages, disk %.0f MB, kernel %s) in %.0fs", dir, len(pkgs), float64(st.Size())/1e6, kver, m.BuildSeconds)

@@ -104,6 +104,9 @@ func Build(ctx context.Context, opts Options) (*Image, error) {
 	return img, nil
 }
 
+// build is Build without the "images:" prefix: the Debian image has its own
+// builder; the initramfs image is resolved, looked up in the cache, and only
+// on a miss unpacked, assembled and written.
 func build(ctx context.Context, opts Options) (*Image, error) {
 	switch opts.Distro {
 	case "", DistroInitramfs:
@@ -115,25 +118,14 @@ func build(ctx context.Context, opts Options) (*Image, error) {
 	default:
 		return nil, fmt.Errorf("unknown distro %q (want %s)", opts.Distro, strings.Join(Distros, " or "))
 	}
-	spec, err := archOf(opts.Arch)
+	spec, server, rc, err := initramfsRecipe(opts)
 	if err != nil {
 		return nil, err
 	}
 	pr := progress.New(opts.Progress)
-	server := opts.SSHServer
-	if server == "" {
-		server = DefaultSSHServer
-	}
-	rc, err := newRecipe(server)
+	cache, err := cacheDir(opts)
 	if err != nil {
-		return nil, err
-	}
-	rc.modules = spec.modules
-	cache := opts.CacheDir
-	if cache == "" {
-		if cache, err = xdg.Dir(xdg.Cache); err != nil {
-			return nil, fmt.Errorf("images: %w", err)
-		}
+		return nil, fmt.Errorf("images: %w", err)
 	}
 	if err := os.MkdirAll(cache, 0o755); err != nil {
 		return nil, err
@@ -144,26 +136,13 @@ func build(ctx context.Context, opts Options) (*Image, error) {
 	}
 	defer lock.Unlock()
 
-	// Which kernel.
-	var ks *kernelSource
-	switch {
-	case opts.Kernel != "":
-		if ks, err = kernelFromFlags(opts.Kernel, opts.Modules); err != nil {
-			return nil, err
-		}
-	case opts.Modules != "":
-		return nil, errors.New("--modules needs --kernel")
+	ks, err := kernelFromOptions(opts)
+	if err != nil {
+		return nil, err
 	}
 	a := &apt{progress: pr, arch: spec}
 	if err := a.available(); err != nil {
-		// A cache copied from another host still serves its images.
-		if ks == nil && !opts.Rebuild {
-			if img, ok := newestImage(cache, server, spec.name); ok {
-				pr.Line("%v: using the cached image %s built %s", err, img.Dir, img.Manifest.Built.Format(time.RFC3339))
-				return img, nil
-			}
-		}
-		return nil, fmt.Errorf("%w: lab builds the guest's userland from Debian packages (%s) with apt-get download: run it on a Debian or Ubuntu host (--kernel and --modules replace only the linux-image package)", err, strings.Join(rc.packages, ", "))
+		return cachedWithoutApt(err, opts, ks, cache, server, spec, rc, pr)
 	}
 	if spec.foreign() {
 		if err := foreignApt(ctx, a, cache); err != nil {
@@ -174,14 +153,13 @@ func build(ctx context.Context, opts Options) (*Image, error) {
 	if err != nil {
 		return nil, err
 	}
-	pkgs, kernelPkg := res.Packages, res.Kernel
 	debDir := filepath.Join(cache, "debs")
-	if err := a.download(ctx, debDir, pkgs); err != nil {
+	if err := a.download(ctx, debDir, res.Packages); err != nil {
 		return nil, err
 	}
 	start := time.Now()
 
-	key, err := cacheKey(rc, spec, server, pkgs, ks)
+	key, err := cacheKey(rc, spec, server, res.Packages, ks)
 	if err != nil {
 		return nil, err
 	}
@@ -192,79 +170,169 @@ func build(ctx context.Context, opts Options) (*Image, error) {
 			return img, nil
 		}
 	}
-
-	// Kernel and userland are unpacked in parallel.
-	var kernelDir string
-	var t *tree
-	g, gctx := errgroup.WithContext(ctx)
-	byName := map[string]Package{}
-	for _, p := range pkgs {
-		byName[p.Name] = p
+	kernelDir, ks, t, err := unpackPackages(ctx, pr, spec, cache, debDir, res, ks, opts.Rebuild)
+	if err != nil {
+		return nil, err
 	}
+	c, err := initramfsContents(t, ks, rc, spec, cache, pr)
+	if err != nil {
+		return nil, err
+	}
+	m := Manifest{
+		Recipe: recipeVersion, Arch: spec.name, Key: key, SSHServer: server,
+		KernelVersion: ks.Version, KernelOrigin: ks.Origin,
+		Cmdline: spec.cmdline, Packages: res.Packages, Modules: c.modules,
+	}
+	return writeImage(pr, dir, kernelDir, spec, ks, c, m, start)
+}
+
+// initramfsRecipe is what an initramfs image is built from before any package is
+// looked at: the architecture, the SSH server and the recipe with that
+// architecture's modules. Build and Key share it so their keys agree.
+func initramfsRecipe(opts Options) (*archSpec, string, *recipe, error) {
+	server := opts.SSHServer
+	if server == "" {
+		server = DefaultSSHServer
+	}
+	spec, err := archOf(opts.Arch)
+	if err != nil {
+		return nil, "", nil, err
+	}
+	rc, err := newRecipe(server)
+	if err != nil {
+		return nil, "", nil, err
+	}
+	rc.modules = spec.modules
+	return spec, server, rc, nil
+}
+
+// cacheDir is opts.CacheDir, or the user's cache dir when that is zero.
+func cacheDir(opts Options) (string, error) {
+	if opts.CacheDir != "" {
+		return opts.CacheDir, nil
+	}
+	return xdg.Dir(xdg.Cache)
+}
+
+// kernelFromOptions is the kernel given by --kernel/--modules, or nil for the
+// kernel package from apt.
+func kernelFromOptions(opts Options) (*kernelSource, error) {
+	switch {
+	case opts.Kernel != "":
+		return kernelFromFlags(opts.Kernel, opts.Modules)
+	case opts.Modules != "":
+		return nil, errors.New("--modules needs --kernel")
+	}
+	return nil, nil
+}
+
+// cachedWithoutApt answers a build on a host without apt (aptErr): a cache copied
+// from another host still serves its newest image for server and arch, unless a
+// kernel was given or a rebuild asked for; otherwise the error says what lab needs.
+func cachedWithoutApt(aptErr error, opts Options, ks *kernelSource, cache, server string, spec *archSpec, rc *recipe, pr *progress.Progress) (*Image, error) {
+	if ks == nil && !opts.Rebuild {
+		if img, ok := newestImage(cache, server, spec.name); ok {
+			pr.Line("%v: using the cached image %s built %s", aptErr, img.Dir, img.Manifest.Built.Format(time.RFC3339))
+			return img, nil
+		}
+	}
+	return nil, fmt.Errorf("%w: lab builds the guest's userland from Debian packages (%s) with apt-get download: run it on a Debian or Ubuntu host (--kernel and --modules replace only the linux-image package)", aptErr, strings.Join(rc.packages, ", "))
+}
+
+// unpackPackages unpacks the kernel and the userland in parallel (the two are
+// independent and each takes seconds), under one bar: two bars on one terminal
+// line would garble. The kernel is res.Kernel's package, unpacked once into the
+// cache, or ks (given by flags) when that is set. It returns the kernel's dir in
+// the cache, the kernel (with its modules dir) and the userland tree.
+func unpackPackages(ctx context.Context, pr *progress.Progress, spec *archSpec, cache, debDir string, res *resolution, ks *kernelSource, rebuild bool) (string, *kernelSource, *tree, error) {
+	pkgs, kernelPkg := res.Packages, res.Kernel
+	byName := map[string]Package{}
 	var total int64
 	for _, p := range pkgs {
+		byName[p.Name] = p
 		total += p.Size
 	}
-	if ks == nil && !opts.Rebuild {
-		kp := byName[kernelPkg]
+	kp := byName[kernelPkg]
+	if ks == nil && !rebuild {
 		if _, err := os.Stat(filepath.Join(kernelPkgDir(cache, kp), ".complete")); err == nil {
 			total -= kp.Size // unpacked already
 		}
 	}
-	// One bar for both jobs: two bars on one terminal line would garble.
 	bar := pr.Bar(fmt.Sprintf("unpacking %d packages", len(pkgs)), total, "bytes")
+	g, gctx := errgroup.WithContext(ctx)
+	var kernelDir string
 	if ks == nil {
-		kp := byName[kernelPkg]
 		kernelDir = kernelPkgDir(cache, kp)
-		if opts.Rebuild {
+		if rebuild {
 			os.RemoveAll(kernelDir)
 		}
 		g.Go(func() error {
-			// vmlinux is extracted while the modules are unpacked.
-			kfile := filepath.Join(kernelDir, spec.kernelFile)
-			vmTmp := kernelDir + "." + spec.kernelFile + ".tmp"
-			vmErr := make(chan error, 1)
-			started := false
 			var err error
-			ks, err = unpackKernelDeb(gctx, filepath.Join(debDir, kp.debFile()), kernelDir, bar.Add, func(data []byte) {
-				started = true
-				go func() { vmErr <- spec.extractKernel(gctx, data, vmTmp) }()
-			})
-			if started {
-				if e := <-vmErr; err == nil && e != nil {
-					err = fmt.Errorf("extracting the kernel: %w", e)
-				}
-				if err == nil {
-					err = os.Rename(vmTmp, kfile)
-				}
-				os.Remove(vmTmp)
-			}
-			if err == nil {
-				ks.Origin = fmt.Sprintf("package %s %s", kp.Name, kp.Version)
-				err = ensureVmlinux(gctx, spec, ks, kernelDir, false)
-			}
+			ks, err = unpackKernelPackage(gctx, spec, filepath.Join(debDir, kp.debFile()), kp, kernelDir, bar.Add)
 			return err
 		})
 	} else {
 		id, _ := kernelIdentity(ks)
 		kernelDir = filepath.Join(cache, "kernels", "file-"+id[:20])
-		if opts.Rebuild {
+		if rebuild {
 			os.RemoveAll(kernelDir)
 		}
-		g.Go(func() error { return ensureVmlinux(gctx, spec, ks, kernelDir, opts.Rebuild) })
+		g.Go(func() error { return ensureVmlinux(gctx, spec, ks, kernelDir, rebuild) })
 	}
+	var t *tree
 	g.Go(func() error {
 		var err error
 		t, err = unpackTree(gctx, debDir, pkgs, kernelPkg, bar.Add)
 		return err
 	})
-	err = g.Wait()
+	err := g.Wait()
 	bar.Finish()
 	if err != nil {
-		return nil, err
+		return "", nil, nil, err
 	}
+	return kernelDir, ks, t, nil
+}
 
-	// Contents.
+// unpackKernelPackage unpacks the kernel package kp (deb) into kernelDir and
+// extracts the bootable kernel from its image while the modules are still being
+// unpacked, which saves the seconds decompressing it takes.
+func unpackKernelPackage(ctx context.Context, spec *archSpec, deb string, kp Package, kernelDir string, progress func(int64)) (*kernelSource, error) {
+	kfile := filepath.Join(kernelDir, spec.kernelFile)
+	vmTmp := kernelDir + "." + spec.kernelFile + ".tmp"
+	vmErr := make(chan error, 1)
+	started := false
+	ks, err := unpackKernelDeb(ctx, deb, kernelDir, progress, func(data []byte) {
+		started = true
+		go func() { vmErr <- spec.extractKernel(ctx, data, vmTmp) }()
+	})
+	if started {
+		if e := <-vmErr; err == nil && e != nil {
+			err = fmt.Errorf("extracting the kernel: %w", e)
+		}
+		if err == nil {
+			err = os.Rename(vmTmp, kfile)
+		}
+		os.Remove(vmTmp)
+	}
+	if err != nil {
+		return ks, err
+	}
+	ks.Origin = fmt.Sprintf("package %s %s", kp.Name, kp.Version)
+	return ks, ensureVmlinux(ctx, spec, ks, kernelDir, false)
+}
+
+// contents is what an initramfs holds, with what its manifest says about it.
+type contents struct {
+	files   []File            // sorted as the cpio writes them
+	pkgOf   map[string]string // path: the package it came from (none for lab's own files)
+	modules []string          // the modules' names in load order
+}
+
+// initramfsContents assembles the initramfs from the unpacked packages: the
+// recipe's modules with their dependencies, its programs with their libraries,
+// busybox's applet links and the recipe's own files (init, configuration), which
+// win over a package's file of the same path.
+func initramfsContents(t *tree, ks *kernelSource, rc *recipe, spec *archSpec, cache string, pr *progress.Progress) (*contents, error) {
 	ms, err := openModules(ks.ModulesDir)
 	if err != nil {
 		return nil, err
@@ -306,22 +374,56 @@ func build(ctx context.Context, opts Options) (*Image, error) {
 		files = append(files, f)
 	}
 	sortFiles(files)
+	return &contents{files: files, pkgOf: pkgOf, modules: modNames}, nil
+}
 
+// writeImage writes the image into dir.tmp (initramfs, kernel, manifest) and
+// renames it to dir, so that the cache never holds a half-written image under
+// its key. m comes with what the build knew before; writeImage adds what
+// writing finds out (the PVH note, sizes, files, times since start).
+func writeImage(pr *progress.Progress, dir, kernelDir string, spec *archSpec, ks *kernelSource, c *contents, m Manifest, start time.Time) (*Image, error) {
 	tmp := dir + ".tmp"
 	os.RemoveAll(tmp)
 	if err := os.MkdirAll(tmp, 0o755); err != nil {
 		return nil, err
 	}
 	defer os.RemoveAll(tmp)
+	size, err := writeInitrd(pr, filepath.Join(tmp, "initrd.cpio"), c.files)
+	if err != nil {
+		return nil, err
+	}
+	pvh, err := installKernel(pr, tmp, kernelDir, spec, ks)
+	if err != nil {
+		return nil, err
+	}
+	m.KernelPVH = pvh
+	m.InitrdSize = size
+	m.Built = time.Now().UTC().Truncate(time.Second)
+	m.BuildSeconds = time.Since(start).Seconds()
+	for _, f := range c.files {
+		m.Files = append(m.Files, ManifestFile{Path: f.Path, Mode: f.Mode.String(), Size: len(f.Data), Link: f.Linkname, Package: c.pkgOf[f.Path]})
+	}
+	if err := writeManifest(tmp, m); err != nil {
+		return nil, err
+	}
+	if err := replaceDir(tmp, dir); err != nil {
+		return nil, err
+	}
+	pr.Line("built %s (%s, %d files, initramfs %.1f MB, kernel %s) in %.1fs", dir, spec.name, len(c.files), float64(size)/1e6, ks.Version, m.BuildSeconds)
+	return loadImage(dir)
+}
+
+// writeInitrd writes files as a newc cpio to path under a progress bar, and
+// returns its size.
+func writeInitrd(pr *progress.Progress, path string, files []File) (int64, error) {
 	var size int64
 	for _, f := range files {
 		size += int64(len(f.Data))
 	}
-	bar = pr.Bar("packing initramfs", size, "bytes")
-	initrd := filepath.Join(tmp, "initrd.cpio")
-	out, err := os.Create(initrd)
+	bar := pr.Bar("packing initramfs", size, "bytes")
+	out, err := os.Create(path)
 	if err != nil {
-		return nil, err
+		return 0, err
 	}
 	cw := &countingWriter{w: out, fn: bar.Add}
 	err = WriteCPIO(cw, files)
@@ -330,49 +432,51 @@ func build(ctx context.Context, opts Options) (*Image, error) {
 	}
 	bar.Finish()
 	if err != nil {
-		return nil, err
+		return 0, err
 	}
+	return cw.n, nil
+}
+
+// installKernel puts the bootable kernel into the image dir tmp and reports
+// whether an amd64 vmlinux has the PVH entry note. QEMU boots an ELF kernel only
+// through that note, so without it the compressed kernel (ks.Image) is used
+// instead: slower, but bootable.
+func installKernel(pr *progress.Progress, tmp, kernelDir string, spec *archSpec, ks *kernelSource) (bool, error) {
 	if err := linkOrCopy(filepath.Join(kernelDir, spec.kernelFile), filepath.Join(tmp, spec.kernelFile)); err != nil {
-		return nil, err
+		return false, err
 	}
-	pvh := false
-	if spec.name == AMD64 {
-		if pvh, err = hasPVHNote(filepath.Join(tmp, "vmlinux")); err != nil {
-			return nil, fmt.Errorf("vmlinux: %w", err)
-		}
+	if spec.name != AMD64 {
+		return false, nil
 	}
-	if !pvh && spec.name == AMD64 {
-		// QEMU boots an ELF kernel only through the PVH note: use the
-		// bzImage itself, slower but bootable.
+	pvh, err := hasPVHNote(filepath.Join(tmp, "vmlinux"))
+	if err != nil {
+		return false, fmt.Errorf("vmlinux: %w", err)
+	}
+	if !pvh {
 		pr.Line("warning: %s has no PVH entry note: booting the compressed kernel (slower)", ks.Image)
 		os.Remove(filepath.Join(tmp, "vmlinux"))
 		if err := linkOrCopy(ks.Image, filepath.Join(tmp, "vmlinux")); err != nil {
-			return nil, err
+			return false, err
 		}
 	}
-	m := Manifest{
-		Recipe: recipeVersion, Arch: spec.name, Key: key, SSHServer: server,
-		KernelVersion: ks.Version, KernelOrigin: ks.Origin, KernelPVH: pvh,
-		Cmdline: spec.cmdline, Packages: pkgs, Modules: modNames,
-		InitrdSize: cw.n, Built: time.Now().UTC().Truncate(time.Second),
-		BuildSeconds: time.Since(start).Seconds(),
-	}
-	for _, f := range files {
-		m.Files = append(m.Files, ManifestFile{Path: f.Path, Mode: f.Mode.String(), Size: len(f.Data), Link: f.Linkname, Package: pkgOf[f.Path]})
-	}
+	return pvh, nil
+}
+
+// writeManifest writes m as dir/manifest.json, the file whose presence makes an
+// image dir complete (loadImage, loadDebian).
+func writeManifest(dir string, m Manifest) error {
 	mj, err := json.MarshalIndent(m, "", "  ")
 	if err != nil {
-		return nil, err
+		return err
 	}
-	if err := os.WriteFile(filepath.Join(tmp, "manifest.json"), append(mj, '\n'), 0o644); err != nil {
-		return nil, err
-	}
+	return os.WriteFile(filepath.Join(dir, "manifest.json"), append(mj, '\n'), 0o644)
+}
+
+// replaceDir publishes a finished image: tmp takes dir's place (a --rebuild
+// replaces the old image under the same key).
+func replaceDir(tmp, dir string) error {
 	os.RemoveAll(dir)
-	if err := os.Rename(tmp, dir); err != nil {
-		return nil, err
-	}
-	pr.Line("built %s (%s, %d files, initramfs %.1f MB, kernel %s) in %.1fs", dir, spec.name, len(files), float64(cw.n)/1e6, ks.Version, m.BuildSeconds)
-	return loadImage(dir)
+	return os.Rename(tmp, dir)
 }
 
 // resolvePackages asks apt's metadata (nothing is downloaded) for the packages'
@@ -444,33 +548,17 @@ func imageKey(ctx context.Context, opts Options) (string, error) {
 		}
 		return debianKey(sources), nil
 	}
-	server := opts.SSHServer
-	if server == "" {
-		server = DefaultSSHServer
-	}
-	spec, err := archOf(opts.Arch)
+	spec, server, rc, err := initramfsRecipe(opts)
 	if err != nil {
 		return "", err
 	}
-	rc, err := newRecipe(server)
+	cache, err := cacheDir(opts)
+	if err != nil {
+		return "", fmt.Errorf("images: %w", err)
+	}
+	ks, err := kernelFromOptions(opts)
 	if err != nil {
 		return "", err
-	}
-	rc.modules = spec.modules
-	cache := opts.CacheDir
-	if cache == "" {
-		if cache, err = xdg.Dir(xdg.Cache); err != nil {
-			return "", fmt.Errorf("images: %w", err)
-		}
-	}
-	var ks *kernelSource
-	switch {
-	case opts.Kernel != "":
-		if ks, err = kernelFromFlags(opts.Kernel, opts.Modules); err != nil {
-			return "", err
-		}
-	case opts.Modules != "":
-		return "", errors.New("--modules needs --kernel")
 	}
 	a := &apt{progress: progress.New(opts.Progress), arch: spec}
 	if err := a.available(); err != nil {
