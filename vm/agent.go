@@ -15,6 +15,7 @@ import (
 	"time"
 
 	"golang.org/x/crypto/ssh"
+	"golang.org/x/sys/unix"
 
 	"lab/host/proctree"
 	"lab/internal/fsutil"
@@ -72,9 +73,39 @@ type Hostagent struct {
 	Logger   *slog.Logger // nil: slog.Default()
 
 	onReady func(*agent) // tests: called once the VM is ready
+	// eventPipe, when Up runs the hostagent in its own process (tests), is the write
+	// end of Up's event pipe; a hostagent process gets it as the fd EnvEventsFD names.
+	eventPipe *os.File
 }
 
-// Event is one line of events.jsonl, the boot progress Up follows.
+// EnvEventsFD names the fd (Up passes 3) on which a hostagent process writes its
+// events for Up, besides appending them to events.jsonl, and which it closes once
+// ready or failed.
+const EnvEventsFD = "LAB_HOSTAGENT_EVENTS_FD"
+
+// inheritedEventPipe returns the event pipe Up handed this process, nil if none. It
+// unsets EnvEventsFD and marks the fd close-on-exec, so QEMU and the Tasks' children
+// neither hold the pipe open (Up would miss EOF) nor think it theirs.
+func inheritedEventPipe(log *slog.Logger) *os.File {
+	v, ok := os.LookupEnv(EnvEventsFD)
+	if !ok {
+		return nil
+	}
+	os.Unsetenv(EnvEventsFD)
+	fd, err := strconv.Atoi(v)
+	var st unix.Stat_t
+	if err == nil && fd > 2 {
+		err = unix.Fstat(fd, &st)
+	}
+	if err != nil || fd <= 2 || st.Mode&unix.S_IFMT != unix.S_IFIFO {
+		log.Warn("ignoring "+EnvEventsFD+": not a pipe", "value", v, "err", err)
+		return nil
+	}
+	unix.CloseOnExec(fd)
+	return os.NewFile(uintptr(fd), "lab-events-pipe")
+}
+
+// Event is one line of events.jsonl and of Up's event pipe: the boot progress Up follows.
 type Event struct {
 	Time  time.Time `json:"time"`
 	Phase string    `json:"phase"` // "starting", "qemu", "ready", "failed", "exited"
@@ -101,7 +132,8 @@ type agent struct {
 	reconnectMu sync.Mutex // one reconnect at a time
 
 	ready     chan struct{}
-	events    *os.File
+	events    *os.File // events.jsonl
+	pipe      *os.File // Up's event pipe until the verdict; nil: none or closed
 	vsockDev  *vhostvsock.Device
 	qemu      *qemuProc
 	mon       *monitor // nil until connected, or when QMP failed
@@ -114,6 +146,14 @@ func (h *Hostagent) Run(ctx context.Context) (err error) {
 	log := h.Logger
 	if log == nil {
 		log = slog.Default()
+	}
+	pipe := h.eventPipe
+	if pipe == nil {
+		pipe = inheritedEventPipe(log)
+	}
+	if pipe != nil {
+		// However Run ends, Up sees EOF; emit closes it sooner, at the verdict.
+		defer pipe.Close()
 	}
 	dir := h.StateDir
 	lock, err := fsutil.TryLock(filepath.Join(dir, FileAgentLock))
@@ -146,7 +186,7 @@ func (h *Hostagent) Run(ctx context.Context) (err error) {
 		return fmt.Errorf("vm: %w", err)
 	}
 	defer procs.Close()
-	a := &agent{procs: procs, h: h, in: in, keys: ks, log: log.With("vm", in.Name), events: ev,
+	a := &agent{procs: procs, h: h, in: in, keys: ks, log: log.With("vm", in.Name), events: ev, pipe: pipe,
 		reg: newRegistry(), ready: make(chan struct{}), vsockDone: make(chan error, 1)}
 	a.health = Health{Phase: PhaseBooting, Started: time.Now()}
 	a.emit("starting", fmt.Sprintf("hostagent pid %d", os.Getpid()), nil)
@@ -165,8 +205,21 @@ func (a *agent) emit(phase, msg string, err error) {
 		e.Error = err.Error()
 	}
 	b, _ := json.Marshal(e)
-	a.events.Write(append(b, '\n'))
+	b = append(b, '\n')
+	a.events.Write(b)
 	a.log.Info("event", "phase", phase, "msg", msg, "err", err)
+	// Called from Run's goroutine only, so a.pipe needs no lock.
+	if a.pipe == nil {
+		return
+	}
+	if _, werr := a.pipe.Write(b); werr != nil {
+		a.log.Debug("event pipe", "err", werr) // Up is gone; events.jsonl has it
+	}
+	switch phase {
+	case "ready", "failed", "exited":
+		a.pipe.Close()
+		a.pipe = nil
+	}
 }
 
 // run: vsock backend, Tasks, QEMU and its monitor, readiness, ha.sock, then supervise.

@@ -24,7 +24,7 @@ const (
 	fileUpLock      = "up.lock"          // flock held by lab up while it starts the VM
 	FileAgentLog    = "ha.log"           // the hostagent's log (slog text) and its stderr
 	FileAgentSock   = "ha.sock"          // the hostagent's SSH endpoint: sessions proxied over the kept guest connection
-	FileEvents      = "events.jsonl"     // boot progress events the hostagent appends and Up tails
+	FileEvents      = "events.jsonl"     // boot progress events the hostagent appends (for humans; Up reads its pipe)
 	FileQEMUPID     = "qemu.pid"         // pid of QEMU
 	FileQEMULog     = "qemu.log"         // QEMU's own stderr
 	FileQEMUExit    = "qemu.exit"        // why QEMU ended, written by the hostagent

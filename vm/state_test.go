@@ -93,25 +93,6 @@ func TestClaimWhileStarting(t *testing.T) {
 	}
 }
 
-func FuzzReadEvents(f *testing.F) {
-	f.Add([]byte(`{"time":"2026-01-01T00:00:00Z","phase":"ready","msg":"x"}` + "\n"))
-	f.Add([]byte("{\"phase\":\n\n{}\n"))
-	f.Add([]byte(`{"phase":"failed","error":"vm: \u0000"}` + "\n" + `{"phase"`))
-	f.Fuzz(func(t *testing.T, b []byte) {
-		p := filepath.Join(t.TempDir(), FileEvents)
-		if err := os.WriteFile(p, b, 0o600); err != nil {
-			t.Fatal(err)
-		}
-		_, off := readEvents(p, 0)
-		if off < 0 || off > int64(len(b)) {
-			t.Fatalf("offset %d outside 0..%d", off, len(b))
-		}
-		if off > 0 && b[off-1] != '\n' {
-			t.Fatalf("offset %d is not after a newline", off)
-		}
-	})
-}
-
 // Up and Down never remove a directory that is not a VM state dir.
 func TestForeignDirUntouched(t *testing.T) {
 	base := t.TempDir()

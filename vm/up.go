@@ -165,25 +165,36 @@ func Up(ctx context.Context, cfg Config) (*Instance, error) {
 		return nil, fmt.Errorf("vm: %w", err)
 	}
 
+	// The hostagent writes its boot events (events.jsonl's lines) to this pipe and
+	// closes it once ready or failed; EOF without a verdict means it died.
+	evR, evW, err := os.Pipe()
+	if err != nil {
+		return nil, fmt.Errorf("vm: %w", err)
+	}
+	defer evR.Close()
 	var agentExit <-chan error
 	if h := cfg.inProcess; h != nil {
 		// Tests: the hostagent runs in this process; agentPID stays 0, so a failed Up
 		// stops it by cancelling its context.
 		actx, cancel := context.WithCancel(context.WithoutCancel(ctx))
-		exited := make(chan error, 1)
-		h.StateDir = cfg.StateDir
-		go func() { exited <- h.Run(actx) }()
+		exited, done := make(chan error, 1), make(chan struct{})
+		h.StateDir, h.eventPipe = cfg.StateDir, evW // Run closes evW
+		go func() { exited <- h.Run(actx); close(done) }()
 		agentExit = exited
 		defer func() {
 			if !ok {
 				cancel()
-				<-exited
+				<-done // not <-exited: waitBooted may have taken its value
 			}
 		}()
-	} else if agentPID, agentExit, err = startAgent(agentCmd, cfg.StateDir); err != nil {
-		return nil, err
+	} else {
+		agentPID, agentExit, err = startAgent(agentCmd, cfg.StateDir, evW)
+		evW.Close() // the hostagent holds its own copy
+		if err != nil {
+			return nil, err
+		}
 	}
-	if err := waitBooted(ctx, cfg, in, agentExit); err != nil {
+	if err := waitBooted(ctx, cfg, in, evR, agentExit); err != nil {
 		return nil, err
 	}
 	ok = true
@@ -331,8 +342,9 @@ func writeInitrd(path, base string, authorized ssh.PublicKey, hostKey ed25519.Pr
 }
 
 // startAgent starts the hostagent in its own session (it outlives `lab up`), with
-// its output going to ha.log.
-func startAgent(argv []string, dir string) (int, <-chan error, error) {
+// its output going to ha.log and events, the write end of Up's event pipe, as its
+// fd 3 (named by EnvEventsFD).
+func startAgent(argv []string, dir string, events *os.File) (int, <-chan error, error) {
 	logf, err := os.OpenFile(filepath.Join(dir, FileAgentLog), os.O_WRONLY|os.O_CREATE|os.O_APPEND, 0o600)
 	if err != nil {
 		return 0, nil, fmt.Errorf("vm: %w", err)
@@ -341,6 +353,8 @@ func startAgent(argv []string, dir string) (int, <-chan error, error) {
 	cmd := exec.Command(argv[0], append(argv[1:], "--state-dir", dir)...)
 	cmd.Stdout, cmd.Stderr = logf, logf
 	cmd.Dir = dir
+	cmd.ExtraFiles = []*os.File{events}
+	cmd.Env = append(os.Environ(), EnvEventsFD+"=3") // ExtraFiles[0] is fd 3
 	cmd.SysProcAttr = &syscall.SysProcAttr{Setsid: true}
 	if err := cmd.Start(); err != nil {
 		return 0, nil, fmt.Errorf("vm: starting the hostagent %s: %w", argv[0], err)
@@ -351,25 +365,68 @@ func startAgent(argv []string, dir string) (int, <-chan error, error) {
 	return cmd.Process.Pid, exited, nil
 }
 
-// waitBooted follows events.jsonl until the hostagent reports ready or failed,
-// showing a progress line.
-func waitBooted(ctx context.Context, cfg Config, in *Instance, agentExit <-chan error) error {
+// waitBooted reads the hostagent's event pipe until it reports ready or failed,
+// showing a progress line. EOF without a verdict is the hostagent's death: its exit
+// status and last log lines are the error.
+func waitBooted(ctx context.Context, cfg Config, in *Instance, events *os.File, agentExit <-chan error) error {
 	start := time.Now()
 	prog := progress.New(cfg.Progress).Wait(fmt.Sprintf("lab: booting %s (%s, %s vsock)", in.Name, in.Accel, in.Vsock))
 	defer prog.Stop()
-	path := filepath.Join(in.StateDir, FileEvents)
-	var off int64
 	deadline := time.Duration(in.BootTimeout) + 30*time.Second
-	tick := time.NewTicker(50 * time.Millisecond)
-	defer tick.Stop()
-	agentGone, agentErr := false, error(nil)
+	timeout := time.NewTimer(deadline)
+	defer timeout.Stop()
+	verdict := make(chan error, 1)
+	go func() { verdict <- followEvents(events) }()
+	// Leaving early closes the read end, which ends followEvents' read.
+	defer func() { events.Close(); <-verdict }()
+	stopped := func() error {
+		select {
+		case <-ctx.Done():
+			return fmt.Errorf("vm: boot interrupted: %w", ctx.Err())
+		default:
+			return fmt.Errorf("vm: no answer from the hostagent after %v; see %s", deadline, filepath.Join(in.StateDir, FileAgentLog))
+		}
+	}
+	select {
+	case err := <-verdict:
+		verdict <- err // for the deferred receive
+		if err == nil {
+			prog.Done("lab: %s is ready (%.1fs)", in.Name, time.Since(start).Seconds())
+			return nil
+		}
+		if !errors.Is(err, errNoVerdict) {
+			return err
+		}
+	case <-ctx.Done():
+		return stopped()
+	case <-timeout.C:
+		return stopped()
+	}
+	select {
+	case agentErr := <-agentExit:
+		return fmt.Errorf("vm: the hostagent exited during boot (%v); it said:\n%s", agentErr,
+			indent(tail(filepath.Join(in.StateDir, FileAgentLog), 10)))
+	case <-ctx.Done():
+		return stopped()
+	case <-timeout.C:
+		return stopped()
+	}
+}
+
+// errNoVerdict: the event stream ended before a ready or failed event.
+var errNoVerdict = errors.New("vm: the hostagent's events ended without ready or failed")
+
+// followEvents reads event lines (events.jsonl's) from r until the verdict: nil on
+// ready, the hostagent's error on failed (or exited), errNoVerdict at EOF. Lines that
+// are not events are skipped.
+func followEvents(r io.Reader) error {
+	br := bufio.NewReader(r)
 	for {
-		evs, n := readEvents(path, off)
-		off = n
-		for _, e := range evs {
+		line, rerr := br.ReadBytes('\n')
+		var e Event
+		if len(line) > 0 && json.Unmarshal(line, &e) == nil {
 			switch e.Phase {
 			case "ready":
-				prog.Done("lab: %s is ready (%.1fs)", in.Name, time.Since(start).Seconds())
 				return nil
 			case "failed", "exited":
 				if e.Error == "" {
@@ -378,49 +435,13 @@ func waitBooted(ctx context.Context, cfg Config, in *Instance, agentExit <-chan 
 				return errors.New(e.Error)
 			}
 		}
-		if !agentGone {
-			select {
-			case agentErr = <-agentExit:
-				// Read once more: it may have written its verdict just before exiting.
-				agentGone = true
-				continue
-			default:
-			}
-		} else {
-			return fmt.Errorf("vm: the hostagent exited during boot (%v); it said:\n%s", agentErr,
-				indent(tail(filepath.Join(in.StateDir, FileAgentLog), 10)))
+		if rerr == io.EOF {
+			return errNoVerdict
 		}
-		if time.Since(start) > deadline {
-			return fmt.Errorf("vm: no answer from the hostagent after %v; see %s", deadline, filepath.Join(in.StateDir, FileAgentLog))
-		}
-		select {
-		case <-ctx.Done():
-			return fmt.Errorf("vm: boot interrupted: %w", ctx.Err())
-		case <-tick.C:
+		if rerr != nil {
+			return fmt.Errorf("vm: reading the hostagent's boot events: %w", rerr)
 		}
 	}
-}
-
-func readEvents(path string, off int64) ([]Event, int64) {
-	f, err := os.Open(path)
-	if err != nil {
-		return nil, off
-	}
-	defer f.Close()
-	if _, err := f.Seek(off, io.SeekStart); err != nil {
-		return nil, off
-	}
-	b, _ := io.ReadAll(f)
-	// Only whole lines.
-	end := strings.LastIndexByte(string(b), '\n') + 1
-	var evs []Event
-	for _, line := range strings.Split(string(b[:end]), "\n") {
-		var e Event
-		if line != "" && json.Unmarshal([]byte(line), &e) == nil {
-			evs = append(evs, e)
-		}
-	}
-	return evs, off + int64(end)
 }
 
 // teardown stops whatever a failed Up started and removes the state dir.

@@ -146,22 +146,6 @@ func TestTail(t *testing.T) {
 	}
 }
 
-func TestReadEventsPartialLine(t *testing.T) {
-	p := filepath.Join(t.TempDir(), FileEvents)
-	os.WriteFile(p, []byte(`{"phase":"starting"}`+"\n"+`{"phase":"rea`), 0o600)
-	evs, off := readEvents(p, 0)
-	if len(evs) != 1 || evs[0].Phase != "starting" {
-		t.Fatalf("events = %+v", evs)
-	}
-	f, _ := os.OpenFile(p, os.O_APPEND|os.O_WRONLY, 0)
-	f.WriteString(`dy"}` + "\n")
-	f.Close()
-	evs, _ = readEvents(p, off)
-	if len(evs) != 1 || evs[0].Phase != "ready" {
-		t.Fatalf("events after completing the line = %+v", evs)
-	}
-}
-
 func TestProcessAlive(t *testing.T) {
 	if !processAlive(os.Getpid(), "") {
 		t.Error("this process is not alive")
