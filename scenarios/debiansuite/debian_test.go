@@ -8,14 +8,10 @@ import (
 	"bytes"
 	"context"
 	"errors"
-	"flag"
-	"fmt"
 	"os"
 	"os/exec"
-	"os/signal"
 	"path/filepath"
 	"strings"
-	"syscall"
 	"testing"
 	"time"
 
@@ -23,44 +19,14 @@ import (
 	"lab/machine"
 	"lab/scenarios"
 	"lab/scenarios/suite"
+	"lab/scenarios/suite/suitetest"
 	"lab/vm"
-	"lab/wineprefix"
 )
 
 // hostagentEnv makes the test binary act as the VM's hostagent (as scenarios/suite does).
 const hostagentEnv = "LAB_DEBIAN_TEST_HOSTAGENT"
 
-func TestMain(m *testing.M) {
-	if os.Getenv(hostagentEnv) == "1" {
-		os.Exit(runHostagent(os.Args[1:]))
-	}
-	os.Exit(m.Run())
-}
-
-func runHostagent(args []string) int {
-	fs := flag.NewFlagSet("hostagent", flag.ContinueOnError)
-	dir := fs.String("state-dir", "", "")
-	if err := fs.Parse(args); err != nil || *dir == "" {
-		fmt.Fprintln(os.Stderr, "hostagent: --state-dir is required")
-		return 2
-	}
-	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
-	defer stop()
-	h := &vm.Hostagent{StateDir: *dir, Tasks: []vm.Task{machine.RelayTask(), machine.WineTask()}}
-	if err := h.Run(ctx); err != nil {
-		fmt.Fprintln(os.Stderr, "hostagent:", err)
-		return 1
-	}
-	return 0
-}
-
-func moduleRoot(t *testing.T) string {
-	out, err := exec.Command("go", "env", "GOMOD").Output()
-	if err != nil || strings.TrimSpace(string(out)) == "" {
-		t.Fatalf("go env GOMOD: %v", err)
-	}
-	return filepath.Dir(strings.TrimSpace(string(out)))
-}
+func TestMain(m *testing.M) { suitetest.Main(m, hostagentEnv) }
 
 // TestIntegrationDebian builds (or reuses) the Debian image, boots one machine on its
 // own disk, checks it, runs every scenario against it, then stops it, boots it again on
@@ -101,25 +67,11 @@ func TestIntegrationDebian(t *testing.T) {
 		float64(img.Manifest.DiskSize)/1e6, len(img.Manifest.Packages), time.Since(start).Seconds(), img.Manifest.BuildSeconds)
 
 	tmp := t.TempDir()
-	interp := filepath.Join(tmp, "lab-interop")
-	build := exec.CommandContext(ctx, "go", "build", "-trimpath", "-o", interp, "./cmd/lab-interop")
-	build.Dir = moduleRoot(t)
-	build.Env = append(os.Environ(), "CGO_ENABLED=0")
-	if out, err := build.CombinedOutput(); err != nil {
-		t.Fatalf("build lab-interop: %v\n%s", err, out)
-	}
+	interp := suitetest.Interpreter(ctx, t, filepath.Join(tmp, "lab-interop"), "amd64")
 	var shares []vm.Share
-	prefix := filepath.Join(tmp, "wine")
 	wine := false
-	if _, sh, err := machine.EnsureWindows(ctx, prefix, nil); err == nil {
-		shares, wine = append(shares, sh), true
-		t.Cleanup(func() {
-			if err := machine.ShutdownWindows(context.Background(), prefix); err != nil {
-				t.Errorf("wine shutdown: %v", err)
-			}
-		})
-	} else if !errors.Is(err, wineprefix.ErrNoWine) {
-		t.Fatalf("wine prefix: %v", err)
+	if sh := suitetest.Windows(ctx, t, tmp); sh != nil {
+		shares, wine = append(shares, *sh), true
 	}
 	disk := filepath.Join(tmp, "data", "disk.qcow2")
 	stateDir := filepath.Join(tmp, "vm")

@@ -3,13 +3,10 @@ package suite
 import (
 	"bytes"
 	"context"
-	"errors"
-	"flag"
 	"fmt"
 	"os"
-	"os/exec"
-	"os/signal"
 	"path/filepath"
+	"runtime"
 	"strconv"
 	"strings"
 	"syscall"
@@ -19,46 +16,15 @@ import (
 	"lab/internal/labtest"
 	"lab/machine"
 	"lab/scenarios"
+	"lab/scenarios/suite/suitetest"
 	"lab/vm"
-	"lab/wineprefix"
 )
 
 // hostagentEnv makes the test binary act as the VM's hostagent (vm.Config.Hostagent),
 // serving the relay task, so the suite runs the same supervisor code as lab up.
 const hostagentEnv = "LAB_SUITE_TEST_HOSTAGENT"
 
-func TestMain(m *testing.M) {
-	if os.Getenv(hostagentEnv) == "1" {
-		os.Exit(runHostagent(os.Args[1:]))
-	}
-	os.Exit(m.Run())
-}
-
-func runHostagent(args []string) int {
-	fs := flag.NewFlagSet("hostagent", flag.ContinueOnError)
-	dir := fs.String("state-dir", "", "")
-	if err := fs.Parse(args); err != nil || *dir == "" {
-		fmt.Fprintln(os.Stderr, "hostagent: --state-dir is required")
-		return 2
-	}
-	// As `lab hostagent` runs under lab's main: SIGINT and SIGTERM end it cleanly.
-	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
-	defer stop()
-	h := &vm.Hostagent{StateDir: *dir, Tasks: machine.Tasks()}
-	if err := h.Run(ctx); err != nil {
-		fmt.Fprintln(os.Stderr, "hostagent:", err)
-		return 1
-	}
-	return 0
-}
-
-func moduleRoot(t *testing.T) string {
-	out, err := exec.Command("go", "env", "GOMOD").Output()
-	if err != nil || strings.TrimSpace(string(out)) == "" {
-		t.Fatalf("go env GOMOD: %v", err)
-	}
-	return filepath.Dir(strings.TrimSpace(string(out)))
-}
+func TestMain(m *testing.M) { suitetest.Main(m, hostagentEnv) }
 
 // TestIntegrationScenarios boots one VM under TCG, provisions it, runs every scenario
 // as a subtest and stops the VM.
@@ -70,31 +36,14 @@ func TestIntegrationScenarios(t *testing.T) {
 	ctx, cancel := context.WithTimeout(context.Background(), 15*time.Minute)
 	defer cancel()
 	tmp := t.TempDir()
-	interp := filepath.Join(tmp, "lab-interop")
-	build := exec.CommandContext(ctx, "go", "build", "-trimpath", "-o", interp, "./cmd/lab-interop")
-	build.Dir = moduleRoot(t)
-	build.Env = append(os.Environ(), "CGO_ENABLED=0")
-	if out, err := build.CombinedOutput(); err != nil {
-		t.Fatalf("build lab-interop: %v\n%s", err, out)
-	}
+	interp := suitetest.Interpreter(ctx, t, filepath.Join(tmp, "lab-interop"), runtime.GOARCH)
 	stateDir := filepath.Join(tmp, "vm")
 	// No share of the test's own: the suite uses the scratch share lab up gives every VM.
-	var shares []vm.Share
 	// The Windows personality, as lab up sets it up when Wine is installed: a prefix of
 	// the VM's own (here in the test's temp dir) whose drive_c is /mnt/c.
-	prefix := filepath.Join(tmp, "wine")
-	if _, sh, err := machine.EnsureWindows(ctx, prefix, nil); err == nil {
-		shares = append(shares, sh)
-		t.Cleanup(func() {
-			// After vm.Down (cleanups run last-in first-out): stop whatever the wine task left.
-			if err := machine.ShutdownWindows(context.Background(), prefix); err != nil {
-				t.Errorf("wine shutdown: %v", err)
-			}
-		})
-	} else if !errors.Is(err, wineprefix.ErrNoWine) {
-		t.Fatalf("wine prefix: %v", err)
-	} else {
-		t.Logf("no Windows personality: %v (the pe scenarios skip)", err)
+	var shares []vm.Share
+	if sh := suitetest.Windows(ctx, t, tmp); sh != nil {
+		shares = append(shares, *sh)
 	}
 	t.Setenv(hostagentEnv, "1")
 	var progress bytes.Buffer
@@ -143,13 +92,7 @@ func TestIntegrationScenarios(t *testing.T) {
 	}
 	// An updated interpreter is replaced, and the rules registered again (flag F keeps
 	// the old file open otherwise); launches then use the new one.
-	interp2 := filepath.Join(tmp, "lab-interop-stripped")
-	build2 := exec.CommandContext(ctx, "go", "build", "-trimpath", "-ldflags=-s -w", "-o", interp2, "./cmd/lab-interop")
-	build2.Dir = moduleRoot(t)
-	build2.Env = append(os.Environ(), "CGO_ENABLED=0")
-	if out, err := build2.CombinedOutput(); err != nil {
-		t.Fatalf("build stripped lab-interop: %v\n%s", err, out)
-	}
+	interp2 := suitetest.Interpreter(ctx, t, filepath.Join(tmp, "lab-interop-stripped"), runtime.GOARCH, "-ldflags=-s -w")
 	res, err = machine.Provision(ctx, c, stateDir, machine.ProvisionOptions{Interpreter: interp2})
 	if err != nil {
 		t.Fatalf("provision with a new interpreter: %v", err)

@@ -3,15 +3,10 @@ package arm64
 import (
 	"bytes"
 	"context"
-	"errors"
-	"flag"
-	"fmt"
 	"os"
 	"os/exec"
-	"os/signal"
 	"path/filepath"
 	"strings"
-	"syscall"
 	"testing"
 	"time"
 
@@ -19,8 +14,8 @@ import (
 	"lab/machine"
 	"lab/scenarios"
 	"lab/scenarios/suite"
+	"lab/scenarios/suite/suitetest"
 	"lab/vm"
-	"lab/wineprefix"
 )
 
 // ciSkipped are the scenarios the arm64 run leaves out unless LAB_ARM64_SCENARIOS=all:
@@ -41,37 +36,7 @@ var ciSkipped = map[string]bool{
 // serving the relay and wine tasks, as lab up's hostagent does.
 const hostagentEnv = "LAB_ARM64_TEST_HOSTAGENT"
 
-func TestMain(m *testing.M) {
-	if os.Getenv(hostagentEnv) == "1" {
-		os.Exit(runHostagent(os.Args[1:]))
-	}
-	os.Exit(m.Run())
-}
-
-func runHostagent(args []string) int {
-	fs := flag.NewFlagSet("hostagent", flag.ContinueOnError)
-	dir := fs.String("state-dir", "", "")
-	if err := fs.Parse(args); err != nil || *dir == "" {
-		fmt.Fprintln(os.Stderr, "hostagent: --state-dir is required")
-		return 2
-	}
-	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
-	defer stop()
-	h := &vm.Hostagent{StateDir: *dir, Tasks: []vm.Task{machine.RelayTask(), machine.WineTask()}}
-	if err := h.Run(ctx); err != nil {
-		fmt.Fprintln(os.Stderr, "hostagent:", err)
-		return 1
-	}
-	return 0
-}
-
-func moduleRoot(t *testing.T) string {
-	out, err := exec.Command("go", "env", "GOMOD").Output()
-	if err != nil || strings.TrimSpace(string(out)) == "" {
-		t.Fatalf("go env GOMOD: %v", err)
-	}
-	return filepath.Dir(strings.TrimSpace(string(out)))
-}
+func TestMain(m *testing.M) { suitetest.Main(m, hostagentEnv) }
 
 // TestIntegrationScenariosARM64 boots one arm64 VM, provisions it with an arm64
 // lab-interop and runs the scenario suite against it, each scenario a subtest.
@@ -88,27 +53,11 @@ func TestIntegrationScenariosARM64(t *testing.T) {
 	ctx, cancel := context.WithTimeout(context.Background(), 25*time.Minute)
 	defer cancel()
 	tmp := t.TempDir()
-	interp := filepath.Join(tmp, "lab-interop-arm64")
-	build := exec.CommandContext(ctx, "go", "build", "-trimpath", "-o", interp, "./cmd/lab-interop")
-	build.Dir = moduleRoot(t)
-	build.Env = append(os.Environ(), "CGO_ENABLED=0", "GOOS=linux", "GOARCH=arm64")
-	if out, err := build.CombinedOutput(); err != nil {
-		t.Fatalf("build lab-interop for arm64: %v\n%s", err, out)
-	}
+	interp := suitetest.Interpreter(ctx, t, filepath.Join(tmp, "lab-interop-arm64"), "arm64")
 	stateDir := filepath.Join(tmp, "vm")
 	var shares []vm.Share
-	prefix := filepath.Join(tmp, "wine")
-	if _, sh, err := machine.EnsureWindows(ctx, prefix, nil); err == nil {
-		shares = append(shares, sh)
-		t.Cleanup(func() {
-			if err := machine.ShutdownWindows(context.Background(), prefix); err != nil {
-				t.Errorf("wine shutdown: %v", err)
-			}
-		})
-	} else if !errors.Is(err, wineprefix.ErrNoWine) {
-		t.Fatalf("wine prefix: %v", err)
-	} else {
-		t.Logf("no Windows personality: %v (the pe scenarios skip)", err)
+	if sh := suitetest.Windows(ctx, t, tmp); sh != nil {
+		shares = append(shares, *sh)
 	}
 	t.Setenv(hostagentEnv, "1")
 	var progress bytes.Buffer

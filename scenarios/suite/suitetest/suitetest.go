@@ -1,0 +1,93 @@
+// Package suitetest is what the end-to-end suites' tests share (scenarios/suite on the
+// default guest, scenarios/suite/arm64, scenarios/debiansuite): the test binary acting
+// as the VM's hostagent, the guest interpreter built for the guest's architecture, and
+// a Windows side of the test's own. Each suite boots its own kind of guest; this is the
+// setup around the boot, written once.
+package suitetest
+
+import (
+	"context"
+	"errors"
+	"flag"
+	"fmt"
+	"os"
+	"os/exec"
+	"os/signal"
+	"path/filepath"
+	"strings"
+	"syscall"
+	"testing"
+
+	"lab/machine"
+	"lab/vm"
+	"lab/wineprefix"
+)
+
+// Main runs the test binary as the VM's hostagent when env is "1" (vm.Config.Hostagent
+// re-executes os.Args[0] with env set), serving machine.Tasks as lab up's hostagent
+// does, so the suites run the same supervisor code as lab up; else it runs the tests.
+func Main(m *testing.M, env string) {
+	if os.Getenv(env) == "1" {
+		os.Exit(runHostagent(os.Args[1:]))
+	}
+	os.Exit(m.Run())
+}
+
+func runHostagent(args []string) int {
+	fs := flag.NewFlagSet("hostagent", flag.ContinueOnError)
+	dir := fs.String("state-dir", "", "")
+	if err := fs.Parse(args); err != nil || *dir == "" {
+		fmt.Fprintln(os.Stderr, "hostagent: --state-dir is required")
+		return 2
+	}
+	// As `lab hostagent` runs under lab's main: SIGINT and SIGTERM end it cleanly.
+	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
+	defer stop()
+	h := &vm.Hostagent{StateDir: *dir, Tasks: machine.Tasks()}
+	if err := h.Run(ctx); err != nil {
+		fmt.Fprintln(os.Stderr, "hostagent:", err)
+		return 1
+	}
+	return 0
+}
+
+// Interpreter builds lab-interop (static) for the guest architecture goarch as the
+// file out, with any extra go build flags (the suite also builds a stripped one).
+func Interpreter(ctx context.Context, t testing.TB, out, goarch string, flags ...string) string {
+	t.Helper()
+	mod, err := exec.Command("go", "env", "GOMOD").Output()
+	if err != nil || strings.TrimSpace(string(mod)) == "" {
+		t.Fatalf("go env GOMOD: %v", err)
+	}
+	args := append(append([]string{"build", "-trimpath"}, flags...), "-o", out, "./cmd/lab-interop")
+	build := exec.CommandContext(ctx, "go", args...)
+	build.Dir = filepath.Dir(strings.TrimSpace(string(mod)))
+	build.Env = append(os.Environ(), "CGO_ENABLED=0", "GOOS=linux", "GOARCH="+goarch)
+	if b, err := build.CombinedOutput(); err != nil {
+		t.Fatalf("build lab-interop for %s: %v\n%s", goarch, err, b)
+	}
+	return out
+}
+
+// Windows makes a Wine prefix of the test's own in dir/wine, as lab up sets the Windows
+// side up when Wine is installed, and returns the share of its drive_c (/mnt/c); nil
+// without Wine (the pe scenarios then skip). Its wineserver is stopped at cleanup, after
+// the VM's own cleanup (registered later, run first).
+func Windows(ctx context.Context, t testing.TB, dir string) *vm.Share {
+	t.Helper()
+	prefix := filepath.Join(dir, "wine")
+	_, sh, err := machine.EnsureWindows(ctx, prefix, nil)
+	if errors.Is(err, wineprefix.ErrNoWine) {
+		t.Logf("no Windows personality: %v (the pe scenarios skip)", err)
+		return nil
+	}
+	if err != nil {
+		t.Fatalf("wine prefix: %v", err)
+	}
+	t.Cleanup(func() {
+		if err := machine.ShutdownWindows(context.Background(), prefix); err != nil {
+			t.Errorf("wine shutdown: %v", err)
+		}
+	})
+	return &sh
+}
