@@ -21,6 +21,7 @@ import (
 	"github.com/creack/pty"
 	"golang.org/x/sys/unix"
 	"lab/internal/labtest"
+	"lab/machine"
 	"lab/wire"
 )
 
@@ -327,7 +328,7 @@ formats:
 		if s := labtest.Procs("wineserver", "WINEPREFIX="+prefix); len(servers) != 1 || !slices.Equal(s, servers) {
 			t.Errorf("wineservers of the shared prefix: %v with one machine, %v with two; want the same one", servers, s)
 		}
-		var l machineList
+		var l machine.Inventory
 		if err := json.Unmarshal([]byte(must("list", "--json").stdout), &l); err != nil || len(l.Machines) != 2 || l.Windows == nil || l.Windows.Users != 2 ||
 			l.Machines[0].Windows != "shared" || l.Machines[1].Windows != "shared" {
 			t.Errorf("lab list --json with two machines: %+v, %v; want both on the shared Windows side", l, err)
@@ -342,7 +343,7 @@ formats:
 		if len(dirs) != 1 || dirs[0] != "windows" {
 			t.Errorf("data dir holds %v; want only the shared windows prefix", dirs)
 		}
-		t.Logf("data dir with two machines: %s", humanBytes(diskUse(filepath.Join(base, "data"))))
+		t.Logf("data dir with two machines: %s", humanBytes(machine.DiskUse(filepath.Join(base, "data"))))
 	}
 
 	must("down", "--name", name)

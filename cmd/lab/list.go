@@ -4,6 +4,8 @@ import (
 	"encoding/json"
 
 	"github.com/spf13/cobra"
+
+	"lab/machine"
 )
 
 func newListCommand() *cobra.Command {
@@ -30,7 +32,7 @@ cached images and templates nothing uses.`,
   lab list --json`,
 		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, args []string) error {
-			l, err := listMachines(cmd.Context())
+			l, err := machine.Machines(cmd.Context())
 			if err != nil {
 				return err
 			}

@@ -60,7 +60,7 @@ func fakeMachine(t *testing.T, stateBase, name string, shares []vm.Share, runnin
 
 func TestListAndDeleteMachines(t *testing.T) {
 	stateBase, dataBase, _ := tempXDG(t)
-	l, err := listMachines(context.Background())
+	l, err := machine.Machines(context.Background())
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -79,11 +79,11 @@ func TestListAndDeleteMachines(t *testing.T) {
 	writeSized(t, filepath.Join(dataBase, "kept1", "machine.json"), 10)
 	writeSized(t, filepath.Join(dataBase, ".wine.tmp-1", "f"), 10) // not a machine's name
 
-	l, err = listMachines(context.Background())
+	l, err = machine.Machines(context.Background())
 	if err != nil {
 		t.Fatal(err)
 	}
-	got := map[string]machineInfo{}
+	got := map[string]machine.Entry{}
 	var names []string
 	for _, m := range l.Machines {
 		got[m.Name] = m
@@ -92,10 +92,10 @@ func TestListAndDeleteMachines(t *testing.T) {
 	if strings.Join(names, " ") != "crashed kept1 run1" {
 		t.Fatalf("machines %q, want crashed kept1 run1", names)
 	}
-	if m := got["run1"]; m.State != "stopping" || m.Windows != "shared" || m.Prefix != "" || !m.running {
+	if m := got["run1"]; m.State != "stopping" || m.Windows != "shared" || m.Prefix != "" || !m.Running() {
 		t.Errorf("run1 = %+v, want a running machine (hostagent lock held) on the shared prefix", m)
 	}
-	if m := got["crashed"]; m.State != "stopped" || m.Windows != "none" || m.running {
+	if m := got["crashed"]; m.State != "stopped" || m.Windows != "none" || m.Running() {
 		t.Errorf("crashed = %+v, want stopped, no Windows", m)
 	}
 	if m := got["kept1"]; m.State != "kept" || m.Windows != "isolated" || m.PrefixBytes < 100000 || m.DiskBytes < 70000 || m.DataBytes < 170000 || m.StateDir != "" {
@@ -145,7 +145,7 @@ func TestListAndDeleteMachines(t *testing.T) {
 	if _, err := deleteMachine(ctx, "run1", true, &out); err != nil {
 		t.Errorf("delete --force run1: %v", err)
 	}
-	l, _ = listMachines(context.Background())
+	l, _ = machine.Machines(context.Background())
 	if len(l.Machines) != 0 || l.Windows == nil {
 		t.Errorf("after deleting every machine: %+v; want none, and the shared Windows side kept", l)
 	}
@@ -178,4 +178,9 @@ func TestUpRefusesTheSharedWindowsName(t *testing.T) {
 	if err == nil || err.Error() != want || exitCode(err) != 2 {
 		t.Errorf("lab up --name windows: %v; want a usage error %q", err, want)
 	}
+}
+
+func isDir(p string) bool {
+	fi, err := os.Stat(p)
+	return err == nil && fi.IsDir()
 }

@@ -98,7 +98,7 @@ func findUnused(ctx context.Context, cache string) ([]unusedItem, error) {
 	}
 	out := make([]unusedItem, len(found))
 	for i, f := range found {
-		out[i] = unusedItem{Unused: f, Bytes: diskUse(f.Path)}
+		out[i] = unusedItem{Unused: f, Bytes: machine.DiskUse(f.Path)}
 	}
 	return out, nil
 }
@@ -151,7 +151,7 @@ func machineReferences() ([]string, error) {
 	if err != nil {
 		return nil, err
 	}
-	m, _ := filepath.Glob(filepath.Join(base, "*", dataMachine))
+	m, _ := filepath.Glob(filepath.Join(base, "*", machine.FileMachineRecord))
 	files = append(files, m...)
 	q, _ := filepath.Glob(filepath.Join(base, "*", "*.qcow2"))
 	refs = append(refs, backingFiles(q)...)
