@@ -113,39 +113,13 @@ func TestIntegrationScenarios(t *testing.T) {
 		t.Fatalf("suite setup: %v\n%s", err, setup.String())
 	}
 	var prog bytes.Buffer
-	// LAB_SCENARIOS selects scenarios (comma-separated patterns); LAB_SCENARIOS_VERBOSE=1
-	// keeps the transcripts of passing ones too.
-	var patterns []string
-	if p := os.Getenv("LAB_SCENARIOS"); p != "" {
-		patterns = strings.Split(p, ",")
-	}
-	verbose := os.Getenv("LAB_SCENARIOS_VERBOSE") != ""
+	patterns, verbose := suitetest.Selection()
 	rep, err := scenarios.Run(ctx, env, scenarios.Options{Progress: &prog, Patterns: patterns, Verbose: verbose})
 	if err != nil {
 		t.Fatal(err)
 	}
 	t.Logf("scenario progress:\n%s", prog.String())
-	for _, r := range rep.Results {
-		t.Run(r.Name, func(t *testing.T) {
-			if verbose {
-				t.Log(r.Log)
-			}
-			switch r.Status {
-			case scenarios.Skip:
-				t.Skip(strings.TrimSpace(r.Log))
-			case scenarios.Fail:
-				var b strings.Builder
-				b.WriteString(r.Log)
-				if len(r.RelayLog) > 0 {
-					b.WriteString("relay log:\n" + strings.Join(r.RelayLog, "\n") + "\n")
-				}
-				if len(r.GuestLog) > 0 {
-					b.WriteString("guest log:\n" + strings.Join(r.GuestLog, "\n") + "\n")
-				}
-				t.Errorf("%s: %s\n%s", r.Name, r.Summary, b.String())
-			}
-		})
-	}
+	suitetest.Results(t, rep, verbose)
 
 	// Last, as it ends the VM: SIGKILL of the hostagent takes every host process it runs
 	// with it (package proctree): a host program's tree with a daemonised grandchild,

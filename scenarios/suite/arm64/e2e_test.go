@@ -111,11 +111,7 @@ func TestIntegrationScenariosARM64(t *testing.T) {
 	if err != nil {
 		t.Fatalf("suite setup: %v\n%s", err, setup.String())
 	}
-	var patterns []string
-	if p := os.Getenv("LAB_SCENARIOS"); p != "" {
-		patterns = strings.Split(p, ",")
-	}
-	verbose := os.Getenv("LAB_SCENARIOS_VERBOSE") != ""
+	patterns, verbose := suitetest.Selection()
 	all, err := scenarios.List()
 	if err != nil {
 		t.Fatal(err)
@@ -143,25 +139,5 @@ func TestIntegrationScenariosARM64(t *testing.T) {
 		t.Errorf("the report names the machine %v, want an arm64 one", rep.Machine)
 	}
 	t.Logf("scenarios on arm64 in %.1fs:\n%s", time.Since(runStart).Seconds(), prog.String())
-	for _, r := range rep.Results {
-		t.Run(r.Name, func(t *testing.T) {
-			if verbose {
-				t.Log(r.Log)
-			}
-			switch r.Status {
-			case scenarios.Skip:
-				t.Skip(strings.TrimSpace(r.Log))
-			case scenarios.Fail:
-				var b strings.Builder
-				b.WriteString(r.Log)
-				if len(r.RelayLog) > 0 {
-					b.WriteString("relay log:\n" + strings.Join(r.RelayLog, "\n") + "\n")
-				}
-				if len(r.GuestLog) > 0 {
-					b.WriteString("guest log:\n" + strings.Join(r.GuestLog, "\n") + "\n")
-				}
-				t.Errorf("%s: %s\n%s", r.Name, r.Summary, b.String())
-			}
-		})
-	}
+	suitetest.Results(t, rep, verbose)
 }

@@ -19,6 +19,7 @@ import (
 	"testing"
 
 	"lab/machine"
+	"lab/scenarios"
 	"lab/vm"
 	"lab/wineprefix"
 )
@@ -90,4 +91,40 @@ func Windows(ctx context.Context, t testing.TB, dir string) *vm.Share {
 		}
 	})
 	return &sh
+}
+
+// Selection reads what the environment asks of a suite run: LAB_SCENARIOS selects
+// scenarios (comma-separated patterns), LAB_SCENARIOS_VERBOSE=1 keeps the transcripts
+// of passing ones too.
+func Selection() (patterns []string, verbose bool) {
+	if p := os.Getenv("LAB_SCENARIOS"); p != "" {
+		patterns = strings.Split(p, ",")
+	}
+	return patterns, os.Getenv("LAB_SCENARIOS_VERBOSE") != ""
+}
+
+// Results reports each scenario of rep as a subtest: a skip as a skip, a failure with
+// its transcript and the relay's and guest's logs of its time.
+func Results(t *testing.T, rep *scenarios.Report, verbose bool) {
+	for _, r := range rep.Results {
+		t.Run(r.Name, func(t *testing.T) {
+			if verbose {
+				t.Log(r.Log)
+			}
+			switch r.Status {
+			case scenarios.Skip:
+				t.Skip(strings.TrimSpace(r.Log))
+			case scenarios.Fail:
+				var b strings.Builder
+				b.WriteString(r.Log)
+				if len(r.RelayLog) > 0 {
+					b.WriteString("relay log:\n" + strings.Join(r.RelayLog, "\n") + "\n")
+				}
+				if len(r.GuestLog) > 0 {
+					b.WriteString("guest log:\n" + strings.Join(r.GuestLog, "\n") + "\n")
+				}
+				t.Errorf("%s: %s\n%s", r.Name, r.Summary, b.String())
+			}
+		})
+	}
 }
