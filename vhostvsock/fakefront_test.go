@@ -40,6 +40,7 @@ type fakeOpts struct {
 	qsize      uint16
 	uds        string
 	bufSize    int
+	maxConns   int
 }
 
 type rxPkt struct {
@@ -76,7 +77,7 @@ func newFakeGuest(t testing.TB, o fakeOpts) *fakeGuest {
 	t.Helper()
 	dir := t.TempDir()
 	sock := filepath.Join(dir, "vhost.sock")
-	dev, err := New(Config{SocketPath: sock, GuestCID: fakeCID, UDSPath: o.uds, BufferSize: o.bufSize, Logger: testLogger(t)})
+	dev, err := New(Config{SocketPath: sock, GuestCID: fakeCID, UDSPath: o.uds, BufferSize: o.bufSize, MaxConns: o.maxConns, Logger: testLogger(t)})
 	if err != nil {
 		t.Fatal(err)
 	}

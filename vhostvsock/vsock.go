@@ -263,7 +263,10 @@ func (d *Device) Listen(port uint32) (net.Listener, error) {
 	if _, ok := d.listeners[port]; ok {
 		return nil, &net.OpError{Op: "listen", Net: "vsock", Addr: addr, Err: syscall.EADDRINUSE}
 	}
-	l := &Listener{d: d, addr: addr, ch: make(chan *Conn, 128), done: make(chan struct{})}
+	// The backlog holds as many connections as the device may have: MaxConns is the bound,
+	// not the pace of Accept. With 128, a burst of REQUESTs (a thousand launches at once,
+	// taken 64 per worker pass) outran the accept loop and most of it was reset.
+	l := &Listener{d: d, addr: addr, ch: make(chan *Conn, d.cfg.MaxConns), done: make(chan struct{})}
 	d.listeners[port] = l
 	return l, nil
 }
