@@ -14,10 +14,10 @@ import (
 	"syscall"
 	"time"
 
-	"github.com/mdlayher/vsock"
 	"golang.org/x/sys/unix"
 	"golang.org/x/term"
 
+	"lab/internal/vsockdial"
 	"lab/wire"
 )
 
@@ -378,7 +378,8 @@ func Dial(ctx context.Context, addr string) (net.Conn, error) {
 	}
 	if network == "vsock" {
 		cid, port, _ := vsockAddr(a)
-		return vsock.DialContext(ctx, cid, port, nil)
+		// Not vsock.DialContext: the kernel would give up after its own 2 s connect timeout.
+		return vsockdial.Dial(ctx, cid, port)
 	}
 	var d net.Dialer
 	return d.DialContext(ctx, "unix", a)

@@ -6,6 +6,7 @@ package main
 
 import (
 	"bufio"
+	"context"
 	"crypto/sha256"
 	"encoding/binary"
 	"encoding/hex"
@@ -23,6 +24,8 @@ import (
 	"time"
 
 	"github.com/mdlayher/vsock"
+
+	"lab/guest"
 )
 
 const host = 2
@@ -193,6 +196,16 @@ func run(f []string, reply func(string, ...any)) error {
 			}
 		}
 		reply("OK")
+	case "dial": // the interpreter's own dial (lab/guest) with its 30 s deadline: OK and the ms it took
+		ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+		defer cancel()
+		start := time.Now()
+		c, err := guest.Dial(ctx, fmt.Sprintf("vsock:%d:%d", host, port))
+		if err != nil {
+			return err
+		}
+		c.Close()
+		reply("OK %d", time.Since(start).Milliseconds())
 	case "connect": // sequential connect+close latency
 		n := arg(2)
 		start := time.Now()
