@@ -15,7 +15,7 @@ func newBenchCommand() *cobra.Command {
 	var jsonOut bool
 	var chart, from string
 	cmd := &cobra.Command{
-		Use:   "bench [--json] [--breakdown] [--chart FILE.svg|FILE.png]",
+		Use:   "bench [--json] [--breakdown] [--only concurrent] [--chart FILE.svg|FILE.png]",
 		Short: "Measure interop against its baselines, side by side, on a fresh VM",
 		Long: `bench boots its own VM (name "bench"), provisions it and measures in one run:
 
@@ -38,11 +38,15 @@ connect, the handshake, the relay's authorisation and mapping, the host fork/exe
 first output byte, the exit.`,
 		Example: `  lab bench
   lab bench --runs 500 --json > bench.json --chart bench.svg
-  lab bench --from bench.json --chart bench.png`,
+  lab bench --from bench.json --chart bench.png
+  lab bench --only concurrent --concurrent 1000`,
 		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, args []string) error {
 			if chart != "" && !strings.HasSuffix(chart, ".svg") && !strings.HasSuffix(chart, ".png") {
 				return &usageError{fmt.Errorf("bench: --chart writes SVG or PNG: name the file *.svg or *.png")}
+			}
+			if opts.Only != "" && opts.Only != bench.OnlyConcurrent {
+				return &usageError{fmt.Errorf("bench: --only %q: the figure that can run alone is %q", opts.Only, bench.OnlyConcurrent)}
 			}
 			opts.Progress = os.Stderr
 			var res *bench.Result
@@ -92,6 +96,7 @@ first output byte, the exit.`,
 	f.IntVar(&opts.Runs, "runs", 200, "launches per latency figure")
 	f.Int64Var(&opts.Bytes, "bytes", 64<<20, "bytes per throughput figure")
 	f.IntVar(&opts.Concurrent, "concurrent", 1000, "concurrent launches")
+	f.StringVar(&opts.Only, "only", "", `measure only this figure after the boot: "concurrent"`)
 	f.StringVar(&opts.Interpreter, "interpreter", "", "lab-interop binary for the guest (default: next to lab)")
 	return cmd
 }

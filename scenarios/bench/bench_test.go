@@ -2,6 +2,7 @@ package bench
 
 import (
 	"bytes"
+	"fmt"
 	"strings"
 	"testing"
 )
@@ -41,5 +42,21 @@ func TestReports(t *testing.T) {
 	r.WriteText(&txt)
 	if !strings.Contains(txt.String(), "MET") || !strings.Contains(txt.String(), "guest -> host SSH exec") {
 		t.Errorf("text:\n%s", txt.String())
+	}
+}
+
+func TestOptionsOnly(t *testing.T) {
+	for _, tc := range []struct {
+		only, err string
+	}{
+		{"", ""},
+		{"concurrent", ""},
+		{"launch", `bench: --only "launch": the figure that can run alone is "concurrent"`},
+	} {
+		o := Options{Only: tc.only, LabExe: "lab"}
+		err := o.setDefaults()
+		if got := fmt.Sprint(err); tc.err == "" && err != nil || tc.err != "" && got != tc.err {
+			t.Errorf("Only %q: setDefaults() = %v, want %q", tc.only, err, tc.err)
+		}
 	}
 }
