@@ -50,7 +50,6 @@ type Options struct {
 // OnlyConcurrent is Options.Only for the concurrent launches alone (with the boot they need).
 const OnlyConcurrent = "concurrent"
 
-
 // Dist is a latency distribution in milliseconds.
 type Dist struct {
 	N    int     `json:"n"`
