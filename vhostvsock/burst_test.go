@@ -66,3 +66,53 @@ func TestConnectBurst(t *testing.T) {
 		})
 	}
 }
+
+// TestResetsOutlastRxStarvation closes a listener with a full backlog of connections the
+// guest was told RESPONSE for (or not yet), while the guest posts no receive buffers. Every
+// one of them must reach the guest as an RST once it refills: an RST dropped there leaves a
+// guest socket connected to nothing for good.
+func TestResetsOutlastRxStarvation(t *testing.T) {
+	const n = 1000
+	g := newFakeGuest(t, fakeOpts{})
+	l, err := g.dev.Listen(5556)
+	if err != nil {
+		t.Fatal(err)
+	}
+	g.do(func() { g.rxHold = true })
+	const base = 90000
+	for i := range n {
+		g.send(guestHdr(opRequest, uint32(base+i), 5556), nil)
+	}
+	// The ring's first buffers carry RESPONSEs; then the device waits for more.
+	responded := map[uint32]bool{}
+	for len(g.pkts) > 0 || len(responded) == 0 {
+		p := g.recv()
+		if p.h.Op != opResponse {
+			t.Fatalf("got %v before the listener closed, want a RESPONSE", &p.h)
+		}
+		responded[p.h.DstPort] = true
+	}
+	for g.dev.Stats().TxPackets < n { // every REQUEST taken
+		time.Sleep(time.Millisecond)
+	}
+	l.Close()
+	g.do(func() { g.rxHold = false; g.postRx() })
+	reset := map[uint32]bool{}
+	for len(reset) < n {
+		var p rxPkt
+		select {
+		case p = <-g.pkts:
+		case <-time.After(10 * time.Second):
+			t.Fatalf("%d of %d guest ports got an RST after the listener closed (%d had a RESPONSE); the rest were never told", len(reset), n, len(responded))
+		}
+		switch {
+		case p.h.Op == opResponse && !responded[p.h.DstPort]:
+			responded[p.h.DstPort] = true
+		case p.h.Op == opRST && !reset[p.h.DstPort]:
+			reset[p.h.DstPort] = true
+		default:
+			t.Fatalf("got %v (port responded %v, reset %v)", &p.h, responded[p.h.DstPort], reset[p.h.DstPort])
+		}
+	}
+	g.expectNone(100 * time.Millisecond)
+}

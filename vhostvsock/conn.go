@@ -165,7 +165,12 @@ func (d *Device) abortLocked(c *Conn, sendRST bool) {
 	if c.state == stClosed {
 		return
 	}
-	if sendRST && d.front != nil && len(d.ctrl) < maxCtrl {
+	// A connection's RST has room beyond maxCtrl (the bound on replies to unknown
+	// connections): each connection is reset once, and dropping its RST while the guest
+	// posts no receive buffers would leave the guest's socket connected to nothing. New
+	// connections are not made while maxCtrl replies wait (tx stops, Dial says EAGAIN),
+	// so this stays within maxCtrl + MaxConns.
+	if sendRST && d.front != nil && len(d.ctrl) < maxCtrl+d.cfg.MaxConns {
 		d.ctrl = append(d.ctrl, header{
 			SrcCID: cidHost, DstCID: uint64(d.cfg.GuestCID), SrcPort: c.key.host, DstPort: c.key.guest,
 			Type: typeStream, Op: opRST,

@@ -70,6 +70,7 @@ type fakeGuest struct {
 	loopDone     chan struct{}
 	serveErr     chan error
 	rxCount      int
+	rxHold       bool             // post no more receive buffers (a guest too busy to refill them)
 	serveErrWant func(error) bool // nil: Serve must return nil
 }
 
@@ -258,6 +259,9 @@ func (g *fakeGuest) kickQ(i int, d *virtq.Driver, old uint16) {
 }
 
 func (g *fakeGuest) postRx() {
+	if g.rxHold {
+		return
+	}
 	old := g.rx.AvailIdx()
 	for g.rx.Free() > 0 {
 		if _, err := g.rx.Add([]virtq.Seg{{WriteLen: rxBufSize}}, false); err != nil {

@@ -280,7 +280,8 @@ func (d *Device) Dial(ctx context.Context, port uint32) (net.Conn, error) {
 		d.mu.Unlock()
 		return nil, &net.OpError{Op: "dial", Net: "vsock", Addr: raddr, Err: net.ErrClosed}
 	}
-	if len(d.conns) >= d.cfg.MaxConns {
+	if len(d.conns) >= d.cfg.MaxConns || len(d.ctrl) >= maxCtrl {
+		// Full table, or the guest is not taking our replies (see abortLocked).
 		d.mu.Unlock()
 		return nil, &net.OpError{Op: "dial", Net: "vsock", Addr: raddr, Err: syscall.EAGAIN}
 	}
