@@ -38,14 +38,15 @@ func (l *Lock) Unlock() error {
 	}
 	f := l.f
 	l.f = nil
-	// Closing drops the lock (the file is close-on-exec, so no child shares it); LOCK_UN
-	// first drops it even while another goroutine still holds the descriptor open.
-	flock(f, unix.LOCK_UN)
+	// Closing drops the lock once no other descriptor of the open file is left: the file is
+	// close-on-exec, so only a child handed it on purpose (File) shares it. No LOCK_UN: that
+	// would take the lock from such a child too.
 	return f.Close()
 }
 
 // File is the locked file, e.g. to hand the lock to a child process (ExtraFiles): a flock
-// belongs to the open file, so the child holds it until it and this Lock both let go.
+// belongs to the open file, so the lock is held until the child's descriptor and this Lock
+// are both closed.
 func (l *Lock) File() *os.File { return l.f }
 
 // LockFile takes an exclusive lock on path (created if needed), waiting until whoever holds
