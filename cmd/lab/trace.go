@@ -209,7 +209,7 @@ func relayEvents(ctx context.Context, path string, guestEv []trace.Event) ([]tra
 	if len(want) == 0 || path == "" {
 		return nil, nil
 	}
-	w, err := fsutil.WatchDir(filepath.Dir(path))
+	w, err := fsutil.WatchPath(filepath.Dir(path))
 	if err != nil {
 		return trace.ReadFile(path) // no directory to watch: what there is (nothing)
 	}

@@ -10,35 +10,36 @@ import (
 	"golang.org/x/sys/unix"
 )
 
-// DirWatch reports changes to the files of one directory (inotify): a file created, written,
-// closed after writing or renamed into it. Watching the directory, not a file, sees a file
-// that does not exist yet and one replaced by a rename (a rotated log). Readers wait for the
+// A Watch reports changes to a file, or to the files of a directory (inotify): a file
+// created, written, closed after writing or renamed into it. Watching a file's directory sees
+// a file that does not exist yet and one replaced by a rename (a rotated log); some files
+// report changes of state as writes (a cgroup's cgroup.events). Readers wait for the
 // kernel's event instead of re-reading on a timer.
-type DirWatch struct {
+type Watch struct {
 	f   *os.File
 	buf [64 << 10]byte
 }
 
-// WatchDir starts watching dir. Start watching before reading what is there, so no change
-// made after that read is missed.
-func WatchDir(dir string) (*DirWatch, error) {
+// WatchPath starts watching path (a file or a directory). Start watching before reading what
+// is there, so no change made after that read is missed.
+func WatchPath(path string) (*Watch, error) {
 	fd, err := unix.InotifyInit1(unix.IN_NONBLOCK | unix.IN_CLOEXEC)
 	if err != nil {
-		return nil, fmt.Errorf("watch %s: %w", dir, err)
+		return nil, fmt.Errorf("watch %s: %w", path, err)
 	}
 	const mask = unix.IN_CREATE | unix.IN_MODIFY | unix.IN_CLOSE_WRITE | unix.IN_MOVED_TO
-	if _, err := unix.InotifyAddWatch(fd, dir, mask); err != nil {
+	if _, err := unix.InotifyAddWatch(fd, path, mask); err != nil {
 		unix.Close(fd)
-		return nil, fmt.Errorf("watch %s: %w", dir, err)
+		return nil, fmt.Errorf("watch %s: %w", path, err)
 	}
 	// Non-blocking, so reads wait in Go's poller and a deadline can end them.
-	return &DirWatch{f: os.NewFile(uintptr(fd), "inotify:"+dir)}, nil
+	return &Watch{f: os.NewFile(uintptr(fd), "inotify:"+path)}, nil
 }
 
-// Next waits until something changed in the directory since the last call (or since
-// WatchDir), or ctx ends. The events are drained, not described: callers re-read what they
+// Next waits until something changed since the last call (or since WatchPath), or ctx
+// ends. The events are drained, not described: callers re-read what they
 // watch.
-func (w *DirWatch) Next(ctx context.Context) error {
+func (w *Watch) Next(ctx context.Context) error {
 	if err := w.f.SetReadDeadline(time.Time{}); err != nil { // a past call's ctx ended it
 		return fmt.Errorf("watch: %w", err)
 	}
@@ -54,4 +55,4 @@ func (w *DirWatch) Next(ctx context.Context) error {
 }
 
 // Close stops watching.
-func (w *DirWatch) Close() error { return w.f.Close() }
+func (w *Watch) Close() error { return w.f.Close() }

@@ -8,11 +8,11 @@ import (
 	"testing"
 )
 
-// TestDirWatch: Next returns for a file created, appended to, or renamed into the directory
+// TestWatchPath: Next returns for a file created, appended to, or renamed into the directory
 // after the watch began, and with the context's error when that ends first.
-func TestDirWatch(t *testing.T) {
+func TestWatchPath(t *testing.T) {
 	dir := t.TempDir()
-	w, err := WatchDir(dir)
+	w, err := WatchPath(dir)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -50,7 +50,7 @@ func TestDirWatch(t *testing.T) {
 	if err := w.Next(ctx); err != nil {
 		t.Fatalf("Next after an ended one: %v", err)
 	}
-	if _, err := WatchDir(filepath.Join(dir, "missing")); !errors.Is(err, os.ErrNotExist) {
-		t.Errorf("WatchDir of a missing dir = %v, want ErrNotExist", err)
+	if _, err := WatchPath(filepath.Join(dir, "missing")); !errors.Is(err, os.ErrNotExist) {
+		t.Errorf("WatchPath of a missing dir = %v, want ErrNotExist", err)
 	}
 }
