@@ -191,20 +191,9 @@ func (c *Config) parseLine(s string) error {
 		}
 		c.CwdWarning = b
 	case "share":
-		if len(fields) != 2 && len(fields) != 3 {
-			return fmt.Errorf("share wants GUEST HOST [DRIVE], got %d values", len(fields))
-		}
-		sh := Share{GuestPath: path.Clean(fields[0]), HostPath: fields[1]}
-		if !path.IsAbs(sh.GuestPath) || !path.IsAbs(sh.HostPath) {
-			return fmt.Errorf("share paths must be absolute, got %q %q", fields[0], fields[1])
-		}
-		sh.HostPath = path.Clean(sh.HostPath)
-		if len(fields) == 3 {
-			d := strings.ToUpper(fields[2])
-			if len(d) != 2 || d[1] != ':' || d[0] < 'A' || d[0] > 'Z' {
-				return fmt.Errorf("share drive must look like C:, got %q", fields[2])
-			}
-			sh.Drive = d
+		sh, err := share.ParseConfValue(val)
+		if err != nil {
+			return err
 		}
 		c.Shares = append(c.Shares, sh)
 	case "drive":
@@ -275,32 +264,9 @@ func (c *Config) parseLine(s string) error {
 	return nil
 }
 
-// splitFields splits on blanks; a field may be a Go-quoted string.
-func splitFields(s string) ([]string, error) {
-	var out []string
-	for {
-		s = strings.TrimLeft(s, " \t")
-		if s == "" || s[0] == '#' {
-			return out, nil
-		}
-		if s[0] == '"' {
-			q, err := strconv.QuotedPrefix(s)
-			if err != nil {
-				return nil, fmt.Errorf("bad quoted string in %q", s)
-			}
-			v, _ := strconv.Unquote(q)
-			out = append(out, v)
-			s = s[len(q):]
-			continue
-		}
-		i := strings.IndexAny(s, " \t")
-		if i < 0 {
-			i = len(s)
-		}
-		out = append(out, s[:i])
-		s = s[i:]
-	}
-}
+// splitFields splits a value into fields: the config's one syntax, which share lines use too
+// (package share).
+func splitFields(s string) ([]string, error) { return share.SplitFields(s) }
 
 // ParseAddr splits a relay address: "unix:PATH" or "vsock:CID:PORT".
 // It returns the network ("unix" or "vsock") and, for vsock, cid and port
@@ -342,12 +308,7 @@ func vsockAddr(s string) (cid, port uint32, err error) {
 // ParseConfig reads it back to an equal Config.
 func (c *Config) MarshalText() ([]byte, error) {
 	var b strings.Builder
-	q := func(s string) string {
-		if s == "" || strings.ContainsAny(s, " \t\"#\\") || !strconv.CanBackquote(s) {
-			return strconv.Quote(s)
-		}
-		return s
-	}
+	q := share.QuoteField
 	b.WriteString("# lab guest interop configuration (owned by root, not writable by others)\n")
 	if c.Relay != "" {
 		if _, _, err := ParseAddr(c.Relay); err != nil {
@@ -359,11 +320,7 @@ func (c *Config) MarshalText() ([]byte, error) {
 		fmt.Fprintf(&b, "token_file = %s\n", q(c.TokenFile))
 	}
 	for _, s := range c.Shares {
-		fmt.Fprintf(&b, "share = %s %s", q(s.GuestPath), q(s.HostPath))
-		if s.Drive != "" {
-			fmt.Fprintf(&b, " %s", s.Drive)
-		}
-		b.WriteByte('\n')
+		fmt.Fprintf(&b, "share = %s\n", s.ConfValue())
 	}
 	for _, d := range c.Drives {
 		fmt.Fprintf(&b, "drive = %s %s\n", d.Letter, q(d.Guest))

@@ -48,12 +48,12 @@ func InteropConf(s provision.Settings) ([]byte, error) {
 	var b strings.Builder
 	b.WriteString("# lab interop configuration, written by lab provision; changes are overwritten.\n")
 	fmt.Fprintf(&b, "relay = %s\n", s.RelayAddr)
-	fmt.Fprintf(&b, "token_file = %s\n", quoteField(s.TokenPath))
+	fmt.Fprintf(&b, "token_file = %s\n", share.QuoteField(s.TokenPath))
 	for _, sh := range s.Shares {
-		fmt.Fprintf(&b, "share = %s %s\n", quoteField(sh.GuestPath), quoteField(sh.HostPath))
+		fmt.Fprintf(&b, "share = %s\n", sh.ConfValue())
 	}
 	for _, d := range s.Drives {
-		fmt.Fprintf(&b, "drive = %s %s\n", d.Letter, quoteField(d.GuestPath))
+		fmt.Fprintf(&b, "drive = %s %s\n", d.Letter, share.QuoteField(d.GuestPath))
 	}
 	if s.CwdWarning {
 		b.WriteString("cwd_warning = true\n") // from /etc/wsl.conf [lab] cwdWarning
@@ -62,13 +62,6 @@ func InteropConf(s provision.Settings) ([]byte, error) {
 		b.WriteString(formatLine(f))
 	}
 	return []byte(b.String()), nil
-}
-
-func quoteField(s string) string {
-	if s == "" || strings.ContainsAny(s, " \t\"'#\\") || !strconv.IsPrint(rune(s[0])) {
-		return strconv.Quote(s)
-	}
-	return s
 }
 
 // Stub renders an exposed command's stub (wire's format).

@@ -15,6 +15,7 @@ import (
 	"time"
 
 	"lab/host/proctree"
+	"lab/internal/fsutil"
 )
 
 // One prefix may serve several machines at once (lab's default: one Windows side per user, as
@@ -25,28 +26,41 @@ import (
 // holding the server in a process tree of its own ("wineagent"), and exiting (server stopped)
 // when the last user is gone.
 //
-// Users are counted by the kernel: each user holds a shared flock on .lab-users.lock for as
-// long as it uses the prefix (Use: the hostagent's wine task), which the kernel drops when the
-// user dies, SIGKILL included. The agent polls for an exclusive lock on the same file; it
-// gets it only when no user is left. A user that arrives while the agent is shutting down
-// waits for its shared lock until the agent is gone, then starts a new agent. .lab-agent.lock
-// is held by the live agent (a pid alone can be reused), .lab-start.lock serialises starters,
-// .lab-stop.lock is held by whoever looks at the users (the agent deciding to stop holds it
-// until it exits, so StopUnused never mistakes a stopping agent's lock for a user),
-// .lab-agent.json says what the agent is doing, .lab-agent.log is its stderr.
+// Every wait here is the kernel's: a blocking flock (fsutil, in a goroutine so a context can
+// end it), never a timer. Users are counted by the kernel: each user holds a shared flock on
+// .lab-users.lock for as long as it uses the prefix (Use: the hostagent's wine task), which
+// the kernel drops when the user dies, SIGKILL included. The warm agent waits in a blocking
+// exclusive flock on the same file; the kernel grants it when no user is left, and the agent
+// keeps it until it exits, so a user that arrives while the agent is shutting down waits for
+// its shared lock until the agent is gone, then starts a new agent. (An inotify IN_CLOSE watch
+// on the file would also wake on the last close, but the kernel reports the close before it
+// drops the closing holder's flock, so a check made on the event can miss the last user
+// leaving; the blocking flock is the event itself.)
+//
+// .lab-agent.lock is held by the live agent for its whole life (a pid alone can be reused):
+// waiting for an agent to exit is a shared flock on it (StopUnused), granted at its exit.
+// That is sound where a pidfd would need the pid from a file first. .lab-warm.lock is held
+// from the agent's birth until it says warm or failed: the starter takes it, hands it to the
+// agent as an inherited descriptor (a flock belongs to the open file), and every user then
+// waits for warmth with a shared flock on it and reads the outcome from .lab-agent.json,
+// which the agent writes before letting go (and which lab status shows). An agent that dies
+// lets go too, and its state then says so. .lab-start.lock serialises starters, .lab-stop.lock
+// is held by whoever looks at the users (the agent deciding to stop holds it until it exits,
+// so StopUnused never mistakes a stopping agent's exclusive lock for a user), .lab-agent.log
+// is the agent's stderr.
 const (
 	usersLock = ".lab-users.lock"
 	agentLock = ".lab-agent.lock"
+	warmLock  = ".lab-warm.lock"
 	startLock = ".lab-start.lock"
 	stopLock  = ".lab-stop.lock"
 	agentFile = ".lab-agent.json"
 	agentLog  = ".lab-agent.log"
 	// AgentEnv makes this binary a prefix's agent (see init): a JSON agentConfig.
 	AgentEnv = "LAB_WINE_AGENT"
+	// warmFD is the descriptor the agent inherits holding .lab-warm.lock (ExtraFiles[0]).
+	warmFD = 3
 )
-
-// agentPoll is how often the agent looks for users and users look for the agent's state.
-const agentPoll = 250 * time.Millisecond
 
 // AgentState is what a prefix's agent publishes in .lab-agent.json.
 type AgentState struct {
@@ -73,16 +87,16 @@ func init() {
 // Lease is one user's hold on a prefix (Use). The prefix's agent keeps the server warm while
 // any lease is held; a process that dies releases its lease.
 type Lease struct {
-	f *os.File
+	l *fsutil.Lock
 }
 
-// Release ends the lease. When it was the last, the agent stops the server within a second.
+// Release ends the lease. When it was the last, the agent stops the server at once.
 func (l *Lease) Release() error {
-	if l == nil || l.f == nil {
+	if l == nil || l.l == nil {
 		return nil
 	}
-	err := l.f.Close()
-	l.f = nil
+	err := l.l.Unlock()
+	l.l = nil
 	return err
 }
 
@@ -91,11 +105,11 @@ func (l *Lease) Release() error {
 // agent warms the prefix, see Warm) or joins the running one. Several machines' Use of one
 // prefix share one wineserver, which none of their process trees holds.
 func (p *Prefix) Use(ctx context.Context) (*Lease, error) {
-	users, err := lockShared(ctx, filepath.Join(p.Dir, usersLock))
+	users, err := fsutil.LockShared(ctx, filepath.Join(p.Dir, usersLock))
 	if err != nil {
-		return nil, err
+		return nil, fmt.Errorf("wineprefix: %w", err)
 	}
-	lease := &Lease{f: users}
+	lease := &Lease{l: users}
 	if err := p.ensureAgent(ctx); err != nil {
 		lease.Release()
 		return nil, err
@@ -110,47 +124,51 @@ func (p *Prefix) ensureAgent(ctx context.Context) error {
 		return err
 	}
 	defer unlock()
-	var exited <-chan struct{} // the agent this call started; nil: one was running
-	if !AgentRunning(p.Dir) {
-		os.Remove(filepath.Join(p.Dir, agentFile))
-		if exited, err = p.startAgent(); err != nil {
-			return err
-		}
-	}
 	for {
+		if !AgentRunning(p.Dir) {
+			if err := p.startAgent(ctx); err != nil {
+				return err
+			}
+		}
+		// Granted once the agent says warm or failed, or dies.
+		warm, err := fsutil.LockShared(ctx, filepath.Join(p.Dir, warmLock))
+		if err != nil {
+			return fmt.Errorf("wineprefix: waiting for %s to warm: %w", p.Dir, err)
+		}
+		warm.Unlock()
 		st, err := ReadAgentState(p.Dir)
-		if err == nil {
-			switch st.State {
-			case "warm":
-				return nil
-			case "failed":
-				return fmt.Errorf("wineprefix: warming %s: %s (log: %s)", p.Dir, st.Error, filepath.Join(p.Dir, agentLog))
+		switch {
+		case err == nil && st.State == "warm":
+			return nil
+		case err == nil && st.State == "failed":
+			return fmt.Errorf("wineprefix: warming %s: %s (log: %s)", p.Dir, st.Error, filepath.Join(p.Dir, agentLog))
+		case err == nil && st.State == "stopping" && AgentRunning(p.Dir):
+			// Told to stop (SIGTERM) while this user arrived: start the next one once it is gone.
+			if err := waitAgentExit(ctx, p.Dir); err != nil {
+				return err
 			}
+			continue
 		}
-		if err != nil && exited == nil && !AgentRunning(p.Dir) {
-			return fmt.Errorf("wineprefix: the agent of %s exited (log: %s)", p.Dir, filepath.Join(p.Dir, agentLog))
-		}
-		select {
-		case <-exited:
-			if st, err := ReadAgentState(p.Dir); err == nil && st.State == "warm" {
-				continue // another agent won the lock and is warm
-			}
-			if AgentRunning(p.Dir) {
-				exited = nil // another agent won the lock: wait for it
-				continue
-			}
-			return fmt.Errorf("wineprefix: the agent of %s exited at start (log: %s)", p.Dir, filepath.Join(p.Dir, agentLog))
-		case <-ctx.Done():
-			return fmt.Errorf("wineprefix: waiting for %s to warm: %w", p.Dir, ctx.Err())
-		case <-time.After(agentPoll):
-		}
+		return fmt.Errorf("wineprefix: the agent of %s exited (log: %s)", p.Dir, filepath.Join(p.Dir, agentLog))
 	}
 }
 
-func (p *Prefix) startAgent() (<-chan struct{}, error) {
+// startAgent starts an agent holding .lab-warm.lock from its birth. It first waits for any
+// earlier agent still warming (whose starter gave up): that one may be about to hold the
+// prefix, and then no new agent is started.
+func (p *Prefix) startAgent(ctx context.Context) error {
+	warm, err := fsutil.LockFile(ctx, filepath.Join(p.Dir, warmLock))
+	if err != nil {
+		return fmt.Errorf("wineprefix: waiting for %s to warm: %w", p.Dir, err)
+	}
+	defer warm.Unlock() // the agent's inherited copy keeps the lock
+	if AgentRunning(p.Dir) {
+		return nil
+	}
+	os.Remove(filepath.Join(p.Dir, agentFile))
 	self, err := os.Executable()
 	if err != nil {
-		return nil, fmt.Errorf("wineprefix: start the agent: %w", err)
+		return fmt.Errorf("wineprefix: start the agent: %w", err)
 	}
 	cfg, _ := json.Marshal(agentConfig{Dir: p.Dir, Loader: p.Loader, Server: p.Server, WineVersion: p.WineVersion, Programs: p.Programs})
 	flags := os.O_WRONLY | os.O_CREATE | os.O_APPEND
@@ -159,7 +177,7 @@ func (p *Prefix) startAgent() (<-chan struct{}, error) {
 	}
 	logf, err := os.OpenFile(filepath.Join(p.Dir, agentLog), flags, 0o644)
 	if err != nil {
-		return nil, fmt.Errorf("wineprefix: %w", err)
+		return fmt.Errorf("wineprefix: %w", err)
 	}
 	defer logf.Close()
 	cmd := exec.Command(self)
@@ -174,16 +192,22 @@ func (p *Prefix) startAgent() (<-chan struct{}, error) {
 	cmd.Env = append(env, AgentEnv+"="+string(cfg))
 	cmd.Dir = "/"
 	cmd.Stdout, cmd.Stderr = logf, logf
+	cmd.ExtraFiles = []*os.File{warm.File()} // warmFD
 	cmd.SysProcAttr = &syscall.SysProcAttr{Setsid: true}
 	if err := cmd.Start(); err != nil {
-		return nil, fmt.Errorf("wineprefix: start the agent: %w", err)
+		return fmt.Errorf("wineprefix: start the agent: %w", err)
 	}
-	exited := make(chan struct{})
-	go func() { // reaped while the starter lives; init reaps it after
-		cmd.Wait()
-		close(exited)
-	}()
-	return exited, nil
+	go cmd.Wait() // reaped while the starter lives; init reaps it after
+	return nil
+}
+
+// waitAgentExit returns once no agent holds the prefix at dir (or ctx ends).
+func waitAgentExit(ctx context.Context, dir string) error {
+	l, err := fsutil.LockShared(ctx, filepath.Join(dir, agentLock))
+	if err != nil {
+		return fmt.Errorf("wineprefix: waiting for the agent of %s to exit: %w", dir, err)
+	}
+	return l.Unlock()
 }
 
 // AgentRunning reports whether a live agent holds the prefix at dir.
@@ -203,7 +227,13 @@ func InUse(dir string) bool {
 		return false
 	}
 	defer f.Close()
-	return syscall.Flock(int(f.Fd()), syscall.LOCK_EX|syscall.LOCK_NB) == syscall.EWOULDBLOCK
+	fd := int(f.Fd())
+	if syscall.Flock(fd, syscall.LOCK_EX|syscall.LOCK_NB) != syscall.EWOULDBLOCK {
+		return false // nobody holds it
+	}
+	// Held: by users (shared locks, so a shared one is granted beside them) or by an agent
+	// that saw the last user go (exclusive, so none is).
+	return syscall.Flock(fd, syscall.LOCK_SH|syscall.LOCK_NB) == nil
 }
 
 // ReadAgentState reads what the prefix's agent last published.
@@ -227,6 +257,7 @@ var ErrInUse = errors.New("wineprefix: the prefix is in use by a running machine
 // agent or an older lab left. With users it returns ErrInUse and changes nothing.
 func (p *Prefix) StopUnused(ctx context.Context) error {
 	for {
+		// Blocks while an agent that saw its last user go stops (it holds this until exit).
 		unlock, err := lockFile(ctx, filepath.Join(p.Dir, stopLock))
 		if err != nil {
 			return err
@@ -239,11 +270,9 @@ func (p *Prefix) StopUnused(ctx context.Context) error {
 			defer unlock()
 			return p.Shutdown(ctx)
 		}
-		unlock() // the agent sees no user and stops within a poll
-		select {
-		case <-ctx.Done():
-			return fmt.Errorf("wineprefix: the agent of %s did not stop: %w", p.Dir, ctx.Err())
-		case <-time.After(agentPoll):
+		unlock() // the agent has no user: its users lock is granted, it stops now
+		if err := waitAgentExit(ctx, p.Dir); err != nil {
+			return err
 		}
 	}
 }
@@ -251,16 +280,17 @@ func (p *Prefix) StopUnused(ctx context.Context) error {
 func writeAgentState(dir string, st AgentState) {
 	st.PID, st.Updated = os.Getpid(), time.Now()
 	b, _ := json.MarshalIndent(st, "", "  ")
-	path := filepath.Join(dir, agentFile)
-	if os.WriteFile(path+".tmp", append(b, '\n'), 0o644) == nil {
-		os.Rename(path+".tmp", path)
-	}
+	fsutil.WriteFile(filepath.Join(dir, agentFile), append(b, '\n'), 0o644)
 }
 
 // agentMain is the agent: warm the prefix in a process tree of its own, then keep it warm
 // until no user holds a lease (or SIGTERM), then stop the server and exit.
 func agentMain(arg string) int {
 	log := slog.New(slog.NewTextHandler(os.Stderr, nil)).With("agent", os.Getpid())
+	// The warm lock, inherited: not for the server and Wine programs started below.
+	syscall.CloseOnExec(warmFD)
+	warm := os.NewFile(warmFD, warmLock)
+	defer warm.Close()
 	var cfg agentConfig
 	if err := json.Unmarshal([]byte(arg), &cfg); err != nil || cfg.Dir == "" {
 		log.Error("bad configuration", AgentEnv, arg, "err", err)
@@ -269,27 +299,20 @@ func agentMain(arg string) int {
 	signal.Ignore(syscall.SIGINT, syscall.SIGHUP, syscall.SIGPIPE)
 	term := make(chan os.Signal, 1)
 	signal.Notify(term, syscall.SIGTERM)
-	lock, err := os.OpenFile(filepath.Join(cfg.Dir, agentLock), os.O_RDWR|os.O_CREATE, 0o644)
+	// Blocking: the starter saw no agent, so only a probe (AgentRunning, for a moment) or an
+	// agent on its way out holds it.
+	lock, err := fsutil.LockFile(context.Background(), filepath.Join(cfg.Dir, agentLock))
 	if err != nil {
 		log.Error("agent lock", "err", err)
 		return 1
 	}
-	defer lock.Close()
-	if syscall.Flock(int(lock.Fd()), syscall.LOCK_EX|syscall.LOCK_NB) != nil {
-		return 0 // another agent holds the prefix
-	}
+	defer lock.Unlock()
 	users, err := os.OpenFile(filepath.Join(cfg.Dir, usersLock), os.O_RDWR|os.O_CREATE, 0o644)
 	if err != nil {
 		log.Error("users lock", "err", err)
 		return 1
 	}
 	defer users.Close()
-	stopper, err := os.OpenFile(filepath.Join(cfg.Dir, stopLock), os.O_RDWR|os.O_CREATE, 0o644)
-	if err != nil {
-		log.Error("stop lock", "err", err)
-		return 1
-	}
-	defer stopper.Close()
 	writeAgentState(cfg.Dir, AgentState{State: "warming"})
 	tree, err := proctree.Open(proctree.Options{Name: "wineagent", Logger: log})
 	if err != nil {
@@ -304,33 +327,44 @@ func agentMain(arg string) int {
 	if err != nil {
 		log.Error("warm", "prefix", cfg.Dir, "err", err)
 		writeAgentState(cfg.Dir, AgentState{State: "failed", Error: err.Error()})
+		warm.Close()
 		stop(p, log)
 		return 1
 	}
 	writeAgentState(cfg.Dir, AgentState{State: "warm"})
+	warm.Close()
 	log.Info("prefix warm", "prefix", cfg.Dir, "wine", cfg.WineVersion)
-	tick := time.NewTicker(agentPoll)
-	defer tick.Stop()
-	for {
-		select {
-		case <-term:
-			log.Info("SIGTERM: stopping the server", "prefix", cfg.Dir)
-		case <-tick.C:
-			// Exclusive only when no user holds it; held until we exit, so a new user waits
-			// for its lease until this agent is gone and then starts the next one.
-			if syscall.Flock(int(stopper.Fd()), syscall.LOCK_EX|syscall.LOCK_NB) != nil {
-				continue // StopUnused is looking
-			}
-			if syscall.Flock(int(users.Fd()), syscall.LOCK_EX|syscall.LOCK_NB) != nil {
-				syscall.Flock(int(stopper.Fd()), syscall.LOCK_UN)
-				continue
-			}
-			log.Info("no machine uses the prefix: stopping the server", "prefix", cfg.Dir)
+	// Exclusive only when no user holds it; kept until we exit, so a new user waits for its
+	// lease until this agent is gone and then starts the next one.
+	unused := make(chan error, 1)
+	go func() { unused <- flockWait(users, syscall.LOCK_EX) }()
+	select {
+	case <-term:
+		log.Info("SIGTERM: stopping the server", "prefix", cfg.Dir)
+	case err := <-unused:
+		if err != nil {
+			log.Error("users lock", "err", err)
 		}
-		writeAgentState(cfg.Dir, AgentState{State: "stopping"})
-		stop(p, log)
-		os.Remove(filepath.Join(cfg.Dir, agentFile))
-		return 0
+		// Held until exit: StopUnused looking at the users now waits for us to be gone.
+		stopping, err := fsutil.LockFile(context.Background(), filepath.Join(cfg.Dir, stopLock))
+		if err != nil {
+			log.Error("stop lock", "err", err)
+		}
+		defer stopping.Unlock()
+		log.Info("no machine uses the prefix: stopping the server", "prefix", cfg.Dir)
+	}
+	writeAgentState(cfg.Dir, AgentState{State: "stopping"})
+	stop(p, log)
+	os.Remove(filepath.Join(cfg.Dir, agentFile))
+	return 0
+}
+
+// flockWait waits in flock(2) on f (restarted after a signal).
+func flockWait(f *os.File, how int) error {
+	for {
+		if err := syscall.Flock(int(f.Fd()), how); err != syscall.EINTR {
+			return err
+		}
 	}
 }
 
@@ -339,30 +373,5 @@ func stop(p *Prefix, log *slog.Logger) {
 	defer cancel()
 	if err := p.Shutdown(ctx); err != nil {
 		log.Warn("shutdown", "prefix", p.Dir, "err", err)
-	}
-}
-
-// lockShared takes a shared flock on path (created if missing), polling so ctx can end the
-// wait; the returned file holds it until closed.
-func lockShared(ctx context.Context, path string) (*os.File, error) {
-	f, err := os.OpenFile(path, os.O_RDWR|os.O_CREATE, 0o644)
-	if err != nil {
-		return nil, fmt.Errorf("wineprefix: %w", err)
-	}
-	for {
-		err := syscall.Flock(int(f.Fd()), syscall.LOCK_SH|syscall.LOCK_NB)
-		if err == nil {
-			return f, nil
-		}
-		if err != syscall.EWOULDBLOCK {
-			f.Close()
-			return nil, fmt.Errorf("wineprefix: lock %s: %w", path, err)
-		}
-		select {
-		case <-ctx.Done():
-			f.Close()
-			return nil, fmt.Errorf("wineprefix: waiting for %s: %w", path, ctx.Err())
-		case <-time.After(100 * time.Millisecond):
-		}
 	}
 }

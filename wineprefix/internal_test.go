@@ -319,3 +319,35 @@ func TestLoader(t *testing.T) {
 		t.Errorf("Loader(wine64) = %q, %v; want %s", got, err, filepath.Join(bin, "wine64"))
 	}
 }
+
+// TestInUse: users hold the users' file shared; an agent that saw the last one go holds it
+// exclusively, which is no user.
+func TestInUse(t *testing.T) {
+	for _, tc := range []struct {
+		name string
+		how  []int // flocks held on the users' file, each on an open of its own
+		want bool
+	}{
+		{"nobody", nil, false},
+		{"one user", []int{syscall.LOCK_SH}, true},
+		{"two users", []int{syscall.LOCK_SH, syscall.LOCK_SH}, true},
+		{"stopping agent", []int{syscall.LOCK_EX}, false},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			dir := t.TempDir()
+			for _, how := range tc.how {
+				f, err := os.OpenFile(filepath.Join(dir, usersLock), os.O_RDWR|os.O_CREATE, 0o644)
+				if err != nil {
+					t.Fatal(err)
+				}
+				defer f.Close()
+				if err := syscall.Flock(int(f.Fd()), how|syscall.LOCK_NB); err != nil {
+					t.Fatal(err)
+				}
+			}
+			if got := InUse(dir); got != tc.want {
+				t.Errorf("InUse = %v, want %v", got, tc.want)
+			}
+		})
+	}
+}

@@ -16,6 +16,7 @@ import (
 	"github.com/spf13/cobra"
 
 	"lab/guest"
+	"lab/internal/fsutil"
 	"lab/internal/shell"
 	"lab/machine"
 	"lab/trace"
@@ -193,8 +194,11 @@ func traceAction(ctx context.Context, g traceGuest, args []string, o traceOption
 
 // relayEvents reads the relay's records of the launches the guest recorded. The relay
 // writes a launch's last record before the Exit frame (or the refusal) goes out, so they
-// are complete by the time the command ends; a short wait covers a relay slower to write
-// than the guest to exit (say, under a loaded host).
+// are complete by the time the command ends; a session the guest's end cut short is
+// recorded (lost) when the relay sees the connection go. So it re-reads the file when it
+// changes (inotify on its directory: the file may not exist yet, or be rotated) until every
+// launch has its last record, for at most 2 s (a relay slower to write than the guest to
+// exit, say under a loaded host; past that, the report says what is missing).
 func relayEvents(ctx context.Context, path string, guestEv []trace.Event) ([]trace.Event, error) {
 	want := map[string]bool{}
 	for _, e := range guestEv {
@@ -205,7 +209,13 @@ func relayEvents(ctx context.Context, path string, guestEv []trace.Event) ([]tra
 	if len(want) == 0 || path == "" {
 		return nil, nil
 	}
-	deadline := time.Now().Add(2 * time.Second)
+	w, err := fsutil.WatchPath(filepath.Dir(path))
+	if err != nil {
+		return trace.ReadFile(path) // no directory to watch: what there is (nothing)
+	}
+	defer w.Close()
+	wctx, cancel := context.WithTimeout(ctx, 2*time.Second)
+	defer cancel()
 	for {
 		ev, err := trace.ReadFile(path)
 		if err != nil {
@@ -217,10 +227,12 @@ func relayEvents(ctx context.Context, path string, guestEv []trace.Event) ([]tra
 				done[e.Trace] = true
 			}
 		}
-		if len(done) == len(want) || time.Now().After(deadline) || ctx.Err() != nil {
+		if len(done) == len(want) {
 			return ev, nil
 		}
-		time.Sleep(50 * time.Millisecond)
+		if err := w.Next(wctx); err != nil {
+			return ev, nil // what there is, by the deadline
+		}
 	}
 }
 

@@ -253,3 +253,59 @@ func TestTraceRefused(t *testing.T) {
 		}
 	}
 }
+
+// TestRelayEventsFollows: lab trace reads the relay's records as the relay writes them: a
+// launch's last record appended (or written to a rotated file) after the reading started is
+// seen, and a record that never comes ends the wait with what there is.
+func TestRelayEventsFollows(t *testing.T) {
+	line := func(step string) []byte {
+		b, err := json.Marshal(trace.Event{Trace: "t1", Side: "relay", Step: step, Text: step})
+		if err != nil {
+			t.Fatal(err)
+		}
+		return append(b, '\n')
+	}
+	appendTo := func(path string, b []byte) {
+		f, err := os.OpenFile(path, os.O_WRONLY|os.O_CREATE|os.O_APPEND, 0o644)
+		if err != nil {
+			t.Error(err)
+			return
+		}
+		f.Write(b)
+		f.Close()
+	}
+	guestEv := []trace.Event{{Trace: "t1", Side: "guest", Step: trace.StepSend}}
+	for _, tc := range []struct {
+		name  string
+		later func(path string) // what the relay writes after lab trace started reading
+		want  []string          // the steps read
+	}{
+		{"appended", func(path string) { appendTo(path, line(trace.StepExit)) }, []string{trace.StepAccept, trace.StepExit}},
+		{"rotated", func(path string) {
+			os.Rename(path, path+".1")
+			appendTo(path, line(trace.StepLost))
+		}, []string{trace.StepAccept, trace.StepLost}},
+		{"never", func(string) {}, []string{trace.StepAccept}},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			path := filepath.Join(t.TempDir(), "relay-trace.jsonl")
+			appendTo(path, line(trace.StepAccept))
+			got := make(chan []trace.Event, 1)
+			go func() {
+				ev, err := relayEvents(context.Background(), path, guestEv)
+				if err != nil {
+					t.Error(err)
+				}
+				got <- ev
+			}()
+			tc.later(path)
+			var steps []string
+			for _, e := range <-got {
+				steps = append(steps, e.Step)
+			}
+			if fmt.Sprint(steps) != fmt.Sprint(tc.want) {
+				t.Errorf("steps read = %v, want %v", steps, tc.want)
+			}
+		})
+	}
+}

@@ -38,6 +38,7 @@ package proctree
 import (
 	"bufio"
 	"bytes"
+	"context"
 	"errors"
 	"fmt"
 	"io"
@@ -54,6 +55,8 @@ import (
 	"time"
 
 	"golang.org/x/sys/unix"
+
+	"lab/internal/fsutil"
 )
 
 // Mode names.
@@ -336,16 +339,24 @@ func killCgroup(dir string) error {
 		}
 		return fmt.Errorf("proctree: kill %s: %w", dir, err)
 	}
-	deadline := time.Now().Add(5 * time.Second)
+	// cgroup.events reports "populated 0" as a change of the file (inotify), once the last
+	// process is gone; watched before it is read, so that change is not missed.
+	events := filepath.Join(dir, "cgroup.events")
+	w, err := fsutil.WatchPath(events)
+	if err != nil {
+		return nil // the cgroup is gone already
+	}
+	defer w.Close()
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	defer cancel()
 	for {
-		b, err := os.ReadFile(filepath.Join(dir, "cgroup.events"))
+		b, err := os.ReadFile(events)
 		if err != nil || bytes.Contains(b, []byte("populated 0")) {
 			return nil
 		}
-		if time.Now().After(deadline) {
+		if err := w.Next(ctx); err != nil {
 			return fmt.Errorf("proctree: %s still has processes 5s after cgroup.kill", dir)
 		}
-		time.Sleep(5 * time.Millisecond)
 	}
 }
 

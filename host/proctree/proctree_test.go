@@ -319,3 +319,42 @@ func BenchmarkStart(b *testing.B) {
 		})
 	}
 }
+
+// TestKillWaitsForEmpty: Kill returns once the tree's processes are gone (in cgroup mode,
+// told by cgroup.events' change, which Kill watches), and they are.
+func TestKillWaitsForEmpty(t *testing.T) {
+	for _, mode := range modes(t) {
+		t.Run(mode, func(t *testing.T) {
+			tr, err := Open(Options{Name: "killtest", Mode: mode, Logger: slog.New(slog.NewTextHandler(io.Discard, nil))})
+			if err != nil {
+				t.Fatal(err)
+			}
+			defer tr.Close()
+			var cmds []*exec.Cmd
+			for range 3 {
+				cmd := exec.Command("sleep", "600")
+				tr.Prepare(cmd)
+				if err := cmd.Start(); err != nil {
+					t.Fatal(err)
+				}
+				cmds = append(cmds, cmd)
+			}
+			reaped := make(chan struct{})
+			go func() { // the parent reaps, as a relay's sessions do
+				for _, c := range cmds {
+					c.Wait()
+				}
+				close(reaped)
+			}()
+			if err := tr.Kill(); err != nil {
+				t.Fatalf("Kill: %v", err)
+			}
+			<-reaped
+			for _, c := range cmds {
+				if c.ProcessState == nil || c.ProcessState.Sys().(syscall.WaitStatus).Signal() != syscall.SIGKILL {
+					t.Errorf("pid %d: %v, want killed by SIGKILL", c.Process.Pid, c.ProcessState)
+				}
+			}
+		})
+	}
+}
