@@ -74,3 +74,29 @@ func TestMultiCall(t *testing.T) {
 		}
 	}
 }
+
+// Every launch in the guest execs this binary, and under TCG each page it touches costs a
+// page fault that takes a fraction of a millisecond: it must not link packages it does not
+// need (crypto/rand alone brought crypto/..., math/big and a 32 MiB BSS), nor ones that do
+// work at init (regexp compiled into package variables, templates, net/http).
+func TestLeanDependencies(t *testing.T) {
+	goBin := filepath.Join(runtime.GOROOT(), "bin", "go")
+	list := exec.Command(goBin, "list", "-deps", ".")
+	list.Env = append(os.Environ(), "CGO_ENABLED=0", "GOOS=linux")
+	out, err := list.Output()
+	if err != nil {
+		t.Fatalf("go list -deps: %v", err)
+	}
+	heavy := []string{"crypto", "math/big", "net/http", "text/template", "html/template", "regexp", "compress", "log", "encoding/xml", "encoding/gob", "debug"}
+	for _, h := range heavy {
+		var linked []string
+		for _, pkg := range strings.Fields(string(out)) {
+			if pkg == h || strings.HasPrefix(pkg, h+"/") {
+				linked = append(linked, pkg)
+			}
+		}
+		if len(linked) > 0 {
+			t.Errorf("lab-interop links %d packages under %s (%s): keep them off the interpreter's path", len(linked), h, strings.Join(linked[:min(3, len(linked))], ", "))
+		}
+	}
+}
