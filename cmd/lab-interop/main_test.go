@@ -100,3 +100,40 @@ func TestLeanDependencies(t *testing.T) {
 		}
 	}
 }
+
+// The interpreter runs with one P, set by package oneproc's init before the packages that
+// allocate at init (os, lab/guest): set later, the surplus P's cached spans all go back to
+// the heap, a page fault per size class on every launch.
+func TestOneProcEarly(t *testing.T) {
+	dir := t.TempDir()
+	bin := filepath.Join(dir, "interop")
+	build := exec.Command(filepath.Join(runtime.GOROOT(), "bin", "go"), "build", "-o", bin, ".")
+	build.Env = append(os.Environ(), "CGO_ENABLED=0")
+	if out, err := build.CombinedOutput(); err != nil {
+		t.Fatalf("build: %v\n%s", err, out)
+	}
+	cmd := exec.Command(bin)
+	cmd.Env = append(os.Environ(), "GODEBUG=inittrace=1")
+	out, _ := cmd.CombinedOutput()
+	var order []string
+	for _, line := range strings.Split(string(out), "\n") {
+		if f := strings.Fields(line); len(f) > 1 && f[0] == "init" {
+			order = append(order, f[1])
+		}
+	}
+	at := func(pkg string) int {
+		for i, p := range order {
+			if p == pkg {
+				return i
+			}
+		}
+		t.Fatalf("no init of %s in the init trace: %q", pkg, order)
+		return -1
+	}
+	one := at("lab/cmd/lab-interop/internal/oneproc")
+	for _, later := range []string{"os", "net", "lab/wire", "lab/guest"} {
+		if at(later) < one {
+			t.Errorf("%s initialises before oneproc sets GOMAXPROCS (init order %q)", later, order)
+		}
+	}
+}
