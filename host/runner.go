@@ -122,9 +122,12 @@ func checkSame(f *os.File, path string) error {
 }
 
 // wineLoader finds the wine loader, and the variables to run it with besides wineEnv's.
+// Debian's wrapper script is skipped for the loader it would run, also when configured
+// (lab's machines configure the loader wineprefix.Find found: /usr/bin/wine on Debian).
 func (c *Config) wineLoader() (string, []string, error) {
 	if c.Wine.Path != "" {
-		return c.Wine.Path, nil, nil // as configured; exec says what is wrong with it
+		p, env := directLoader(c.Wine.Path, debianWine32, debianWine64)
+		return p, env, nil // as configured; exec says what is wrong with it
 	}
 	if p, err := wineprefix.Loader(""); err == nil {
 		p, env := directLoader(p, debianWine32, debianWine64)

@@ -278,15 +278,18 @@ func TestCommandWineDebianLoader(t *testing.T) {
 	if b, err := os.ReadFile("/usr/bin/wine"); err != nil || !strings.HasPrefix(string(b), "#!") {
 		t.Skip("/usr/bin/wine is not a script here")
 	}
-	c, err := Config{Token: make([]byte, 16), Wine: WineConfig{Prefix: filepath.Join(t.TempDir(), "wine")}}.withDefaults()
-	if err != nil {
-		t.Fatal(err)
-	}
-	cmd, _, err := c.command(launch{Program: "/share/app.exe", Args: []string{"app.exe"}, Dir: "/share", Format: FormatPE})
-	if err != nil {
-		t.Fatal(err)
-	}
-	if cmd.Path != wine64 || cmd.Args[0] != wine64 || !slices.Contains(cmd.Env, "WINELOADER="+wine64) {
-		t.Errorf("PE launch runs %q %q with env %q, want %s and WINELOADER", cmd.Path, cmd.Args, cmd.Env, wine64)
+	// Found in PATH, and configured as lab's machines do (the loader wineprefix.Find found).
+	for _, path := range []string{"", "/usr/bin/wine"} {
+		c, err := Config{Token: make([]byte, 16), Wine: WineConfig{Path: path, Prefix: filepath.Join(t.TempDir(), "wine")}}.withDefaults()
+		if err != nil {
+			t.Fatal(err)
+		}
+		cmd, _, err := c.command(launch{Program: "/share/app.exe", Args: []string{"app.exe"}, Dir: "/share", Format: FormatPE})
+		if err != nil {
+			t.Fatal(err)
+		}
+		if cmd.Path != wine64 || cmd.Args[0] != wine64 || !slices.Contains(cmd.Env, "WINELOADER="+wine64) {
+			t.Errorf("Wine.Path %q: PE launch runs %q %q with env %q, want %s and WINELOADER", path, cmd.Path, cmd.Args, cmd.Env, wine64)
+		}
 	}
 }
