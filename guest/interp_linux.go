@@ -10,6 +10,8 @@ import (
 	"os"
 	"os/signal"
 	"path/filepath"
+	"strconv"
+	"strings"
 	"sync"
 	"syscall"
 	"time"
@@ -77,7 +79,10 @@ func (in *interp) run(args []string) int {
 	}
 	in.relay = cfg.Relay
 	in.tr.config(cfgPath, cfg)
-	cwd, err := os.Getwd()
+	// getcwd(2), one system call, not os.Getwd: that stats "." and $PWD to prefer the logical
+	// path, two round trips to the 9p server when the cwd is in a share (/mnt/c), and a
+	// logical path through a guest symlink the host could not follow anyway.
+	cwd, err := unix.Getwd()
 	if err != nil {
 		cwd = "" // the relay falls back to its default directory
 	}
@@ -310,7 +315,7 @@ var errUnknownFormat = errors.New("unknown executable format")
 // buildLaunch reads the file's head, picks the format and fills the
 // request. The int is the exit status for the error.
 func buildLaunch(file string, argv []string, cwd string, cfg *Config) (*wire.Launch, int, error) {
-	head, err := readHead(file)
+	head, real, err := readHead(file)
 	if err != nil {
 		if errors.Is(err, os.ErrNotExist) {
 			return nil, ExitNotFound, errors.New("no such file or directory")
@@ -332,28 +337,47 @@ func buildLaunch(file string, argv []string, cwd string, cfg *Config) (*wire.Lau
 		}
 		req.Path = name
 	default:
-		req.Path = resolvePath(file, cwd)
+		req.Path = real
+		if req.Path == "" {
+			req.Path = resolvePath(file, cwd)
+		}
 	}
 	return req, 0, nil
 }
 
-// readHead reads the first headSize bytes of the file (fewer if shorter).
-func readHead(file string) ([]byte, error) {
+// readHead reads the first headSize bytes of the file (fewer if shorter) and returns
+// them with the file's absolute path, guest symlinks resolved, as the kernel names the
+// open file ("" when it cannot: no /proc).
+func readHead(file string) (head []byte, real string, err error) {
 	f, err := os.Open(file)
 	if err != nil {
 		var pe *os.PathError
 		if errors.As(err, &pe) {
 			err = pe.Err
 		}
-		return nil, err
+		return nil, "", err
 	}
 	defer f.Close()
 	buf := make([]byte, headSize+1)
 	n, err := io.ReadFull(f, buf)
 	if err != nil && err != io.ErrUnexpectedEOF && err != io.EOF {
-		return nil, err
+		return nil, "", err
 	}
-	return buf[:n], nil
+	return buf[:n], openPath(f), nil
+}
+
+// openPath is the absolute path of the open file f, symlinks resolved, from
+// /proc/self/fd: one readlink answered from the kernel's dentries, where
+// filepath.EvalSymlinks costs an lstat per path component, each a round trip to the
+// 9p server for a file in a share (/mnt/c/...). It also names the very file whose
+// head was read, even if a symlink on the way changed since. "" when /proc is not
+// there or the file was deleted meanwhile.
+func openPath(f *os.File) string {
+	p, err := os.Readlink("/proc/self/fd/" + strconv.Itoa(int(f.Fd())))
+	if err != nil || !filepath.IsAbs(p) || strings.HasSuffix(p, " (deleted)") {
+		return ""
+	}
+	return p
 }
 
 // resolvePath makes the kernel's path (as given to execve, maybe

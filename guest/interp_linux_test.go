@@ -678,3 +678,68 @@ func TestRetryWait(t *testing.T) {
 		}
 	}
 }
+
+// The working directory goes out as the kernel's (getcwd), not as $PWD's logical path through
+// a guest symlink, which the host cannot follow (and which cost two stats over 9p).
+func TestInterpCwdPhysical(t *testing.T) {
+	f := newFixture(t, "")
+	real := filepath.Join(f.dir, "real")
+	link := filepath.Join(f.dir, "link")
+	if err := os.Mkdir(real, 0o755); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.Symlink(real, link); err != nil {
+		t.Fatal(err)
+	}
+	var got *wire.Launch
+	done := f.serve(t, func(t *testing.T, s *wire.Session, h *wire.Hello, l *wire.Launch) {
+		got = l
+		accept(t, s)
+		s.Writer(wire.Stdout).CloseWrite()
+		s.Writer(wire.Stderr).CloseWrite()
+		s.Send(&wire.Exit{})
+	})
+	cmd := f.interpCmd(t, f.exe, f.exe)
+	cmd.Dir = link
+	cmd.Env = append(cmd.Env, "PWD="+link) // as a shell that did `cd link` sets it
+	r := run(t, cmd, nil)
+	<-done
+	if r.code != 0 || got.Cwd != mustEval(t, real) {
+		t.Fatalf("%+v, cwd %q, want %q", r, got.Cwd, mustEval(t, real))
+	}
+}
+
+// openPath names the file that was opened, symlinks resolved, even when the symlink that
+// led to it points elsewhere by the time the path is sent.
+func TestOpenPath(t *testing.T) {
+	dir, err := filepath.EvalSymlinks(t.TempDir())
+	if err != nil {
+		t.Fatal(err)
+	}
+	a, b, link := filepath.Join(dir, "a.exe"), filepath.Join(dir, "b.exe"), filepath.Join(dir, "link.exe")
+	write(t, a, "MZa", 0o755)
+	write(t, b, "MZb", 0o755)
+	if err := os.Symlink(a, link); err != nil {
+		t.Fatal(err)
+	}
+	f, err := os.Open(link)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer f.Close()
+	if err := os.Remove(link); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.Symlink(b, link); err != nil {
+		t.Fatal(err)
+	}
+	if got := openPath(f); got != a {
+		t.Errorf("openPath = %q, want %q", got, a)
+	}
+	if err := os.Remove(a); err != nil {
+		t.Fatal(err)
+	}
+	if got := openPath(f); got != "" {
+		t.Errorf("openPath of a deleted file = %q, want \"\"", got)
+	}
+}

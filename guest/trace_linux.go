@@ -1,7 +1,6 @@
 package guest
 
 import (
-	"crypto/rand"
 	"encoding/hex"
 	"fmt"
 	"net"
@@ -48,8 +47,10 @@ func openTrace(getenv func(string) string) *guestTrace {
 	if err != nil {
 		return nil
 	}
+	// getrandom(2) rather than crypto/rand: crypto would link crypto/..., math/big and a
+	// 32 MiB BSS into every launch's interpreter for eight bytes of a trace id.
 	var b [8]byte
-	if _, err := rand.Read(b[:]); err != nil {
+	if n, err := unix.Getrandom(b[:], 0); err != nil || n != len(b) {
 		f.Close()
 		return nil
 	}
@@ -183,7 +184,7 @@ func (t *guestTrace) binfmt(args []string) {
 	if t == nil || len(args) < 2 {
 		return
 	}
-	head, _ := readHead(args[1])
+	head, _, _ := readHead(args[1])
 	ents, err := os.ReadDir(binfmtDir)
 	if err != nil {
 		t.record(trace.StepBinfmt, fmt.Sprintf("cannot read %s: %v", binfmtDir, err), nil)

@@ -121,15 +121,57 @@ func checkSame(f *os.File, path string) error {
 	return nil
 }
 
-// wineLoader finds the wine loader.
-func (c *Config) wineLoader() (string, error) {
+// wineLoader finds the wine loader, and the variables to run it with besides wineEnv's.
+// Debian's wrapper script is skipped for the loader it would run, also when configured
+// (lab's machines configure the loader wineprefix.Find found: /usr/bin/wine on Debian).
+func (c *Config) wineLoader() (string, []string, error) {
 	if c.Wine.Path != "" {
-		return c.Wine.Path, nil // as configured; exec says what is wrong with it
+		p, env := directLoader(c.Wine.Path, debianWine32, debianWine64)
+		return p, env, nil // as configured; exec says what is wrong with it
 	}
 	if p, err := wineprefix.Loader(""); err == nil {
-		return p, nil
+		p, env := directLoader(p, debianWine32, debianWine64)
+		return p, env, nil
 	}
-	return "", errors.New("host: cannot run a Windows (PE) program: wine is not installed on the host (apt-get install --no-install-recommends wine64 wine)")
+	return "", nil, errors.New("host: cannot run a Windows (PE) program: wine is not installed on the host (apt-get install --no-install-recommends wine64 wine)")
+}
+
+// The loaders Debian's wine wrapper chooses between.
+const (
+	debianWine32 = "/usr/lib/wine/wine"
+	debianWine64 = "/usr/lib/wine/wine64"
+)
+
+// directLoader: when loader is Debian's wrapper (/usr/bin/wine, a /bin/sh script that picks
+// wine32 if it is installed, else wine64 with WINELOADER set to it, and execs it), the loader
+// binary it would exec and the variable it would set, so that a launch does not start a
+// shell first (its WINEDEBUG default does not matter: wineEnv sets WINEDEBUG). Any other
+// loader, and a wrapper that does not read as Debian's, is returned as is.
+func directLoader(loader, wine32, wine64 string) (string, []string) {
+	f, err := os.Open(loader)
+	if err != nil {
+		return loader, nil
+	}
+	defer f.Close()
+	head := make([]byte, 4096)
+	n, _ := io.ReadFull(f, head)
+	head = head[:n]
+	if !bytes.HasPrefix(head, []byte("#!")) || !bytes.Contains(head, []byte("wine32="+wine32+"\n")) ||
+		!bytes.Contains(head, []byte("wine64="+wine64+"\n")) || !bytes.Contains(head, []byte(`exec $wine "$@"`)) {
+		return loader, nil
+	}
+	switch {
+	case isExecutable(wine32):
+		return wine32, nil
+	case isExecutable(wine64):
+		return wine64, []string{"WINELOADER=" + wine64}
+	}
+	return loader, nil
+}
+
+func isExecutable(name string) bool {
+	fi, err := os.Stat(name)
+	return err == nil && fi.Mode().IsRegular() && fi.Mode()&0o111 != 0
 }
 
 // wineCommand runs a PE file as `wine PROGRAM ARGS...` in the lab's own prefix.
@@ -142,7 +184,7 @@ func (c *Config) wineLoader() (string, error) {
 //   - on a cold prefix, Wine's services inherit the first program's stdout/stderr, hence the
 //     bounded output drain (WineConfig.WaitDelay).
 func (c *Config) wineCommand(l launch) (*exec.Cmd, time.Duration, error) {
-	loader, err := c.wineLoader()
+	loader, loaderEnv, err := c.wineLoader()
 	if err != nil {
 		return nil, 0, err
 	}
@@ -162,6 +204,11 @@ func (c *Config) wineCommand(l launch) (*exec.Cmd, time.Duration, error) {
 		return cmd, c.OutputDrain, nil
 	}
 	env := windowsEnv(l.Env, c.Wine.Prefix)
+	for _, kv := range loaderEnv {
+		if k, _, _ := strings.Cut(kv, "="); !hasKey(env, k) {
+			env = append(env, kv)
+		}
+	}
 	args := append([]string{loader, l.Program}, rest...)
 	if launcher := filepath.Join(c.Wine.Prefix, "drive_c", "windows", "system32", LabRunName); !wineQuotesLikeWSL(rest) && isFile(launcher) {
 		// Wine would build another command line than WSL: hand the exact one to labrun.exe.
@@ -339,6 +386,11 @@ func wineEnv(env []string, w WineConfig) []string {
 		}
 	}
 	return out
+}
+
+func hasKey(env []string, name string) bool {
+	_, ok := lookupEnv(env, name)
+	return ok
 }
 
 func lookupEnv(env []string, name string) (string, bool) {

@@ -5,6 +5,7 @@ import (
 	"os/exec"
 	"path/filepath"
 	"reflect"
+	"slices"
 	"strings"
 	"testing"
 )
@@ -225,6 +226,70 @@ func TestCommandExplorer(t *testing.T) {
 	} {
 		if got := build(tc.prog, tc.args...); !reflect.DeepEqual(got, tc.want) {
 			t.Errorf("%s %q: %q, want %q", tc.prog, tc.args, got, tc.want)
+		}
+	}
+}
+
+// Debian's /usr/bin/wine is a shell script choosing a loader: the relay execs the loader it
+// would choose (with the WINELOADER it would set), one shell start less per PE launch; any
+// other loader is used as found.
+func TestDirectLoader(t *testing.T) {
+	dir := t.TempDir()
+	wine32, wine64 := filepath.Join(dir, "wine"), filepath.Join(dir, "wine64")
+	script := func(name, body string) string {
+		p := filepath.Join(dir, name)
+		if err := os.WriteFile(p, []byte(body), 0o755); err != nil {
+			t.Fatal(err)
+		}
+		return p
+	}
+	// The shape of wine's debian/scripts/wine (wine 8.0~repack-4), with the test's loaders.
+	debian := script("wrapper", "#!/bin/sh -e\n\nwine32="+wine32+"\nwine64="+wine64+"\n\nif test -x $wine32; then\n    wine=$wine32\nelif test -x $wine64; then\n    wine=$wine64\n    if test -z \"$WINELOADER\"; then\n        export WINELOADER=$wine64\n    fi\nfi\n\nexec $wine \"$@\"\n")
+	other := script("other", "#!/bin/sh\nexec /opt/wine/bin/wine \"$@\"\n")
+	elf := script("elf", "\x7fELF")
+
+	check := func(what, loader, wantPath string, wantEnv []string) {
+		t.Helper()
+		p, env := directLoader(loader, wine32, wine64)
+		if p != wantPath || !reflect.DeepEqual(env, wantEnv) {
+			t.Errorf("%s: directLoader = %q %q, want %q %q", what, p, env, wantPath, wantEnv)
+		}
+	}
+	check("no loader installed yet", debian, debian, nil)
+	script("wine64", "\x7fELF")
+	check("wine64 only", debian, wine64, []string{"WINELOADER=" + wine64})
+	check("another wrapper", other, other, nil)
+	check("a binary", elf, elf, nil)
+	check("missing", filepath.Join(dir, "none"), filepath.Join(dir, "none"), nil)
+	script("wine", "\x7fELF")
+	check("wine32 installed", debian, wine32, nil)
+}
+
+// On a Debian host with wine64 (this project's CI), a PE launch execs the loader itself.
+func TestCommandWineDebianLoader(t *testing.T) {
+	const wine64 = "/usr/lib/wine/wine64"
+	_, err32 := os.Stat("/usr/lib/wine/wine")
+	if p, err := exec.LookPath("wine"); err != nil || p != "/usr/bin/wine" || err32 == nil {
+		t.Skip("not Debian's wine wrapper with wine64 only")
+	}
+	if _, err := os.Stat(wine64); err != nil {
+		t.Skip("no " + wine64)
+	}
+	if b, err := os.ReadFile("/usr/bin/wine"); err != nil || !strings.HasPrefix(string(b), "#!") {
+		t.Skip("/usr/bin/wine is not a script here")
+	}
+	// Found in PATH, and configured as lab's machines do (the loader wineprefix.Find found).
+	for _, path := range []string{"", "/usr/bin/wine"} {
+		c, err := Config{Token: make([]byte, 16), Wine: WineConfig{Path: path, Prefix: filepath.Join(t.TempDir(), "wine")}}.withDefaults()
+		if err != nil {
+			t.Fatal(err)
+		}
+		cmd, _, err := c.command(launch{Program: "/share/app.exe", Args: []string{"app.exe"}, Dir: "/share", Format: FormatPE})
+		if err != nil {
+			t.Fatal(err)
+		}
+		if cmd.Path != wine64 || cmd.Args[0] != wine64 || !slices.Contains(cmd.Env, "WINELOADER="+wine64) {
+			t.Errorf("Wine.Path %q: PE launch runs %q %q with env %q, want %s and WINELOADER", path, cmd.Path, cmd.Args, cmd.Env, wine64)
 		}
 	}
 }

@@ -13,20 +13,12 @@ package main
 import (
 	"os"
 	"path/filepath"
-	"runtime"
 
+	_ "lab/cmd/lab-interop/internal/oneproc" // GOMAXPROCS 1, set before the other packages' inits allocate
 	"lab/guest"
 )
 
 func main() {
-	// One P: the interpreter only moves bytes between a socket and stdio,
-	// and with more Ps every hand-off between its goroutines wakes an idle
-	// thread to spin (measured: a quarter fewer context switches per
-	// launch). Blocking syscalls still get their own threads. GOMAXPROCS
-	// in the environment wins.
-	if os.Getenv("GOMAXPROCS") == "" {
-		runtime.GOMAXPROCS(1)
-	}
 	switch name := filepath.Base(os.Args[0]); name {
 	case "wslpath", "labpath":
 		os.Exit(pathTool(name))

@@ -74,3 +74,66 @@ func TestMultiCall(t *testing.T) {
 		}
 	}
 }
+
+// Every launch in the guest execs this binary, and under TCG each page it touches costs a
+// page fault that takes a fraction of a millisecond: it must not link packages it does not
+// need (crypto/rand alone brought crypto/..., math/big and a 32 MiB BSS), nor ones that do
+// work at init (regexp compiled into package variables, templates, net/http).
+func TestLeanDependencies(t *testing.T) {
+	goBin := filepath.Join(runtime.GOROOT(), "bin", "go")
+	list := exec.Command(goBin, "list", "-deps", ".")
+	list.Env = append(os.Environ(), "CGO_ENABLED=0", "GOOS=linux")
+	out, err := list.Output()
+	if err != nil {
+		t.Fatalf("go list -deps: %v", err)
+	}
+	heavy := []string{"crypto", "math/big", "net/http", "text/template", "html/template", "regexp", "compress", "log", "encoding/xml", "encoding/gob", "debug"}
+	for _, h := range heavy {
+		var linked []string
+		for _, pkg := range strings.Fields(string(out)) {
+			if pkg == h || strings.HasPrefix(pkg, h+"/") {
+				linked = append(linked, pkg)
+			}
+		}
+		if len(linked) > 0 {
+			t.Errorf("lab-interop links %d packages under %s (%s): keep them off the interpreter's path", len(linked), h, strings.Join(linked[:min(3, len(linked))], ", "))
+		}
+	}
+}
+
+// The interpreter runs with one P, set by package oneproc's init before the packages that
+// allocate at init (os, lab/guest): set later, the surplus P's cached spans all go back to
+// the heap, a page fault per size class on every launch.
+func TestOneProcEarly(t *testing.T) {
+	dir := t.TempDir()
+	bin := filepath.Join(dir, "interop")
+	build := exec.Command(filepath.Join(runtime.GOROOT(), "bin", "go"), "build", "-o", bin, ".")
+	build.Env = append(os.Environ(), "CGO_ENABLED=0")
+	if out, err := build.CombinedOutput(); err != nil {
+		t.Fatalf("build: %v\n%s", err, out)
+	}
+	cmd := exec.Command(bin)
+	cmd.Env = append(os.Environ(), "GODEBUG=inittrace=1")
+	out, _ := cmd.CombinedOutput()
+	var order []string
+	for _, line := range strings.Split(string(out), "\n") {
+		if f := strings.Fields(line); len(f) > 1 && f[0] == "init" {
+			order = append(order, f[1])
+		}
+	}
+	at := func(pkg string) int {
+		for i, p := range order {
+			if p == pkg {
+				return i
+			}
+		}
+		t.Fatalf("no init of %s in the init trace: %q", pkg, order)
+		return -1
+	}
+	one := at("lab/cmd/lab-interop/internal/oneproc")
+	for _, later := range []string{"os", "net", "lab/wire", "lab/guest"} {
+		if at(later) < one {
+			t.Errorf("%s initialises before oneproc sets GOMAXPROCS (init order %q)", later, order)
+		}
+	}
+}
