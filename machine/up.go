@@ -90,6 +90,13 @@ func Up(ctx context.Context, opts Options) (*Machine, error) {
 			cfg.Shares = append(cfg.Shares, *sh)
 		}
 	}
+	po := opts.Provision
+	if po.Progress == nil {
+		po.Progress = opts.Progress
+	}
+	if !opts.NoProvision && cfg.BootFiles == nil {
+		cfg.BootFiles = func(in *vm.Instance) ([]images.File, error) { return seed(in, po) }
+	}
 	t := time.Now()
 	in, err := vm.Up(ctx, cfg)
 	if err != nil {
@@ -99,10 +106,6 @@ func Up(ctx context.Context, opts Options) (*Machine, error) {
 	m.Instance, m.Name, m.StateDir, m.ref = in, in.Name, in.StateDir, in.StateDir
 	if opts.NoProvision {
 		return m, nil
-	}
-	po := opts.Provision
-	if po.Progress == nil {
-		po.Progress = opts.Progress
 	}
 	t = time.Now()
 	_, err = m.Provision(ctx, po)
@@ -153,4 +156,29 @@ func mountsAt(shares []vm.Share, guestPath string) bool {
 		}
 	}
 	return false
+}
+
+// seed is the provisioning the guest gets at boot (provision.Seed): the interpreter, its
+// configuration, the token, the links and the rules are in place before sshd starts, so
+// the provisioning after boot is one round trip instead of an upload of megabytes and an
+// sshd restart.
+func seed(in *vm.Instance, opts ProvisionOptions) ([]images.File, error) {
+	opts.Progress = nil // the provisioning after boot reports
+	cfg, err := Config(in.StateDir, opts)
+	if err != nil {
+		return nil, err
+	}
+	arch, err := images.NormalizeArch(in.Arch)
+	if err != nil {
+		return nil, err
+	}
+	seeded, err := provision.Seed(cfg, arch)
+	if err != nil {
+		return nil, err
+	}
+	files := make([]images.File, len(seeded))
+	for i, f := range seeded {
+		files[i] = images.File{Path: f.Path, Mode: f.Mode, Data: f.Data}
+	}
+	return files, nil
 }

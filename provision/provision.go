@@ -295,52 +295,15 @@ func Provision(ctx context.Context, g Guest, cfg Config) (*Result, error) {
 	if err != nil {
 		return nil, err
 	}
-	// /etc/wsl.conf, read as WSL's init reads it at start (see WSLConf).
-	wslConf := ParseWSLConf(st.wslConf)
-	for _, w := range wslConf.Warnings {
-		if cfg.Progress != nil {
-			fmt.Fprintf(cfg.Progress, "provision: warning: %s\n", w)
-		}
-	}
-	cfg.Settings.CwdWarning = wslConf.CwdWarning
-	winDirs := cfg.WindowsPath
-	if !wslConf.AppendWindowsPath {
-		winDirs = nil
-	}
-	interp := cfg.Interpreter
-	if interp == "" {
-		if interp, err = cfg.InterpreterFor(st.goarch); err != nil {
-			return nil, err
-		}
-	}
-	interpData, err := os.ReadFile(interp)
+	want, err := cfg.desired(st.goarch, st.wslConf, stubs)
 	if err != nil {
-		return nil, fmt.Errorf("provision: read interpreter: %w", err)
-	}
-	conf, err := cfg.InteropConf(cfg.Settings)
-	if err != nil {
-		return nil, fmt.Errorf("provision: render interpreter config: %w", err)
-	}
-	want := desired{
-		winPath: windowsPathScript(winDirs),
-		winDirs: winDirs,
-		wslEnv:  wslEnv(cfg.WSLNames, cfg.DistroName, wslConf.InteropEnabled),
-		wslpath: cfg.WSLNames,
-		enabled: wslConf.InteropEnabled,
-		others:  otherRules(cfg.Rules),
-		interp:  interpData,
-		conf:    conf,
-		token:   cfg.Token,
-		rules:   cfg.Rules,
-		shares:  cfg.Shares,
-		magic:   cfg.StubMagic,
-		stubs:   stubs,
+		return nil, err
 	}
 	p := plan(st, want)
 	res := &Result{Arch: st.goarch, Steps: p.steps}
 	if p.empty() {
 		// The probe read the rules from the kernel as Verify would, and they matched.
-		if err := verifyState(st, cfg.Rules, wslConf.InteropEnabled); err != nil {
+		if err := verifyState(st, cfg.Rules, want.enabled); err != nil {
 			return res, err
 		}
 	} else {
@@ -352,7 +315,7 @@ func Provision(ctx context.Context, g Guest, cfg Config) (*Result, error) {
 				return res, fmt.Errorf("provision: sshd's config changed but the guest connection could not be renewed (restart the VM to apply it): %w", err)
 			}
 		}
-		if err := Verify(ctx, g, cfg.Rules, wslConf.InteropEnabled); err != nil {
+		if err := Verify(ctx, g, cfg.Rules, want.enabled); err != nil {
 			return res, err
 		}
 	}
@@ -367,6 +330,54 @@ func Provision(ctx context.Context, g Guest, cfg Config) (*Result, error) {
 		fmt.Fprintf(cfg.Progress, "provision: %s\n", res.Summary())
 	}
 	return res, nil
+}
+
+// desired computes what a guest of goarch whose /etc/wsl.conf reads wslConfText should
+// hold (warnings about wsl.conf go to Progress).
+func (cfg *Config) desired(goarch, wslConfText string, stubs map[string][]byte) (desired, error) {
+	// /etc/wsl.conf, read as WSL's init reads it at start (see WSLConf).
+	wslConf := ParseWSLConf(wslConfText)
+	for _, w := range wslConf.Warnings {
+		if cfg.Progress != nil {
+			fmt.Fprintf(cfg.Progress, "provision: warning: %s\n", w)
+		}
+	}
+	settings := cfg.Settings
+	settings.CwdWarning = wslConf.CwdWarning
+	winDirs := cfg.WindowsPath
+	if !wslConf.AppendWindowsPath {
+		winDirs = nil
+	}
+	interp := cfg.Interpreter
+	if interp == "" {
+		var err error
+		if interp, err = cfg.InterpreterFor(goarch); err != nil {
+			return desired{}, err
+		}
+	}
+	interpData, err := os.ReadFile(interp)
+	if err != nil {
+		return desired{}, fmt.Errorf("provision: read interpreter: %w", err)
+	}
+	conf, err := cfg.InteropConf(settings)
+	if err != nil {
+		return desired{}, fmt.Errorf("provision: render interpreter config: %w", err)
+	}
+	return desired{
+		winPath: windowsPathScript(winDirs),
+		winDirs: winDirs,
+		wslEnv:  wslEnv(cfg.WSLNames, cfg.DistroName, wslConf.InteropEnabled),
+		wslpath: cfg.WSLNames,
+		enabled: wslConf.InteropEnabled,
+		others:  otherRules(cfg.Rules),
+		interp:  interpData,
+		conf:    conf,
+		token:   cfg.Token,
+		rules:   cfg.Rules,
+		shares:  cfg.Shares,
+		magic:   cfg.StubMagic,
+		stubs:   stubs,
+	}, nil
 }
 
 // desired is what the guest should hold.

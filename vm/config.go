@@ -66,6 +66,11 @@ type Config struct {
 	// (a lab file's formats and environment policy for the relay). Names are plain file
 	// names that are not lab's own. Zero: none.
 	StateFiles map[string][]byte
+	// BootFiles, when set, is called once the instance record is written (state dir,
+	// shares with their tags, architecture) and returns files the initramfs guest gets in
+	// its instance cpio, after the keys: machine.Up seeds provisioning with it
+	// (provision.Seed). A disk image (Debian) boots without them. Zero: none.
+	BootFiles func(*Instance) ([]images.File, error)
 	// BootTimeout bounds boot-to-SSH-ready; zero: 2 minutes.
 	BootTimeout time.Duration
 	// Progress receives a progress line while the image builds and the VM boots; nil: silent.

@@ -130,8 +130,6 @@ func Up(ctx context.Context, cfg Config) (*Instance, error) {
 		if err := writeInstanceTar(filepath.Join(cfg.StateDir, FileInstanceTar), ks.client.PublicKey(), hostPriv); err != nil {
 			return nil, err
 		}
-	} else if err := writeInitrd(filepath.Join(cfg.StateDir, FileInitrd), img.Initrd, ks.client.PublicKey(), hostPriv); err != nil {
-		return nil, err
 	}
 	if err := writeSSHConfig(cfg.StateDir, port, ks.host.PublicKey()); err != nil {
 		return nil, fmt.Errorf("vm: %w", err)
@@ -163,6 +161,17 @@ func Up(ctx context.Context, cfg Config) (*Instance, error) {
 	}
 	if err := writeJSON(filepath.Join(cfg.StateDir, FileInstance), in); err != nil {
 		return nil, fmt.Errorf("vm: %w", err)
+	}
+	if img.Disk == "" {
+		var extra []images.File
+		if cfg.BootFiles != nil {
+			if extra, err = cfg.BootFiles(in); err != nil {
+				return nil, fmt.Errorf("vm: boot files: %w", err)
+			}
+		}
+		if err := writeInitrd(filepath.Join(cfg.StateDir, FileInitrd), img.Initrd, ks.client.PublicKey(), hostPriv, extra); err != nil {
+			return nil, err
+		}
 	}
 
 	// The hostagent writes its boot events (events.jsonl's lines) to this pipe and
@@ -305,12 +314,13 @@ func qemuArgv(bin string, in *Instance, img *images.Image) ([]string, error) {
 	return argv, nil
 }
 
-// writeInitrd writes the base image's cpio followed by this VM's (keys).
-func writeInitrd(path, base string, authorized ssh.PublicKey, hostKey ed25519.PrivateKey) error {
+// writeInitrd writes the base image's cpio followed by this VM's (keys, then extra).
+func writeInitrd(path, base string, authorized ssh.PublicKey, hostKey ed25519.PrivateKey, extra []images.File) error {
 	files, err := images.InstanceFiles(authorized, hostKey)
 	if err != nil {
 		return fmt.Errorf("vm: %w", err)
 	}
+	files = append(files, extra...)
 	src, err := os.Open(base)
 	if err != nil {
 		return fmt.Errorf("vm: guest image: %w", err)

@@ -90,6 +90,7 @@ first output byte, the exit.`,
 	f.StringVar(&chart, "chart", "", "write a bar chart of the figures and their aims to FILE.svg or FILE.png")
 	f.StringVar(&from, "from", "", "report (and chart) the figures of an earlier --json run instead of measuring")
 	f.BoolVar(&opts.Breakdown, "breakdown", false, "also trace launches and print where their time goes, phase by phase")
+	f.BoolVar(&opts.BootOnly, "boot-only", false, "measure only boot to first interop exec (with its phases) and re-provisioning")
 	f.StringVar(&opts.Name, "name", "bench", "name of the VM bench boots")
 	f.StringVar(&opts.Accel, "accel", "auto", "accelerator: auto, kvm or tcg")
 	f.StringVar(&opts.Vsock, "vsock", "auto", "vsock backend: auto, kernel or user")

@@ -136,6 +136,11 @@ formats:
 	if !strings.Contains(r.stderr, "rule WSLInterop") {
 		t.Errorf("lab up did not provision (no rule WSLInterop in its output):\n%s", r.stderr)
 	}
+	// The guest booted with provisioning's head start (provision.Seed in its instance
+	// cpio): the provisioning after boot only checks.
+	if !strings.Contains(r.stderr, "guest already provisioned: nothing changed") {
+		t.Errorf("lab up: the provisioning after boot changed something; the boot archive should have seeded it all:\n%s", r.stderr)
+	}
 
 	if r := must("provision", "--name", name); !strings.Contains(r.stdout+r.stderr, "nothing changed") {
 		t.Errorf("second provision changed something:\n%s%s", r.stdout, r.stderr)

@@ -136,12 +136,12 @@ func TestParseBootPhases(t *testing.T) {
 		return "412 (" + comm + ") " + strings.Join(f, " ")
 	}
 	out := "4.20 1.00\n100\n[    0.912000] Run /init as init process\n" + stat("sshd", 250) + "\n\n" + stat("sshd: root [priv]", 390) + "\n\n"
-	k, u, s := parseBootPhases(out)
+	up, k, u := parseBootPhases(out)
 	near := func(a, b float64) bool { return a-b < 1e-9 && b-a < 1e-9 }
-	if !near(k, 0.912) || !near(u, 1.588) || !near(s, 1.7) {
-		t.Errorf("kernel %v, userspace %v, sshd %v; want 0.912, 1.588, 1.7", k, u, s)
+	if !near(up, 4.2) || !near(k, 0.912) || !near(u, 1.588) {
+		t.Errorf("uptime %v, kernel %v, userspace %v; want 4.2, 0.912, 1.588", up, k, u)
 	}
-	if k, u, s := parseBootPhases("4.20 1.00\n100\n" + stat("sshd", 250) + "\n"); k != 0 || u != 0 || s != 0 {
+	if s, k, u := parseBootPhases("4.20 1.00\n100\n" + stat("sshd", 250) + "\n"); k != 0 || u != 0 || s != 0 {
 		t.Errorf("without the kernel's line: %v %v %v; want zeros", k, u, s)
 	}
 }
