@@ -388,12 +388,6 @@ func buildDebian(ctx context.Context, opts Options) (*Image, error) {
 	if opts.Kernel != "" || opts.Modules != "" {
 		return nil, errors.New("--kernel/--modules apply to the initramfs image only: the Debian image boots its own linux-image-amd64")
 	}
-	lock, err := lockCache(ctx, cache, pr)
-	if err != nil {
-		return nil, err
-	}
-	defer lock.Unlock()
-
 	sources, err := debianSources(ctx)
 	if err != nil {
 		if !opts.Rebuild {
@@ -405,6 +399,19 @@ func buildDebian(ctx context.Context, opts Options) (*Image, error) {
 	}
 	key := debianKey(sources)
 	dir := filepath.Join(cache, "images", key)
+	// A complete image (published by one rename) with its initrd up to date is used
+	// without the build lock, which a build of another image may hold for many minutes.
+	if !opts.Rebuild {
+		if img, err := loadDebian(dir); err == nil && debianInitrdCurrent(img) {
+			pr.Line("image %s is up to date", dir)
+			return img, nil
+		}
+	}
+	lock, err := lockCache(ctx, cache, pr)
+	if err != nil {
+		return nil, err
+	}
+	defer lock.Unlock()
 	if !opts.Rebuild {
 		if img, err := loadDebian(dir); err == nil {
 			pr.Line("image %s is up to date", dir)
@@ -762,6 +769,9 @@ func newestDebian(cache string) (*Image, bool) {
 	dirs, _ := filepath.Glob(filepath.Join(cache, "images", "debian-*"))
 	var best *Image
 	for _, d := range dirs {
+		if strings.HasSuffix(d, ".tmp") {
+			continue // a build's work dir, read without the build lock
+		}
 		img, err := loadDebian(d)
 		if err != nil {
 			continue

@@ -67,14 +67,10 @@ func ensureDebianInitrd(ctx context.Context, imgDir, cache string, m Manifest, p
 	if kp.Name == "" {
 		return fmt.Errorf("the image's manifest lists no linux-image-%s package", m.KernelVersion)
 	}
-	h := sha256.New()
-	fmt.Fprintf(h, "%s\n%s\n%s\n%s %s\n", debianInitrdRecipe, debianInit, strings.Join(debianInitrdModules, " "), kp.Name, kp.Version)
-	key := hex.EncodeToString(h.Sum(nil))[:20]
+	key := debianInitrdKey(kp)
 	out := filepath.Join(imgDir, "lab-initrd.cpio")
-	if b, err := os.ReadFile(filepath.Join(imgDir, "lab-initrd.key")); err == nil && string(b) == key {
-		if _, err := os.Stat(out); err == nil {
-			return nil
-		}
+	if initrdKeyIs(imgDir, key) {
+		return nil
 	}
 	pr.Line("building the Debian image's initrd (busybox, %s)", strings.Join(debianInitrdModules, ", "))
 	a := &apt{progress: pr}
@@ -132,6 +128,32 @@ func ensureDebianInitrd(ctx context.Context, imgDir, cache string, m Manifest, p
 		return err
 	}
 	return os.WriteFile(filepath.Join(imgDir, "lab-initrd.key"), []byte(key), 0o644)
+}
+
+// debianInitrdKey is lab-initrd.cpio's key: recipe, /init, modules, kernel package.
+func debianInitrdKey(kp Package) string {
+	h := sha256.New()
+	fmt.Fprintf(h, "%s\n%s\n%s\n%s %s\n", debianInitrdRecipe, debianInit, strings.Join(debianInitrdModules, " "), kp.Name, kp.Version)
+	return hex.EncodeToString(h.Sum(nil))[:20]
+}
+
+// initrdKeyIs: imgDir's lab-initrd.cpio is there and was built with key (the key file
+// is written after the cpio's rename, so a reader never sees a key for a partial cpio).
+func initrdKeyIs(imgDir, key string) bool {
+	b, err := os.ReadFile(filepath.Join(imgDir, "lab-initrd.key"))
+	return err == nil && string(b) == key && fileExists(filepath.Join(imgDir, "lab-initrd.cpio"))
+}
+
+// debianInitrdCurrent: img boots lab's initrd and it is up to date, so nothing has to be
+// written into the image dir (what needs the build lock).
+func debianInitrdCurrent(img *Image) bool {
+	m := img.Manifest
+	for _, p := range m.Packages {
+		if p.Name == "linux-image-"+m.KernelVersion {
+			return initrdKeyIs(img.Dir, debianInitrdKey(p))
+		}
+	}
+	return false
 }
 
 // staticBusybox returns /bin/busybox of the host's busybox-static package (downloaded

@@ -130,12 +130,9 @@ func build(ctx context.Context, opts Options) (*Image, error) {
 	if err := os.MkdirAll(cache, 0o755); err != nil {
 		return nil, err
 	}
-	lock, err := lockCache(ctx, cache, pr)
-	if err != nil {
-		return nil, err
-	}
-	defer lock.Unlock()
-
+	// The cache check takes no lock: a complete image dir is published by one rename
+	// (replaceDir), so it is read whole or not at all, and a build running for another
+	// key (a Debian image takes many minutes) does not hold up a lab up of a cached one.
 	ks, err := kernelFromOptions(opts)
 	if err != nil {
 		return nil, err
@@ -153,12 +150,6 @@ func build(ctx context.Context, opts Options) (*Image, error) {
 	if err != nil {
 		return nil, err
 	}
-	debDir := filepath.Join(cache, "debs")
-	if err := a.download(ctx, debDir, res.Packages); err != nil {
-		return nil, err
-	}
-	start := time.Now()
-
 	key, err := cacheKey(rc, spec, server, res.Packages, ks)
 	if err != nil {
 		return nil, err
@@ -170,6 +161,23 @@ func build(ctx context.Context, opts Options) (*Image, error) {
 			return img, nil
 		}
 	}
+	lock, err := lockCache(ctx, cache, pr)
+	if err != nil {
+		return nil, err
+	}
+	defer lock.Unlock()
+	if !opts.Rebuild {
+		// Built by the holder of the lock while this one waited.
+		if img, err := loadImage(dir); err == nil {
+			pr.Line("image %s is up to date", dir)
+			return img, nil
+		}
+	}
+	debDir := filepath.Join(cache, "debs")
+	if err := a.download(ctx, debDir, res.Packages); err != nil {
+		return nil, err
+	}
+	start := time.Now()
 	kernelDir, ks, t, err := unpackPackages(ctx, pr, spec, cache, debDir, res, ks, opts.Rebuild)
 	if err != nil {
 		return nil, err
@@ -607,6 +615,9 @@ func newestImage(cache, server, arch string) (*Image, bool) {
 	dirs, _ := filepath.Glob(filepath.Join(cache, "images", "*"))
 	var best *Image
 	for _, d := range dirs {
+		if strings.HasSuffix(d, ".tmp") {
+			continue // a build's work dir, read without the build lock
+		}
 		img, err := loadImage(d)
 		if err != nil || img.Manifest.SSHServer != server || img.Arch() != arch {
 			continue

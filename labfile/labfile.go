@@ -1,5 +1,5 @@
 // Package labfile reads a lab file (lab up -f lab.yaml): one machine declared as data,
-// its image, size, shares, exposed host commands, Windows personality, environment policy
+// its image (distro, architecture), size, shares, exposed host commands, Windows personality, environment policy
 // and executable formats. Decoding is strict: an unknown key, a wrong type or a bad value
 // is an error that names the file and the key (`lab.yaml: formats[1].magic: not hex: "zz"`).
 package labfile
@@ -19,10 +19,11 @@ import (
 	"go.yaml.in/yaml/v4"
 
 	"lab/formats"
+	"lab/images"
 	"lab/share"
 )
 
-// Image is the only guest image lab builds today.
+// Image is the lab file's name for the default image, lab's initramfs (images.DistroInitramfs).
 const Image = "default"
 
 // File is a parsed and validated lab file. Zero fields were not given (the CLI's defaults
@@ -30,8 +31,9 @@ const Image = "default"
 type File struct {
 	Path        string // as given to Parse
 	Name        string
-	Image       string // "default" or ""
-	Arch        string // GOARCH spelling, the host's, or ""
+	Image       string // image or distro as written: "default", "initramfs", "debian", or ""
+	Distro      string // images.DistroInitramfs or images.DistroDebian (image: default is the initramfs), or ""
+	Arch        string // images.AMD64 or images.ARM64 (x86_64, aarch64 accepted), or ""
 	MemoryMiB   int
 	CPUs        int
 	Scratch     *bool         // nil: not given
@@ -39,8 +41,11 @@ type File struct {
 	Expose      []Exposed
 	Windows     *bool
 	WindowsPath *bool
-	EnvAllow    []string
-	Formats     []formats.Format // configured formats, interpreters resolved to host paths
+	// IsolatedWindows: a Wine prefix of the machine's own instead of the shared one
+	// (--isolated-windows); nil: not given.
+	IsolatedWindows *bool
+	EnvAllow        []string
+	Formats         []formats.Format // configured formats, interpreters resolved to host paths
 }
 
 // Exposed is a host command the guest may run by name.
@@ -54,7 +59,8 @@ type Options struct {
 	// LookPath resolves an interpreter's name to an absolute host path. Zero: names must
 	// already be absolute paths.
 	LookPath func(string) (string, error)
-	// HostArch is the host's GOARCH. Zero: runtime.GOARCH.
+	// HostArch is the host's GOARCH. Zero: runtime.GOARCH. (Guests of either architecture
+	// boot on either host; kept for callers.)
 	HostArch string
 }
 
@@ -239,13 +245,14 @@ func (p *parser) strs(key string, n *yaml.Node) ([]string, error) {
 	return out, nil
 }
 
-var topKeys = []string{"name", "image", "distro", "arch", "memory", "cpus", "scratch", "shares", "expose", "windows", "windows_path", "env", "formats"}
+var topKeys = []string{"name", "image", "distro", "arch", "memory", "cpus", "scratch", "shares", "expose", "windows", "windows_path", "isolated_windows", "env", "formats"}
 
 var validName = regexp.MustCompile(`^[A-Za-z0-9][A-Za-z0-9._-]{0,62}$`)
 
 func (p *parser) top(n *yaml.Node) error {
 	f := p.f
-	return p.mapping("", n, topKeys, func(k string, v *yaml.Node) error {
+	var archNode, isolatedNode *yaml.Node
+	err := p.mapping("", n, topKeys, func(k string, v *yaml.Node) error {
 		var err error
 		switch k {
 		case "name":
@@ -254,18 +261,27 @@ func (p *parser) top(n *yaml.Node) error {
 			}
 		case "image", "distro":
 			var s string
-			if s, err = p.str(k, v); err == nil && s != Image {
-				err = p.errf(k, v, "%q: only %q is available (lab's initramfs image from the host's package sources)", s, Image)
+			if s, err = p.str(k, v); err != nil {
+				return err
 			}
-			if err == nil && f.Image != "" {
+			switch s {
+			case Image, images.DistroInitramfs:
+				f.Distro = images.DistroInitramfs
+			case images.DistroDebian:
+				f.Distro = images.DistroDebian
+			default:
+				return p.errf(k, v, "%q: want %s (lab's initramfs, the default; also named %s) or %s (Debian 12 with systemd on a disk of its own)", s, images.DistroInitramfs, Image, images.DistroDebian)
+			}
+			if f.Image != "" {
 				err = p.errf(k, v, "image and distro name the same thing; give one")
 			}
 			f.Image = s
 		case "arch":
 			var s string
 			if s, err = p.str(k, v); err == nil {
-				if f.Arch = goarch(s); f.Arch != p.opts.HostArch {
-					err = p.errf(k, v, "%q: only the host's architecture (%s) is available; run foreign programs through a format (qemu: %s)", s, p.opts.HostArch, strings.Join(formats.QEMUArches(), ", "))
+				archNode = v
+				if f.Arch = goarch(s); f.Arch != images.AMD64 && f.Arch != images.ARM64 {
+					err = p.errf(k, v, "%q: want %s or %s (x86_64 and aarch64 name the same); run programs of other architectures through a format (qemu: %s)", s, images.AMD64, images.ARM64, strings.Join(formats.QEMUArches(), ", "))
 				}
 			}
 		case "memory":
@@ -278,6 +294,9 @@ func (p *parser) top(n *yaml.Node) error {
 			f.Windows, err = p.boolean(k, v)
 		case "windows_path":
 			f.WindowsPath, err = p.boolean(k, v)
+		case "isolated_windows":
+			isolatedNode = v
+			f.IsolatedWindows, err = p.boolean(k, v)
 		case "shares":
 			err = p.shares(k, v)
 		case "expose":
@@ -289,6 +308,16 @@ func (p *parser) top(n *yaml.Node) error {
 		}
 		return err
 	})
+	if err != nil {
+		return err
+	}
+	switch {
+	case f.Distro == images.DistroDebian && f.Arch == images.ARM64:
+		return p.errf("arch", archNode, "%q: the Debian image is built for amd64 guests only (an arm64 guest boots lab's initramfs)", archNode.Value)
+	case f.IsolatedWindows != nil && *f.IsolatedWindows && f.Windows != nil && !*f.Windows:
+		return p.errf("isolated_windows", isolatedNode, "a Wine prefix of the machine's own needs the Windows personality, and windows is false")
+	}
+	return nil
 }
 
 // goarch maps common spellings to GOARCH.

@@ -59,7 +59,7 @@ formats:
 	no, yes := false, true
 	magic, mask, _ := formats.QEMUELF("aarch64")
 	want := &File{
-		Path: "/w/lab.yaml", Name: "ci", Image: "default", Arch: "amd64", MemoryMiB: 2048, CPUs: 2,
+		Path: "/w/lab.yaml", Name: "ci", Image: "default", Distro: "initramfs", Arch: "amd64", MemoryMiB: 2048, CPUs: 2,
 		Scratch: &yes, Windows: &no,
 		Shares:   []share.Share{{HostPath: "/w/src", GuestPath: "/mnt/src", ReadOnly: true}},
 		Expose:   []Exposed{{Program: "/usr/bin/printf"}, {Program: "notify-send", As: "notify"}},
@@ -76,17 +76,52 @@ formats:
 	}
 }
 
+// The image keys: distro (or image) picks the guest image, arch its architecture (either
+// on either host), isolated_windows the Wine prefix.
+func TestParseMachineKeys(t *testing.T) {
+	yes, no := true, false
+	for _, tc := range []struct {
+		src  string
+		want File
+	}{
+		{"distro: debian", File{Image: "debian", Distro: "debian"}},
+		{"image: default", File{Image: "default", Distro: "initramfs"}},
+		{"distro: initramfs\narch: aarch64", File{Image: "initramfs", Distro: "initramfs", Arch: "arm64"}},
+		{"arch: x86_64\ndistro: debian", File{Image: "debian", Distro: "debian", Arch: "amd64"}},
+		{"arch: arm64", File{Arch: "arm64"}},
+		{"isolated_windows: true", File{IsolatedWindows: &yes}},
+		{"isolated_windows: false\nwindows: false", File{IsolatedWindows: &no, Windows: &no}},
+		{"windows: true\nisolated_windows: true", File{IsolatedWindows: &yes, Windows: &yes}},
+	} {
+		f, err := Parse("lab.yaml", strings.NewReader(tc.src), opts)
+		if err != nil {
+			t.Errorf("%q: %v", tc.src, err)
+			continue
+		}
+		tc.want.Path = "lab.yaml"
+		if !reflect.DeepEqual(*f, tc.want) {
+			t.Errorf("%q:\n got  %+v\n want %+v", tc.src, *f, tc.want)
+		}
+	}
+}
+
 func TestParseErrors(t *testing.T) {
 	for _, tc := range []struct{ name, src, want string }{
 		{"empty", "", "lab.yaml: empty: a lab file is a mapping of keys (name, memory, formats, ...)"},
 		{"not yaml", "name: [", "lab.yaml: line 1: did not find expected node content"},
 		{"list", "- a", "lab.yaml: want a mapping of keys, got a list"},
-		{"unknown key", "nmae: x", "lab.yaml: nmae: unknown key (known here: name, image, distro, arch, memory, cpus, scratch, shares, expose, windows, windows_path, env, formats)"},
+		{"unknown key", "nmae: x", "lab.yaml: nmae: unknown key (known here: name, image, distro, arch, memory, cpus, scratch, shares, expose, windows, windows_path, isolated_windows, env, formats)"},
 		{"twice", "cpus: 1\ncpus: 2", "lab.yaml: cpus: given twice"},
 		{"bad name", "name: -x", `lab.yaml: name: "-x": want letters, digits, '.', '_' or '-' (at most 63, not starting with a punctuation mark)`},
-		{"image", "image: alpine", `lab.yaml: image: "alpine": only "default" is available (lab's initramfs image from the host's package sources)`},
-		{"distro", "distro: ubuntu", `lab.yaml: distro: "ubuntu": only "default" is available (lab's initramfs image from the host's package sources)`},
-		{"arch", "arch: aarch64", `lab.yaml: arch: "aarch64": only the host's architecture (amd64) is available; run foreign programs through a format (qemu: aarch64, arm, ppc64le, riscv64, s390x)`},
+		{"image", "image: alpine", `lab.yaml: image: "alpine": want initramfs (lab's initramfs, the default; also named default) or debian (Debian 12 with systemd on a disk of its own)`},
+		{"distro", "distro: ubuntu", `lab.yaml: distro: "ubuntu": want initramfs (lab's initramfs, the default; also named default) or debian (Debian 12 with systemd on a disk of its own)`},
+		{"distro type", "distro: [debian]", `lab.yaml: distro: want a string, got a list`},
+		{"image and distro", "image: default\ndistro: debian", "lab.yaml: distro: image and distro name the same thing; give one"},
+		{"arch", "arch: mips", `lab.yaml: arch: "mips": want amd64 or arm64 (x86_64 and aarch64 name the same); run programs of other architectures through a format (qemu: aarch64, arm, ppc64le, riscv64, s390x)`},
+		{"arch empty", "arch: ''", `lab.yaml: arch: "": want amd64 or arm64 (x86_64 and aarch64 name the same); run programs of other architectures through a format (qemu: aarch64, arm, ppc64le, riscv64, s390x)`},
+		{"debian arm64", "arch: aarch64\ndistro: debian", `lab.yaml: arch: "aarch64": the Debian image is built for amd64 guests only (an arm64 guest boots lab's initramfs)`},
+		{"isolated type", "isolated_windows: yes please", `lab.yaml: isolated_windows: want true or false, got "yes please"`},
+		{"isolated without windows", "windows: false\nisolated_windows: true", "lab.yaml: isolated_windows: a Wine prefix of the machine's own needs the Windows personality, and windows is false"},
 		{"memory unit", "memory: 2T", `lab.yaml: memory: "2T": want MiB (1024) or a size from 128M to 1024G (2G, 512M)`},
 		{"memory small", "memory: 64", "lab.yaml: memory: want a number from 128 to 1048576, got 64"},
 		{"cpus type", "cpus: two", `lab.yaml: cpus: want a whole number, got "two"`},
@@ -133,6 +168,9 @@ func TestParseErrors(t *testing.T) {
 func FuzzParse(f *testing.F) {
 	f.Add([]byte("name: x\nformats:\n  - {name: a, magic: 7f, mask: ff, interpreter: [sh]}\n"))
 	f.Add([]byte("shares: [{host: a, guest: /b}]\nmemory: 1G\n"))
+	f.Add([]byte("distro: debian\narch: x86_64\nisolated_windows: true\n"))
+	f.Add([]byte("image: default\narch: aarch64\nwindows: false\nisolated_windows: false\n"))
+	f.Add([]byte("distro: debian\narch: arm64\n"))
 	f.Fuzz(func(t *testing.T, b []byte) {
 		lf, err := Parse("lab.yaml", strings.NewReader(string(b)), opts)
 		if err != nil {
@@ -141,6 +179,12 @@ func FuzzParse(f *testing.F) {
 		// Whatever is accepted is valid for the packages it feeds.
 		if err := formats.ValidateTable(lf.Formats); err != nil {
 			t.Fatalf("accepted formats fail validation: %v", err)
+		}
+		if lf.Distro != "" && lf.Distro != "initramfs" && lf.Distro != "debian" || lf.Arch != "" && lf.Arch != "amd64" && lf.Arch != "arm64" {
+			t.Fatalf("accepted distro %q, arch %q", lf.Distro, lf.Arch)
+		}
+		if lf.Distro == "debian" && lf.Arch == "arm64" {
+			t.Fatal("accepted a Debian arm64 guest")
 		}
 	})
 }

@@ -1,6 +1,9 @@
 package provision
 
-import "strings"
+import (
+	"path"
+	"strings"
+)
 
 // The binfmt guard of guests with systemd: WSL's binfmt problem (WSL#8843, #10389,
 // #11471, #13449) is that binfmt_misc tries the newest rule first, so a package's own
@@ -15,11 +18,19 @@ import "strings"
 // one rule): lab-binfmt.service runs after systemd-binfmt and binfmt-support, and again
 // whenever systemd-binfmt restarts (PartOf=), and an apt hook runs it after every
 // dpkg run that apt starts (packages register handlers in their postinst).
+//
+// The unit lives where locally installed software's units go, /usr/local/lib/systemd/system,
+// not in /etc/systemd/system: /etc outranks /run in systemd's unit search path, so a unit
+// file in /etc cannot be masked for this boot (`systemctl mask --runtime` writes its
+// /dev/null link to /run, silently shadowed), and an administrator's own file in /etc could
+// not override lab's.
 const (
-	GuardUnitPath   = "/etc/systemd/system/lab-binfmt.service"
-	GuardScriptPath = "/usr/local/lib/lab/binfmt-last"
-	GuardAptPath    = "/etc/apt/apt.conf.d/99lab-binfmt"
-	guardUnitName   = "lab-binfmt.service"
+	GuardUnitPath = "/usr/local/lib/systemd/system/lab-binfmt.service"
+	// oldGuardUnitPath is where lab wrote the unit before; provisioning moves it.
+	oldGuardUnitPath = "/etc/systemd/system/lab-binfmt.service"
+	GuardScriptPath  = "/usr/local/lib/lab/binfmt-last"
+	GuardAptPath     = "/etc/apt/apt.conf.d/99lab-binfmt"
+	guardUnitName    = "lab-binfmt.service"
 )
 
 // guardScript registers every rule of lab.conf again (removed first: a rule moves to the
@@ -86,6 +97,14 @@ func planGuard(p *planned, st *state, _ desired) {
 			p.upload(f.target, f.data, f.mode)
 			changed = append(changed, f.target)
 		}
+	}
+	if len(changed) > 0 {
+		p.run(phasePrepare, "mkdir -p "+path.Dir(GuardUnitPath))
+	}
+	if _, ok := st.files[oldGuardUnitPath]; ok {
+		// Its enable links point at it: disable first, then remove it.
+		p.run(phaseRecord, "systemctl disable "+guardUnitName+" 2>/dev/null; rm -f "+oldGuardUnitPath)
+		changed = append(changed, "removed "+oldGuardUnitPath)
 	}
 	switch {
 	case len(changed) > 0:

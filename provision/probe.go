@@ -57,7 +57,7 @@ func probeScript(rules []Rule, stubs map[string]string) string {
 	b.WriteString(`set -f
 echo "arch $(uname -m)"
 set --
-for f in ` + ConfigPath + ` ` + TokenPath + ` ` + BinfmtConfPath + ` ` + StubsManifest + ` ` + WindowsPathFile + ` ` + WSLEnvFile + ` ` + GuardScriptPath + ` ` + GuardUnitPath + ` ` + GuardAptPath + `; do
+for f in ` + ConfigPath + ` ` + TokenPath + ` ` + BinfmtConfPath + ` ` + StubsManifest + ` ` + WindowsPathFile + ` ` + WSLEnvFile + ` ` + GuardScriptPath + ` ` + GuardUnitPath + ` ` + oldGuardUnitPath + ` ` + GuardAptPath + `; do
   [ -f "$f" ] && set -- "$@" "$f"
 done
 I=` + InterpreterPath + `

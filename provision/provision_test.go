@@ -260,6 +260,9 @@ func TestPlanChanges(t *testing.T) {
 		{"systemd guard without apt: no apt hook needed", func(p string, w *desired) string {
 			return p + "systemd yes\nguard enabled\n" + systemdFiles(*w, false)
 		}, nil},
+		{"systemd guard unit in /etc (lab before) moves out", func(p string, w *desired) string {
+			return p + "systemd yes\napt yes\nguard enabled\n" + systemdFiles(*w, true) + "file " + oldGuardUnitPath + " " + sum([]byte(guardUnit)) + "\n"
+		}, []string{"binfmt guard"}},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
@@ -314,6 +317,27 @@ func TestGuardPlan(t *testing.T) {
 	}
 	if !strings.Contains(strings.Join(p.script(), "\n"), "systemctl enable lab-binfmt.service") {
 		t.Errorf("script does not enable the guard:\n%s", strings.Join(p.script(), "\n"))
+	}
+}
+
+// The guard's unit is where `systemctl mask --runtime` (a link in /run) can turn it off for
+// one boot: below /run in systemd's unit search path. A unit file in /etc/systemd/system
+// outranks /run, so the runtime mask was silently ignored (binfmt_systemd on Debian).
+// A unit lab wrote to /etc before is disabled (its links point at it) and removed.
+func TestGuardUnitMaskable(t *testing.T) {
+	if GuardUnitPath != "/usr/local/lib/systemd/system/lab-binfmt.service" {
+		t.Errorf("GuardUnitPath = %s: not below /run/systemd/system in the unit search path", GuardUnitPath)
+	}
+	want := testDesired()
+	st, err := parseProbe(probeOf(want, true)+"systemd yes\napt yes\nguard enabled\n"+systemdFiles(want, true)+"file "+oldGuardUnitPath+" 00\n", testMagic)
+	if err != nil {
+		t.Fatal(err)
+	}
+	script := strings.Join(plan(st, want).script(), "\n")
+	disable := strings.Index(script, "systemctl disable lab-binfmt.service 2>/dev/null; rm -f /etc/systemd/system/lab-binfmt.service")
+	enable := strings.Index(script, "systemctl enable lab-binfmt.service")
+	if disable < 0 || enable < disable {
+		t.Errorf("script does not disable and remove the old unit before enabling the new one:\n%s", script)
 	}
 }
 

@@ -9,16 +9,22 @@ import (
 // architecture and image, kernel and accelerator.
 type Machine struct {
 	Name   string `json:"name,omitempty"`
-	Arch   string `json:"arch"`            // guest architecture: amd64, arm64
-	Image  string `json:"image,omitempty"` // the image's cache key
+	Arch   string `json:"arch"`             // guest architecture: amd64, arm64
+	Distro string `json:"distro,omitempty"` // the image's distro: initramfs, debian (zero in reports before it)
+	Image  string `json:"image,omitempty"`  // the image's cache key
 	Kernel string `json:"kernel,omitempty"`
 	Accel  string `json:"accel,omitempty"` // kvm or tcg
 }
 
-// String is the one-line form the reports print: "default: arm64, image KEY, kernel V, tcg".
+// String is the one-line form the reports print:
+// "default: arm64, initramfs image KEY, kernel V, tcg".
 func (m *Machine) String() string {
 	var parts []string
-	for _, p := range []struct{ label, v string }{{"", m.Arch}, {"image ", m.Image}, {"kernel ", m.Kernel}, {"", m.Accel}} {
+	image := "image "
+	if m.Distro != "" {
+		image = m.Distro + " image "
+	}
+	for _, p := range []struct{ label, v string }{{"", m.Arch}, {image, m.Image}, {"kernel ", m.Kernel}, {"", m.Accel}} {
 		if p.v != "" {
 			parts = append(parts, p.label+p.v)
 		}
@@ -39,7 +45,7 @@ func mergeMachines(reps []*Report) *Machine {
 	m := *reps[0].Machine
 	for _, r := range reps[1:] {
 		o := r.Machine
-		if o == nil || o.Arch != m.Arch || o.Image != m.Image || o.Kernel != m.Kernel {
+		if o == nil || o.Arch != m.Arch || o.Distro != m.Distro || o.Image != m.Image || o.Kernel != m.Kernel {
 			return nil
 		}
 		if o.Name != m.Name {

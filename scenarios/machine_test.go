@@ -8,9 +8,9 @@ import (
 )
 
 func TestReportNamesMachine(t *testing.T) {
-	m := &Machine{Name: "arm", Arch: "arm64", Image: "10c3293957377f1d42db", Kernel: "6.1.0-57-arm64", Accel: "tcg"}
+	m := &Machine{Name: "arm", Arch: "arm64", Distro: "initramfs", Image: "10c3293957377f1d42db", Kernel: "6.1.0-57-arm64", Accel: "tcg"}
 	rep := &Report{Machine: m, Duration: time.Second, Results: []Result{{Name: "hello", Status: Pass}}}
-	const line = "arm: arm64, image 10c3293957377f1d42db, kernel 6.1.0-57-arm64, tcg"
+	const line = "arm: arm64, initramfs image 10c3293957377f1d42db, kernel 6.1.0-57-arm64, tcg"
 	for name, write := range map[string]func(*bytes.Buffer) error{
 		"table": func(b *bytes.Buffer) error { return rep.WriteTable(b) },
 		"tap":   func(b *bytes.Buffer) error { return rep.WriteTAP(b) },
@@ -23,7 +23,9 @@ func TestReportNamesMachine(t *testing.T) {
 		}
 		want := line
 		if name == "json" {
-			want = `"arch": "arm64"`
+			want = `"arch": "arm64",
+    "distro": "initramfs",
+    "image": "10c3293957377f1d42db"`
 		}
 		if !strings.Contains(b.String(), want) {
 			t.Errorf("%s report does not name the machine (%q):\n%s", name, want, b.String())
@@ -43,6 +45,8 @@ func TestMergeMachines(t *testing.T) {
 		{"one", []*Machine{a}, "m1: arm64, image k, tcg"},
 		{"same image, two VMs", []*Machine{a, b}, "arm64, image k, tcg"},
 		{"two architectures", []*Machine{a, x86}, ""},
+		{"two distros", []*Machine{{Arch: "amd64", Distro: "initramfs", Image: "k"}, {Arch: "amd64", Distro: "debian", Image: "k"}}, ""},
+		{"a report before distros", []*Machine{{Arch: "amd64", Image: "j"}}, "amd64, image j"},
 		{"one without", []*Machine{a, nil}, ""},
 	}
 	for _, tt := range tests {

@@ -20,6 +20,10 @@ const (
 	DefaultMemoryMiB   = 1024
 	DefaultCPUs        = 2
 	DefaultBootTimeout = 2 * time.Minute
+	// DefaultDiskBootTimeout is the Debian guest's: systemd, udev and the unit graph under
+	// TCG took 1-2 min to SSH on a loaded 2-core host (one reboot of the Debian suite
+	// missed 2 min), where the initramfs guest needs seconds.
+	DefaultDiskBootTimeout = 6 * time.Minute
 )
 
 // Config describes a VM to boot. Every field documents its zero value.
@@ -71,7 +75,8 @@ type Config struct {
 	// its instance cpio, after the keys: machine.Up seeds provisioning with it
 	// (provision.Seed). A disk image (Debian) boots without them. Zero: none.
 	BootFiles func(*Instance) ([]images.File, error)
-	// BootTimeout bounds boot-to-SSH-ready; zero: 2 minutes.
+	// BootTimeout bounds boot-to-SSH-ready; zero: DefaultBootTimeout, or
+	// DefaultDiskBootTimeout for the Debian guest.
 	BootTimeout time.Duration
 	// Progress receives a progress line while the image builds and the VM boots; nil: silent.
 	Progress io.Writer
@@ -174,6 +179,9 @@ func (c Config) withDefaults() (Config, error) {
 	}
 	if c.BootTimeout == 0 {
 		c.BootTimeout = DefaultBootTimeout
+		if c.Distro == images.DistroDebian || (c.Image != nil && c.Image.Distro == images.DistroDebian) {
+			c.BootTimeout = DefaultDiskBootTimeout
+		}
 	}
 	shares := share.Tagged(c.Shares)
 	tags := map[string]bool{}

@@ -19,6 +19,7 @@ import (
 
 	"golang.org/x/crypto/ssh"
 
+	"lab/images"
 	"lab/internal/labtest"
 )
 
@@ -53,6 +54,11 @@ func TestConfigDefaults(t *testing.T) {
 	if c.Name != "default" || c.StateDir != "/xdg/lab/default" || c.Accel != "auto" || c.Vsock != "auto" ||
 		c.MemoryMiB != 1024 || c.CPUs != 2 || c.QEMU != "qemu-system-x86_64" || c.BootTimeout != DefaultBootTimeout {
 		t.Errorf("defaults: %+v", c)
+	}
+	for _, dc := range []Config{{Distro: images.DistroDebian, Disk: "/d.qcow2"}, {Image: &images.Image{Distro: images.DistroDebian}, Disk: "/d.qcow2"}} {
+		if c, err := dc.withDefaults(); err != nil || c.BootTimeout != DefaultDiskBootTimeout {
+			t.Errorf("Debian guest: boot timeout %v, %v; want %v", c.BootTimeout, err, DefaultDiskBootTimeout)
+		}
 	}
 	c, err = Config{Shares: []Share{{HostPath: "/h", GuestPath: "/g"}, {HostPath: "/i", GuestPath: "/j", Tag: "x"}}}.withDefaults()
 	if err != nil || c.Shares[0].Tag != "share0" || c.Shares[1].Tag != "x" {

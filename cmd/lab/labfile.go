@@ -59,6 +59,15 @@ func applyLabFile(lf *labfile.File, flags *pflag.FlagSet, s *upSettings) error {
 	if lf.WindowsPath != nil && unset("no-windows-path") {
 		s.noWinPath = !*lf.WindowsPath
 	}
+	if lf.Distro != "" && unset("distro") {
+		s.cfg.Distro = lf.Distro
+	}
+	if lf.Arch != "" && unset("arch") {
+		s.cfg.Arch = lf.Arch
+	}
+	if lf.IsolatedWindows != nil && unset("isolated-windows") {
+		s.isolatedWindows = *lf.IsolatedWindows
+	}
 	s.cfg.Shares = append(s.cfg.Shares, lf.Shares...)
 	files := map[string][]byte{}
 	if len(lf.Formats) > 0 {
@@ -98,8 +107,10 @@ lab.yaml: formats[1].magic: not hex: "zz"). Every key is optional; flags given w
 -f override the file, and --share adds to its shares.
 
   name: ci                    # VM name (--name)
-  image: default              # or distro: only "default", lab's initramfs image
-  arch: amd64                 # only the host's; run other architectures through a format
+  distro: initramfs           # or debian (Debian 12, systemd, disk kept by lab down) (--distro;
+                              # also spelled image: default)
+  arch: amd64                 # guest architecture: amd64 or arm64 (--arch; default the host's;
+                              # debian: amd64 only); single programs: a format (qemu:)
   memory: 2G                  # MiB (1024) or 512M, 2G (--memory)
   cpus: 2                     # (--cpus)
   scratch: true               # the scratch share at /mnt/lab (--no-scratch)
@@ -110,6 +121,8 @@ lab.yaml: formats[1].magic: not hex: "zz"). Every key is optional; flags given w
     - {program: /usr/bin/notify-send, as: notify}
   windows: true               # the Windows personality when Wine is installed (--no-windows)
   windows_path: true          # /mnt/c/windows/system32 on the guest's PATH (--no-windows-path)
+  isolated_windows: false     # a Wine prefix of the machine's own, not the shared one
+                              # (--isolated-windows; needs windows)
   env:
     allow: [MYAPP_*]          # variables the relay's deny list names that may cross anyway
   formats:                    # executable formats beyond pe and host stubs

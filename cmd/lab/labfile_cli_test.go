@@ -104,9 +104,12 @@ func TestApplyLabFile(t *testing.T) {
 	dir := t.TempDir()
 	p := filepath.Join(dir, "lab.yaml")
 	os.WriteFile(p, []byte(`name: fromfile
+distro: debian
+arch: x86_64
+isolated_windows: true
 memory: 512M
 cpus: 1
-windows: false
+windows: true
 scratch: false
 shares: [{host: src, guest: /mnt/src}]
 expose: [{program: /bin/echo, as: hostecho}]
@@ -126,8 +129,22 @@ formats: [{name: labsh, extension: labsh, interpreter: /bin/sh}]
 	if err := applyLabFile(lf, cmd.Flags(), &s); err != nil {
 		t.Fatal(err)
 	}
-	if s.cfg.Name != "fromfile" || s.cfg.MemoryMiB != 512 || s.cfg.CPUs != 2 || !s.noWindows || !s.noScratch || s.noWinPath {
+	if s.cfg.Name != "fromfile" || s.cfg.MemoryMiB != 512 || s.cfg.CPUs != 2 || s.noWindows || !s.noScratch || s.noWinPath ||
+		s.cfg.Distro != "debian" || s.cfg.Arch != "amd64" || !s.isolatedWindows {
 		t.Errorf("settings %+v", s)
+	}
+	// Flags given win over the file's distro, arch and isolated_windows too.
+	cmd2 := newUpCommand()
+	if err := cmd2.Flags().Parse([]string{"--distro", "initramfs", "--arch", "arm64", "--isolated-windows=false"}); err != nil {
+		t.Fatal(err)
+	}
+	s2 := upSettings{}
+	s2.cfg.Distro, s2.cfg.Arch = "initramfs", "arm64" // as the flags set them
+	if err := applyLabFile(lf, cmd2.Flags(), &s2); err != nil {
+		t.Fatal(err)
+	}
+	if s2.cfg.Distro != "initramfs" || s2.cfg.Arch != "arm64" || s2.isolatedWindows {
+		t.Errorf("flags did not win: %+v", s2)
 	}
 	if len(s.cfg.Shares) != 1 || s.cfg.Shares[0].HostPath != filepath.Join(dir, "src") || s.cfg.Shares[0].GuestPath != "/mnt/src" {
 		t.Errorf("shares %+v", s.cfg.Shares)

@@ -150,7 +150,9 @@ func runParallelCommand(ctx context.Context, cmd *cobra.Command, po parallelOpti
 			return nil, &usageError{err}
 		}
 	}
-	base.isolatedWindows = po.isolated
+	if po.isolated || cmd.Flags().Changed("isolated-windows") { // the flag wins over the file's isolated_windows
+		base.isolatedWindows = po.isolated
+	}
 	if cmd.Flags().Changed("name") || base.cfg.Name == "" {
 		base.cfg.Name = po.name
 	}

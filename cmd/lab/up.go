@@ -105,7 +105,7 @@ On failure nothing is left running and the error shows the console's last lines.
 	f.BoolVar(&s.isolatedWindows, "isolated-windows", false, "a Wine prefix of the machine's own ($XDG_DATA_HOME/lab/NAME/wine) instead of the shared one")
 	f.BoolVar(&s.noWinPath, "no-windows-path", false, "do not append /mnt/c/Windows/System32 to the guest's PATH")
 	f.BoolVar(&s.noWSLNames, "no-wsl-names", false, "only lab's names in the guest: binfmt rule lab-pe, no wslpath, no WSL_* variables")
-	f.DurationVar(&cfg.BootTimeout, "boot-timeout", vm.DefaultBootTimeout, "how long to wait for the guest's SSH")
+	f.DurationVar(&cfg.BootTimeout, "boot-timeout", 0, fmt.Sprintf("how long to wait for the guest's SSH (default %v; %v for --distro debian)", vm.DefaultBootTimeout, vm.DefaultDiskBootTimeout))
 	return cmd
 }
 

@@ -11,6 +11,7 @@ import (
 	"path/filepath"
 	"sort"
 
+	"lab/images"
 	"lab/machine"
 	"lab/pefixtures"
 	"lab/provision"
@@ -128,7 +129,11 @@ func machineOf(in *vm.Instance) *scenarios.Machine {
 	if arch == "" {
 		arch = "amd64" // VMs started before arm64 guests
 	}
-	m := &scenarios.Machine{Name: in.Name, Arch: arch, Kernel: in.KernelVer, Accel: in.Accel}
+	distro := in.Distro
+	if distro == "" {
+		distro = images.DistroInitramfs
+	}
+	m := &scenarios.Machine{Name: in.Name, Arch: arch, Distro: distro, Kernel: in.KernelVer, Accel: in.Accel}
 	if in.Image != "" {
 		m.Image = filepath.Base(in.Image)
 	}
