@@ -414,6 +414,14 @@ func dialReason(err error, timeout time.Duration) string {
 	if errors.Is(err, context.DeadlineExceeded) || os.IsTimeout(err) {
 		return fmt.Sprintf("no connection within %v", timeout)
 	}
+	var oe *net.OpError
+	if errors.As(err, &oe) && oe.Net == "vsock" && errors.Is(err, syscall.ECONNRESET) {
+		// The host's answer to the connection request was a reset: nothing listens on the
+		// port, or lab's vsock device is at its connection limit (it logs that); the guest
+		// cannot tell which.
+		return "the host refused the connection (connection reset by peer): no relay listens on that port, " +
+			"or the VM has too many open vsock connections (see the hostagent's log)"
+	}
 	var se *os.SyscallError
 	if errors.As(err, &se) {
 		return se.Err.Error()

@@ -36,7 +36,8 @@ func (r *reaper) start(cmd *exec.Cmd) error {
 	r.mu.Lock()
 	defer r.mu.Unlock()
 	r.procs.Prepare(cmd)
-	if err := cmd.Start(); err != nil {
+	unignoreSignals()
+	if err := startUnblocked(cmd); err != nil {
 		return err
 	}
 	r.live[cmd.Process.Pid] = true

@@ -82,8 +82,8 @@ func TestBuildBenchProbeOutsideModule(t *testing.T) {
 
 // TestBenchProbeModule keeps the probe's embedded module files in step with lab's own:
 // the same versions of the modules it requires, and hashes lab's go.sum also holds. To
-// regenerate after a bump: copy internal/labbench/main.go into an empty module that
-// requires lab's versions of what it imports (x/crypto, x/sys, mdlayher/vsock), run go mod tidy, and copy its go.mod and
+// regenerate after a bump: copy internal/labbench/*.go into an empty module that
+// requires lab's versions of what it imports (x/crypto, x/sys), run go mod tidy, and copy its go.mod and
 // go.sum over go.mod.txt and go.sum.txt.
 func TestBenchProbeModule(t *testing.T) {
 	read := func(p string) string {

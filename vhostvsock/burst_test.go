@@ -60,8 +60,12 @@ func TestConnectBurst(t *testing.T) {
 				}
 				c.Close()
 			}
-			if n := g.dev.Stats().Conns; n != responses {
-				t.Errorf("device has %d connections, want %d (closed, waiting for the guest)", n, responses)
+			st := g.dev.Stats()
+			if st.Conns != responses {
+				t.Errorf("device has %d connections, want %d (closed, waiting for the guest)", st.Conns, responses)
+			}
+			if want := uint64(tc.n - tc.responses); st.Refused != want {
+				t.Errorf("Stats.Refused = %d, want %d (the REQUESTs beyond MaxConns)", st.Refused, want)
 			}
 		})
 	}

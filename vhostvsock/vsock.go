@@ -101,6 +101,7 @@ type Device struct {
 	closed    bool
 	front     *frontend // nil when no front-end is connected
 	conns     map[connKey]*Conn
+	atLimit   bool // refusing REQUESTs at MaxConns: logged once per episode
 	listeners map[uint32]*Listener
 	ctrl      []header // replies not tied to a connection (RST), bounded
 	ready     connQueue
@@ -193,11 +194,12 @@ type Stats struct {
 	TxBytes    uint64 // payload bytes from the guest
 	RxBytes    uint64 // payload bytes to the guest
 	Conns      int    // live connections
+	Refused    uint64 // guest REQUESTs refused because MaxConns connections were open
 	Connected  bool   // a front-end (QEMU) is connected
 }
 
 type stats struct {
-	kicks, interrupts, passes, txPackets, rxPackets, txBytes, rxBytes atomic.Uint64
+	kicks, interrupts, passes, txPackets, rxPackets, txBytes, rxBytes, refused atomic.Uint64
 }
 
 // Stats returns the device's counters.
@@ -209,6 +211,7 @@ func (d *Device) Stats() Stats {
 		Kicks: d.stats.kicks.Load(), Interrupts: d.stats.interrupts.Load(), Passes: d.stats.passes.Load(),
 		TxPackets: d.stats.txPackets.Load(), RxPackets: d.stats.rxPackets.Load(),
 		TxBytes: d.stats.txBytes.Load(), RxBytes: d.stats.rxBytes.Load(), Conns: n, Connected: f,
+		Refused: d.stats.refused.Load(),
 	}
 }
 

@@ -298,9 +298,18 @@ func (d *Device) handleTxLocked(ch *virtq.Chain) {
 func (d *Device) acceptLocked(h *header) {
 	key := connKey{guest: h.SrcPort, host: h.DstPort}
 	if len(d.conns) >= d.cfg.MaxConns {
+		// The guest's connect fails with ECONNRESET, as for a port nobody listens on: only
+		// this log and Stats.Refused tell the two apart.
+		d.stats.refused.Add(1)
+		if !d.atLimit {
+			d.atLimit = true
+			d.log.Warn("vhostvsock: connection limit reached: refusing the guest's new connections (it sees \"connection reset by peer\") until some close",
+				"limit", d.cfg.MaxConns, "port", h.DstPort)
+		}
 		d.replyRSTLocked(h)
 		return
 	}
+	d.atLimit = false
 	if l := d.listeners[h.DstPort]; l != nil {
 		c := d.newConnLocked(key, stEstablished)
 		c.peerBufAlloc, c.peerFwdCnt = h.BufAlloc, h.FwdCnt

@@ -8,6 +8,7 @@ import (
 
 	"github.com/mdlayher/vsock"
 
+	"lab/internal/vsockdial"
 	"lab/vhostvsock"
 )
 
@@ -45,26 +46,14 @@ func (a *agent) vsockEnv(ctx context.Context) (*Env, func(), error) {
 	}
 }
 
-// kernelDialer dials cid's ports through kernel vsock, which takes no context: a dial
-// that outlives ctx is closed when it completes.
+// kernelDialer dials cid's ports through kernel vsock, waiting for the guest's answer until
+// ctx's deadline rather than the kernel's own 2 s connect timeout.
 func kernelDialer(cid uint32) func(ctx context.Context, port uint32) (net.Conn, error) {
 	return func(ctx context.Context, port uint32) (net.Conn, error) {
-		type res struct {
-			c   net.Conn
-			err error
+		c, err := vsockdial.Dial(ctx, cid, port)
+		if err != nil {
+			return nil, err
 		}
-		ch := make(chan res, 1)
-		go func() { c, err := vsock.Dial(cid, port, nil); ch <- res{c, err} }()
-		select {
-		case r := <-ch:
-			return r.c, r.err
-		case <-ctx.Done():
-			go func() {
-				if r := <-ch; r.c != nil {
-					r.c.Close()
-				}
-			}()
-			return nil, ctx.Err()
-		}
+		return c, nil
 	}
 }

@@ -8,10 +8,8 @@ import (
 	"log/slog"
 	"net"
 	"os"
-	"os/signal"
 	"strconv"
 	"strings"
-	"syscall"
 	"time"
 
 	"github.com/spf13/cobra"
@@ -154,17 +152,6 @@ func relayAction(cmd *cobra.Command, o relayOptions) error {
 	if err != nil {
 		return relayError(err)
 	}
-
-	// Handled (not ignored) signals are reset to their defaults in the programs the relay
-	// starts; one ignored when the relay started (nohup, a background job) would otherwise
-	// stay ignored in every host program. SIGINT and SIGTERM are handled by main.
-	keep := make(chan os.Signal, 1)
-	signal.Notify(keep, syscall.SIGHUP, syscall.SIGQUIT, syscall.SIGPIPE)
-	defer signal.Stop(keep)
-	go func() {
-		for range keep {
-		}
-	}()
 
 	// One listener failing stops (and drains) the others.
 	ctx, cancel := context.WithCancel(cmd.Context())

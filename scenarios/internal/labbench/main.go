@@ -28,7 +28,6 @@ import (
 	"sync"
 	"time"
 
-	"github.com/mdlayher/vsock"
 	"golang.org/x/crypto/ssh"
 	"golang.org/x/sys/unix"
 )
@@ -49,7 +48,7 @@ func main() {
 			fmt.Printf("ns %d\n", time.Since(t).Nanoseconds())
 		}
 	case "vsock-read":
-		c, err := vsock.Dial(2, uint32(atoi(args, 0)), nil)
+		c, err := dialHost(uint32(atoi(args, 0)), dialTimeout)
 		if err != nil {
 			fail("%v", err)
 		}
@@ -61,7 +60,7 @@ func main() {
 		fmt.Printf("bytes %d\nns %d\n", n, time.Since(t).Nanoseconds())
 	case "vsock-write":
 		total := int64(atoi(args, 0))
-		c, err := vsock.Dial(2, uint32(atoi(args, 1)), nil)
+		c, err := dialHost(uint32(atoi(args, 1)), dialTimeout)
 		if err != nil {
 			fail("%v", err)
 		}

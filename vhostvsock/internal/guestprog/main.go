@@ -26,9 +26,21 @@ import (
 	"github.com/mdlayher/vsock"
 
 	"lab/guest"
+	"lab/internal/vsockdial"
 )
 
 const host = 2
+
+// dialTimeout bounds one connect: the host device answers late under TCG and load, later
+// than the kernel's own 2 s vsock connect timeout, which vsockdial replaces with this.
+const dialTimeout = 30 * time.Second
+
+// dial connects to the host's port.
+func dial(port uint32) (*vsockdial.Conn, error) {
+	ctx, cancel := context.WithTimeout(context.Background(), dialTimeout)
+	defer cancel()
+	return vsockdial.Dial(ctx, host, port)
+}
 
 func main() {
 	port := uint32(9000)
@@ -39,7 +51,7 @@ func main() {
 	var ctl net.Conn
 	var err error
 	for start := time.Now(); time.Since(start) < 120*time.Second; time.Sleep(100 * time.Millisecond) {
-		if ctl, err = vsock.Dial(host, port, nil); err == nil {
+		if ctl, err = dial(port); err == nil {
 			break
 		}
 	}
@@ -109,7 +121,7 @@ func run(f []string, reply func(string, ...any)) error {
 	port := uint32(arg(1))
 	switch f[0] {
 	case "ping": // guest -> host round trip
-		c, err := vsock.Dial(host, port, nil)
+		c, err := dial(port)
 		if err != nil {
 			return err
 		}
@@ -121,7 +133,7 @@ func run(f []string, reply func(string, ...any)) error {
 		}
 		reply("OK %s", b)
 	case "send", "sendz": // guest -> host bulk
-		c, err := vsock.Dial(host, port, nil)
+		c, err := dial(port)
 		if err != nil {
 			return err
 		}
@@ -210,7 +222,7 @@ func run(f []string, reply func(string, ...any)) error {
 		n := arg(2)
 		start := time.Now()
 		for range n {
-			c, err := vsock.Dial(host, port, nil)
+			c, err := dial(port)
 			if err != nil {
 				return err
 			}
@@ -218,7 +230,7 @@ func run(f []string, reply func(string, ...any)) error {
 		}
 		reply("OK %d", time.Since(start).Nanoseconds())
 	case "abort": // close while a write is blocked (the host is not reading)
-		c, err := vsock.Dial(host, port, nil)
+		c, err := dial(port)
 		if err != nil {
 			return err
 		}
@@ -237,7 +249,7 @@ func run(f []string, reply func(string, ...any)) error {
 
 // echo sends size bytes and checks the host echoes exactly them back.
 func echo(port uint32, size, seed uint64) error {
-	c, err := vsock.Dial(host, port, nil)
+	c, err := dial(port)
 	if err != nil {
 		return err
 	}
