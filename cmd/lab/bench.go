@@ -15,7 +15,7 @@ func newBenchCommand() *cobra.Command {
 	var jsonOut bool
 	var chart, from string
 	cmd := &cobra.Command{
-		Use:   "bench [--json] [--breakdown] [--only concurrent] [--chart FILE.svg|FILE.png]",
+		Use:   "bench [--json] [--breakdown] [--only boot|concurrent] [--chart FILE.svg|FILE.png]",
 		Short: "Measure interop against its baselines, side by side, on a fresh VM",
 		Long: `bench boots its own VM (name "bench"), provisions it and measures in one run:
 
@@ -39,14 +39,15 @@ first output byte, the exit.`,
 		Example: `  lab bench
   lab bench --runs 500 --json > bench.json --chart bench.svg
   lab bench --from bench.json --chart bench.png
+  lab bench --only boot
   lab bench --only concurrent --concurrent 1000`,
 		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, args []string) error {
 			if chart != "" && !strings.HasSuffix(chart, ".svg") && !strings.HasSuffix(chart, ".png") {
 				return &usageError{fmt.Errorf("bench: --chart writes SVG or PNG: name the file *.svg or *.png")}
 			}
-			if opts.Only != "" && opts.Only != bench.OnlyConcurrent {
-				return &usageError{fmt.Errorf("bench: --only %q: the figure that can run alone is %q", opts.Only, bench.OnlyConcurrent)}
+			if err := bench.CheckOnly(opts.Only); err != nil {
+				return &usageError{err}
 			}
 			opts.Progress = os.Stderr
 			var res *bench.Result
@@ -90,14 +91,13 @@ first output byte, the exit.`,
 	f.StringVar(&chart, "chart", "", "write a bar chart of the figures and their aims to FILE.svg or FILE.png")
 	f.StringVar(&from, "from", "", "report (and chart) the figures of an earlier --json run instead of measuring")
 	f.BoolVar(&opts.Breakdown, "breakdown", false, "also trace launches and print where their time goes, phase by phase")
-	f.BoolVar(&opts.BootOnly, "boot-only", false, "measure only boot to first interop exec (with its phases) and re-provisioning")
 	f.StringVar(&opts.Name, "name", "bench", "name of the VM bench boots")
 	f.StringVar(&opts.Accel, "accel", "auto", "accelerator: auto, kvm or tcg")
 	f.StringVar(&opts.Vsock, "vsock", "auto", "vsock backend: auto, kernel or user")
 	f.IntVar(&opts.Runs, "runs", 200, "launches per latency figure")
 	f.Int64Var(&opts.Bytes, "bytes", 64<<20, "bytes per throughput figure")
 	f.IntVar(&opts.Concurrent, "concurrent", 1000, "concurrent launches")
-	f.StringVar(&opts.Only, "only", "", `measure only this figure after the boot: "concurrent"`)
+	f.StringVar(&opts.Only, "only", "", `measure only one figure: "boot" (boot to first interop exec with its phases, and re-provisioning) or "concurrent" (--concurrent launches after a boot without the Windows side)`)
 	f.StringVar(&opts.Interpreter, "interpreter", "", "lab-interop binary for the guest (default: next to lab)")
 	return cmd
 }

@@ -43,13 +43,26 @@ type Options struct {
 	LabExe      string    // the lab binary (for the lab exec figure); zero: os.Executable
 	Progress    io.Writer // nil: silent
 	Breakdown   bool      // also trace launches and break them down by phase
-	// Only names the one figure to measure after the boot (OnlyConcurrent); zero: all.
-	Only     string
-	BootOnly bool // measure boot to first interop exec and re-provisioning only
+	// Only names the one figure to measure (OnlyBoot, OnlyConcurrent); zero: all.
+	Only string
 }
 
-// OnlyConcurrent is Options.Only for the concurrent launches alone (with the boot they need).
-const OnlyConcurrent = "concurrent"
+// Options.Only's values: the figures that can run alone.
+const (
+	// OnlyBoot: boot to first interop exec (with its phases) and re-provisioning.
+	OnlyBoot = "boot"
+	// OnlyConcurrent: the concurrent launches alone, after a boot without the Windows side.
+	OnlyConcurrent = "concurrent"
+)
+
+// CheckOnly says whether only names a figure that can run alone.
+func CheckOnly(only string) error {
+	switch only {
+	case "", OnlyBoot, OnlyConcurrent:
+		return nil
+	}
+	return fmt.Errorf("bench: --only %q: the figures that can run alone are %q and %q", only, OnlyBoot, OnlyConcurrent)
+}
 
 // Dist is a latency distribution in milliseconds.
 type Dist struct {
@@ -148,8 +161,8 @@ func (o *Options) setDefaults() error {
 	if o.Concurrent == 0 {
 		o.Concurrent = 1000
 	}
-	if o.Only != "" && o.Only != OnlyConcurrent {
-		return fmt.Errorf("bench: --only %q: the figure that can run alone is %q", o.Only, OnlyConcurrent)
+	if err := CheckOnly(o.Only); err != nil {
+		return err
 	}
 	if o.LabExe == "" {
 		exe, err := os.Executable()
@@ -197,7 +210,7 @@ func Run(ctx context.Context, opts Options) (*Result, error) {
 	m, err := machine.Up(ctx, machine.Options{
 		VM:        vm.Config{Name: opts.Name, Accel: opts.Accel, Vsock: opts.Vsock, Shares: []vm.Share{{HostPath: share, GuestPath: "/mnt/lab"}}},
 		Provision: lopts,
-		NoWindows: opts.Only != "", // no figure that runs alone needs Wine
+		NoWindows: opts.Only == OnlyConcurrent, // the concurrent launches need no Wine
 		Progress:  opts.Progress,
 	})
 	if err != nil {
@@ -235,13 +248,13 @@ func Run(ctx context.Context, opts Options) (*Result, error) {
 	res.Boot.FirstExecSeconds = t4.Sub(t3).Seconds()
 	res.Boot.TotalSeconds = res.Boot.UpSeconds + res.Boot.ProvisionSeconds + res.Boot.FirstExecSeconds
 	opts.say("boot to first interop exec: %.1fs", res.Boot.TotalSeconds)
-	if opts.Only == "" {
+	if opts.Only != OnlyConcurrent {
 		opts.say("re-provisioning with nothing changed, 5 times")
 		if res.Reprovision, err = reprovision(ctx, m, lopts, 5); err != nil {
 			res.Failures = append(res.Failures, err.Error())
 		}
 	}
-	if opts.BootOnly {
+	if opts.Only == OnlyBoot {
 		res.Aims = res.aims()
 		return res, nil
 	}

@@ -51,7 +51,8 @@ func TestOptionsOnly(t *testing.T) {
 	}{
 		{"", ""},
 		{"concurrent", ""},
-		{"launch", `bench: --only "launch": the figure that can run alone is "concurrent"`},
+		{"boot", ""},
+		{"launch", `bench: --only "launch": the figures that can run alone are "boot" and "concurrent"`},
 	} {
 		o := Options{Only: tc.only, LabExe: "lab"}
 		err := o.setDefaults()
