@@ -482,7 +482,7 @@ func (r *Relay) run(ctx context.Context, s *wire.Session, l launch, req *wire.La
 	}
 	status := p.reap()
 	if lost == nil {
-		tr.exited(status)
+		tr.exited(status, p)
 		err := s.Send(&wire.Exit{Code: uint32(status.Code), Signal: uint8(status.Signal), Flags: coreFlag(status)})
 		if err != nil {
 			return status, fmt.Errorf("host: send exit status: %w", err)

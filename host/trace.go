@@ -256,14 +256,29 @@ func (t *sessionTrace) delivered(signo uint8) {
 	t.record(trace.StepSignal, fmt.Sprintf("%v to the process group", syscall.Signal(signo)), map[string]any{"signo": signo})
 }
 
-// exited records the program's end, before its Exit frame goes out (so the record is
-// written before the guest can see the exit).
-func (t *sessionTrace) exited(s ExitStatus) {
+// exited records the program's exit as wait4 saw it, then the end of the session's output
+// (both streams at EOF, or the drain deadline after the exit: descendants such as Wine's
+// services holding the pipe), before its Exit frame goes out (so the records are written
+// before the guest can see the exit).
+func (t *sessionTrace) exited(s ExitStatus, p *process) {
 	if !t.on() {
 		return
 	}
-	t.record(trace.StepExit, fmt.Sprintf("%s after %.3f ms; Exit frame sent after both output EOFs", s, float64(time.Since(t.start))/1e6),
-		map[string]any{"code": s.Code, "signal": s.Signal, "core": s.Core, "session_ns": time.Since(t.start).Nanoseconds()})
+	if p != nil && p.exitMono != 0 {
+		t.sink.RecordAt(p.exitMono, time.Now().Add(-time.Duration(trace.Mono()-p.exitMono)), t.id, trace.StepProgramExit,
+			fmt.Sprintf("host pid %d exited (%s)", p.pid, s), map[string]any{"pid": p.pid, "code": s.Code, "signal": s.Signal})
+	}
+	how, drained := "both output EOFs", int64(0)
+	if p != nil && p.exitMono != 0 {
+		drained = trace.Mono() - p.exitMono
+		how = fmt.Sprintf("both output EOFs, %.3f ms after the program exited", float64(drained)/1e6)
+		if p.cut.Load() {
+			how = fmt.Sprintf("the output drain deadline (%v idle after the exit: a descendant holds the output open), %.3f ms after the program exited", p.drain, float64(drained)/1e6)
+		}
+	}
+	t.record(trace.StepExit, fmt.Sprintf("%s after %.3f ms; Exit frame sent after %s", s, float64(time.Since(t.start))/1e6, how),
+		map[string]any{"code": s.Code, "signal": s.Signal, "core": s.Core, "session_ns": time.Since(t.start).Nanoseconds(),
+			"drained_ns": drained, "drain_deadline": p != nil && p.cut.Load()})
 }
 
 // lostSession records a session that ended before the program.

@@ -64,11 +64,12 @@ const (
 	StepDecision    = "decision" // share file or exposed command, host path, runner
 	StepCwd         = "cwd"      // guest cwd mapped to a host directory, or the fallback
 	StepHostEnv     = "environment"
-	StepStart       = "start"        // host process started (pid)
-	StepFirstOutput = "first output" // the program's first bytes on stdout or stderr
-	StepReply       = "reply"        // LaunchResult sent (started or refused)
-	StepRefused     = "refused"      // the relay refused the launch
-	StepLost        = "lost"         // the connection ended before the program
+	StepStart       = "start"          // host process started (pid)
+	StepFirstOutput = "first output"   // the program's first bytes on stdout or stderr
+	StepProgramExit = "program exited" // the started process itself exited (its wait status is ready); output may still be draining
+	StepReply       = "reply"          // LaunchResult sent (started or refused)
+	StepRefused     = "refused"        // the relay refused the launch
+	StepLost        = "lost"           // the connection ended before the program
 )
 
 // Mono returns CLOCK_MONOTONIC in nanoseconds.

@@ -62,7 +62,7 @@ Output: the text report on stdout after CMD's own output (with -o, in FILE).
               "data": {...}}]}
 Steps (guest): interpreter argv, binfmt, config, file, env, connect, hello+launch,
 launch result, stream, signal, exit, error; (relay): accept, hello, launch,
-decision, refused, cwd, start, environment, reply, first output, signal, exit,
+decision, refused, cwd, start, environment, reply, first output, signal, program exited, exit,
 lost.
 
 Exit status: CMD's, as lab exec.`,

@@ -148,7 +148,8 @@ func TestTraceLaunch(t *testing.T) {
 		`(?m)^ +[0-9.]+ ms  relay  first output      first 6 bytes of stdout read from the program$`,
 		`(?m)^ +[0-9.]+ ms  guest  stream            stdout: 6 bytes host -> guest$`,
 		`(?m)^ +[0-9.]+ ms  guest  stream            stderr: 0 bytes host -> guest$`,
-		`(?m)^ +[0-9.]+ ms  relay  exit              exit status 0 after [0-9.]+ ms`,
+		`(?m)^ +[0-9.]+ ms  relay  program exited    host pid [0-9]+ exited \(exit status 0\)$`,
+		`(?m)^ +[0-9.]+ ms  relay  exit              exit status 0 after [0-9.]+ ms; Exit frame sent after both output EOFs, [0-9.]+ ms after the program exited$`,
 		`(?m)^ +[0-9.]+ ms  guest  exit              status 0 \(host exit code 0\)$`,
 		`(?m)^command exit status 0\n\z`,
 	} {
@@ -158,7 +159,7 @@ func TestTraceLaunch(t *testing.T) {
 		}
 	}
 	// Causality on the merged clock: the relay's handshake lies inside the guest's.
-	order := []string{"guest  hello+launch", "relay  launch", "relay  reply", "guest  launch result", "guest  exit"}
+	order := []string{"guest  hello+launch", "relay  launch", "relay  reply", "guest  launch result", "relay  program exited", "relay  exit", "guest  exit"}
 	last := -1
 	for _, s := range order {
 		i := strings.Index(report, s)

@@ -97,7 +97,8 @@ var phases = []boundary{
 	{"relay", "LaunchResult out", stepAt(trace.SideRelay, trace.StepReply)},
 	{"wire", "LaunchResult to the guest", stepAt(trace.SideGuest, trace.StepResult)},
 	{"host", "program start to its first output byte", stepAt(trace.SideRelay, trace.StepFirstOutput)},
-	{"host", "program runs to its exit, outputs drained", stepAt(trace.SideRelay, trace.StepExit)},
+	{"host", "program runs to its exit (wait status ready)", stepAt(trace.SideRelay, trace.StepProgramExit)},
+	{"relay", "program exit to outputs drained (EOF or drain deadline)", stepAt(trace.SideRelay, trace.StepExit)},
 	{"wire", "Exit to the guest, output written", stepAt(trace.SideGuest, trace.StepExit)},
 	{"guest", "interpreter exits, parent reaps it", func(l *launchSteps) (int64, bool) { return l.t1, true }},
 }

@@ -40,6 +40,7 @@ func tracedRun(id string, base, relayOff int64, firstOutput bool) (guest, relay 
 	if firstOutput {
 		r(trace.StepFirstOutput, 330)
 	}
+	r(trace.StepProgramExit, 360)
 	r(trace.StepExit, 380)
 	return guest, relay
 }
@@ -82,8 +83,9 @@ func TestComputeBreakdown(t *testing.T) {
 		{"LaunchResult to the guest", 2, 20},
 		{"program start to its first output byte", 1, 30},
 		// Run 1 has no first output: its phase is start of the program to exit (80 ms),
-		// run 2's from the first output (50 ms); p50 of two is the lower.
-		{"program runs to its exit, outputs drained", 2, 50},
+		// run 2's from the first output (30 ms); p50 of two is the lower.
+		{"program runs to its exit (wait status ready)", 2, 30},
+		{"program exit to outputs drained (EOF or drain deadline)", 2, 20},
 		{"Exit to the guest, output written", 2, 20},
 		{"interpreter exits, parent reaps it", 2, 50},
 	}
