@@ -36,7 +36,8 @@ var unignoreOnce sync.Once
 // signal stays without effect, as when it was ignored. Not SIGTTIN and SIGTTOU: caught
 // rather than ignored, they would make a background read or write of this process's
 // terminal retry forever instead of failing or going through. SIGPROF and the C library's
-// signals 32-34 cannot be handled by Go programs and stay as they were.
+// signals 32-34 cannot be handled by Go programs and stay as they were (asking for 32 under
+// the race detector made children ignore it).
 func unignoreSignals() {
 	unignoreOnce.Do(func() {
 		ign, ok := statusMask("SigIgn")
@@ -46,7 +47,7 @@ func unignoreSignals() {
 		var sigs []os.Signal
 		for n := 1; n <= 64; n++ {
 			sig := syscall.Signal(n)
-			if ign&(1<<(n-1)) == 0 || sig == syscall.SIGTTIN || sig == syscall.SIGTTOU {
+			if ign&(1<<(n-1)) == 0 || sig == syscall.SIGTTIN || sig == syscall.SIGTTOU || sig == syscall.SIGPROF || n >= 32 && n <= 34 {
 				continue
 			}
 			sigs = append(sigs, sig)
