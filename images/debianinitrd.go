@@ -20,8 +20,9 @@ import (
 // to over a minute on a loaded host; the root disk needs three modules. The initrd is
 // made from the image's own kernel package (kept in CACHE/debian-debs) and the host's
 // busybox-static, so it is rebuilt without running mmdebstrap again when only its
-// recipe changes (its own key, lab-initrd.key in the image dir). Debian's initrd.img
-// stays in the image as the fallback.
+// recipe changes (its own key, lab-initrd.key in the image dir). The image has no
+// initrd of Debian's (no initramfs-tools): a build makes this one before the image
+// is complete.
 
 const debianInitrdRecipe = "debian-initrd-1"
 
