@@ -440,7 +440,11 @@ func buildDebian(ctx context.Context, opts Options) (*Image, error) {
 	if opts.Kernel != "" || opts.Modules != "" {
 		return nil, errors.New("--kernel/--modules apply to the initramfs image only: the Debian image boots its own linux-image-amd64")
 	}
-	lock, err := lockCache(ctx, cache, pr)
+	// Its own lock, not the cache's: mmdebstrap runs for minutes and touches only
+	// the Debian image dirs and CACHE/debian-debs, so builds of the initramfs image
+	// (every other VM test package in make test) need not wait for it. The steps
+	// that share the cache's kernels and packages (the initrd) take the cache's lock.
+	lock, err := lockFile(ctx, filepath.Join(cache, ".lock-debian"), pr)
 	if err != nil {
 		return nil, err
 	}
@@ -512,6 +516,23 @@ func buildDebian(ctx context.Context, opts Options) (*Image, error) {
 		return nil, err
 	}
 	return writeDebianImage(ctx, pr, tmp, dir, cache, key, pvh, start)
+}
+
+// ErrNoDebianSources means this host's apt sources have no Debian 12 entry, so no
+// Debian image can be built here (a host property, not a missing tool).
+var ErrNoDebianSources = errors.New("no Debian 12 package sources")
+
+// DebianBuildable reports whether this host can build the Debian image: the tools
+// (mmdebstrap, mkfs.ext4, qemu-img; what make deps installs) and apt sources for
+// Debian 12 (ErrNoDebianSources). It downloads nothing.
+func DebianBuildable(ctx context.Context) error {
+	if _, err := debianBuildMode(); err != nil {
+		return err
+	}
+	if _, err := debianSources(ctx); err != nil {
+		return fmt.Errorf("%w: %w", ErrNoDebianSources, err)
+	}
+	return nil
 }
 
 // cachedDebian is the newest Debian image in the cache, for a build that cannot

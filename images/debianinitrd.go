@@ -77,6 +77,13 @@ func ensureDebianInitrd(ctx context.Context, imgDir, cache string, m Manifest, p
 			return nil
 		}
 	}
+	// The kernel and busybox packages and their unpacked trees are shared with the
+	// initramfs image's builds.
+	lock, err := lockCache(ctx, cache, pr)
+	if err != nil {
+		return err
+	}
+	defer lock.Unlock()
 	pr.Line("building the Debian image's initrd (busybox, %s)", strings.Join(debianInitrdModules, ", "))
 	a := &apt{progress: pr}
 	debs := filepath.Join(cache, "debian-debs")

@@ -743,10 +743,14 @@ func (c *countingWriter) Write(p []byte) (int, error) {
 // lockCache serialises builds sharing a cache dir (two test packages, two
 // shells) with an flock on CACHE/.lock, saying so when it has to wait.
 func lockCache(ctx context.Context, dir string, pr *progress.Progress) (*fsutil.Lock, error) {
-	path := filepath.Join(dir, ".lock")
+	return lockFile(ctx, filepath.Join(dir, ".lock"), pr)
+}
+
+// lockFile takes the lock file path, saying so when another build holds it.
+func lockFile(ctx context.Context, path string, pr *progress.Progress) (*fsutil.Lock, error) {
 	l, err := fsutil.TryLock(path)
 	if errors.Is(err, fsutil.ErrLocked) {
-		pr.Line("waiting for another lab image build in %s", dir)
+		pr.Line("waiting for another lab image build in %s", filepath.Dir(path))
 		l, err = fsutil.LockFile(ctx, path)
 	}
 	if err != nil {
