@@ -472,6 +472,20 @@ func writeManifest(dir string, m Manifest) error {
 	return os.WriteFile(filepath.Join(dir, "manifest.json"), append(mj, '\n'), 0o644)
 }
 
+// ReadManifest reads the manifest of the image in dir (lab bench reports a Debian
+// image's build time from it).
+func ReadManifest(dir string) (Manifest, error) {
+	var m Manifest
+	b, err := os.ReadFile(filepath.Join(dir, "manifest.json"))
+	if err != nil {
+		return m, err
+	}
+	if err := json.Unmarshal(b, &m); err != nil {
+		return m, fmt.Errorf("%s: %w", dir, err)
+	}
+	return m, nil
+}
+
 // replaceDir publishes a finished image: tmp takes dir's place (a --rebuild
 // replaces the old image under the same key).
 func replaceDir(tmp, dir string) error {

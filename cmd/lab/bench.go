@@ -7,6 +7,7 @@ import (
 
 	"github.com/spf13/cobra"
 
+	"lab/images"
 	"lab/scenarios/bench"
 )
 
@@ -43,6 +44,12 @@ first output byte, the exit.`,
 		RunE: func(cmd *cobra.Command, args []string) error {
 			if chart != "" && !strings.HasSuffix(chart, ".svg") && !strings.HasSuffix(chart, ".png") {
 				return &usageError{fmt.Errorf("bench: --chart writes SVG or PNG: name the file *.svg or *.png")}
+			}
+			if err := checkDistro(opts.Distro); err != nil {
+				return err
+			}
+			if opts.Distro == images.DistroInitramfs {
+				opts.Distro = ""
 			}
 			opts.Progress = os.Stderr
 			var res *bench.Result
@@ -93,5 +100,6 @@ first output byte, the exit.`,
 	f.Int64Var(&opts.Bytes, "bytes", 64<<20, "bytes per throughput figure")
 	f.IntVar(&opts.Concurrent, "concurrent", 1000, "concurrent launches")
 	f.StringVar(&opts.Interpreter, "interpreter", "", "lab-interop binary for the guest (default: next to lab)")
+	f.StringVar(&opts.Distro, "distro", images.DistroInitramfs, "guest image: initramfs, or debian (its boot aim is 15 s; also reports the image's clean build time and a fresh machine's disk use, and deletes the bench machine's disk after)")
 	return cmd
 }
