@@ -2,6 +2,7 @@ package images
 
 import (
 	"os"
+	"os/exec"
 	"path/filepath"
 	"strings"
 	"testing"
@@ -122,5 +123,62 @@ func TestBuildUnknownDistro(t *testing.T) {
 	_, err := Build(t.Context(), Options{Distro: "arch", CacheDir: t.TempDir()})
 	if err == nil || err.Error() != `images: unknown distro "arch" (want initramfs or debian)` {
 		t.Fatalf("Build = %v", err)
+	}
+}
+
+// TestDebianExtractHook runs the extract hook on a directory: dpkg's path filters and
+// the build-only unsafe-io land in the image's dpkg.cfg.d, not in mmdebstrap's own
+// dpkg options (those send every essential package through its Python tarfilter).
+func TestDebianExtractHook(t *testing.T) {
+	root := t.TempDir()
+	if err := os.MkdirAll(filepath.Join(root, "etc/dpkg/dpkg.cfg.d"), 0o755); err != nil {
+		t.Fatal(err)
+	}
+	// A file that the unquoted patterns would match if the shell expanded them.
+	if err := os.MkdirAll(filepath.Join(root, "usr/share/man"), 0o755); err != nil {
+		t.Fatal(err)
+	}
+	if out, err := exec.Command("sh", "-c", debianExtractHook(), "hook", root).CombinedOutput(); err != nil {
+		t.Fatalf("extract hook: %v: %s", err, out)
+	}
+	got, err := os.ReadFile(filepath.Join(root, "etc/dpkg/dpkg.cfg.d/lab-excludes"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if want := strings.Join(debianDpkgExcludes, "\n") + "\n"; string(got) != want {
+		t.Errorf("lab-excludes:\n%s\nwant:\n%s", got, want)
+	}
+	if got, err := os.ReadFile(filepath.Join(root, "etc/dpkg/dpkg.cfg.d/lab-build")); err != nil || string(got) != "force-unsafe-io\n" {
+		t.Errorf("lab-build = %q, %v", got, err)
+	}
+	for _, a := range mmdebstrapArgs("root", "/debs", "/tmp/x", "/tmp/x/root", "/tmp/x/sources.list") {
+		if strings.HasPrefix(a, "--dpkgopt=path-") {
+			t.Errorf("mmdebstrap argument %q: path filters as --dpkgopt make mmdebstrap run its tarfilter on every package", a)
+		}
+		if strings.Contains(a, "initramfs-tools") {
+			t.Errorf("mmdebstrap argument %q installs initramfs-tools", a)
+		}
+	}
+}
+
+// TestInitrdPackage builds the package that stands in for initramfs-tools with the
+// real dpkg-deb: it must provide linux-initramfs-tool, which linux-image-* depends on.
+func TestInitrdPackage(t *testing.T) {
+	if _, err := exec.LookPath("dpkg-deb"); err != nil {
+		t.Skip("no dpkg-deb")
+	}
+	tmp := t.TempDir()
+	if err := buildInitrdPackage(t.Context(), tmp); err != nil {
+		t.Fatal(err)
+	}
+	out, err := exec.Command("dpkg-deb", "-f", filepath.Join(tmp, "lab-initrd.deb"), "Package", "Provides").Output()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if got := string(out); got != "Package: lab-initrd\nProvides: linux-initramfs-tool\n" {
+		t.Errorf("dpkg-deb -f = %q", got)
+	}
+	if _, err := os.Stat(filepath.Join(tmp, "lab-initrd-pkg")); !os.IsNotExist(err) {
+		t.Errorf("the package's build dir is left behind: %v", err)
 	}
 }

@@ -20,8 +20,9 @@ import (
 // to over a minute on a loaded host; the root disk needs three modules. The initrd is
 // made from the image's own kernel package (kept in CACHE/debian-debs) and the host's
 // busybox-static, so it is rebuilt without running mmdebstrap again when only its
-// recipe changes (its own key, lab-initrd.key in the image dir). Debian's initrd.img
-// stays in the image as the fallback.
+// recipe changes (its own key, lab-initrd.key in the image dir). The image has no
+// initrd of Debian's (no initramfs-tools): a build makes this one before the image
+// is complete.
 
 const debianInitrdRecipe = "debian-initrd-1"
 
@@ -72,6 +73,13 @@ func ensureDebianInitrd(ctx context.Context, imgDir, cache string, m Manifest, p
 	if initrdKeyIs(imgDir, key) {
 		return nil
 	}
+	// The kernel and busybox packages and their unpacked trees are shared with the
+	// initramfs image's builds.
+	lock, err := lockCache(ctx, cache, pr)
+	if err != nil {
+		return err
+	}
+	defer lock.Unlock()
 	pr.Line("building the Debian image's initrd (busybox, %s)", strings.Join(debianInitrdModules, ", "))
 	a := &apt{progress: pr}
 	debs := filepath.Join(cache, "debian-debs")

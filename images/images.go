@@ -480,6 +480,20 @@ func writeManifest(dir string, m Manifest) error {
 	return os.WriteFile(filepath.Join(dir, "manifest.json"), append(mj, '\n'), 0o644)
 }
 
+// ReadManifest reads the manifest of the image in dir (lab bench reports a Debian
+// image's build time from it).
+func ReadManifest(dir string) (Manifest, error) {
+	var m Manifest
+	b, err := os.ReadFile(filepath.Join(dir, "manifest.json"))
+	if err != nil {
+		return m, err
+	}
+	if err := json.Unmarshal(b, &m); err != nil {
+		return m, fmt.Errorf("%s: %w", dir, err)
+	}
+	return m, nil
+}
+
 // replaceDir publishes a finished image: tmp takes dir's place (a --rebuild
 // replaces the old image under the same key).
 func replaceDir(tmp, dir string) error {
@@ -754,10 +768,14 @@ func (c *countingWriter) Write(p []byte) (int, error) {
 // lockCache serialises builds sharing a cache dir (two test packages, two
 // shells) with an flock on CACHE/.lock, saying so when it has to wait.
 func lockCache(ctx context.Context, dir string, pr *progress.Progress) (*fsutil.Lock, error) {
-	path := filepath.Join(dir, ".lock")
+	return lockFile(ctx, filepath.Join(dir, ".lock"), pr)
+}
+
+// lockFile takes the lock file path, saying so when another build holds it.
+func lockFile(ctx context.Context, path string, pr *progress.Progress) (*fsutil.Lock, error) {
 	l, err := fsutil.TryLock(path)
 	if errors.Is(err, fsutil.ErrLocked) {
-		pr.Line("waiting for another lab image build in %s", dir)
+		pr.Line("waiting for another lab image build in %s", filepath.Dir(path))
 		l, err = fsutil.LockFile(ctx, path)
 	}
 	if err != nil {

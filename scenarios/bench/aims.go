@@ -10,6 +10,7 @@ import (
 	"strings"
 	"time"
 
+	"lab/images"
 	"lab/machine"
 	"lab/vm"
 )
@@ -34,8 +35,10 @@ const (
 	launchAimFactor = 1.25 // interop launch <= 1.25 x (guest-native + host-native)
 	peAimFactor     = 1.2  // PE launch <= 1.2 x Wine on the host, warm
 	bootAimSeconds  = 4.5
-	reprovAimSecs   = 0.3
-	rssAimMiB       = 64
+	// debianBootAimSeconds is issue 13's aim for the Debian guest under TCG.
+	debianBootAimSeconds = 15.0
+	reprovAimSecs        = 0.3
+	rssAimMiB            = 64
 	// deviceGuestHostMBps is the vhostvsock device's own guest->host rate on this kind of
 	// machine (its integration benchmark, TCG), the raw vsock figure's aim: the probe, not
 	// the transport, must not be the limit.
@@ -70,8 +73,15 @@ func (r *Result) aims() []Aim {
 		base += fmt.Sprintf("; up = before QEMU %.2f s + QEMU to kernel %.2f s + kernel to /init %.2f s + /init to sshd %.2f s + sshd to SSH ready %.2f s",
 			b.BeforeQEMUSeconds, b.FirmwareSeconds, b.KernelSeconds, b.UserspaceSeconds, b.SSHDSeconds)
 	}
-	add(Aim{Figure: "boot to first interop exec", Unit: "s", P50: b.TotalSeconds, Aim: "<= 4.5 s", AtMost: true,
-		Limit: bootAimSeconds, Baselines: base, Measured: b.TotalSeconds > 0})
+	bootAim, bootText := bootAimSeconds, "<= 4.5 s"
+	if r.Image.Distro == images.DistroDebian {
+		// Issue 13: the Debian guest under TCG (Lima needs about 23 s on KVM).
+		bootAim, bootText = debianBootAimSeconds, "<= 15 s (Debian guest)"
+		base += fmt.Sprintf("; Debian image: clean build %.0f s (built %s), fresh machine's disk %.0f MB on the host",
+			r.Image.BuildSeconds, r.Image.Built.UTC().Format("2006-01-02 15:04 UTC"), r.Image.FreshDiskMB)
+	}
+	add(Aim{Figure: "boot to first interop exec", Unit: "s", P50: b.TotalSeconds, Aim: bootText, AtMost: true,
+		Limit: bootAim, Baselines: base, Measured: b.TotalSeconds > 0})
 	add(Aim{Figure: "re-provision when nothing changed", Unit: "s", P50: r.Reprovision.P50 / 1000, P99: r.Reprovision.P99 / 1000,
 		Aim: "<= 0.3 s", AtMost: true, Limit: reprovAimSecs,
 		Baselines: fmt.Sprintf("first provision + expose %.2f s", b.ProvisionSeconds), Measured: r.Reprovision.N > 0})

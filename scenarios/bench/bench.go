@@ -23,6 +23,7 @@ import (
 	"strings"
 	"time"
 
+	"lab/images"
 	"lab/machine"
 	"lab/pefixtures"
 	"lab/scenarios"
@@ -45,6 +46,9 @@ type Options struct {
 	Breakdown   bool      // also trace launches and break them down by phase
 	// Only names the one figure to measure (OnlyBoot, OnlyConcurrent); zero: all.
 	Only string
+	// Distro is the guest image (images.DistroDebian: the Debian guest, with its boot
+	// aim and image figures); zero: the initramfs.
+	Distro string
 }
 
 // Options.Only's values: the figures that can run alone.
@@ -133,6 +137,14 @@ type Result struct {
 		UserspaceSeconds  float64 `json:"userspace_to_sshd_s,omitempty"`
 		SSHDSeconds       float64 `json:"sshd_to_ready_s,omitempty"` // sshd start to SSH ready: listening, key exchange, auth, a session
 	} `json:"boot"`
+	// Image: the guest image's own figures (for the Debian guest: how long its clean
+	// build took, when it was built, and a fresh machine's disk use on the host).
+	Image struct {
+		Distro       string    `json:"distro,omitempty"` // zero: initramfs
+		BuildSeconds float64   `json:"build_s,omitempty"`
+		Built        time.Time `json:"built,omitempty"`
+		FreshDiskMB  float64   `json:"fresh_machine_disk_mb,omitempty"` // after the first provisioning
+	} `json:"image"`
 	// Reprovision: provisioning again with nothing changed (ms).
 	Reprovision Dist `json:"reprovision"`
 	// Aims: issue 11's figures next to their aims and baselines.
@@ -205,10 +217,18 @@ func Run(ctx context.Context, opts Options) (*Result, error) {
 	// Boot to first interop exec, on a machine as lab up makes it (with the Windows
 	// personality unless Wine is missing; provisioning seeded in its boot archive and
 	// checked after boot), then the first exposed command and its first launch.
+	debian := opts.Distro == images.DistroDebian
+	if debian {
+		// A fresh machine: its disk use is a figure, and bench removes the disk after.
+		if dir, err := machine.DataDir(opts.Name); err == nil && machine.DiskUse(filepath.Join(dir, "disk.qcow2")) > 0 {
+			return nil, fmt.Errorf("bench: machine %q already has a disk: lab delete %s first, or give bench another --name", opts.Name, opts.Name)
+		}
+	}
 	opts.say("booting VM %q", opts.Name)
 	lopts := machine.ProvisionOptions{Interpreter: opts.Interpreter}
 	m, err := machine.Up(ctx, machine.Options{
-		VM:        vm.Config{Name: opts.Name, Accel: opts.Accel, Vsock: opts.Vsock, Shares: []vm.Share{{HostPath: share, GuestPath: "/mnt/lab"}}},
+		VM: vm.Config{Name: opts.Name, Accel: opts.Accel, Vsock: opts.Vsock, Distro: opts.Distro,
+			Shares: []vm.Share{{HostPath: share, GuestPath: "/mnt/lab"}}},
 		Provision: lopts,
 		NoWindows: opts.Only == OnlyConcurrent, // the concurrent launches need no Wine
 		Progress:  opts.Progress,
@@ -220,6 +240,9 @@ func Run(ctx context.Context, opts Options) (*Result, error) {
 		dctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 2*time.Minute)
 		defer cancel()
 		m.Down(dctx)
+		if debian {
+			machine.Delete(dctx, opts.Name, true, io.Discard)
+		}
 	}()
 	if m.WindowsOff != nil {
 		res.Failures = append(res.Failures, "pe launch: "+m.WindowsOff.Error())
@@ -248,6 +271,13 @@ func Run(ctx context.Context, opts Options) (*Result, error) {
 	res.Boot.FirstExecSeconds = t4.Sub(t3).Seconds()
 	res.Boot.TotalSeconds = res.Boot.UpSeconds + res.Boot.ProvisionSeconds + res.Boot.FirstExecSeconds
 	opts.say("boot to first interop exec: %.1fs", res.Boot.TotalSeconds)
+	if debian {
+		res.Image.Distro = images.DistroDebian
+		if im, err := images.ReadManifest(in.Image); err == nil {
+			res.Image.BuildSeconds, res.Image.Built = im.BuildSeconds, im.Built
+		}
+		res.Image.FreshDiskMB = float64(machine.DiskUse(in.Disk)) / 1e6
+	}
 	if opts.Only != OnlyConcurrent {
 		opts.say("re-provisioning with nothing changed, 5 times")
 		if res.Reprovision, err = reprovision(ctx, m, lopts, 5); err != nil {

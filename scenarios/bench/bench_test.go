@@ -5,6 +5,8 @@ import (
 	"fmt"
 	"strings"
 	"testing"
+
+	"lab/images"
 )
 
 func TestDist(t *testing.T) {
@@ -58,6 +60,42 @@ func TestOptionsOnly(t *testing.T) {
 		err := o.setDefaults()
 		if got := fmt.Sprint(err); tc.err == "" && err != nil || tc.err != "" && got != tc.err {
 			t.Errorf("Only %q: setDefaults() = %v, want %q", tc.only, err, tc.err)
+		}
+	}
+}
+
+// TestBootAimByDistro: the Debian guest's boot is judged against issue 13's 15 s, the
+// initramfs's against 4.5 s, and the Debian image's figures are in the baselines.
+func TestBootAimByDistro(t *testing.T) {
+	for _, tc := range []struct {
+		distro string
+		total  float64
+		limit  float64
+		met    bool
+	}{
+		{"", 12, 4.5, false},
+		{"", 4, 4.5, true},
+		{images.DistroDebian, 12, 15, true},
+		{images.DistroDebian, 16, 15, false},
+	} {
+		var r Result
+		r.Image.Distro = tc.distro
+		r.Image.BuildSeconds, r.Image.FreshDiskMB = 130, 42
+		r.Boot.TotalSeconds = tc.total
+		var boot *Aim
+		for _, a := range r.aims() {
+			if a.Figure == "boot to first interop exec" {
+				boot = &a
+			}
+		}
+		if boot == nil {
+			t.Fatal("no boot aim")
+		}
+		if boot.Limit != tc.limit || boot.Met != tc.met {
+			t.Errorf("%q boot %.0f s: limit %.1f met %v, want %.1f %v", tc.distro, tc.total, boot.Limit, boot.Met, tc.limit, tc.met)
+		}
+		if hasImage := strings.Contains(boot.Baselines, "clean build 130 s") && strings.Contains(boot.Baselines, "disk 42 MB"); hasImage != (tc.distro != "") {
+			t.Errorf("%q: baselines %q", tc.distro, boot.Baselines)
 		}
 	}
 }

@@ -32,12 +32,13 @@ func TestMain(m *testing.M) { suitetest.Main(m, hostagentEnv) }
 // own disk, checks it, runs every scenario against it, then stops it, boots it again on
 // the same disk and checks what must have survived.
 //
-// It is not part of make test (LAB_DEBIAN_SUITE=1 runs it): a clean build of the Debian
-// image took 11-20 minutes on the 2-core TCG machine, more than CI's whole test budget,
-// and the binfmt_systemd scenario does not pass on it yet (issue 13 stays open for both).
+// It is opt-in (LAB_DEBIAN_SUITE=1) until it has passed end to end under CI's load; it
+// then runs wherever the image can be built: QEMU, the build's tools (make deps installs
+// them; LAB_REQUIRE_VM=1 fails without them) and Debian 12 apt sources on the host
+// (without them it skips saying so: they are where the image comes from).
 func TestIntegrationDebian(t *testing.T) {
-	if os.Getenv("LAB_DEBIAN_SUITE") == "" {
-		t.Skip("the Debian guest's suite is opt-in (LAB_DEBIAN_SUITE=1): its first image build takes longer than CI's test budget")
+	if os.Getenv("LAB_DEBIAN_SUITE") != "1" {
+		t.Skip("the Debian guest's suite is opt-in until it passes end to end under CI's load: LAB_DEBIAN_SUITE=1 runs it")
 	}
 	require := os.Getenv("LAB_REQUIRE_VM") != ""
 	if _, err := exec.LookPath("qemu-system-x86_64"); err != nil {
@@ -48,6 +49,12 @@ func TestIntegrationDebian(t *testing.T) {
 	}
 	if testing.Short() {
 		t.Skip("-short: boots the Debian guest")
+	}
+	if err := images.DebianBuildable(context.Background()); err != nil {
+		if require && !errors.Is(err, images.ErrNoDebianSources) {
+			t.Fatalf("LAB_REQUIRE_VM is set and the Debian image cannot be built: %v", err)
+		}
+		t.Skipf("the Debian image cannot be built on this host: %v", err)
 	}
 	ctx, cancel := context.WithTimeout(context.Background(), 25*time.Minute)
 	defer cancel()
