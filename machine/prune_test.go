@@ -1,7 +1,6 @@
 package machine
 
 import (
-	"bytes"
 	"context"
 	"encoding/binary"
 	"encoding/json"
@@ -13,6 +12,7 @@ import (
 	"time"
 
 	"lab/images"
+	"lab/internal/labtest"
 	"lab/pefixtures"
 	"lab/vm"
 )
@@ -20,8 +20,8 @@ import (
 func fakeImage(t *testing.T, dir, server string, built time.Time, pkgs ...images.Package) {
 	t.Helper()
 	b, _ := json.Marshal(images.Manifest{SSHServer: server, Built: built, Packages: pkgs})
-	writeSized(t, filepath.Join(dir, "vmlinux"), 3000)
-	writeSized(t, filepath.Join(dir, "initrd.cpio"), 3000)
+	labtest.WriteSized(t, filepath.Join(dir, "vmlinux"), 3000)
+	labtest.WriteSized(t, filepath.Join(dir, "initrd.cpio"), 3000)
 	if err := os.WriteFile(filepath.Join(dir, "manifest.json"), b, 0o644); err != nil {
 		t.Fatal(err)
 	}
@@ -36,36 +36,15 @@ func qcow2(t *testing.T, path, backing string) {
 	binary.BigEndian.PutUint64(h[8:], 104)
 	binary.BigEndian.PutUint32(h[16:], uint32(len(backing)))
 	copy(h[104:], backing)
-	writeSized(t, path, 0)
+	labtest.WriteSized(t, path, 0)
 	if err := os.WriteFile(path, h, 0o644); err != nil {
-		t.Fatal(err)
-	}
-}
-
-// tempXDG points the XDG base dirs into a temporary dir and returns lab's dirs in them.
-func tempXDG(t *testing.T) (state, data, cache string) {
-	t.Helper()
-	base := t.TempDir()
-	state, data, cache = filepath.Join(base, "state"), filepath.Join(base, "data"), filepath.Join(base, "cache")
-	t.Setenv("XDG_STATE_HOME", state)
-	t.Setenv("XDG_DATA_HOME", data)
-	t.Setenv("XDG_CACHE_HOME", cache)
-	return filepath.Join(state, "lab"), filepath.Join(data, "lab"), filepath.Join(cache, "lab")
-}
-
-func writeSized(t *testing.T, path string, size int) {
-	t.Helper()
-	if err := os.MkdirAll(filepath.Dir(path), 0o755); err != nil {
-		t.Fatal(err)
-	}
-	if err := os.WriteFile(path, bytes.Repeat([]byte("x"), size), 0o644); err != nil {
 		t.Fatal(err)
 	}
 }
 
 // TestFindUnused: what lab image prune removes and what it keeps.
 func TestFindUnused(t *testing.T) {
-	stateBase, dataBase, cache := tempXDG(t)
+	stateBase, dataBase, cache := labtest.TempXDG(t)
 	day := func(n int) time.Time { return time.Date(2026, 12, n, 0, 0, 0, 0, time.UTC) }
 	libc := func(v string) images.Package { return images.Package{Name: "libc6", Version: v, Arch: "amd64"} }
 	kernel := func(v string) images.Package {
@@ -78,32 +57,32 @@ func TestFindUnused(t *testing.T) {
 	fakeImage(t, img("kept-disk"), "openssh", day(1), libc("2.37"), kernel("6.1.2"))
 	fakeImage(t, img("kept-record"), "openssh", day(2), libc("2.37"), kernel("6.1.2"))
 	fakeImage(t, img("dropbear"), "dropbear", day(1), libc("2.36"), kernel("6.1.1"))
-	writeSized(t, filepath.Join(img("not-lab"), "x"), 10) // no manifest: not ours to judge
-	writeSized(t, filepath.Join(img("stale.tmp"), "x"), 10)
+	labtest.WriteSized(t, filepath.Join(img("not-lab"), "x"), 10) // no manifest: not ours to judge
+	labtest.WriteSized(t, filepath.Join(img("stale.tmp"), "x"), 10)
 	longAgo := time.Now().Add(-2 * time.Hour)
 	os.Chtimes(img("stale.tmp"), longAgo, longAgo)
-	writeSized(t, filepath.Join(img("building.tmp"), "x"), 10) // a build in progress
-	writeSized(t, filepath.Join(cache, "kernels", "linux-image-6.1.0-1-amd64_6.1.1", "vmlinux"), 100)
-	writeSized(t, filepath.Join(cache, "kernels", "linux-image-6.1.0-1-amd64_6.1.0", "vmlinux"), 100)
-	writeSized(t, filepath.Join(cache, "kernels", "linux-image-6.1.0-1-amd64_6.1.2", "vmlinux"), 100)
+	labtest.WriteSized(t, filepath.Join(img("building.tmp"), "x"), 10) // a build in progress
+	labtest.WriteSized(t, filepath.Join(cache, "kernels", "linux-image-6.1.0-1-amd64_6.1.1", "vmlinux"), 100)
+	labtest.WriteSized(t, filepath.Join(cache, "kernels", "linux-image-6.1.0-1-amd64_6.1.0", "vmlinux"), 100)
+	labtest.WriteSized(t, filepath.Join(cache, "kernels", "linux-image-6.1.0-1-amd64_6.1.2", "vmlinux"), 100)
 	for _, d := range []string{"libc6_2.35_amd64.deb", "libc6_2.36_amd64.deb", "libc6_2.37_amd64.deb"} {
-		writeSized(t, filepath.Join(cache, "debs", d), 100)
+		labtest.WriteSized(t, filepath.Join(cache, "debs", d), 100)
 	}
-	writeSized(t, filepath.Join(cache, "wine-template", "system.reg"), 100)
+	labtest.WriteSized(t, filepath.Join(cache, "wine-template", "system.reg"), 100)
 	os.WriteFile(filepath.Join(cache, "wine-template", ".lab-template.json"), []byte(`{"wine_version":"wine-0.1 (gone)"}`), 0o644)
 	key, err := pefixtures.CacheKey()
 	if err != nil {
 		t.Fatal(err)
 	}
-	writeSized(t, filepath.Join(cache, "pefixtures", key, "clip.exe"), 100)
-	writeSized(t, filepath.Join(cache, "pefixtures", "0123456789abcdef0123", "clip.exe"), 100)
+	labtest.WriteSized(t, filepath.Join(cache, "pefixtures", key, "clip.exe"), 100)
+	labtest.WriteSized(t, filepath.Join(cache, "pefixtures", "0123456789abcdef0123", "clip.exe"), 100)
 	// A running machine booted from "running"; a kept one whose disk is backed by
 	// kept-disk, and one whose record names kept-record.
 	in, _ := json.Marshal(vm.Instance{Name: "vm1", Kernel: filepath.Join(img("running"), "vmlinux"), Argv: []string{"-kernel", filepath.Join(img("running"), "vmlinux")}})
-	writeSized(t, filepath.Join(stateBase, "vm1", vm.FileInstance), 0)
+	labtest.WriteSized(t, filepath.Join(stateBase, "vm1", vm.FileInstance), 0)
 	os.WriteFile(filepath.Join(stateBase, "vm1", vm.FileInstance), in, 0o644)
 	qcow2(t, filepath.Join(dataBase, "deb1", "disk.qcow2"), filepath.Join(img("kept-disk"), "rootfs.qcow2"))
-	writeSized(t, filepath.Join(dataBase, "deb2", "machine.json"), 0)
+	labtest.WriteSized(t, filepath.Join(dataBase, "deb2", "machine.json"), 0)
 	os.WriteFile(filepath.Join(dataBase, "deb2", "machine.json"), []byte(`{"image":{"dir":"`+img("kept-record")+`"}}`), 0o644)
 
 	ctx := context.Background()

@@ -10,30 +10,10 @@ import (
 	"syscall"
 	"testing"
 
+	"lab/internal/labtest"
 	"lab/machine"
 	"lab/vm"
 )
-
-// tempXDG points the XDG state, data and cache dirs at a fresh temp dir.
-func tempXDG(t *testing.T) (state, data, cache string) {
-	t.Helper()
-	base := t.TempDir()
-	state, data, cache = filepath.Join(base, "state"), filepath.Join(base, "data"), filepath.Join(base, "cache")
-	t.Setenv("XDG_STATE_HOME", state)
-	t.Setenv("XDG_DATA_HOME", data)
-	t.Setenv("XDG_CACHE_HOME", cache)
-	return filepath.Join(state, "lab"), filepath.Join(data, "lab"), filepath.Join(cache, "lab")
-}
-
-func writeSized(t *testing.T, path string, size int) {
-	t.Helper()
-	if err := os.MkdirAll(filepath.Dir(path), 0o755); err != nil {
-		t.Fatal(err)
-	}
-	if err := os.WriteFile(path, bytes.Repeat([]byte("x"), size), 0o644); err != nil {
-		t.Fatal(err)
-	}
-}
 
 // fakeMachine writes a state dir as vm.Up leaves it (instance.json); running holds its
 // hostagent lock as a live hostagent does.
@@ -41,7 +21,7 @@ func fakeMachine(t *testing.T, stateBase, name string, shares []vm.Share, runnin
 	t.Helper()
 	dir := filepath.Join(stateBase, name)
 	b, _ := json.Marshal(vm.Instance{Name: name, StateDir: dir, Shares: shares})
-	writeSized(t, filepath.Join(dir, vm.FileInstance), 0)
+	labtest.WriteSized(t, filepath.Join(dir, vm.FileInstance), 0)
 	if err := os.WriteFile(filepath.Join(dir, vm.FileInstance), b, 0o644); err != nil {
 		t.Fatal(err)
 	}
@@ -59,7 +39,7 @@ func fakeMachine(t *testing.T, stateBase, name string, shares []vm.Share, runnin
 }
 
 func TestListAndDeleteMachines(t *testing.T) {
-	stateBase, dataBase, _ := tempXDG(t)
+	stateBase, dataBase, _ := labtest.TempXDG(t)
 	l, err := machine.Machines(context.Background())
 	if err != nil {
 		t.Fatal(err)
@@ -71,13 +51,13 @@ func TestListAndDeleteMachines(t *testing.T) {
 	}
 
 	shared := filepath.Join(dataBase, "windows")
-	writeSized(t, filepath.Join(shared, "drive_c", "x"), 5000)
+	labtest.WriteSized(t, filepath.Join(shared, "drive_c", "x"), 5000)
 	fakeMachine(t, stateBase, "run1", []vm.Share{machine.WindowsShare(shared)}, true)
 	fakeMachine(t, stateBase, "crashed", nil, false)
-	writeSized(t, filepath.Join(dataBase, "kept1", "wine", "drive_c", "f"), 100000)
-	writeSized(t, filepath.Join(dataBase, "kept1", "disk.qcow2"), 70000)
-	writeSized(t, filepath.Join(dataBase, "kept1", "machine.json"), 10)
-	writeSized(t, filepath.Join(dataBase, ".wine.tmp-1", "f"), 10) // not a machine's name
+	labtest.WriteSized(t, filepath.Join(dataBase, "kept1", "wine", "drive_c", "f"), 100000)
+	labtest.WriteSized(t, filepath.Join(dataBase, "kept1", "disk.qcow2"), 70000)
+	labtest.WriteSized(t, filepath.Join(dataBase, "kept1", "machine.json"), 10)
+	labtest.WriteSized(t, filepath.Join(dataBase, ".wine.tmp-1", "f"), 10) // not a machine's name
 
 	l, err = machine.Machines(context.Background())
 	if err != nil {
@@ -153,7 +133,7 @@ func TestListAndDeleteMachines(t *testing.T) {
 
 // The command tree: lab delete's usage errors exit 2, a missing machine 1.
 func TestDeleteCommandExitStatus(t *testing.T) {
-	tempXDG(t)
+	labtest.TempXDG(t)
 	for _, tt := range []struct {
 		args []string
 		want int
@@ -170,7 +150,7 @@ func TestDeleteCommandExitStatus(t *testing.T) {
 
 // No machine may take the shared Windows side's name: its data dir would be the prefix.
 func TestUpRefusesTheSharedWindowsName(t *testing.T) {
-	tempXDG(t)
+	labtest.TempXDG(t)
 	var s upSettings
 	s.cfg.Name = "windows"
 	_, err := upMachine(context.Background(), s, new(discard))
