@@ -138,7 +138,7 @@ chroot "$R" systemctl mask apt-daily.timer apt-daily-upgrade.timer \
 	systemd-modules-load.service systemd-journal-flush.service systemd-random-seed.service \
 	systemd-update-utmp.service systemd-update-utmp-runlevel.service systemd-pstore.service \
 	sys-kernel-debug.mount sys-kernel-tracing.mount dev-hugepages.mount \
-	systemd-tmpfiles-clean.timer dpkg-db-backup.timer
+	systemd-tmpfiles-clean.timer dpkg-db-backup.timer modprobe@dm_mod.service modprobe@drm.service
 rm -f "$R/etc/dpkg/dpkg.cfg.d/lab-build"
 # What the essential packages' extraction wrote before dpkg's path filters applied.
 rm -rf "$R"/usr/share/man/* "$R"/usr/share/locale/*
@@ -154,7 +154,8 @@ var debianFiles = map[string]string{
 	"usr/local/lib/lab/instance": `#!/bin/sh
 # lab: install this boot's SSH keys, which lab up passes through QEMU's fw_cfg.
 f=/sys/firmware/qemu_fw_cfg/by_name/` + FwCfgInstance + `/raw
-modprobe qemu_fw_cfg 2>/dev/null
+# lab's initrd loaded qemu_fw_cfg; modprobe is for an older initrd.
+[ -d /sys/firmware/qemu_fw_cfg ] || modprobe qemu_fw_cfg 2>/dev/null
 if [ ! -e "$f" ]; then
 	echo "lab-instance: no $f: was this machine started by lab up?" >&2
 	exit 0
@@ -186,8 +187,12 @@ exit 0
 `,
 	"etc/systemd/system/lab-instance.service": `[Unit]
 Description=lab: this boot's SSH keys (from lab up through fw_cfg)
+# Early (beside sysinit, not after basic.target): sshd waits for it, and it needs
+# only the root file system, which lab's initrd mounted.
+DefaultDependencies=no
 After=local-fs.target
-Before=ssh.service
+Before=ssh.service shutdown.target
+Conflicts=shutdown.target
 
 [Service]
 Type=oneshot
@@ -233,8 +238,12 @@ ip route replace default via 10.0.2.2
 `,
 	"etc/systemd/system/lab-net.service": `[Unit]
 Description=lab: the guest's address on QEMU's user network (10.0.2.15)
+# Early, as lab-instance.service: sshd waits for the network.
+DefaultDependencies=no
+After=local-fs.target
 Wants=network.target
-Before=network.target ssh.service
+Before=network.target ssh.service shutdown.target
+Conflicts=shutdown.target
 
 [Service]
 Type=oneshot
