@@ -204,8 +204,11 @@ WantedBy=multi-user.target
 `,
 	"etc/systemd/system/lab-mounts.service": `[Unit]
 Description=lab: the machine's 9p shares (/mnt/c, /mnt/lab, --share)
+# Early, as lab-instance.service: sshd waits for the shares (lab's initrd loaded 9p).
+DefaultDependencies=no
 After=local-fs.target
-Before=ssh.service
+Before=ssh.service shutdown.target
+Conflicts=shutdown.target
 
 [Service]
 Type=oneshot
