@@ -34,7 +34,7 @@ var Distros = []string{DistroInitramfs, DistroDebian}
 
 // debianRecipe names everything that changes what the Debian image holds; it is
 // part of the cache key.
-const debianRecipe = "debian-3"
+const debianRecipe = "debian-4"
 
 // debianSuite is Debian 12's code name: the host's apt sources for it are the ones
 // the image is built from.
@@ -100,7 +100,7 @@ echo force-unsafe-io > "$1/etc/dpkg/dpkg.cfg.d/lab-build"
 const debianDiskSize = "8G"
 
 // DebianCmdline is the kernel command line of the Debian image.
-const DebianCmdline = "console=ttyS0 root=/dev/vda rw net.ifnames=0 quiet panic=-1 cryptomgr.notests=1 mitigations=off no_timer_check tsc=reliable"
+const DebianCmdline = "console=ttyS0 root=/dev/vda rw net.ifnames=0 quiet panic=-1 cryptomgr.notests=1 mitigations=off no_timer_check tsc=reliable systemd.gpt_auto=0"
 
 // debianStatusWord is added to the image's command line at boot (not part of the
 // disk's key): failed units on the console.
@@ -117,12 +117,14 @@ const FwCfgInstance = "opt/lab/instance.tar"
 // empties /tmp).
 const debianCustomize = `set -eu
 R=$1
-chown -R 0:0 "$R/etc/systemd/system" "$R/usr/local/lib/lab" "$R/etc/ssh/sshd_config.d" "$R/etc/modules-load.d" "$R/etc/sudoers.d"
+chown -R 0:0 "$R/etc/systemd/system" "$R/etc/systemd/journald.conf.d" "$R/usr/local/lib/lab" "$R/etc/ssh/sshd_config.d" "$R/etc/sudoers.d"
 chmod 0755 "$R/usr/local/lib/lab"/*
 chmod 0440 "$R/etc/sudoers.d/lab"
 echo lab > "$R/etc/hostname"
 printf '127.0.0.1 localhost\n127.0.1.1 lab\n::1 localhost ip6-localhost ip6-loopback\n' > "$R/etc/hosts"
-printf '/dev/vda / ext4 rw,errors=remount-ro 0 1\n' > "$R/etc/fstab"
+# No entry for /: lab's initrd mounts it rw, and an entry made systemd wait for
+# dev-vda.device (udev's coldplug, 34 s under TCG) to fsck and remount it.
+printf '# lab: / is mounted rw by lab'"'"'s initrd (see lab-initrd.cpio); no entry, so no wait for the device\n' > "$R/etc/fstab"
 rm -f "$R/etc/resolv.conf"
 printf 'nameserver 10.0.2.3\n' > "$R/etc/resolv.conf"
 # Every machine gets its own host key at each boot (lab-instance.service).
@@ -132,7 +134,11 @@ chroot "$R" systemctl enable lab-net.service lab-instance.service lab-mounts.ser
 # Not needed in a lab machine, and each costs boot time under TCG.
 chroot "$R" systemctl mask apt-daily.timer apt-daily-upgrade.timer \
 	e2scrub_all.timer e2scrub_reap.service fstrim.timer getty@tty1.service serial-getty@ttyS0.service \
-	systemd-timesyncd.service
+	systemd-timesyncd.service \
+	systemd-modules-load.service systemd-journal-flush.service systemd-random-seed.service \
+	systemd-update-utmp.service systemd-update-utmp-runlevel.service systemd-pstore.service \
+	sys-kernel-debug.mount sys-kernel-tracing.mount dev-hugepages.mount \
+	systemd-tmpfiles-clean.timer dpkg-db-backup.timer modprobe@dm_mod.service modprobe@drm.service
 rm -f "$R/etc/dpkg/dpkg.cfg.d/lab-build"
 # What the essential packages' extraction wrote before dpkg's path filters applied.
 rm -rf "$R"/usr/share/man/* "$R"/usr/share/locale/*
@@ -148,7 +154,8 @@ var debianFiles = map[string]string{
 	"usr/local/lib/lab/instance": `#!/bin/sh
 # lab: install this boot's SSH keys, which lab up passes through QEMU's fw_cfg.
 f=/sys/firmware/qemu_fw_cfg/by_name/` + FwCfgInstance + `/raw
-modprobe qemu_fw_cfg 2>/dev/null
+# lab's initrd loaded qemu_fw_cfg; modprobe is for an older initrd.
+[ -d /sys/firmware/qemu_fw_cfg ] || modprobe qemu_fw_cfg 2>/dev/null
 if [ ! -e "$f" ]; then
 	echo "lab-instance: no $f: was this machine started by lab up?" >&2
 	exit 0
@@ -180,8 +187,12 @@ exit 0
 `,
 	"etc/systemd/system/lab-instance.service": `[Unit]
 Description=lab: this boot's SSH keys (from lab up through fw_cfg)
+# Early (beside sysinit, not after basic.target): sshd waits for it, and it needs
+# only the root file system, which lab's initrd mounted.
+DefaultDependencies=no
 After=local-fs.target
-Before=ssh.service
+Before=ssh.service shutdown.target
+Conflicts=shutdown.target
 
 [Service]
 Type=oneshot
@@ -193,8 +204,11 @@ WantedBy=multi-user.target
 `,
 	"etc/systemd/system/lab-mounts.service": `[Unit]
 Description=lab: the machine's 9p shares (/mnt/c, /mnt/lab, --share)
-After=local-fs.target systemd-modules-load.service
-Before=ssh.service
+# Early, as lab-instance.service: sshd waits for the shares (lab's initrd loaded 9p).
+DefaultDependencies=no
+After=local-fs.target
+Before=ssh.service shutdown.target
+Conflicts=shutdown.target
 
 [Service]
 Type=oneshot
@@ -227,8 +241,12 @@ ip route replace default via 10.0.2.2
 `,
 	"etc/systemd/system/lab-net.service": `[Unit]
 Description=lab: the guest's address on QEMU's user network (10.0.2.15)
+# Early, as lab-instance.service: sshd waits for the network.
+DefaultDependencies=no
+After=local-fs.target
 Wants=network.target
-Before=network.target ssh.service
+Before=network.target ssh.service shutdown.target
+Conflicts=shutdown.target
 
 [Service]
 Type=oneshot
@@ -247,8 +265,17 @@ MaxSessions 100
 MaxStartups 100:30:200
 UseDNS no
 `,
-	"etc/modules-load.d/lab.conf": "# lab: vsock (interop), 9p (shares), binfmt_misc, fw_cfg (the instance's keys)\nvmw_vsock_virtio_transport\n9pnet_virtio\n9p\nbinfmt_misc\nqemu_fw_cfg\n",
-	"etc/sudoers.d/lab":           "lab ALL=(ALL:ALL) NOPASSWD: ALL\n",
+	// udev's coldplug of every device cost 14 s under TCG and loaded modules lab's
+	// initrd already loaded; logind still needs the input devices' tags to see the
+	// ACPI power button that lab down presses (QMP system_powerdown).
+	"etc/systemd/system/systemd-udev-trigger.service.d/lab.conf": `# lab: only the input devices (logind's power button); the modules are loaded by lab's initrd.
+[Service]
+ExecStart=
+ExecStart=-udevadm trigger --type=devices --action=add --subsystem-match=input
+`,
+	// The journal stays in memory: no flush to /var/log at boot.
+	"etc/systemd/journald.conf.d/lab.conf": "# lab: the journal in memory (no flush to disk at boot)\n[Journal]\nStorage=volatile\n",
+	"etc/sudoers.d/lab":                    "lab ALL=(ALL:ALL) NOPASSWD: ALL\n",
 }
 
 // debianSources returns the host's apt source entries for Debian 12, in one-line
