@@ -77,6 +77,20 @@ func (u upload) tmpName() string {
 	return path.Join(path.Dir(u.target), ".lab-tmp."+path.Base(u.target))
 }
 
+// uploadDirs is the command making every upload's directory, which must exist before
+// the upload is written next to its target (a fresh Debian disk has no
+// /usr/local/lib/systemd/system for the guard's unit).
+func (p *planned) uploadDirs() string {
+	var dirs []string
+	for _, u := range p.uploads {
+		if d := path.Dir(u.target); !slices.Contains(dirs, d) {
+			dirs = append(dirs, d)
+		}
+	}
+	sort.Strings(dirs)
+	return "mkdir -p " + shell.Join(dirs)
+}
+
 // script is the apply script's commands in order: prepare, the renames of the uploads,
 // record, register; within a phase, in plan order.
 func (p *planned) script() []string {
@@ -417,7 +431,7 @@ func planStubs(p *planned, st *state, want desired) {
 func (p *planned) apply(ctx context.Context, g Guest) error {
 	if len(p.uploads) > 0 {
 		// Directories first: uploads go next to their targets.
-		if err := run(ctx, g, "mkdir -p /usr/local/lib/lab /etc/lab /etc/binfmt.d /etc/profile.d", nil); err != nil {
+		if err := run(ctx, g, p.uploadDirs(), nil); err != nil {
 			return err
 		}
 		c, err := g.SFTP()

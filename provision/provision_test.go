@@ -530,3 +530,17 @@ func TestApplyScriptOrder(t *testing.T) {
 			link, rename, record, unregister, register, strings.Join(script, "\n"))
 	}
 }
+
+// TestUploadDirs: apply makes every upload's directory before writing next to it, not a
+// fixed list (the guard's unit goes to /usr/local/lib/systemd/system, which a fresh
+// Debian disk does not have).
+func TestUploadDirs(t *testing.T) {
+	var p planned
+	p.upload(GuardUnitPath, []byte("x"), 0o644)
+	p.upload("/etc/lab/interop.conf", []byte("x"), 0o644)
+	p.upload("/etc/lab/exposed", []byte("x"), 0o644)
+	want := "mkdir -p /etc/lab /usr/local/lib/systemd/system"
+	if got := p.uploadDirs(); got != want {
+		t.Errorf("uploadDirs() = %q, want %q", got, want)
+	}
+}
