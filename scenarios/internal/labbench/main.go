@@ -96,6 +96,25 @@ func main() {
 		}
 	case "concurrent":
 		n := atoi(args, 0)
+		// Every launch's stdin and stdout is one shared /dev/null (no pipe) and only stderr
+		// is a pipe, and the descriptor limit is raised for N children at once: the probe's
+		// own limit (1024 in the initramfs guest) must not be what fails a launch.
+		null, err := os.OpenFile(os.DevNull, os.O_RDWR, 0)
+		if err != nil {
+			fail("%v", err)
+		}
+		if want := uint64(4*n + 256); want > 1024 {
+			var lim unix.Rlimit
+			if unix.Getrlimit(unix.RLIMIT_NOFILE, &lim) == nil && lim.Cur < want {
+				lim.Cur = want
+				if lim.Max < want {
+					lim.Max = want // root in the guest may raise the hard limit too
+				}
+				if err := unix.Setrlimit(unix.RLIMIT_NOFILE, &lim); err != nil {
+					fmt.Fprintf(os.Stderr, "labbench: raising the descriptor limit to %d: %v\n", want, err)
+				}
+			}
+		}
 		var wg sync.WaitGroup
 		var mu sync.Mutex
 		ok, bad := 0, 0
@@ -106,7 +125,7 @@ func main() {
 			go func() {
 				defer wg.Done()
 				cmd := exec.Command(args[1], args[2:]...)
-				cmd.Stdout = io.Discard
+				cmd.Stdin, cmd.Stdout = null, null
 				var errb strings.Builder
 				cmd.Stderr = &errb
 				err := cmd.Run()
