@@ -491,15 +491,21 @@ func TestIntegration(t *testing.T) {
 		}
 		defer l.Close()
 		cc := accept1(t, l)
-		before := d.Stats().RxPackets
-		reply := e.cmd("dial 5010")
-		for d.Stats().RxPackets == before { // the command is on its way to the guest
-			time.Sleep(time.Millisecond)
+		// The worker calls onRequest with d.mu held: nothing answers the REQUEST until it
+		// returns, however fast the guest is.
+		d.mu.Lock()
+		d.onRequest = func(port uint32) {
+			if port == 5010 {
+				time.Sleep(5 * time.Second)
+			}
 		}
-		d.mu.Lock() // the worker takes no REQUEST while held
-		time.Sleep(5 * time.Second)
 		d.mu.Unlock()
-		d.wake()
+		defer func() {
+			d.mu.Lock()
+			d.onRequest = nil
+			d.mu.Unlock()
+		}()
+		reply := e.cmd("dial 5010")
 		s := e.reply(t, reply, minute)
 		if c, ok := <-cc; ok {
 			c.Close()

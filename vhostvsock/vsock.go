@@ -107,6 +107,10 @@ type Device struct {
 	ready     connQueue
 	nextPort  uint32
 	bufSize   int
+
+	// onRequest, nil outside tests, is called with mu held when a guest REQUEST for a new
+	// connection arrives, before it is answered: a test holds the answer back there.
+	onRequest func(port uint32)
 }
 
 // New validates cfg and starts listening on cfg.SocketPath (and cfg.UDSPath), so QEMU can

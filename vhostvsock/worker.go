@@ -296,6 +296,9 @@ func (d *Device) handleTxLocked(ch *virtq.Chain) {
 
 // acceptLocked handles a REQUEST for an unknown connection.
 func (d *Device) acceptLocked(h *header) {
+	if d.onRequest != nil {
+		d.onRequest(h.DstPort)
+	}
 	key := connKey{guest: h.SrcPort, host: h.DstPort}
 	if len(d.conns) >= d.cfg.MaxConns {
 		// The guest's connect fails with ECONNRESET, as for a port nobody listens on: only
