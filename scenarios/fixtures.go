@@ -10,6 +10,7 @@ import (
 	"os/exec"
 	"path"
 	"path/filepath"
+	"runtime"
 	"strings"
 )
 
@@ -34,11 +35,14 @@ var HostFixtures = []string{
 
 // Fixtures are the built fixture programs.
 type Fixtures struct {
-	Dir     string            // holds labfix, its host-* links, labexec, labidle, hello.exe, exit3.exe
-	Host    map[string]string // exposed name -> host path (the host-* links)
-	LabExec string            // static guest program (GOOS=linux, the guest's GOARCH)
-	LabIdle string            // static guest program: N idle vsock connections to the relay
-	PE      []string          // Windows PE programs (see HelloPE); nil when not asked for
+	Dir  string            // holds labfix, its host-* links, labexec, labidle, hello.exe, exit3.exe
+	Host map[string]string // exposed name -> host path (the host-* links)
+	// GuestLabfix is labfix built for the guest (static, GOOS=linux, the guest's GOARCH):
+	// labfix itself when the host's architecture is the guest's.
+	GuestLabfix string
+	LabExec     string   // static guest program (GOOS=linux, the guest's GOARCH)
+	LabIdle     string   // static guest program: N idle vsock connections to the relay
+	PE          []string // Windows PE programs (see HelloPE); nil when not asked for
 }
 
 // BuildFixtures builds the fixture programs into dir with the Go toolchain (they are
@@ -74,6 +78,14 @@ func BuildFixtures(ctx context.Context, dir, guestArch string, windows bool) (*F
 			return nil, fmt.Errorf("scenarios: %w", err)
 		}
 		f.Host[n] = p
+	}
+	f.GuestLabfix = labfix
+	if guestArch != runtime.GOARCH || runtime.GOOS != "linux" {
+		// The guest-native baselines need labfix in the guest's architecture too.
+		f.GuestLabfix = filepath.Join(dir, "labfix-"+guestArch)
+		if err := build(f.GuestLabfix, "labfix", "GOOS=linux", "GOARCH="+guestArch); err != nil {
+			return nil, err
+		}
 	}
 	f.LabExec = filepath.Join(dir, "labexec")
 	if err := build(f.LabExec, "labexec", "GOOS=linux", "GOARCH="+guestArch); err != nil {

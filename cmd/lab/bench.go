@@ -41,7 +41,8 @@ first output byte, the exit.`,
   lab bench --runs 500 --json > bench.json --chart bench.svg
   lab bench --from bench.json --chart bench.png
   lab bench --only boot
-  lab bench --only concurrent --concurrent 1000`,
+  lab bench --only concurrent --concurrent 1000
+  lab bench --only boot --arch arm64   # an arm64 guest (under TCG on an amd64 host)`,
 		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, args []string) error {
 			if chart != "" && !strings.HasSuffix(chart, ".svg") && !strings.HasSuffix(chart, ".png") {
@@ -52,6 +53,9 @@ first output byte, the exit.`,
 			}
 			if err := checkDistro(opts.Distro); err != nil {
 				return err
+			}
+			if _, err := images.NormalizeArch(opts.Arch); err != nil {
+				return &usageError{fmt.Errorf("--arch: %w", err)}
 			}
 			if opts.Distro == images.DistroInitramfs {
 				opts.Distro = ""
@@ -106,6 +110,7 @@ first output byte, the exit.`,
 	f.IntVar(&opts.Concurrent, "concurrent", 1000, "concurrent launches")
 	f.StringVar(&opts.Only, "only", "", `measure only one figure: "boot" (boot to first interop exec with its phases, and re-provisioning) or "concurrent" (--concurrent launches after a boot without the Windows side)`)
 	f.StringVar(&opts.Interpreter, "interpreter", "", "lab-interop binary for the guest (default: next to lab)")
+	f.StringVar(&opts.Arch, "arch", images.DefaultArch(), "guest architecture: amd64 or arm64 (another than the host's runs under TCG; its boot aim is 15 s)")
 	f.StringVar(&opts.Distro, "distro", images.DistroInitramfs, "guest image: initramfs, or debian (its boot aim is 15 s; also reports the image's clean build time and a fresh machine's disk use, and deletes the bench machine's disk after)")
 	return cmd
 }

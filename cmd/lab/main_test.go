@@ -45,3 +45,19 @@ func TestUsageErrorsOfTheCommandTree(t *testing.T) {
 type discard struct{}
 
 func (*discard) Write(p []byte) (int, error) { return len(p), nil }
+
+// lab bench refuses a bad --arch before building or booting anything.
+func TestBenchBadArch(t *testing.T) {
+	app := newApp()
+	app.SetArgs([]string{"bench", "--arch", "mips"})
+	app.SetOut(new(discard))
+	app.SetErr(new(discard))
+	err := app.Execute()
+	if got := exitCode(err); got != 2 {
+		t.Errorf("exit %d; want 2", got)
+	}
+	want := `--arch: guest architecture "mips": want amd64 or arm64`
+	if err == nil || err.Error() != want {
+		t.Errorf("error %v; want %s", err, want)
+	}
+}

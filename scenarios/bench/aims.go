@@ -37,8 +37,11 @@ const (
 	bootAimSeconds  = 4.5
 	// debianBootAimSeconds is issue 13's aim for the Debian guest under TCG.
 	debianBootAimSeconds = 15.0
-	reprovAimSecs        = 0.3
-	rssAimMiB            = 64
+	// foreignBootAimSeconds: a guest of another architecture than the host's, under TCG
+	// (issue 13 names no aim for it; lab holds it to the Debian guest's).
+	foreignBootAimSeconds = 15.0
+	reprovAimSecs         = 0.3
+	rssAimMiB             = 64
 	// deviceGuestHostMBps is the vhostvsock device's own guest->host rate on this kind of
 	// machine (its integration benchmark, TCG), the raw vsock figure's aim: the probe, not
 	// the transport, must not be the limit.
@@ -79,6 +82,12 @@ func (r *Result) aims() []Aim {
 		bootAim, bootText = debianBootAimSeconds, "<= 15 s (Debian guest)"
 		base += fmt.Sprintf("; Debian image: clean build %.0f s (built %s), fresh machine's disk %.0f MB on the host",
 			r.Image.BuildSeconds, r.Image.Built.UTC().Format("2006-01-02 15:04 UTC"), r.Image.FreshDiskMB)
+	}
+	if a := r.Image.Arch; a != "" && a != images.DefaultArch() && bootAim < foreignBootAimSeconds {
+		bootAim, bootText = foreignBootAimSeconds, fmt.Sprintf("<= 15 s (%s guest under TCG)", a)
+	}
+	if a := r.Image.Arch; a != "" {
+		base += "; guest " + a
 	}
 	add(Aim{Figure: "boot to first interop exec", Unit: "s", P50: b.TotalSeconds, Aim: bootText, AtMost: true,
 		Limit: bootAim, Baselines: base, Measured: b.TotalSeconds > 0})

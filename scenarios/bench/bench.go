@@ -49,6 +49,9 @@ type Options struct {
 	// Distro is the guest image (images.DistroDebian: the Debian guest, with its boot
 	// aim and image figures); zero: the initramfs.
 	Distro string
+	// Arch is the guest's architecture (images.AMD64, images.ARM64); zero: the host's.
+	// Another than the host's runs under TCG, with its own boot aim.
+	Arch string
 }
 
 // Options.Only's values: the figures that can run alone.
@@ -141,6 +144,7 @@ type Result struct {
 	// build took, when it was built, and a fresh machine's disk use on the host).
 	Image struct {
 		Distro       string    `json:"distro,omitempty"` // zero: initramfs
+		Arch         string    `json:"arch,omitempty"`   // the guest's; zero (older runs): amd64
 		BuildSeconds float64   `json:"build_s,omitempty"`
 		Built        time.Time `json:"built,omitempty"`
 		FreshDiskMB  float64   `json:"fresh_machine_disk_mb,omitempty"` // after the first provisioning
@@ -205,12 +209,17 @@ func Run(ctx context.Context, opts Options) (*Result, error) {
 	defer os.RemoveAll(share)
 	fixDir := filepath.Join(share, suite.FixtureDirName)
 	opts.say("building the fixtures and the guest probe")
-	fx, err := scenarios.BuildFixtures(ctx, fixDir, "amd64", false)
+	arch, err := images.NormalizeArch(opts.Arch)
+	if err != nil {
+		return nil, fmt.Errorf("bench: --arch: %w", err)
+	}
+	res.Image.Arch = arch
+	fx, err := scenarios.BuildFixtures(ctx, fixDir, arch, false)
 	if err != nil {
 		return nil, err
 	}
 	probe := filepath.Join(fixDir, "labbench")
-	if err := scenarios.BuildBenchProbe(ctx, probe, "amd64"); err != nil {
+	if err := scenarios.BuildBenchProbe(ctx, probe, arch); err != nil {
 		return nil, fmt.Errorf("bench: build the guest probe: %w", err)
 	}
 
@@ -227,7 +236,7 @@ func Run(ctx context.Context, opts Options) (*Result, error) {
 	opts.say("booting VM %q", opts.Name)
 	lopts := machine.ProvisionOptions{Interpreter: opts.Interpreter}
 	m, err := machine.Up(ctx, machine.Options{
-		VM: vm.Config{Name: opts.Name, Accel: opts.Accel, Vsock: opts.Vsock, Distro: opts.Distro,
+		VM: vm.Config{Name: opts.Name, Accel: opts.Accel, Vsock: opts.Vsock, Distro: opts.Distro, Arch: arch,
 			Shares: []vm.Share{{HostPath: share, GuestPath: "/mnt/lab"}}},
 		Provision: lopts,
 		NoWindows: opts.Only == OnlyConcurrent, // the concurrent launches need no Wine
@@ -313,7 +322,7 @@ func Run(ctx context.Context, opts Options) (*Result, error) {
 	opts.say("launch latency: the same program natively in the guest")
 	// Copied to the guest's tmpfs first: exec from the 9p share would time 9p reads
 	// (the share is mounted without a page cache), not a launch.
-	if err := guestOK(ctx, c, "cp "+path.Join(gfix, "labfix")+" /tmp/labfix"); err != nil {
+	if err := guestOK(ctx, c, "cp "+path.Join(gfix, filepath.Base(fx.GuestLabfix))+" /tmp/labfix"); err != nil {
 		return nil, err
 	}
 	if res.Launch.GuestNative, err = guestDist(ctx, c, gprobe+" launch "+n+" /tmp/labfix true"); err != nil {

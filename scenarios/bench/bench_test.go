@@ -67,19 +67,27 @@ func TestOptionsOnly(t *testing.T) {
 // TestBootAimByDistro: the Debian guest's boot is judged against issue 13's 15 s, the
 // initramfs's against 4.5 s, and the Debian image's figures are in the baselines.
 func TestBootAimByDistro(t *testing.T) {
+	foreign := images.ARM64
+	if images.DefaultArch() == images.ARM64 {
+		foreign = images.AMD64
+	}
 	for _, tc := range []struct {
 		distro string
+		arch   string
 		total  float64
 		limit  float64
 		met    bool
 	}{
-		{"", 12, 4.5, false},
-		{"", 4, 4.5, true},
-		{images.DistroDebian, 12, 15, true},
-		{images.DistroDebian, 16, 15, false},
+		{"", "", 12, 4.5, false},
+		{"", "", 4, 4.5, true},
+		{"", images.DefaultArch(), 12, 4.5, false},
+		{images.DistroDebian, "", 12, 15, true},
+		{images.DistroDebian, "", 16, 15, false},
+		{"", foreign, 12, 15, true},
+		{"", foreign, 16, 15, false},
 	} {
 		var r Result
-		r.Image.Distro = tc.distro
+		r.Image.Distro, r.Image.Arch = tc.distro, tc.arch
 		r.Image.BuildSeconds, r.Image.FreshDiskMB = 130, 42
 		r.Boot.TotalSeconds = tc.total
 		var boot *Aim
@@ -92,7 +100,7 @@ func TestBootAimByDistro(t *testing.T) {
 			t.Fatal("no boot aim")
 		}
 		if boot.Limit != tc.limit || boot.Met != tc.met {
-			t.Errorf("%q boot %.0f s: limit %.1f met %v, want %.1f %v", tc.distro, tc.total, boot.Limit, boot.Met, tc.limit, tc.met)
+			t.Errorf("%q %q boot %.0f s: limit %.1f met %v, want %.1f %v", tc.distro, tc.arch, tc.total, boot.Limit, boot.Met, tc.limit, tc.met)
 		}
 		if hasImage := strings.Contains(boot.Baselines, "clean build 130 s") && strings.Contains(boot.Baselines, "disk 42 MB"); hasImage != (tc.distro != "") {
 			t.Errorf("%q: baselines %q", tc.distro, boot.Baselines)
