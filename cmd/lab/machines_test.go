@@ -131,19 +131,29 @@ func TestListAndDeleteMachines(t *testing.T) {
 	}
 }
 
-// The command tree: lab delete's usage errors exit 2, a missing machine 1.
+// The command tree: lab delete's usage errors exit 2 and say what to do, a missing machine 1.
 func TestDeleteCommandExitStatus(t *testing.T) {
 	labtest.TempXDG(t)
 	for _, tt := range []struct {
-		args []string
-		want int
-	}{{[]string{"delete"}, 2}, {[]string{"delete", "-x"}, 2}, {[]string{"delete", "nosuch"}, 1}, {[]string{"list", "extra"}, 2}} {
+		args    []string
+		want    int
+		wantErr string
+	}{
+		{[]string{"delete"}, 2, "delete: which machine? lab delete NAME (lab list shows every machine)"},
+		{[]string{"delete", "-x"}, 2, "unknown shorthand flag: 'x' in -x"},
+		{[]string{"delete", "a", "--name", "b"}, 2, `delete: two names, "a" and --name "b": give one`},
+		{[]string{"delete", "nosuch"}, 1, `delete: no machine named "nosuch" (lab list shows every machine)`},
+		{[]string{"delete", "--name", "nosuch"}, 1, `delete: no machine named "nosuch" (lab list shows every machine)`},
+		{[]string{"delete", "nosuch", "--name", "nosuch"}, 1, `delete: no machine named "nosuch" (lab list shows every machine)`},
+		{[]string{"list", "extra"}, 2, `unknown command "extra" for "lab list"`},
+	} {
 		app := newApp()
 		app.SetArgs(tt.args)
 		app.SetOut(new(discard))
 		app.SetErr(new(discard))
-		if got := exitCode(app.Execute()); got != tt.want {
-			t.Errorf("lab %v: exit %d; want %d", tt.args, got, tt.want)
+		err := app.Execute()
+		if got := exitCode(err); got != tt.want || err == nil || err.Error() != tt.wantErr {
+			t.Errorf("lab %v: exit %d, %v; want %d, %s", tt.args, got, err, tt.want, tt.wantErr)
 		}
 	}
 }
