@@ -16,7 +16,7 @@
 //	upper.exe              copies stdin to stdout in upper case, line by line
 //	stderr.exe             "stdout N" lines to stdout and "stderr N" lines to stderr, N = 0..2
 //	exit.exe N             exits with N
-//	waitctrlc.exe          prints "ready", waits for Ctrl-C, prints "got ctrl-c", exits 42
+//	waitctrlc.exe          prints "ready", waits for Ctrl-C, prints "got ctrl-c", exits 42 (from its handler)
 //	pwd.exe                prints its working directory (C:\... inside drive_c)
 //	getenv.exe NAME        prints NAME's value; exits 1 when it is not set
 //	cmdline.exe ARGS...    prints its command line as Windows gave it (GetCommandLineW)
