@@ -6,7 +6,6 @@ import (
 	"time"
 
 	"lab/internal/labtest"
-	"lab/internal/sigdefault"
 )
 
 // TestHostProgramsDefaultSignals starts the launch layer in a process started as nohup or a
@@ -19,20 +18,11 @@ func TestHostProgramsDefaultSignals(t *testing.T) {
 		sigLaunch(t)
 		return
 	}
-	got := labtest.Nohup(t)
-	// What Go cannot reset stays as the launcher had it (sigdefault.Kept): SIGPROF and the C
-	// library's signals 32-34 (make test's processes arrive with 32 ignored).
-	for _, mode := range []string{"pipe", "tty"} {
-		for _, k := range []string{"SigIgn", "SigBlk"} {
-			if v, ok := got[mode+"."+k]; !ok || v&^sigdefault.Kept != 0 {
-				t.Errorf("host program started with %s: %s = %x (reported: %v), want none but SIGPROF and 32-34 (as from a fresh shell)", mode, k, v, ok)
-			}
-		}
-	}
+	labtest.NohupFresh(t, labtest.Nohup(t), "host program through pipe", "host program through tty")
 }
 
 // sigLaunch starts cat /proc/self/status through pipes and through a pty, and reports the
-// masks as the figures MODE.NAME.
+// masks as the figures "host program through MODE".
 func sigLaunch(t *testing.T) {
 	r := newReaper()
 	for _, mode := range []string{"pipe", "tty"} {
@@ -49,6 +39,6 @@ func sigLaunch(t *testing.T) {
 		}
 		status := collect(p.stdout).all()
 		<-p.exited
-		labtest.NohupReport(t, mode, status)
+		labtest.NohupReport(t, "host program through "+mode, status)
 	}
 }

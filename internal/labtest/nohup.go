@@ -13,6 +13,8 @@ import (
 	"testing"
 
 	"golang.org/x/sys/unix"
+
+	"lab/internal/sigdefault"
 )
 
 // nohupEnv carries the step of Nohup's child: "setup", then "run".
@@ -102,5 +104,20 @@ func NohupReport(t *testing.T, name, status string) {
 			t.Fatalf("%s: no %s in:\n%s", name, k, status)
 		}
 		fmt.Printf("nohup.%s.%s=%s\n", name, k, v)
+	}
+}
+
+// NohupFresh fails t unless each of the processes who (figures of Nohup) ignored and
+// blocked nothing, as when started from a fresh shell, but what Go cannot reset
+// (sigdefault.Kept: SIGPROF and the C library's 32-34; make test's processes arrive
+// with 32 ignored).
+func NohupFresh(t *testing.T, got map[string]uint64, who ...string) {
+	t.Helper()
+	for _, w := range who {
+		for _, k := range []string{"SigIgn", "SigBlk"} {
+			if v, ok := got[w+"."+k]; !ok || v&^sigdefault.Kept != 0 {
+				t.Errorf("%s started under nohup: %s = %x (reported: %v), want none but SIGPROF and 32-34 (as from a fresh shell)", w, k, v, ok)
+			}
+		}
 	}
 }
