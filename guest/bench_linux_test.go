@@ -28,32 +28,15 @@ func buildInterp(b *testing.B) string {
 
 // quickRelay serves launches that exit 0 at once, until l is closed.
 func quickRelay(l net.Listener) {
-	for {
-		c, err := l.Accept()
-		if err != nil {
-			return
+	serveEach(l, func(s *wire.Session) {
+		s.Send(wire.NewHello(nil), &wire.LaunchResult{})
+		finish(s, wire.Exit{})
+		for {
+			if _, err := s.Recv(context.Background()); err != nil {
+				return
+			}
 		}
-		go func() {
-			s := wire.NewSession(c, wire.RoleHost)
-			defer s.Close()
-			ctx := context.Background()
-			if _, err := s.Recv(ctx); err != nil {
-				return
-			}
-			if _, err := s.Recv(ctx); err != nil {
-				return
-			}
-			s.Send(wire.NewHello(nil), &wire.LaunchResult{})
-			s.Writer(wire.Stdout).CloseWrite()
-			s.Writer(wire.Stderr).CloseWrite()
-			s.Send(&wire.Exit{})
-			for {
-				if _, err := s.Recv(ctx); err != nil {
-					return
-				}
-			}
-		}()
-	}
+	})
 }
 
 // BenchmarkLaunch: the interpreter's own cost per launch (config, token,
@@ -145,30 +128,14 @@ func BenchmarkStdout(b *testing.B) {
 			b.Fatal(err)
 		}
 		defer l.Close()
-		go func() {
-			for {
-				c, err := l.Accept()
-				if err != nil {
-					return
-				}
-				go func() {
-					s := wire.NewSession(c, wire.RoleHost)
-					defer s.Close()
-					ctx := context.Background()
-					s.Recv(ctx)
-					s.Recv(ctx)
-					s.Send(wire.NewHello(nil), &wire.LaunchResult{})
-					// As the relay does: io.Copy from the program's pipe
-					// uses Writer.ReadFrom (full 32 KiB frames).
-					w := s.Writer(wire.Stdout)
-					io.Copy(w, io.LimitReader(zeros{}, size))
-					w.CloseWrite()
-					s.Writer(wire.Stderr).CloseWrite()
-					s.Send(&wire.Exit{})
-					<-s.Done()
-				}()
-			}
-		}()
+		go serveEach(l, func(s *wire.Session) {
+			s.Send(wire.NewHello(nil), &wire.LaunchResult{})
+			// As the relay does: io.Copy from the program's pipe uses Writer.ReadFrom
+			// (full 32 KiB frames).
+			io.Copy(s.Writer(wire.Stdout), io.LimitReader(zeros{}, size))
+			finish(s, wire.Exit{})
+			<-s.Done()
+		})
 		for b.Loop() {
 			cmd := exec.Command(os.Args[0], f.exe, f.exe)
 			cmd.Env = append(os.Environ(), helperEnv+"=1", ConfigEnv+"="+f.config)

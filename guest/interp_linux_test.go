@@ -94,6 +94,13 @@ func write(t testing.TB, name, data string, mode os.FileMode) {
 // It returns a channel closed when fn is done.
 func (f *fixture) serve(t *testing.T, fn relayFunc) <-chan struct{} {
 	t.Helper()
+	return f.serveN(t, 1, func(_ int, s *wire.Session, h *wire.Hello, l *wire.Launch) { fn(t, s, h, l) })
+}
+
+// serveN is serve for n connections in turn, fn(i, ...) scripting the i-th (0-based);
+// fewer than n connections by the test's end is an error.
+func (f *fixture) serveN(t *testing.T, n int, fn func(i int, s *wire.Session, h *wire.Hello, l *wire.Launch)) <-chan struct{} {
+	t.Helper()
 	l, err := net.Listen("unix", f.sock)
 	if err != nil {
 		t.Fatal(err)
@@ -102,34 +109,83 @@ func (f *fixture) serve(t *testing.T, fn relayFunc) <-chan struct{} {
 	t.Cleanup(func() { l.Close(); <-done })
 	go func() {
 		defer close(done)
-		c, err := l.Accept()
-		if err != nil {
-			t.Error(err)
-			return
+		for i := range n {
+			c, err := l.Accept()
+			if err != nil {
+				t.Errorf("relay: connection %d of %d: %v", i+1, n, err)
+				return
+			}
+			s := wire.NewSession(c, wire.RoleHost)
+			if h, l, err := readLaunch(s); err != nil {
+				t.Errorf("relay: %v", err)
+			} else {
+				fn(i, s, h, l)
+			}
+			s.Close()
 		}
-		s := wire.NewSession(c, wire.RoleHost)
-		defer s.Close()
-		ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
-		defer cancel()
-		m1, err := s.Recv(ctx)
-		if err != nil {
-			t.Errorf("relay: %v", err)
-			return
-		}
-		m2, err := s.Recv(ctx)
-		if err != nil {
-			t.Errorf("relay: %v", err)
-			return
-		}
-		h, ok1 := m1.(*wire.Hello)
-		l, ok2 := m2.(*wire.Launch)
-		if !ok1 || !ok2 {
-			t.Errorf("relay: got %T, %T; want Hello, Launch", m1, m2)
-			return
-		}
-		fn(t, s, h, l)
 	}()
 	return done
+}
+
+// serveEach serves every connection to l, each in a goroutine of its own, until l is
+// closed: fn runs once the Hello and Launch are read (a connection that breaks off
+// before is dropped), then the session is closed. For benchmarks and retries, where a
+// connection is no test's failure by itself.
+func serveEach(l net.Listener, fn func(s *wire.Session)) {
+	for {
+		c, err := l.Accept()
+		if err != nil {
+			return
+		}
+		go func() {
+			s := wire.NewSession(c, wire.RoleHost)
+			defer s.Close()
+			if _, _, err := readLaunch(s); err == nil {
+				fn(s)
+			}
+		}()
+	}
+}
+
+// readLaunch reads what the interpreter sends first: its Hello, then the Launch.
+func readLaunch(s *wire.Session) (*wire.Hello, *wire.Launch, error) {
+	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
+	defer cancel()
+	m1, err := s.Recv(ctx)
+	if err != nil {
+		return nil, nil, err
+	}
+	m2, err := s.Recv(ctx)
+	if err != nil {
+		return nil, nil, err
+	}
+	h, ok1 := m1.(*wire.Hello)
+	l, ok2 := m2.(*wire.Launch)
+	if !ok1 || !ok2 {
+		return nil, nil, fmt.Errorf("got %T, %T; want Hello, Launch", m1, m2)
+	}
+	return h, l, nil
+}
+
+// finish ends a launch as the relay does once the program is done: both output
+// streams closed, then the exit status.
+func finish(s *wire.Session, e wire.Exit) {
+	s.Writer(wire.Stdout).CloseWrite()
+	s.Writer(wire.Stderr).CloseWrite()
+	s.Send(&e)
+}
+
+// serveLaunch serves one launch whose program exits 0 at once, and returns the Launch
+// the relay got, to read once done is closed.
+func (f *fixture) serveLaunch(t *testing.T) (got *wire.Launch, done <-chan struct{}) {
+	t.Helper()
+	got = new(wire.Launch)
+	done = f.serve(t, func(t *testing.T, s *wire.Session, h *wire.Hello, l *wire.Launch) {
+		*got = *l
+		accept(t, s)
+		finish(s, wire.Exit{})
+	})
+	return got, done
 }
 
 // accept replies Hello + started.
@@ -185,9 +241,7 @@ func TestInterpStreamsAndExit(t *testing.T) {
 		}
 		io.WriteString(s.Writer(wire.Stderr), "to stderr\n")
 		s.Writer(wire.Stdout).Write(bytes.ToUpper(in))
-		s.Writer(wire.Stdout).CloseWrite()
-		s.Writer(wire.Stderr).CloseWrite()
-		s.Send(&wire.Exit{Code: 0x2A03}) // only the low byte reaches the guest's shell
+		finish(s, wire.Exit{Code: 0x2A03}) // only the low byte reaches the guest's shell
 	})
 	cmd := f.interpCmd(t, f.exe, f.exe, "arg 1", "")
 	cmd.Env = append(cmd.Env, "LABENV=WINPATH/p:GONE", "WINPATH=/mnt/c/x")
@@ -227,14 +281,7 @@ func TestInterpResolvesPath(t *testing.T) {
 	if err := os.Symlink(f.exe, link); err != nil {
 		t.Fatal(err)
 	}
-	var got *wire.Launch
-	done := f.serve(t, func(t *testing.T, s *wire.Session, h *wire.Hello, l *wire.Launch) {
-		got = l
-		accept(t, s)
-		s.Writer(wire.Stdout).CloseWrite()
-		s.Writer(wire.Stderr).CloseWrite()
-		s.Send(&wire.Exit{})
-	})
+	got, done := f.serveLaunch(t)
 	r := run(t, f.interpCmd(t, "./link.exe", "./link.exe"), nil)
 	<-done
 	if r.code != 0 || got.Path != mustEval(t, f.exe) || got.Argv[0] != "link.exe" {
@@ -246,14 +293,7 @@ func TestInterpHostStub(t *testing.T) {
 	f := newFixture(t, "")
 	stub, _ := wire.FormatStub("notify-send")
 	write(t, filepath.Join(f.dir, "notify-send"), string(stub), 0o755)
-	var got *wire.Launch
-	done := f.serve(t, func(t *testing.T, s *wire.Session, h *wire.Hello, l *wire.Launch) {
-		got = l
-		accept(t, s)
-		s.Writer(wire.Stdout).CloseWrite()
-		s.Writer(wire.Stderr).CloseWrite()
-		s.Send(&wire.Exit{})
-	})
+	got, done := f.serveLaunch(t)
 	stubPath := filepath.Join(f.dir, "notify-send")
 	r := run(t, f.interpCmd(t, stubPath, "notify-send", "hi"), nil)
 	<-done
@@ -277,10 +317,7 @@ func TestInterpExitStatuses(t *testing.T) {
 			f := newFixture(t, "")
 			done := f.serve(t, func(t *testing.T, s *wire.Session, h *wire.Hello, l *wire.Launch) {
 				accept(t, s)
-				s.Writer(wire.Stdout).CloseWrite()
-				s.Writer(wire.Stderr).CloseWrite()
-				e := tc.exit
-				s.Send(&e)
+				finish(s, tc.exit)
 			})
 			r := run(t, f.interpCmd(t, f.exe, f.exe), nil)
 			<-done
@@ -437,9 +474,7 @@ func TestInterpForwardsSignals(t *testing.T) {
 				if !ok || syscall.Signal(got.Signo) != sig {
 					t.Errorf("relay got %#v, want signal %d", m, sig)
 				}
-				s.Writer(wire.Stdout).CloseWrite()
-				s.Writer(wire.Stderr).CloseWrite()
-				s.Send(&wire.Exit{Signal: got.Signo})
+				finish(s, wire.Exit{Signal: got.Signo})
 			})
 			cmd := f.interpCmd(t, f.exe, f.exe)
 			var errb bytes.Buffer
@@ -492,9 +527,7 @@ func TestInterpClosedStdout(t *testing.T) {
 				break
 			}
 		}
-		s.Writer(wire.Stdout).CloseWrite()
-		s.Writer(wire.Stderr).CloseWrite()
-		s.Send(&wire.Exit{Signal: uint8(syscall.SIGPIPE)})
+		finish(s, wire.Exit{Signal: uint8(syscall.SIGPIPE)})
 	})
 	cmd := f.interpCmd(t, f.exe, f.exe)
 	pr, pw, err := os.Pipe()
@@ -571,56 +604,19 @@ func TestInterpRelayProtocolError(t *testing.T) {
 	}
 }
 
-// serveN is serve for n connections in turn, fn(i, ...) scripting the i-th (0-based).
-func (f *fixture) serveN(t *testing.T, n int, fn func(i int, s *wire.Session)) <-chan struct{} {
-	t.Helper()
-	l, err := net.Listen("unix", f.sock)
-	if err != nil {
-		t.Fatal(err)
-	}
-	done := make(chan struct{})
-	t.Cleanup(func() { l.Close(); <-done })
-	go func() {
-		defer close(done)
-		for i := 0; i < n; i++ {
-			c, err := l.Accept()
-			if err != nil {
-				if !errors.Is(err, net.ErrClosed) {
-					t.Error(err)
-				}
-				return
-			}
-			s := wire.NewSession(c, wire.RoleHost)
-			ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
-			if _, err := s.Recv(ctx); err != nil {
-				t.Errorf("relay: %v", err)
-			}
-			if _, err := s.Recv(ctx); err != nil {
-				t.Errorf("relay: %v", err)
-			}
-			cancel()
-			fn(i, s)
-			s.Close()
-		}
-	}()
-	return done
-}
-
 // A relay over its pre-authentication budget answers EAGAIN before anything runs: the
 // interpreter connects again and the launch succeeds.
 func TestInterpRetriesEAGAIN(t *testing.T) {
 	f := newFixture(t, "")
 	busy := wire.LaunchResult{Errno: wire.EAGAIN, Message: "lab relay: too many connections are waiting to authenticate (host limit 64); try again"}
-	f.serveN(t, 4, func(i int, s *wire.Session) {
+	f.serveN(t, 4, func(i int, s *wire.Session, _ *wire.Hello, _ *wire.Launch) {
 		if i < 3 {
 			s.Send(wire.NewHello(nil), &busy)
 			return
 		}
 		accept(t, s)
 		io.WriteString(s.Writer(wire.Stdout), "ran\n")
-		s.Writer(wire.Stdout).CloseWrite()
-		s.Writer(wire.Stderr).CloseWrite()
-		s.Send(&wire.Exit{Code: 3})
+		finish(s, wire.Exit{Code: 3})
 		s.Recv(context.Background()) // until the interpreter closes
 	})
 	r := run(t, f.interpCmd(t, f.exe, f.exe), nil)
@@ -639,20 +635,10 @@ func TestInterpRetriesEAGAINGivesUp(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer l.Close()
-	go func() {
-		for {
-			c, err := l.Accept()
-			if err != nil {
-				return
-			}
-			n.Add(1)
-			s := wire.NewSession(c, wire.RoleHost)
-			s.Recv(context.Background()) // Hello
-			s.Recv(context.Background()) // Launch
-			s.Send(wire.NewHello(nil), &busy)
-			s.Close()
-		}
-	}()
+	go serveEach(l, func(s *wire.Session) {
+		n.Add(1)
+		s.Send(wire.NewHello(nil), &busy)
+	})
 	r := run(t, f.interpCmd(t, f.exe, f.exe), nil)
 	checkOneLine(t, r, 126, fmt.Sprintf("lab-interop: lab relay: out of resources on the host; try again (%d attempts in 300ms) (relay at unix:%s)\n", n.Load(), f.sock))
 	if n.Load() < 2 {
@@ -691,14 +677,7 @@ func TestInterpCwdPhysical(t *testing.T) {
 	if err := os.Symlink(real, link); err != nil {
 		t.Fatal(err)
 	}
-	var got *wire.Launch
-	done := f.serve(t, func(t *testing.T, s *wire.Session, h *wire.Hello, l *wire.Launch) {
-		got = l
-		accept(t, s)
-		s.Writer(wire.Stdout).CloseWrite()
-		s.Writer(wire.Stderr).CloseWrite()
-		s.Send(&wire.Exit{})
-	})
+	got, done := f.serveLaunch(t)
 	cmd := f.interpCmd(t, f.exe, f.exe)
 	cmd.Dir = link
 	cmd.Env = append(cmd.Env, "PWD="+link) // as a shell that did `cd link` sets it

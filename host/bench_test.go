@@ -170,14 +170,14 @@ func BenchmarkLaunchOverhead(b *testing.B) {
 		if err := cmd.Run(); err != nil {
 			b.Fatal(err)
 		}
-		direct = append(direct, float64(time.Since(t).Nanoseconds()))
+		lap(&direct, t)
 		directCPU += cmd.ProcessState.UserTime() + cmd.ProcessState.SystemTime()
 		t = time.Now()
 		cmd = w.interop("true", "true")
 		if err := cmd.Run(); err != nil {
 			b.Fatal(err)
 		}
-		interop = append(interop, float64(time.Since(t).Nanoseconds()))
+		lap(&interop, t)
 		interpCPU += cmd.ProcessState.UserTime() + cmd.ProcessState.SystemTime()
 	}
 	relayCPU := procCPU(b, w.relay.Process.Pid) - relay0
@@ -187,11 +187,7 @@ func BenchmarkLaunchOverhead(b *testing.B) {
 	b.ReportMetric(perLaunch(interpCPU), "interp-cpu-ms")
 	b.ReportMetric(perLaunch(relayCPU), "relay-cpu-ms")
 	b.ReportMetric(perLaunch(interpCPU+relayCPU-directCPU), "overhead-cpu-ms")
-	q := func(v []float64, p float64) float64 {
-		s := slices.Clone(v)
-		slices.Sort(s)
-		return s[min(len(s)-1, max(0, int(p*float64(len(s))+0.5)-1))] / 1e6
-	}
+	q := msQuantile
 	b.ReportMetric(q(direct, 0.5), "direct-p50-ms")
 	b.ReportMetric(q(direct, 0.99), "direct-p99-ms")
 	b.ReportMetric(q(interop, 0.5), "interop-p50-ms")
@@ -199,6 +195,16 @@ func BenchmarkLaunchOverhead(b *testing.B) {
 	b.ReportMetric(q(interop, 0.5)-q(direct, 0.5), "overhead-p50-ms")
 	b.ReportMetric(q(interop, 0.99)-q(direct, 0.99), "overhead-p99-ms")
 	b.ReportMetric(0, "ns/op") // two launches per op: the metrics above are the figures
+}
+
+// lap appends the wall time since t, in ns, to the samples *d (the launch benchmarks').
+func lap(d *[]float64, t time.Time) { *d = append(*d, float64(time.Since(t).Nanoseconds())) }
+
+// msQuantile is the p quantile (0 to 1, nearest rank) of the samples v in ns, in ms.
+func msQuantile(v []float64, p float64) float64 {
+	s := slices.Clone(v)
+	slices.Sort(s)
+	return s[min(len(s)-1, max(0, int(p*float64(len(s))+0.5)-1))] / 1e6
 }
 
 // procCPU is the CPU time of process pid and of its waited-for children, from

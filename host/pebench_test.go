@@ -6,7 +6,6 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
-	"slices"
 	"testing"
 	"time"
 
@@ -61,7 +60,7 @@ func BenchmarkPELaunch(b *testing.B) {
 		if err := p.Command(ctx, hostExe).Run(); err != nil {
 			b.Fatal(err)
 		}
-		null = append(null, float64(time.Since(t).Nanoseconds()))
+		lap(&null, t)
 
 		t = time.Now()
 		cmd := p.Command(ctx, hostExe)
@@ -92,7 +91,7 @@ func BenchmarkPELaunch(b *testing.B) {
 		if out, err := cmd.CombinedOutput(); err != nil {
 			b.Fatalf("%v: %s", err, out)
 		}
-		interop = append(interop, float64(time.Since(t).Nanoseconds()))
+		lap(&interop, t)
 	}
 	for range 3 {
 		run()
@@ -102,11 +101,7 @@ func BenchmarkPELaunch(b *testing.B) {
 	for b.Loop() {
 		run()
 	}
-	q := func(v []float64, p float64) float64 {
-		s := slices.Clone(v)
-		slices.Sort(s)
-		return s[min(len(s)-1, max(0, int(p*float64(len(s))+0.5)-1))] / 1e6
-	}
+	q := msQuantile
 	b.ReportMetric(q(null, 0.5), "wine-null-p50-ms")
 	b.ReportMetric(q(pipes, 0.5), "wine-pipes-p50-ms")
 	b.ReportMetric(q(pipeExit, 0.5), "wine-pipes-exit-to-eof-p50-ms")

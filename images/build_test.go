@@ -3,6 +3,8 @@ package images
 import (
 	"bytes"
 	"context"
+	"io"
+	"io/fs"
 	"os"
 	"path/filepath"
 	"strings"
@@ -204,5 +206,40 @@ func TestKeyIsBuildsKey(t *testing.T) {
 	}
 	if img.Manifest.Key != key || filepath.Base(img.Dir) != key {
 		t.Errorf("Key = %s; Build used %s (%s)", key, img.Manifest.Key, img.Dir)
+	}
+}
+
+// TestErrorsSayImagesOnce: an error out of the package's entry points carries the
+// "images: " prefix once, however deep it arose (the cache dir, the cache's lock).
+func TestErrorsSayImagesOnce(t *testing.T) {
+	t.Setenv("HOME", "")
+	t.Setenv("XDG_CACHE_HOME", "")
+	gone := filepath.Join(t.TempDir(), "gone")
+	badLink := []File{{Path: "/bin/sh", Mode: fs.ModeSymlink}}
+	ctx := context.Background()
+	for _, tc := range []struct {
+		name string
+		call func() error
+		want string
+	}{
+		{"Build without a cache dir", func() error { _, err := Build(ctx, Options{}); return err },
+			"images: no cache directory for lab: set XDG_CACHE_HOME or HOME: $HOME is not defined"},
+		{"Key without a cache dir", func() error { _, err := Key(ctx, Options{}); return err },
+			"images: no cache directory for lab: set XDG_CACHE_HOME or HOME: $HOME is not defined"},
+		{"Remove from a missing cache", func() error { return Remove(ctx, gone, nil) },
+			"images: lock " + gone + "/.lock: open " + gone + "/.lock: no such file or directory"},
+		{"WriteCPIO of a bad entry", func() error { return WriteCPIO(io.Discard, badLink) },
+			"images: cpio: /bin/sh: symlink without a target"},
+		// What Build's initramfs step returns: Build adds the prefix.
+		{"writeInitrd of a bad entry", func() error {
+			_, err := writeInitrd(progress.New(nil), filepath.Join(t.TempDir(), "initrd.cpio"), badLink)
+			return err
+		}, "cpio: /bin/sh: symlink without a target"},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			if err := tc.call(); err == nil || err.Error() != tc.want {
+				t.Errorf("error %v\nwant  %s", err, tc.want)
+			}
+		})
 	}
 }

@@ -64,17 +64,26 @@ func cleanPath(p string) string {
 // entries with the same path override earlier ones when the kernel unpacks
 // them, so an archive may be appended to another.
 func WriteCPIO(w io.Writer, files []File) error {
+	if err := writeCPIO(w, files); err != nil {
+		return fmt.Errorf("images: %w", err)
+	}
+	return nil
+}
+
+// writeCPIO is WriteCPIO without the "images: " prefix, for the builds, whose
+// exported callers add it.
+func writeCPIO(w io.Writer, files []File) error {
 	cw := &cpioWriter{w: bufio.NewWriterSize(w, 1<<20), dirs: map[string]bool{"": true}}
 	for _, f := range files {
 		if err := cw.add(f); err != nil {
-			return fmt.Errorf("images: cpio: %s: %w", f.Path, err)
+			return fmt.Errorf("cpio: %s: %w", f.Path, err)
 		}
 	}
 	if err := cw.entry("TRAILER!!!", 0, 0, 0, 0, nil); err != nil {
-		return fmt.Errorf("images: cpio: %w", err)
+		return fmt.Errorf("cpio: %w", err)
 	}
 	if err := cw.w.Flush(); err != nil {
-		return fmt.Errorf("images: cpio: %w", err)
+		return fmt.Errorf("cpio: %w", err)
 	}
 	return nil
 }

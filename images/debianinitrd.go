@@ -130,7 +130,7 @@ func ensureDebianInitrd(ctx context.Context, imgDir, cache string, m Manifest, p
 	if err != nil {
 		return err
 	}
-	err = WriteCPIO(f, files)
+	err = writeCPIO(f, files)
 	if cerr := f.Close(); err == nil {
 		err = cerr
 	}

@@ -125,7 +125,7 @@ func build(ctx context.Context, opts Options) (*Image, error) {
 	pr := progress.New(opts.Progress)
 	cache, err := cacheDir(opts)
 	if err != nil {
-		return nil, fmt.Errorf("images: %w", err)
+		return nil, err
 	}
 	if err := os.MkdirAll(cache, 0o755); err != nil {
 		return nil, err
@@ -434,7 +434,7 @@ func writeInitrd(pr *progress.Progress, path string, files []File) (int64, error
 		return 0, err
 	}
 	cw := &countingWriter{w: out, fn: bar.Add}
-	err = WriteCPIO(cw, files)
+	err = writeCPIO(cw, files)
 	if cerr := out.Close(); err == nil {
 		err = cerr
 	}
@@ -576,7 +576,7 @@ func imageKey(ctx context.Context, opts Options) (string, error) {
 	}
 	cache, err := cacheDir(opts)
 	if err != nil {
-		return "", fmt.Errorf("images: %w", err)
+		return "", err
 	}
 	ks, err := kernelFromOptions(opts)
 	if err != nil {
@@ -771,17 +771,15 @@ func lockCache(ctx context.Context, dir string, pr *progress.Progress) (*fsutil.
 	return lockFile(ctx, filepath.Join(dir, ".lock"), pr)
 }
 
-// lockFile takes the lock file path, saying so when another build holds it.
+// lockFile takes the lock file path, saying so when another build holds it. Its
+// error has no "images: " prefix: the exported callers (Build, Remove) add it.
 func lockFile(ctx context.Context, path string, pr *progress.Progress) (*fsutil.Lock, error) {
 	l, err := fsutil.TryLock(path)
 	if errors.Is(err, fsutil.ErrLocked) {
 		pr.Line("waiting for another lab image build in %s", filepath.Dir(path))
 		l, err = fsutil.LockFile(ctx, path)
 	}
-	if err != nil {
-		return nil, fmt.Errorf("images: %w", err)
-	}
-	return l, nil
+	return l, err
 }
 
 // Arch is the image's guest architecture (images built before arm64 guests have none

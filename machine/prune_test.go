@@ -13,19 +13,10 @@ import (
 
 	"lab/images"
 	"lab/internal/labtest"
+	"lab/internal/labtest/imagetest"
 	"lab/pefixtures"
 	"lab/vm"
 )
-
-func fakeImage(t *testing.T, dir, server string, built time.Time, pkgs ...images.Package) {
-	t.Helper()
-	b, _ := json.Marshal(images.Manifest{SSHServer: server, Built: built, Packages: pkgs})
-	labtest.WriteSized(t, filepath.Join(dir, "vmlinux"), 3000)
-	labtest.WriteSized(t, filepath.Join(dir, "initrd.cpio"), 3000)
-	if err := os.WriteFile(filepath.Join(dir, "manifest.json"), b, 0o644); err != nil {
-		t.Fatal(err)
-	}
-}
 
 // qcow2 writes the header of a qcow2 overlay whose backing file is backing.
 func qcow2(t *testing.T, path, backing string) {
@@ -51,12 +42,12 @@ func TestFindUnused(t *testing.T) {
 		return images.Package{Name: "linux-image-6.1.0-1-amd64", Version: v, Arch: "amd64"}
 	}
 	img := func(k string) string { return filepath.Join(cache, "images", k) }
-	fakeImage(t, img("old"), "openssh", day(1), libc("2.36"), kernel("6.1.1"))
-	fakeImage(t, img("new"), "openssh", day(3), libc("2.37"), kernel("6.1.2"))
-	fakeImage(t, img("running"), "openssh", day(1), libc("2.37"), kernel("6.1.2"))
-	fakeImage(t, img("kept-disk"), "openssh", day(1), libc("2.37"), kernel("6.1.2"))
-	fakeImage(t, img("kept-record"), "openssh", day(2), libc("2.37"), kernel("6.1.2"))
-	fakeImage(t, img("dropbear"), "dropbear", day(1), libc("2.36"), kernel("6.1.1"))
+	imagetest.Fake(t, img("old"), "openssh", day(1), libc("2.36"), kernel("6.1.1"))
+	imagetest.Fake(t, img("new"), "openssh", day(3), libc("2.37"), kernel("6.1.2"))
+	imagetest.Fake(t, img("running"), "openssh", day(1), libc("2.37"), kernel("6.1.2"))
+	imagetest.Fake(t, img("kept-disk"), "openssh", day(1), libc("2.37"), kernel("6.1.2"))
+	imagetest.Fake(t, img("kept-record"), "openssh", day(2), libc("2.37"), kernel("6.1.2"))
+	imagetest.Fake(t, img("dropbear"), "dropbear", day(1), libc("2.36"), kernel("6.1.1"))
 	labtest.WriteSized(t, filepath.Join(img("not-lab"), "x"), 10) // no manifest: not ours to judge
 	labtest.WriteSized(t, filepath.Join(img("stale.tmp"), "x"), 10)
 	longAgo := time.Now().Add(-2 * time.Hour)

@@ -13,6 +13,7 @@ import (
 	"strings"
 	"time"
 
+	"lab/internal/sigdefault"
 	"lab/vm/qemu"
 )
 
@@ -108,7 +109,7 @@ func kvmTrial(ctx context.Context, qemuBin, arch string) (bool, string) {
 	var stderr bytes.Buffer
 	cmd.Stderr = &stderr
 	cmd.ExtraFiles = []*os.File{qmpf}
-	err = cmd.Start()
+	err = sigdefault.Start(cmd)
 	qmpf.Close() // QEMU's is the only copy
 	if err != nil {
 		return false, err.Error()

@@ -24,8 +24,19 @@ type Health struct {
 	GuestSSH    bool         `json:"guest_ssh"` // the kept connection is up
 	VsockOK     bool         `json:"vsock_ok"`  // the vsock backend serves QEMU
 	VsockError  string       `json:"vsock_error,omitempty"`
+	VsockDevice *VsockDevice `json:"vsock_device,omitempty"` // the user backend's counters; nil for kernel vsock
 	QEMU        QEMUHealth   `json:"qemu"`
 	Tasks       []TaskHealth `json:"tasks,omitempty"`
+}
+
+// VsockDevice is the userspace vsock device's figures (vhostvsock.Stats), read now.
+type VsockDevice struct {
+	Conns int `json:"conns"` // connections open
+	// Refused counts the guest's connections refused because the device's connection
+	// limit was reached: a guest that sees ECONNRESET/ECONNREFUSED on connect finds why here.
+	Refused uint64 `json:"refused"`
+	TxBytes uint64 `json:"tx_bytes"` // payload bytes from the guest
+	RxBytes uint64 `json:"rx_bytes"` // payload bytes to the guest
 }
 
 // QEMUHealth is what QEMU says over QMP, asked for this request.
@@ -57,7 +68,12 @@ func (a *agent) healthNow(ctx context.Context) Health {
 	h := a.health
 	h.Tasks = append([]TaskHealth(nil), h.Tasks...)
 	h.GuestSSH = a.guest != nil
+	dev := a.vsockDev
 	a.mu.Unlock()
+	if dev != nil {
+		st := dev.Stats()
+		h.VsockDevice = &VsockDevice{Conns: st.Conns, Refused: st.Refused, TxBytes: st.TxBytes, RxBytes: st.RxBytes}
+	}
 	if a.mon != nil {
 		qctx, cancel := context.WithTimeout(ctx, statusQMPTimeout)
 		st, err := a.mon.queryStatus(qctx)

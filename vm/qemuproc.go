@@ -14,6 +14,7 @@ import (
 	"time"
 
 	"lab/host/proctree"
+	"lab/internal/sigdefault"
 )
 
 // QEMUExit is written to qemu.exit when QEMU ends.
@@ -59,7 +60,8 @@ func startQEMU(in *Instance, procs *proctree.Tree, log *slog.Logger) (*qemuProc,
 		cmd.SysProcAttr = &syscall.SysProcAttr{Pdeathsig: syscall.SIGKILL, Setpgid: true}
 		cmd.ExtraFiles = []*os.File{qmpf} // fd qmpFD
 		procs.Prepare(cmd)
-		err := cmd.Start()
+		// Signals at their defaults, whatever the hostagent inherited (nohup, a background job).
+		err := sigdefault.Start(cmd)
 		qmpf.Close() // QEMU's is the only copy now
 		if err != nil {
 			started <- fmt.Errorf("vm: starting QEMU: %w", err)

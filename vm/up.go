@@ -20,6 +20,7 @@ import (
 	"lab/images"
 	"lab/internal/fsutil"
 	"lab/internal/progress"
+	"lab/internal/sigdefault"
 	"lab/vm/qemu"
 )
 
@@ -366,7 +367,9 @@ func startAgent(argv []string, dir string, events *os.File) (int, <-chan error, 
 	cmd.ExtraFiles = []*os.File{events}
 	cmd.Env = append(os.Environ(), EnvEventsFD+"=3") // ExtraFiles[0] is fd 3
 	cmd.SysProcAttr = &syscall.SysProcAttr{Setsid: true}
-	if err := cmd.Start(); err != nil {
+	// Signals at their defaults, whatever lab inherited (nohup, a background job): QEMU
+	// and the host programs start from the hostagent.
+	if err := sigdefault.Start(cmd); err != nil {
 		return 0, nil, fmt.Errorf("vm: starting the hostagent %s: %w", argv[0], err)
 	}
 	// Reap it if it exits while we wait; once Up returns it belongs to init.

@@ -30,11 +30,10 @@ func (a *agent) vsockEnv(ctx context.Context) (*Env, func(), error) {
 		if err != nil {
 			return nil, nil, fmt.Errorf("vm: userspace vsock: %w", err)
 		}
-		a.vsockDev = dev
 		env.Listen = func(port uint32) (net.Listener, error) { return dev.Listen(port) }
 		env.Dial = dev.Dial
 		go func() { a.vsockDone <- dev.Serve(ctx) }()
-		a.setHealth(func(h *Health) { h.VsockOK = true })
+		a.setHealth(func(h *Health) { a.vsockDev, h.VsockOK = dev, true }) // healthNow reads it under a.mu
 		return env, func() { dev.Close() }, nil
 	case "kernel":
 		env.Listen = func(port uint32) (net.Listener, error) { return vsock.Listen(port, nil) }

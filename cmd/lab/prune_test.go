@@ -3,7 +3,6 @@ package main
 import (
 	"bytes"
 	"context"
-	"encoding/json"
 	"fmt"
 	"os"
 	"path/filepath"
@@ -11,28 +10,18 @@ import (
 	"testing"
 	"time"
 
-	"lab/images"
 	"lab/internal/labtest"
+	"lab/internal/labtest/imagetest"
 	"lab/machine"
 )
-
-func fakeImage(t *testing.T, dir, server string, built time.Time, pkgs ...images.Package) {
-	t.Helper()
-	b, _ := json.Marshal(images.Manifest{SSHServer: server, Built: built, Packages: pkgs})
-	labtest.WriteSized(t, filepath.Join(dir, "vmlinux"), 3000)
-	labtest.WriteSized(t, filepath.Join(dir, "initrd.cpio"), 3000)
-	if err := os.WriteFile(filepath.Join(dir, "manifest.json"), b, 0o644); err != nil {
-		t.Fatal(err)
-	}
-}
 
 // TestImagePrune: lab image prune [--dry-run] prints what machine.FindUnused found, removes
 // it without --dry-run, and says when there is nothing.
 func TestImagePrune(t *testing.T) {
 	_, _, cache := labtest.TempXDG(t)
 	img := func(k string) string { return filepath.Join(cache, "images", k) }
-	fakeImage(t, img("old"), "openssh", time.Date(2026, 12, 1, 0, 0, 0, 0, time.UTC))
-	fakeImage(t, img("new"), "openssh", time.Date(2026, 12, 3, 0, 0, 0, 0, time.UTC))
+	imagetest.Fake(t, img("old"), "openssh", time.Date(2026, 12, 1, 0, 0, 0, 0, time.UTC))
+	imagetest.Fake(t, img("new"), "openssh", time.Date(2026, 12, 3, 0, 0, 0, 0, time.UTC))
 	ctx := context.Background()
 	items, err := machine.FindUnused(ctx, cache)
 	if err != nil {

@@ -82,6 +82,10 @@ func printStatus(w io.Writer, v *machine.Status) {
 		} else {
 			vs += ", DEAD: " + h.VsockError
 		}
+		if d := h.VsockDevice; d != nil {
+			vs += fmt.Sprintf("; device: %d connections, %d refused at its connection limit, %d B from the guest, %d B to it",
+				d.Conns, d.Refused, d.TxBytes, d.RxBytes)
+		}
 	}
 	p("vsock", "%s", vs)
 	p("ssh", "127.0.0.1:%d (%s)", st.SSHPort, st.SSHCommand)

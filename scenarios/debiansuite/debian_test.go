@@ -9,13 +9,13 @@ import (
 	"context"
 	"errors"
 	"os"
-	"os/exec"
 	"path/filepath"
 	"strings"
 	"testing"
 	"time"
 
 	"lab/images"
+	"lab/internal/labtest"
 	"lab/machine"
 	"lab/scenarios"
 	"lab/scenarios/suite"
@@ -40,13 +40,8 @@ func TestIntegrationDebian(t *testing.T) {
 	if os.Getenv("LAB_DEBIAN_SUITE") == "0" {
 		t.Skip("LAB_DEBIAN_SUITE=0: the Debian guest's suite is turned off")
 	}
-	require := os.Getenv("LAB_REQUIRE_VM") != ""
-	if _, err := exec.LookPath("qemu-system-x86_64"); err != nil {
-		if require {
-			t.Fatalf("qemu-system-x86_64 is missing and LAB_REQUIRE_VM is set: run make deps")
-		}
-		t.Skip("qemu-system-x86_64 is missing (run make deps)")
-	}
+	labtest.NeedVM(t)
+	require := labtest.Required()
 	if testing.Short() {
 		t.Skip("-short: boots the Debian guest")
 	}
@@ -75,48 +70,19 @@ func TestIntegrationDebian(t *testing.T) {
 
 	tmp := t.TempDir()
 	interp := suitetest.Interpreter(ctx, t, filepath.Join(tmp, "lab-interop"), "amd64")
-	var shares []vm.Share
-	wine := false
-	if sh := suitetest.Windows(ctx, t, tmp); sh != nil {
-		shares, wine = append(shares, *sh), true
-	}
+	shares := suitetest.Windows(ctx, t, tmp)
+	wine := len(shares) > 0
 	disk := filepath.Join(tmp, "data", "disk.qcow2")
 	stateDir := filepath.Join(tmp, "vm")
 	cfg := vm.Config{
 		Name: "debian", StateDir: stateDir, Accel: "auto", Vsock: "auto", Shares: shares,
-		Scratch: vm.DefaultScratch, Hostagent: []string{os.Args[0]}, Image: img, Disk: disk,
+		Scratch: vm.DefaultScratch, Image: img, Disk: disk,
 		// The opt-in suite also runs on busy shared hosts: a Debian boot under TCG at load
 		// 20 on 2 cores missed even vm.DefaultDiskBootTimeout (6 min).
 		BootTimeout: 15 * time.Minute,
 	}
-	up := func() (*vm.Client, time.Duration) {
-		t.Helper()
-		var progress bytes.Buffer
-		cfg.Progress = &progress
-		t.Setenv(hostagentEnv, "1")
-		start := time.Now()
-		_, err := vm.Up(ctx, cfg)
-		took := time.Since(start)
-		os.Unsetenv(hostagentEnv)
-		if err != nil {
-			t.Fatalf("vm.Up: %v\n%s", err, progress.String())
-		}
-		c, err := vm.Connect(ctx, stateDir)
-		if err != nil {
-			t.Fatal(err)
-		}
-		return c, took
-	}
-	down := func() {
-		dctx, dcancel := context.WithTimeout(context.Background(), 2*time.Minute)
-		defer dcancel()
-		if err := vm.Down(dctx, stateDir); err != nil && !errors.Is(err, vm.ErrNotFound) {
-			t.Errorf("vm.Down: %v", err)
-		}
-	}
-	t.Cleanup(down)
-
-	c, bootSSH := up()
+	g := suitetest.Boot(ctx, t, hostagentEnv, cfg)
+	c, bootSSH := g.Client, g.Took
 	provStart := time.Now()
 	var setup bytes.Buffer
 	res, err := machine.Provision(ctx, c, stateDir, machine.ProvisionOptions{Interpreter: interp, Progress: &setup})
@@ -188,27 +154,14 @@ func TestIntegrationDebian(t *testing.T) {
 	if err != nil {
 		t.Fatalf("suite setup: %v\n%s", err, setup.String())
 	}
-	var patterns []string
-	if p := os.Getenv("LAB_SCENARIOS"); p != "" {
-		patterns = strings.Split(p, ",")
-	}
+	patterns, verbose := suitetest.Selection()
 	var prog bytes.Buffer
-	rep, err := scenarios.Run(ctx, env, scenarios.Options{Progress: &prog, Patterns: patterns})
+	rep, err := scenarios.Run(ctx, env, scenarios.Options{Progress: &prog, Patterns: patterns, Verbose: verbose})
 	if err != nil {
 		t.Fatal(err)
 	}
 	t.Logf("scenario progress:\n%s", prog.String())
-	for _, r := range rep.Results {
-		t.Run("scenario/"+r.Name, func(t *testing.T) {
-			switch r.Status {
-			case scenarios.Skip:
-				t.Skip(strings.TrimSpace(r.Log))
-			case scenarios.Fail:
-				t.Errorf("%s: %s\n%s\nrelay log:\n%s\nguest log:\n%s", r.Name, r.Summary, r.Log,
-					strings.Join(r.RelayLog, "\n"), strings.Join(r.GuestLog, "\n"))
-			}
-		})
-	}
+	t.Run("scenario", func(t *testing.T) { suitetest.Results(t, rep, verbose) })
 
 	// lab down + lab up: the disk is kept; systemd restores the rules and the shares at
 	// boot, before any provisioning.
@@ -217,8 +170,9 @@ func TestIntegrationDebian(t *testing.T) {
 			t.Fatal(err)
 		}
 		c.Close()
-		down()
-		c, bootSSH = up()
+		g.Stop()
+		g = suitetest.Boot(ctx, t, hostagentEnv, cfg)
+		c, bootSSH = g.Client, g.Took
 		out, err := guest("cat /root/lab-persist")
 		if err != nil || out != "kept-across-down-up" {
 			t.Errorf("after down + up: /root/lab-persist = %q, %v", out, err)

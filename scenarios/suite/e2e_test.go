@@ -41,38 +41,17 @@ func TestIntegrationScenarios(t *testing.T) {
 	// No share of the test's own: the suite uses the scratch share lab up gives every VM.
 	// The Windows personality, as lab up sets it up when Wine is installed: a prefix of
 	// the VM's own (here in the test's temp dir) whose drive_c is /mnt/c.
-	var shares []vm.Share
-	if sh := suitetest.Windows(ctx, t, tmp); sh != nil {
-		shares = append(shares, *sh)
-	}
-	t.Setenv(hostagentEnv, "1")
-	var progress bytes.Buffer
-	in, err := vm.Up(ctx, vm.Config{
-		Name:      "suite",
-		StateDir:  stateDir,
-		Accel:     "auto",
-		Vsock:     "auto",
-		Shares:    shares,
-		Scratch:   vm.DefaultScratch,
-		Hostagent: []string{os.Args[0]},
-		Progress:  &progress,
+	shares := suitetest.Windows(ctx, t, tmp)
+	g := suitetest.Boot(ctx, t, hostagentEnv, vm.Config{
+		Name:     "suite",
+		StateDir: stateDir,
+		Accel:    "auto",
+		Vsock:    "auto",
+		Shares:   shares,
+		Scratch:  vm.DefaultScratch,
 	})
-	os.Unsetenv(hostagentEnv)
-	if err != nil {
-		t.Fatalf("vm.Up: %v\n%s", err, progress.String())
-	}
-	t.Cleanup(func() {
-		dctx, dcancel := context.WithTimeout(context.Background(), 2*time.Minute)
-		defer dcancel()
-		if err := vm.Down(dctx, stateDir); err != nil {
-			t.Errorf("vm.Down: %v", err)
-		}
-	})
+	in, c := g.Instance, g.Client
 	t.Logf("VM up: %s, %s vsock", in.Accel, in.Vsock)
-	c, err := vm.Connect(ctx, stateDir)
-	if err != nil {
-		t.Fatal(err)
-	}
 	defer c.Close()
 
 	var setup bytes.Buffer

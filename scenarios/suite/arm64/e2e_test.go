@@ -4,13 +4,13 @@ import (
 	"bytes"
 	"context"
 	"os"
-	"os/exec"
 	"path/filepath"
 	"strings"
 	"testing"
 	"time"
 
 	"lab/images"
+	"lab/internal/labtest"
 	"lab/machine"
 	"lab/scenarios"
 	"lab/scenarios/suite"
@@ -42,12 +42,7 @@ func TestMain(m *testing.M) { suitetest.Main(m, hostagentEnv) }
 // TestIntegrationScenariosARM64 boots one arm64 VM, provisions it with an arm64
 // lab-interop and runs the scenario suite against it, each scenario a subtest.
 func TestIntegrationScenariosARM64(t *testing.T) {
-	if _, err := exec.LookPath("qemu-system-aarch64"); err != nil {
-		if os.Getenv("LAB_REQUIRE_VM") != "" {
-			t.Fatalf("qemu-system-aarch64 is missing and LAB_REQUIRE_VM is set: run make deps (package qemu-system-arm)")
-		}
-		t.Skip("qemu-system-aarch64 is missing (run make deps)")
-	}
+	labtest.Need(t, "qemu-system-aarch64")
 	if testing.Short() {
 		t.Skip("-short: the arm64 suite boots a VM")
 	}
@@ -64,46 +59,24 @@ func TestIntegrationScenariosARM64(t *testing.T) {
 	tmp := t.TempDir()
 	interp := suitetest.Interpreter(ctx, t, filepath.Join(tmp, "lab-interop-arm64"), "arm64")
 	stateDir := filepath.Join(tmp, "vm")
-	var shares []vm.Share
-	if sh := suitetest.Windows(ctx, t, tmp); sh != nil {
-		shares = append(shares, *sh)
-	}
-	t.Setenv(hostagentEnv, "1")
-	var progress bytes.Buffer
-	start := time.Now()
-	in, err := vm.Up(ctx, vm.Config{
-		Name:      "suite-arm64",
-		StateDir:  stateDir,
-		Arch:      images.ARM64,
-		Accel:     "auto",
-		Vsock:     "auto",
-		Shares:    shares,
-		Scratch:   vm.DefaultScratch,
-		Hostagent: []string{os.Args[0]},
-		Progress:  &progress,
+	shares := suitetest.Windows(ctx, t, tmp)
+	g := suitetest.Boot(ctx, t, hostagentEnv, vm.Config{
+		Name:     "suite-arm64",
+		StateDir: stateDir,
+		Arch:     images.ARM64,
+		Accel:    "auto",
+		Vsock:    "auto",
+		Shares:   shares,
+		Scratch:  vm.DefaultScratch,
 		// TCG on 2 shared cores: an arm64 boot takes several times the x86 one.
 		BootTimeout: 5 * time.Minute,
 	})
-	os.Unsetenv(hostagentEnv)
-	if err != nil {
-		t.Fatalf("vm.Up: %v\n%s", err, progress.String())
-	}
-	t.Cleanup(func() {
-		dctx, dcancel := context.WithTimeout(context.Background(), 2*time.Minute)
-		defer dcancel()
-		if err := vm.Down(dctx, stateDir); err != nil {
-			t.Errorf("vm.Down: %v", err)
-		}
-	})
+	in, c := g.Instance, g.Client
+	defer c.Close()
 	if in.Arch != images.ARM64 {
 		t.Fatalf("instance arch = %q, want arm64", in.Arch)
 	}
-	t.Logf("arm64 VM up in %.1fs (image build included): %s (%s), %s vsock, image %s", time.Since(start).Seconds(), in.Accel, in.AccelReason, in.Vsock, in.Image)
-	c, err := vm.Connect(ctx, stateDir)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer c.Close()
+	t.Logf("arm64 VM up in %.1fs (image build included): %s (%s), %s vsock, image %s", g.Took.Seconds(), in.Accel, in.AccelReason, in.Vsock, in.Image)
 	if out, err := c.Output(ctx, "uname -m"); err != nil || string(out) != "aarch64\n" {
 		t.Fatalf("guest uname -m = %q, %v; want aarch64", out, err)
 	}

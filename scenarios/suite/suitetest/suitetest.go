@@ -6,6 +6,7 @@
 package suitetest
 
 import (
+	"bytes"
 	"context"
 	"errors"
 	"flag"
@@ -17,6 +18,7 @@ import (
 	"strings"
 	"syscall"
 	"testing"
+	"time"
 
 	"lab/machine"
 	"lab/scenarios"
@@ -52,6 +54,59 @@ func runHostagent(args []string) int {
 	return 0
 }
 
+// Guest is a suite's VM that Boot started.
+type Guest struct {
+	Instance *vm.Instance
+	Client   *vm.Client    // SSH to the guest; the test closes it
+	Took     time.Duration // vm.Up's time: the boot to SSH, an image build included
+	stateDir string
+	t        testing.TB
+	stopped  bool
+}
+
+// Boot starts the VM of cfg (cfg.StateDir is required) with the test binary as its
+// hostagent, as Main serves it: env is set to "1" while vm.Up re-executes os.Args[0]
+// (cfg.Hostagent's zero is that), and connects to it. The VM is stopped at t's cleanup
+// unless Stop stopped it before.
+func Boot(ctx context.Context, t testing.TB, env string, cfg vm.Config) *Guest {
+	t.Helper()
+	if cfg.StateDir == "" {
+		t.Fatal("suitetest.Boot: cfg.StateDir is required")
+	}
+	if cfg.Hostagent == nil {
+		cfg.Hostagent = []string{os.Args[0]}
+	}
+	var progress bytes.Buffer
+	cfg.Progress = &progress
+	t.Setenv(env, "1")
+	start := time.Now()
+	in, err := vm.Up(ctx, cfg)
+	took := time.Since(start)
+	os.Unsetenv(env)
+	if err != nil {
+		t.Fatalf("vm.Up: %v\n%s", err, progress.String())
+	}
+	g := &Guest{Instance: in, Took: took, stateDir: cfg.StateDir, t: t}
+	t.Cleanup(g.Stop)
+	if g.Client, err = vm.Connect(ctx, cfg.StateDir); err != nil {
+		t.Fatal(err)
+	}
+	return g
+}
+
+// Stop stops the VM (lab down: a disk is kept), once; a failure fails the test.
+func (g *Guest) Stop() {
+	if g.stopped {
+		return
+	}
+	g.stopped = true
+	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
+	defer cancel()
+	if err := vm.Down(ctx, g.stateDir); err != nil {
+		g.t.Errorf("vm.Down: %v", err)
+	}
+}
+
 // Interpreter builds lab-interop (static) for the guest architecture goarch as the
 // file out, with any extra go build flags (the suite also builds a stripped one).
 func Interpreter(ctx context.Context, t testing.TB, out, goarch string, flags ...string) string {
@@ -71,10 +126,10 @@ func Interpreter(ctx context.Context, t testing.TB, out, goarch string, flags ..
 }
 
 // Windows makes a Wine prefix of the test's own in dir/wine, as lab up sets the Windows
-// side up when Wine is installed, and returns the share of its drive_c (/mnt/c); nil
-// without Wine (the pe scenarios then skip). Its wineserver is stopped at cleanup, after
-// the VM's own cleanup (registered later, run first).
-func Windows(ctx context.Context, t testing.TB, dir string) *vm.Share {
+// side up when Wine is installed, and returns the VM's shares: its drive_c (/mnt/c);
+// none without Wine (the pe scenarios then skip). Its wineserver is stopped at cleanup,
+// after the VM's own cleanup (registered later, run first).
+func Windows(ctx context.Context, t testing.TB, dir string) []vm.Share {
 	t.Helper()
 	prefix := filepath.Join(dir, "wine")
 	_, sh, err := machine.EnsureWindows(ctx, prefix, nil)
@@ -90,7 +145,7 @@ func Windows(ctx context.Context, t testing.TB, dir string) *vm.Share {
 			t.Errorf("wine shutdown: %v", err)
 		}
 	})
-	return &sh
+	return []vm.Share{sh}
 }
 
 // Selection reads what the environment asks of a suite run: LAB_SCENARIOS selects
