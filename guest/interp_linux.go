@@ -105,6 +105,9 @@ func (in *interp) run(args []string) int {
 		req.Rows, req.Cols = rows, cols
 	}
 
+	// The handlers for the forwarded signals go in while the connection and the handshake
+	// wait for the host (see watchSignals).
+	sigs := watchSignals()
 	s, result, code := in.launchRetrying(cfg, token, req)
 	if s == nil {
 		return code
@@ -122,9 +125,7 @@ func (in *interp) run(args []string) int {
 
 	// The program runs.
 	signal.Ignore(syscall.SIGPIPE) // a closed stdout becomes EPIPE, passed on as CloseRead
-	sigc := make(chan os.Signal, 8)
-	signal.Notify(sigc, forwarded...)
-	defer signal.Stop(sigc)
+	sigc := sigs.launched()
 	if tty {
 		if old, err := term.MakeRaw(0); err == nil {
 			in.restore = sync.OnceFunc(func() { term.Restore(0, old) })
@@ -200,6 +201,58 @@ func (in *interp) run(args []string) int {
 			return in.fail(ExitCannotRun, "lost the relay at %s: %v", cfg.Relay, trimPrefix(err))
 		}
 	}
+}
+
+// sigWatch holds the forwarded signals from before the connection to the interpreter's exit.
+//
+// Why before the connection: every signal.Notify is a round trip with the runtime's signal
+// thread (a locked OS thread it starts on first use): in the TCG guest the five cost about
+// 30 context switches and two more threads. Registered once the program ran, that work
+// competed with the host program for the host's cores; registered in a goroutine started
+// before the dial, it runs while the interpreter waits for the vsock connection and the
+// relay's answer. And the handlers are never removed: Main's process exits when it returns,
+// and signal.Stop would be another round trip per signal on the way to the exit status.
+type sigWatch struct {
+	ready chan struct{}  // closed once the handlers are in place
+	start chan struct{}  // closed once the program runs on the host
+	fwd   chan os.Signal // signals to forward, after start
+}
+
+// watchSignals starts catching the forwarded signals. Until launched is called, a caught
+// terminating signal ends the interpreter as it ended it before there was a handler (the
+// runtime's default action for it: the process dies of that signal), so a ^C during a slow
+// connect or handshake still stops it at once, and a launch that fails never passes one on.
+func watchSignals() *sigWatch {
+	w := &sigWatch{ready: make(chan struct{}), start: make(chan struct{}), fwd: make(chan os.Signal, 8)}
+	go w.loop()
+	return w
+}
+
+func (w *sigWatch) loop() {
+	c := make(chan os.Signal, 8)
+	signal.Notify(c, forwarded...)
+	close(w.ready)
+	for sig := range c {
+		select {
+		case <-w.start:
+			w.fwd <- sig
+			continue
+		default:
+		}
+		if sig == syscall.SIGWINCH {
+			continue // its default action is none
+		}
+		signal.Reset(sig)
+		syscall.Kill(syscall.Getpid(), sig.(syscall.Signal))
+	}
+}
+
+// launched waits until the handlers are in place and returns the channel of the signals to
+// forward from now on.
+func (w *sigWatch) launched() <-chan os.Signal {
+	<-w.ready
+	close(w.start)
+	return w.fwd
 }
 
 // Retrying a refusal with EAGAIN: the relay says so only before the program started
