@@ -782,3 +782,31 @@ func TestOpenPath(t *testing.T) {
 		t.Errorf("openPath of a deleted file = %q, want \"\"", got)
 	}
 }
+
+// The interpreter drops to one P only once its streams have moved bulkBytes, and once.
+func TestBulkSwitch(t *testing.T) {
+	for _, tc := range []struct {
+		name   string
+		writes []int
+		want   int
+	}{
+		{"nothing", nil, 0},
+		{"a few bytes", []int{1, 100, 0, -1}, 0},
+		{"just under", []int{bulkBytes/2 - 1, bulkBytes / 2}, 0},
+		{"reached", []int{bulkBytes / 2, bulkBytes / 2}, 1},
+		{"far past", []int{bulkBytes, bulkBytes, bulkBytes, 1}, 1},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			calls := 0
+			b := &bulkSwitch{set: func() { calls++ }}
+			for _, n := range tc.writes {
+				b.add(n)
+			}
+			if calls != tc.want {
+				t.Errorf("set called %d times, want %d", calls, tc.want)
+			}
+		})
+	}
+	var none *bulkSwitch
+	none.add(bulkBytes) // a nil switch does nothing
+}
