@@ -10,9 +10,11 @@ import (
 	"os"
 	"os/signal"
 	"path/filepath"
+	"runtime"
 	"strconv"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"syscall"
 	"time"
 
@@ -105,6 +107,9 @@ func (in *interp) run(args []string) int {
 		req.Rows, req.Cols = rows, cols
 	}
 
+	// The handlers for the forwarded signals go in while the connection and the handshake
+	// wait for the host (see watchSignals).
+	sigs := watchSignals()
 	s, result, code := in.launchRetrying(cfg, token, req)
 	if s == nil {
 		return code
@@ -122,9 +127,7 @@ func (in *interp) run(args []string) int {
 
 	// The program runs.
 	signal.Ignore(syscall.SIGPIPE) // a closed stdout becomes EPIPE, passed on as CloseRead
-	sigc := make(chan os.Signal, 8)
-	signal.Notify(sigc, forwarded...)
-	defer signal.Stop(sigc)
+	sigc := sigs.launched()
 	if tty {
 		if old, err := term.MakeRaw(0); err == nil {
 			in.restore = sync.OnceFunc(func() { term.Restore(0, old) })
@@ -136,10 +139,11 @@ func (in *interp) run(args []string) int {
 		growPipe(1)
 		growPipe(2)
 	}
-	go func() { n := copyIn(s.Writer(wire.Stdin), os.Stdin); in.tr.stream("stdin", n, nil) }()
+	bulk := &bulkSwitch{set: oneP}
+	go func() { n := copyIn(s.Writer(wire.Stdin), os.Stdin, bulk); in.tr.stream("stdin", n, nil) }()
 	outDone := make(chan error, 2)
 	out := func(id wire.StreamID, name string, f *os.File) {
-		n, err := copyOut(s.Reader(id), f)
+		n, err := copyOut(s.Reader(id), f, bulk)
 		in.tr.stream(name, n, err)
 		outDone <- err
 	}
@@ -200,6 +204,58 @@ func (in *interp) run(args []string) int {
 			return in.fail(ExitCannotRun, "lost the relay at %s: %v", cfg.Relay, trimPrefix(err))
 		}
 	}
+}
+
+// sigWatch holds the forwarded signals from before the connection to the interpreter's exit.
+//
+// Why before the connection: every signal.Notify is a round trip with the runtime's signal
+// thread (a locked OS thread it starts on first use): in the TCG guest the five cost about
+// 30 context switches and two more threads. Registered once the program ran, that work
+// competed with the host program for the host's cores; registered in a goroutine started
+// before the dial, it runs while the interpreter waits for the vsock connection and the
+// relay's answer. And the handlers are never removed: Main's process exits when it returns,
+// and signal.Stop would be another round trip per signal on the way to the exit status.
+type sigWatch struct {
+	ready chan struct{}  // closed once the handlers are in place
+	start chan struct{}  // closed once the program runs on the host
+	fwd   chan os.Signal // signals to forward, after start
+}
+
+// watchSignals starts catching the forwarded signals. Until launched is called, a caught
+// terminating signal ends the interpreter as it ended it before there was a handler (the
+// runtime's default action for it: the process dies of that signal), so a ^C during a slow
+// connect or handshake still stops it at once, and a launch that fails never passes one on.
+func watchSignals() *sigWatch {
+	w := &sigWatch{ready: make(chan struct{}), start: make(chan struct{}), fwd: make(chan os.Signal, 8)}
+	go w.loop()
+	return w
+}
+
+func (w *sigWatch) loop() {
+	c := make(chan os.Signal, 8)
+	signal.Notify(c, forwarded...)
+	close(w.ready)
+	for sig := range c {
+		select {
+		case <-w.start:
+			w.fwd <- sig
+			continue
+		default:
+		}
+		if sig == syscall.SIGWINCH {
+			continue // its default action is none
+		}
+		signal.Reset(sig)
+		syscall.Kill(syscall.Getpid(), sig.(syscall.Signal))
+	}
+}
+
+// launched waits until the handlers are in place and returns the channel of the signals to
+// forward from now on.
+func (w *sigWatch) launched() <-chan os.Signal {
+	<-w.ready
+	close(w.start)
+	return w.fwd
 }
 
 // Retrying a refusal with EAGAIN: the relay says so only before the program started
@@ -474,8 +530,8 @@ func foregroundTTY() (ok bool, rows, cols uint16) {
 // copyIn sends stdin until EOF, then half-closes the stream, and returns the bytes sent. A read error
 // (a hung-up terminal, a closed fd) counts as EOF; a stream error (the
 // relay stopped reading stdin, the session ended) just stops.
-func copyIn(w *wire.Writer, f *os.File) int64 {
-	r := &fdReader{f: f}
+func copyIn(w *wire.Writer, f *os.File, bulk *bulkSwitch) int64 {
+	r := &fdReader{f: f, bulk: bulk}
 	n, err := w.ReadFrom(r)
 	if err != nil && r.err == nil {
 		return n
@@ -487,12 +543,14 @@ func copyIn(w *wire.Writer, f *os.File) int64 {
 // fdReader remembers read errors so they can be told apart from stream
 // errors in ReadFrom.
 type fdReader struct {
-	f   *os.File
-	err error
+	f    *os.File
+	err  error
+	bulk *bulkSwitch // may be nil
 }
 
 func (r *fdReader) Read(p []byte) (int, error) {
 	n, err := r.f.Read(p)
+	r.bulk.add(n)
 	if err != nil && err != io.EOF {
 		r.err = err
 	}
@@ -502,12 +560,14 @@ func (r *fdReader) Read(p []byte) (int, error) {
 // fdWriter remembers write errors so they can be told apart from stream
 // errors in WriteTo.
 type fdWriter struct {
-	f   *os.File
-	err error
+	f    *os.File
+	err  error
+	bulk *bulkSwitch // may be nil
 }
 
 func (w *fdWriter) Write(p []byte) (int, error) {
 	n, err := w.f.Write(p)
+	w.bulk.add(n)
 	if err != nil {
 		w.err = err
 	}
@@ -517,8 +577,8 @@ func (w *fdWriter) Write(p []byte) (int, error) {
 // copyOut writes a stream to f until EOF and returns the bytes written. When f fails (a closed pipe)
 // it tells the relay to stop the stream, so the host program gets EPIPE
 // as it would locally, and keeps waiting for the exit status.
-func copyOut(r *wire.Reader, f *os.File) (int64, error) {
-	w := &fdWriter{f: f}
+func copyOut(r *wire.Reader, f *os.File, bulk *bulkSwitch) (int64, error) {
+	w := &fdWriter{f: f, bulk: bulk}
 	n, err := r.WriteTo(w)
 	if err != nil && w.err != nil {
 		r.CloseRead()
@@ -552,5 +612,37 @@ func growPipe(fd int) {
 		if n, err := unix.FcntlInt(uintptr(fd), unix.F_GETPIPE_SZ, 0); err == nil && n < pipeSize {
 			unix.FcntlInt(uintptr(fd), unix.F_SETPIPE_SZ, pipeSize)
 		}
+	}
+}
+
+// bulkBytes is how much stdin, stdout and stderr move together before the interpreter drops
+// to one P.
+const bulkBytes = 512 << 10
+
+// bulkSwitch calls set once, when the streams have moved bulkBytes.
+//
+// Why one P, and why only then: with two Ps every hand-off between the interpreter's
+// goroutines wakes an idle thread to spin, so bulk transfers cost about a quarter more CPU
+// (32 MiB from the host in the TCG guest: 788 ms of CPU with two Ps, 579-634 with one). But
+// changing GOMAXPROCS stops the world and frees the surplus P's caches, and at start that
+// costs every launch about 20 page faults in the TCG guest (163 -> 143 per launch of a
+// trivial program without it), where each fault costs a fraction of a millisecond: a
+// launch that moves a few bytes never pays it.
+type bulkSwitch struct {
+	n    atomic.Int64
+	once sync.Once
+	set  func()
+}
+
+func (b *bulkSwitch) add(n int) {
+	if b != nil && n > 0 && b.n.Add(int64(n)) >= bulkBytes {
+		b.once.Do(b.set)
+	}
+}
+
+// oneP gives the process one P, unless GOMAXPROCS in the environment chose.
+func oneP() {
+	if _, ok := os.LookupEnv("GOMAXPROCS"); !ok {
+		runtime.GOMAXPROCS(1)
 	}
 }

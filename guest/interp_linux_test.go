@@ -512,6 +512,45 @@ func TestInterpForwardsSignals(t *testing.T) {
 	}
 }
 
+// A terminating signal that arrives before the relay's answer ends the interpreter as it
+// would a process without a handler (it dies of the signal), although the interpreter
+// already catches the forwarded signals then (they are registered while it waits for the
+// connection and the handshake): a ^C during a slow handshake is not swallowed or held.
+func TestInterpSignalBeforeLaunch(t *testing.T) {
+	for _, sig := range []syscall.Signal{syscall.SIGINT, syscall.SIGTERM, syscall.SIGHUP} {
+		t.Run(sig.String(), func(t *testing.T) {
+			f := newFixture(t, "handshake_timeout = 20s\n")
+			got := make(chan struct{})
+			release := make(chan struct{})
+			defer close(release)
+			f.serve(t, func(t *testing.T, s *wire.Session, h *wire.Hello, l *wire.Launch) {
+				close(got)
+				<-release // never answers
+			})
+			cmd := f.interpCmd(t, f.exe, f.exe)
+			var errb bytes.Buffer
+			cmd.Stderr = &errb
+			if err := cmd.Start(); err != nil {
+				t.Fatal(err)
+			}
+			<-got
+			// Not for the outcome (the same either way) but so that the signal usually
+			// finds the handlers in place and tests the path that re-raises it.
+			time.Sleep(200 * time.Millisecond)
+			cmd.Process.Signal(sig)
+			err := cmd.Wait()
+			var ee *exec.ExitError
+			if !errors.As(err, &ee) {
+				t.Fatalf("wait: %v", err)
+			}
+			ws := ee.Sys().(syscall.WaitStatus)
+			if !ws.Signaled() || ws.Signal() != sig {
+				t.Fatalf("interpreter ended with %v, stderr %q; want killed by %v", err, errb.String(), sig)
+			}
+		})
+	}
+}
+
 // `prog | head -1`: when the guest's stdout is closed the relay is told
 // to stop the stream (and the host program would get EPIPE).
 func TestInterpClosedStdout(t *testing.T) {
@@ -721,4 +760,32 @@ func TestOpenPath(t *testing.T) {
 	if got := openPath(f); got != "" {
 		t.Errorf("openPath of a deleted file = %q, want \"\"", got)
 	}
+}
+
+// The interpreter drops to one P only once its streams have moved bulkBytes, and once.
+func TestBulkSwitch(t *testing.T) {
+	for _, tc := range []struct {
+		name   string
+		writes []int
+		want   int
+	}{
+		{"nothing", nil, 0},
+		{"a few bytes", []int{1, 100, 0, -1}, 0},
+		{"just under", []int{bulkBytes/2 - 1, bulkBytes / 2}, 0},
+		{"reached", []int{bulkBytes / 2, bulkBytes / 2}, 1},
+		{"far past", []int{bulkBytes, bulkBytes, bulkBytes, 1}, 1},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			calls := 0
+			b := &bulkSwitch{set: func() { calls++ }}
+			for _, n := range tc.writes {
+				b.add(n)
+			}
+			if calls != tc.want {
+				t.Errorf("set called %d times, want %d", calls, tc.want)
+			}
+		})
+	}
+	var none *bulkSwitch
+	none.add(bulkBytes) // a nil switch does nothing
 }

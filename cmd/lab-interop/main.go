@@ -14,7 +14,6 @@ import (
 	"os"
 	"path/filepath"
 
-	_ "lab/cmd/lab-interop/internal/oneproc" // GOMAXPROCS 1, set before the other packages' inits allocate
 	"lab/guest"
 )
 
