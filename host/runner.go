@@ -127,14 +127,26 @@ func checkSame(f *os.File, path string) error {
 // (lab's machines configure the loader wineprefix.Find found: /usr/bin/wine on Debian).
 func (c *Config) wineLoader() (string, []string, error) {
 	if c.Wine.Path != "" {
-		p, env := directLoader(c.Wine.Path, debianWine32, debianWine64)
+		p, env := WineExec(c.Wine.Path)
 		return p, env, nil // as configured; exec says what is wrong with it
 	}
 	if p, err := wineprefix.Loader(""); err == nil {
-		p, env := directLoader(p, debianWine32, debianWine64)
+		p, env := WineExec(p)
 		return p, env, nil
 	}
 	return "", nil, errors.New("host: cannot run a Windows (PE) program: wine is not installed on the host (apt-get install --no-install-recommends wine64 wine)")
+}
+
+// WineExec is what the relay execs for a PE launch given the wine loader (a path): the
+// loader binary, skipping Debian's wrapper script (directLoader), and the variables to set
+// besides the prefix's (WINELOADER for that loader, WINELOADERNOEXEC when it has no
+// preloader: noPreloader). lab bench times Wine started this way beside `wine`.
+func WineExec(loader string) (string, []string) {
+	p, env := directLoader(loader, debianWine32, debianWine64)
+	if noPreloader(p) {
+		env = append(env, wineNoExec)
+	}
+	return p, env
 }
 
 // The loaders Debian's wine wrapper chooses between.
@@ -243,9 +255,6 @@ func (c *Config) wineCommand(l launch) (*exec.Cmd, time.Duration, error) {
 		return cmd, c.OutputDrain, nil
 	}
 	env := windowsEnv(l.Env, c.Wine.Prefix)
-	if noPreloader(loader) {
-		loaderEnv = append(loaderEnv, wineNoExec)
-	}
 	for _, kv := range loaderEnv {
 		if k, _, _ := strings.Cut(kv, "="); !hasKey(env, k) {
 			env = append(env, kv)
