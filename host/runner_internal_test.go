@@ -1,6 +1,8 @@
 package host
 
 import (
+	"errors"
+	"io/fs"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -290,6 +292,94 @@ func TestCommandWineDebianLoader(t *testing.T) {
 		}
 		if cmd.Path != wine64 || cmd.Args[0] != wine64 || !slices.Contains(cmd.Env, "WINELOADER="+wine64) {
 			t.Errorf("Wine.Path %q: PE launch runs %q %q with env %q, want %s and WINELOADER", path, cmd.Path, cmd.Args, cmd.Env, wine64)
+		}
+		// Debian ships no preloader: the loader's exec of itself again is skipped.
+		if _, err := os.Stat("/usr/lib/wine/wine64-preloader"); errors.Is(err, fs.ErrNotExist) && !slices.Contains(cmd.Env, "WINELOADERNOEXEC=1") {
+			t.Errorf("Wine.Path %q: env %q lacks WINELOADERNOEXEC=1 (no preloader here)", path, cmd.Env)
+		}
+	}
+}
+
+// Wine's loader execs itself again through its preloader, or without one (Debian) just
+// again: a launch may skip that second exec (WINELOADERNOEXEC=1 set up front) only for a
+// loader binary with no preloader beside its real file.
+func TestNoPreloader(t *testing.T) {
+	dir := t.TempDir()
+	write := func(path, body string) string {
+		t.Helper()
+		if err := os.MkdirAll(filepath.Dir(path), 0o755); err != nil {
+			t.Fatal(err)
+		}
+		if err := os.WriteFile(path, []byte(body), 0o755); err != nil {
+			t.Fatal(err)
+		}
+		return path
+	}
+	link := func(target, path string) string {
+		t.Helper()
+		if err := os.Symlink(target, path); err != nil {
+			t.Fatal(err)
+		}
+		return path
+	}
+	bare := write(filepath.Join(dir, "bare", "wine64"), "\x7fELF\x02\x01")
+	with64 := write(filepath.Join(dir, "with64", "wine64"), "\x7fELF\x02\x01")
+	write(filepath.Join(dir, "with64", "wine64-preloader"), "\x7fELF")
+	with32 := write(filepath.Join(dir, "with32", "wine"), "\x7fELF\x01\x01")
+	write(filepath.Join(dir, "with32", "wine-preloader"), "\x7fELF")
+	script := write(filepath.Join(dir, "script", "wine"), "#!/bin/sh\nexec /usr/lib/wine/wine64 \"$@\"\n")
+	short := write(filepath.Join(dir, "short", "wine"), "\x7f")
+	os.MkdirAll(filepath.Join(dir, "bin"), 0o755)
+	// A preloader beside the link, not beside the loader: Wine looks beside the real file.
+	write(filepath.Join(dir, "bin", "wine64-preloader"), "\x7fELF")
+	toBare := link(bare, filepath.Join(dir, "bin", "wine64"))
+	toWith := link(with64, filepath.Join(dir, "bin", "wine"))
+	for _, tc := range []struct {
+		what, loader string
+		want         bool
+	}{
+		{"binary, no preloader", bare, true},
+		{"wine64-preloader beside it", with64, false},
+		{"wine-preloader beside it", with32, false},
+		{"a script", script, false},
+		{"too short for a binary", short, false},
+		{"missing", filepath.Join(dir, "none"), false},
+		{"link to a binary with no preloader", toBare, true},
+		{"link to a binary with a preloader", toWith, false},
+	} {
+		if got := noPreloader(tc.loader); got != tc.want {
+			t.Errorf("%s: noPreloader(%s) = %v, want %v", tc.what, tc.loader, got, tc.want)
+		}
+	}
+
+	// In the command: set for such a loader, kept as given when the caller set it.
+	c, err := Config{Token: make([]byte, 16), Wine: WineConfig{Path: bare, Prefix: filepath.Join(dir, "prefix")}}.withDefaults()
+	if err != nil {
+		t.Fatal(err)
+	}
+	l := launch{Program: "/share/app.exe", Args: []string{"app.exe"}, Dir: "/share", Env: []string{"PATH=/usr/bin"}, Format: FormatPE}
+	cmd, _, err := c.command(l)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !slices.Contains(cmd.Env, "WINELOADERNOEXEC=1") {
+		t.Errorf("loader without a preloader: env %q lacks WINELOADERNOEXEC=1", cmd.Env)
+	}
+	l.Env = []string{"PATH=/usr/bin", "WINELOADERNOEXEC=x"}
+	if cmd, _, err = c.command(l); err != nil {
+		t.Fatal(err)
+	}
+	if n := len(slices.DeleteFunc(slices.Clone(cmd.Env), func(kv string) bool { return !strings.HasPrefix(kv, "WINELOADERNOEXEC=") })); n != 1 || !slices.Contains(cmd.Env, "WINELOADERNOEXEC=x") {
+		t.Errorf("caller's WINELOADERNOEXEC: env %q, want it once, as given", cmd.Env)
+	}
+	c.Wine.Path = with64
+	l.Env = []string{"PATH=/usr/bin"}
+	if cmd, _, err = c.command(l); err != nil {
+		t.Fatal(err)
+	}
+	for _, kv := range cmd.Env {
+		if strings.HasPrefix(kv, "WINELOADERNOEXEC=") {
+			t.Errorf("loader with a preloader: env has %q", kv)
 		}
 	}
 }

@@ -68,7 +68,7 @@ func (r *Result) aims() []Aim {
 		Measured:  l.Interop.N > 0 && l.GuestNative.N > 0 && l.HostNative.N > 0})
 	add(Aim{Figure: "PE launch through interop", Unit: "ms", P50: l.PEInterop.P50, P99: l.PEInterop.P99,
 		Aim: "<= 1.2 x wine on the host, warm", AtMost: true, Limit: peAimFactor * l.PEHost.P50,
-		Baselines: fmt.Sprintf("wine on the host p50 %.2f ms (p99 %.2f)", l.PEHost.P50, l.PEHost.P99),
+		Baselines: peBaselines(l.PEHost, l.PEHostLoader),
 		Measured:  l.PEInterop.N > 0 && l.PEHost.N > 0})
 	b := r.Boot
 	base := fmt.Sprintf("up %.2f s + provision %.2f s + first exec %.2f s", b.UpSeconds, b.ProvisionSeconds, b.FirstExecSeconds)
@@ -216,4 +216,14 @@ func parseBootPhases(out string) (uptime, kernel, user float64) {
 		return 0, 0, 0
 	}
 	return now, kernel, first - kernel
+}
+
+// peBaselines: `wine` on the host (the aim's baseline), and beside it Wine started as the
+// relay starts it when that was measured (the ratio against it is the stricter one).
+func peBaselines(wine, loader Dist) string {
+	b := fmt.Sprintf("wine on the host p50 %.2f ms (p99 %.2f)", wine.P50, wine.P99)
+	if loader.N > 0 {
+		b += fmt.Sprintf("; Wine started as the relay does p50 %.2f ms (p99 %.2f)", loader.P50, loader.P99)
+	}
+	return b
 }

@@ -23,6 +23,7 @@ import (
 	"strings"
 	"time"
 
+	hostpkg "lab/host"
 	"lab/images"
 	"lab/machine"
 	"lab/pefixtures"
@@ -111,6 +112,10 @@ type Result struct {
 		// and the same file run with Wine directly on the host, in the same warm prefix.
 		PEInterop Dist `json:"pe_interop"`
 		PEHost    Dist `json:"pe_host_wine"`
+		// The same file started on the host as the relay starts it (host.WineExec: Wine's
+		// loader without Debian's wrapper script and without the loader's exec of itself),
+		// beside `wine`: how much of the ratio is the relay's cheaper start of Wine.
+		PEHostLoader Dist `json:"pe_host_wine_loader"`
 	} `json:"launch"`
 	Throughput struct {
 		InteropStdout Rate `json:"interop_stdout"` // host program -> guest pipe
@@ -405,23 +410,69 @@ func peLaunch(ctx context.Context, c *vm.Client, stateDir string, p *wineprefix.
 	}
 	exe := fx[pefixtures.EchoArgs]
 	runs := min(opts.Runs, 50) // a Wine launch costs tens of ms on the host alone
-	n := strconv.Itoa(runs)
-	opts.say("launch latency: a PE program through interop and with Wine on the host, %d runs each", runs)
+	opts.say("launch latency: a PE program through interop and with Wine on the host, %d runs each, interleaved", runs)
 	host := func() error { return p.Command(ctx, exe).Run() }
+	loader, loaderEnv := hostpkg.WineExec(p.Loader)
+	direct := func() error {
+		cmd := p.Command(ctx, exe)
+		cmd.Path, cmd.Args[0] = loader, loader
+		cmd.Env = append(cmd.Env, loaderEnv...)
+		return cmd.Run()
+	}
+	gexe := path.Join(machine.DriveCGuest, "lab-bench", pefixtures.EchoArgs)
 	for range 3 {
 		host()
+		direct()
 	}
-	res.Launch.PEHost = hostDist(runs, host)
-	res.Launch.PEHost.Note = "wine echoargs.exe on the host, warm prefix"
-	gexe := path.Join(machine.DriveCGuest, "lab-bench", pefixtures.EchoArgs)
 	if err := guestOK(ctx, c, gexe); err != nil {
 		return err
 	}
-	if res.Launch.PEInterop, err = guestDist(ctx, c, gprobe+" launch "+n+" "+gexe); err != nil {
-		return err
+	// In rounds, each figure a few runs per round: the machine's load changes within a
+	// run (other VMs, builds), and all three then see the same moments; a figure taken
+	// whole before the other was once the busier one (docs/DESIGN.md, lab bench).
+	var wine, wineLoader, interop []float64
+	var wineErr, loaderErr error
+	for done := 0; done < runs; {
+		k := min(peRound, runs-done)
+		wine, wineErr = hostSamples(wine, k, host, wineErr)
+		wineLoader, loaderErr = hostSamples(wineLoader, k, direct, loaderErr)
+		var out bytes.Buffer
+		if _, err := runOK(ctx, c, gprobe+" launch "+strconv.Itoa(k)+" "+gexe, nil, &out); err != nil {
+			return err
+		}
+		interop = append(interop, parseKV(out.String())["ns"]...)
+		done += k
 	}
+	res.Launch.PEHost = noted(dist(wine), "wine echoargs.exe on the host, warm prefix, stdio /dev/null: "+p.Loader, runs, wineErr)
+	res.Launch.PEHostLoader = noted(dist(wineLoader), "the same, Wine started as the relay starts it: "+strings.Join(append(loaderEnv, loader), " "), runs, loaderErr)
+	res.Launch.PEInterop = dist(interop)
 	res.Launch.PEInterop.Note = "/mnt/c/lab-bench/echoargs.exe from the guest"
 	return nil
+}
+
+// peRound is how many runs of each PE figure go in one round (peLaunch).
+const peRound = 5
+
+// hostSamples appends n timed runs of f to ns; a failed run is left out and its error kept.
+func hostSamples(ns []float64, n int, f func() error, failed error) ([]float64, error) {
+	for range n {
+		t := time.Now()
+		if err := f(); err != nil {
+			failed = err
+			continue
+		}
+		ns = append(ns, float64(time.Since(t).Nanoseconds()))
+	}
+	return ns, failed
+}
+
+// noted is d with note, and how many of want runs failed with the last error.
+func noted(d Dist, note string, want int, failed error) Dist {
+	d.Note = note
+	if failed != nil {
+		d.Note += fmt.Sprintf("; %d of %d runs failed: %v", want-d.N, want, failed)
+	}
+	return d
 }
 
 func (r *Result) goals() {

@@ -3,6 +3,7 @@ package bench
 import (
 	"bytes"
 	"fmt"
+	"math"
 	"strings"
 	"testing"
 
@@ -104,6 +105,43 @@ func TestBootAimByDistro(t *testing.T) {
 		}
 		if hasImage := strings.Contains(boot.Baselines, "clean build 130 s") && strings.Contains(boot.Baselines, "disk 42 MB"); hasImage != (tc.distro != "") {
 			t.Errorf("%q: baselines %q", tc.distro, boot.Baselines)
+		}
+	}
+}
+
+// TestPEBaselines: the PE aim is against `wine` on the host; Wine started as the relay
+// starts it is printed beside it (aims line and launch table) when it was measured, and
+// an earlier run's JSON without it reports as before.
+func TestPEBaselines(t *testing.T) {
+	for _, tc := range []struct {
+		name   string
+		loader Dist
+		want   string
+		row    bool
+	}{
+		{"measured", Dist{N: 50, P50: 150, P99: 190}, "wine on the host p50 171.50 ms (p99 210.00); Wine started as the relay does p50 150.00 ms (p99 190.00)", true},
+		{"earlier run", Dist{}, "wine on the host p50 171.50 ms (p99 210.00)", false},
+	} {
+		var r Result
+		r.Launch.PEInterop = Dist{N: 50, P50: 200, P99: 260}
+		r.Launch.PEHost = Dist{N: 50, P50: 171.5, P99: 210}
+		r.Launch.PEHostLoader = tc.loader
+		var pe *Aim
+		for _, a := range r.aims() {
+			if a.Figure == "PE launch through interop" {
+				pe = &a
+			}
+		}
+		if pe == nil {
+			t.Fatalf("%s: no PE aim", tc.name)
+		}
+		if pe.Baselines != tc.want || math.Abs(pe.Limit-205.8) > 1e-9 || !pe.Met {
+			t.Errorf("%s: PE aim limit %.2f met %v baselines %q, want %.2f true %q", tc.name, pe.Limit, pe.Met, pe.Baselines, 1.2*171.5, tc.want)
+		}
+		var txt bytes.Buffer
+		r.WriteText(&txt)
+		if got := strings.Contains(txt.String(), "PE: the same, Wine started as the relay does"); got != tc.row {
+			t.Errorf("%s: launch table has the relay's Wine row: %v, want %v\n%s", tc.name, got, tc.row, txt.String())
 		}
 	}
 }

@@ -27,6 +27,9 @@ func (r *Result) WriteText(w io.Writer) error {
 	if r.Launch.PEHost.N > 0 || r.Launch.PEInterop.N > 0 {
 		row("PE: interop, guest runs /mnt/c/.../echoargs.exe", r.Launch.PEInterop)
 		row("PE: the same file, Wine on the host", r.Launch.PEHost)
+		if r.Launch.PEHostLoader.N > 0 {
+			row("PE: the same, Wine started as the relay does", r.Launch.PEHostLoader)
+		}
 	}
 	r.writeBreakdown(w)
 	fmt.Fprintf(w, "\nthroughput (MiB/s)                                %9s %9s\n", "MiB", "MiB/s")
