@@ -78,6 +78,22 @@ type Manifest struct {
 	BuildSeconds  float64        `json:"build_seconds"` // excluding downloads
 }
 
+// ConsoleReady is what the image's SSH server writes on the serial console once it
+// listens, so the host can dial when it says so rather than polling: the initramfs
+// image runs OpenSSH's sshd with -e (its log on init's console), whose "Server
+// listening on ADDR port 22." follows listen(2). "" when the image does not say: the
+// Debian image's sshd logs to the journal, and dropbear's "Not backgrounding" is not
+// tied to its listening sockets.
+func (m *Manifest) ConsoleReady() string {
+	if (m.Distro == "" || m.Distro == DistroInitramfs) && m.SSHServer == OpenSSH {
+		return sshdListening
+	}
+	return ""
+}
+
+// sshdListening is the start of OpenSSH's line once a listening socket is open.
+const sshdListening = "Server listening on "
+
 // ManifestFile is one entry of the initramfs.
 type ManifestFile struct {
 	Path    string `json:"path"`
