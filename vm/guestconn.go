@@ -26,9 +26,11 @@ func (a *agent) qemuExited() <-chan struct{} {
 }
 
 // defaultConsoleFallback is how often waitReady dials anyway while it waits for the guest's
-// console to say that sshd listens: a line garbled by kernel messages interleaved on
-// the console would otherwise leave only the boot timeout.
-const defaultConsoleFallback = 3 * time.Second
+// console to say that sshd listens: both of sshd's lines (IPv4 and IPv6) garbled by
+// kernel messages interleaved on the console would otherwise leave only the boot
+// timeout. Rare, so seldom: each such dial before sshd listens is one more abandoned
+// connection (3 s left 2-3 in a 40 s boot at load 19).
+const defaultConsoleFallback = 10 * time.Second
 
 // waitReady waits until the guest's SSH server answers and runs `true`, QEMU exits,
 // or the boot timeout passes. A guest that says on its console when sshd listens
