@@ -155,3 +155,21 @@ func TestForeignUpdateErrors(t *testing.T) {
 		t.Errorf("a clean update gave %q", got)
 	}
 }
+
+// TestConsoleReady: only the image whose sshd logs to the console says when it listens.
+func TestConsoleReady(t *testing.T) {
+	tests := []struct {
+		m    Manifest
+		want string
+	}{
+		{Manifest{SSHServer: OpenSSH}, "Server listening on "},
+		{Manifest{SSHServer: OpenSSH, Distro: DistroInitramfs}, "Server listening on "},
+		{Manifest{SSHServer: Dropbear}, ""},
+		{Manifest{SSHServer: OpenSSH, Distro: DistroDebian}, ""},
+	}
+	for _, tt := range tests {
+		if got := tt.m.ConsoleReady(); got != tt.want {
+			t.Errorf("%+v: %q, want %q", tt.m, got, tt.want)
+		}
+	}
+}

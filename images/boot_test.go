@@ -277,6 +277,13 @@ func TestIntegrationBoot(t *testing.T) {
 	t.Logf("boot to SSH: %.2fs (%s)", g.ready.Seconds(), img.Manifest.SSHServer)
 
 	g.run(t, "true")
+	// The host dials when the console says sshd listens (vm's waitReady): the image
+	// must say it.
+	if m := img.Manifest.ConsoleReady(); m != "" {
+		if b, err := os.ReadFile(g.console); err != nil || !strings.Contains(string(b), m) {
+			t.Errorf("the console does not say %q once SSH works (%v):\n%s", m, err, b)
+		}
+	}
 	checks := map[string]string{
 		"vsock device":        "test -c /dev/vsock && echo ok",
 		"binfmt_misc":         "cat /proc/sys/fs/binfmt_misc/status",

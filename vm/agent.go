@@ -138,6 +138,9 @@ type agent struct {
 	qemu      *qemuProc
 	mon       *monitor // nil until connected, or when QMP failed
 	vsockDone chan error
+	// consoleFallback: how often waitReady dials while it waits for the console's
+	// word; zero: defaultConsoleFallback.
+	consoleFallback time.Duration
 }
 
 // Run boots the VM and supervises it until QEMU exits or ctx ends (then QEMU is

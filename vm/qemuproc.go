@@ -42,6 +42,13 @@ func startQEMU(in *Instance, procs *proctree.Tree, log *slog.Logger) (*qemuProc,
 	if err != nil {
 		return nil, fmt.Errorf("vm: %w", err)
 	}
+	// The console log starts empty before QEMU starts (QEMU truncates it too, later):
+	// waitReady watches it for the guest's word that sshd listens, and a previous
+	// boot's text must not count.
+	if err := os.WriteFile(filepath.Join(dir, FileConsoleLog), nil, 0o644); err != nil {
+		logf.Close()
+		return nil, fmt.Errorf("vm: %w", err)
+	}
 	qmpf, err := listenQMP(dir)
 	if err != nil {
 		logf.Close()

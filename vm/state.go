@@ -96,6 +96,9 @@ type Instance struct {
 	BootTimeout Duration  `json:"boot_timeout"`
 	Distro      string    `json:"distro,omitempty"` // zero: the initramfs image
 	Disk        string    `json:"disk,omitempty"`   // a disk image's machine disk (kept by Down)
+	// ConsoleReady is what the guest writes on its serial console once sshd listens
+	// (images.Manifest.ConsoleReady); zero: it does not say, the hostagent polls.
+	ConsoleReady string `json:"console_ready,omitempty"`
 }
 
 // Duration is a time.Duration that reads and writes as "1m30s" in JSON.

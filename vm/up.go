@@ -154,7 +154,7 @@ func Up(ctx context.Context, cfg Config) (*Instance, error) {
 		MemoryMiB: cfg.MemoryMiB, CPUs: cfg.CPUs, Shares: cfg.Shares,
 		Arch: img.Arch(), Image: img.Dir,
 		Kernel: img.Kernel, KernelVer: img.KernelVersion, BootTimeout: Duration(cfg.BootTimeout),
-		Distro: img.Distro, Disk: disk,
+		Distro: img.Distro, Disk: disk, ConsoleReady: img.Manifest.ConsoleReady(),
 	}
 	in.Argv, err = qemuArgv(qemuBin, in, img)
 	if err != nil {
