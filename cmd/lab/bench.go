@@ -16,7 +16,7 @@ func newBenchCommand() *cobra.Command {
 	var jsonOut bool
 	var chart, from string
 	cmd := &cobra.Command{
-		Use:   "bench [--json] [--breakdown] [--only boot|concurrent] [--chart FILE.svg|FILE.png]",
+		Use:   "bench [--json] [--breakdown] [--only boot|concurrent|vsock] [--chart FILE.svg|FILE.png]",
 		Short: "Measure interop against its baselines, side by side, on a fresh VM",
 		Long: `bench boots its own VM (name "bench"), provisions it and measures in one run:
 
@@ -41,7 +41,8 @@ first output byte, the exit.`,
   lab bench --runs 500 --json > bench.json --chart bench.svg
   lab bench --from bench.json --chart bench.png
   lab bench --only boot
-  lab bench --only concurrent --concurrent 1000`,
+  lab bench --only concurrent --concurrent 1000
+  lab bench --only vsock`,
 		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, args []string) error {
 			if chart != "" && !strings.HasSuffix(chart, ".svg") && !strings.HasSuffix(chart, ".png") {
@@ -104,7 +105,7 @@ first output byte, the exit.`,
 	f.IntVar(&opts.Runs, "runs", 200, "launches per latency figure")
 	f.Int64Var(&opts.Bytes, "bytes", 64<<20, "bytes per throughput figure")
 	f.IntVar(&opts.Concurrent, "concurrent", 1000, "concurrent launches")
-	f.StringVar(&opts.Only, "only", "", `measure only one figure: "boot" (boot to first interop exec with its phases, and re-provisioning) or "concurrent" (--concurrent launches after a boot without the Windows side)`)
+	f.StringVar(&opts.Only, "only", "", `measure only one figure: "boot" (boot to first interop exec with its phases, and re-provisioning), "concurrent" (--concurrent launches after a boot without the Windows side) or "vsock" (raw vsock both ways, --bytes each, after a boot without the Windows side)`)
 	f.StringVar(&opts.Interpreter, "interpreter", "", "lab-interop binary for the guest (default: next to lab)")
 	f.StringVar(&opts.Distro, "distro", images.DistroInitramfs, "guest image: initramfs, or debian (its boot aim is 15 s; also reports the image's clean build time and a fresh machine's disk use, and deletes the bench machine's disk after)")
 	return cmd
