@@ -133,6 +133,89 @@ func BenchmarkIntegrationThroughput(b *testing.B) {
 	})
 }
 
+// BenchmarkIntegrationHostToGuestRaw reads in the guest as lab bench's probe does (a
+// blocking AF_VSOCK socket, no Go netpoller), in RBUF-byte reads with the socket's buffer
+// (the host's credit) at SOCKBUF (0: the kernel's default, 256 KiB). VIA "dial": the host
+// dials the guest and writes 256 KiB at a time; "uds": the guest dials the host's port,
+// which the device bridges to a Unix socket the benchmark listens on and writes with
+// io.Copy, as lab bench does. VHOSTVSOCK_H2G="RBUF:SOCKBUF:VIA,..." picks the variants.
+func BenchmarkIntegrationHostToGuestRaw(b *testing.B) {
+	variants := "8192:0:uds,262144:0:uds,262144:4194304:uds,262144:4194304:dial"
+	if v := os.Getenv("VHOSTVSOCK_H2G"); v != "" {
+		variants = v
+	}
+	e := sharedVM(b)
+	for _, v := range strings.Split(variants, ",") {
+		f := strings.Split(v, ":")
+		if len(f) != 3 {
+			b.Fatalf("variant %q: want RBUF:SOCKBUF:VIA", v)
+		}
+		rbuf, sockbuf, via := f[0], f[1], f[2]
+		b.Run(fmt.Sprintf("rbuf=%s/sockbuf=%s/via=%s", rbuf, sockbuf, via), func(b *testing.B) {
+			st := snap(e)
+			defer func() { reportStats(b, e, st, benchChunk) }()
+			for b.Loop() {
+				if via == "uds" {
+					h2gUDS(b, e, rbuf, sockbuf)
+				} else {
+					h2gDial(b, e, rbuf, sockbuf)
+				}
+			}
+			b.SetBytes(benchChunk)
+		})
+	}
+}
+
+func h2gDial(b *testing.B, e *vmEnv, rbuf, sockbuf string) {
+	b.StopTimer()
+	ready := e.cmd("recvraw 6012 %s %s", rbuf, sockbuf)
+	e.reply(b, ready, time.Minute)
+	b.StartTimer()
+	c, err := e.dev.Dial(context.Background(), 6012)
+	if err != nil {
+		b.Fatal(err)
+	}
+	buf := make([]byte, 256<<10)
+	for n := 0; n < benchChunk; n += len(buf) {
+		if _, err := c.Write(buf); err != nil {
+			b.Fatal(err)
+		}
+	}
+	c.(*Conn).CloseWrite()
+	io.Copy(io.Discard, c) // the guest closes after reading everything
+	c.Close()
+	if r := e.reply(b, ready, time.Minute); !strings.HasPrefix(r, fmt.Sprintf("OK %d ", benchChunk)) {
+		b.Fatalf("guest: %s", r)
+	}
+}
+
+func h2gUDS(b *testing.B, e *vmEnv, rbuf, sockbuf string) {
+	b.StopTimer()
+	p := e.uds + "_6013"
+	os.Remove(p)
+	l, err := net.Listen("unix", p)
+	if err != nil {
+		b.Fatal(err)
+	}
+	defer l.Close()
+	go func() {
+		c, err := l.Accept()
+		if err != nil {
+			return
+		}
+		io.Copy(c, io.LimitReader(zeroReader{}, benchChunk))
+		c.Close()
+	}()
+	b.StartTimer()
+	if r := e.reply(b, e.cmd("readraw 6013 %s %s", rbuf, sockbuf), time.Minute); !strings.HasPrefix(r, fmt.Sprintf("OK %d ", benchChunk)) {
+		b.Fatalf("guest: %s", r)
+	}
+}
+
+type zeroReader struct{}
+
+func (zeroReader) Read(p []byte) (int, error) { clear(p); return len(p), nil }
+
 func BenchmarkIntegrationConnect(b *testing.B) {
 	e := sharedVM(b)
 	d := e.dev
@@ -211,12 +294,13 @@ func cpuSeconds(pid int) float64 {
 }
 
 type benchSnap struct {
-	st         Stats
-	qemu, self float64
+	st          Stats
+	creditWaits uint64
+	qemu, self  float64
 }
 
 func snap(e *vmEnv) benchSnap {
-	return benchSnap{e.dev.Stats(), cpuSeconds(e.qemu.Process.Pid), cpuSeconds(0)}
+	return benchSnap{e.dev.Stats(), e.dev.stats.creditWaits.Load(), cpuSeconds(e.qemu.Process.Pid), cpuSeconds(0)}
 }
 
 // reportStats adds per-op counters to a benchmark: notifications, packets, and the CPU
@@ -236,6 +320,7 @@ func reportStats(b *testing.B, e *vmEnv, before benchSnap, bytesPerOp float64) {
 	b.ReportMetric(float64(s.Interrupts-s0.Interrupts)/n, "irqs/op")
 	b.ReportMetric(float64(s.TxPackets-s0.TxPackets)/n, "txpkts/op")
 	b.ReportMetric(float64(s.RxPackets-s0.RxPackets)/n, "rxpkts/op")
+	b.ReportMetric(float64(after.creditWaits-before.creditWaits)/n, "creditwaits/op")
 }
 
 func unixPair(b *testing.B) (net.Conn, net.Conn) {

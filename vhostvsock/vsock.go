@@ -203,7 +203,7 @@ type Stats struct {
 }
 
 type stats struct {
-	kicks, interrupts, passes, txPackets, rxPackets, txBytes, rxBytes, refused atomic.Uint64
+	kicks, interrupts, passes, txPackets, rxPackets, txBytes, rxBytes, refused, creditWaits atomic.Uint64
 }
 
 // Stats returns the device's counters.

@@ -224,6 +224,9 @@ func (d *Device) handleTxLocked(ch *virtq.Chain) {
 		}
 		return
 	}
+	if c.wbuf.n > 0 && c.credit() == 0 {
+		d.stats.creditWaits.Add(1) // output was waiting for this packet's credit
+	}
 	c.peerBufAlloc, c.peerFwdCnt = h.BufAlloc, h.FwdCnt
 	switch h.Op {
 	case opRequest:

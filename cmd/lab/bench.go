@@ -16,7 +16,7 @@ func newBenchCommand() *cobra.Command {
 	var jsonOut bool
 	var chart, from string
 	cmd := &cobra.Command{
-		Use:   "bench [--json] [--breakdown] [--only boot|concurrent] [--chart FILE.svg|FILE.png]",
+		Use:   "bench [--json] [--breakdown] [--only boot|concurrent|vsock] [--chart FILE.svg|FILE.png]",
 		Short: "Measure interop against its baselines, side by side, on a fresh VM",
 		Long: `bench boots its own VM (name "bench"), provisions it and measures in one run:
 
@@ -42,6 +42,7 @@ first output byte, the exit.`,
   lab bench --from bench.json --chart bench.png
   lab bench --only boot
   lab bench --only concurrent --concurrent 1000
+  lab bench --only vsock
   lab bench --only boot --arch arm64   # an arm64 guest (under TCG on an amd64 host)`,
 		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, args []string) error {
@@ -108,7 +109,7 @@ first output byte, the exit.`,
 	f.IntVar(&opts.Runs, "runs", 200, "launches per latency figure")
 	f.Int64Var(&opts.Bytes, "bytes", 64<<20, "bytes per throughput figure")
 	f.IntVar(&opts.Concurrent, "concurrent", 1000, "concurrent launches")
-	f.StringVar(&opts.Only, "only", "", `measure only one figure: "boot" (boot to first interop exec with its phases, and re-provisioning) or "concurrent" (--concurrent launches after a boot without the Windows side)`)
+	f.StringVar(&opts.Only, "only", "", `measure only one figure: "boot" (boot to first interop exec with its phases, and re-provisioning), "concurrent" (--concurrent launches after a boot without the Windows side) or "vsock" (raw vsock both ways, --bytes each, after a boot without the Windows side)`)
 	f.StringVar(&opts.Interpreter, "interpreter", "", "lab-interop binary for the guest (default: next to lab)")
 	f.StringVar(&opts.Arch, "arch", images.DefaultArch(), "guest architecture: amd64 or arm64 (another than the host's runs under TCG; its boot aim is 15 s)")
 	f.StringVar(&opts.Distro, "distro", images.DistroInitramfs, "guest image: initramfs, or debian (its boot aim is 15 s; also reports the image's clean build time and a fresh machine's disk use, and deletes the bench machine's disk after)")

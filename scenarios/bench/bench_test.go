@@ -55,7 +55,8 @@ func TestOptionsOnly(t *testing.T) {
 		{"", ""},
 		{"concurrent", ""},
 		{"boot", ""},
-		{"launch", `bench: --only "launch": the figures that can run alone are "boot" and "concurrent"`},
+		{"vsock", ""},
+		{"launch", `bench: --only "launch": the figures that can run alone are "boot", "concurrent" and "vsock"`},
 	} {
 		o := Options{Only: tc.only, LabExe: "lab"}
 		err := o.setDefaults()

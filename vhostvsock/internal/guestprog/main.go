@@ -24,6 +24,7 @@ import (
 	"time"
 
 	"github.com/mdlayher/vsock"
+	"golang.org/x/sys/unix"
 
 	"lab/guest"
 	"lab/internal/vsockdial"
@@ -189,6 +190,8 @@ func run(f []string, reply func(string, ...any)) error {
 		if f[0] != "recv" {
 			reply("OK")
 		}
+	case "recvraw", "readraw": // host -> guest as lab bench's probe reads: PORT RBUF SOCKBUF (0: the default); recvraw listens, readraw dials
+		return recvRaw(port, int(arg(2)), arg(3), f[0] == "readraw", reply)
 	case "conc": // N concurrent echo connections of SIZE bytes each
 		n, size := int(arg(2)), arg(3)
 		var wg sync.WaitGroup
@@ -284,4 +287,66 @@ func (c *countWriter) Write(p []byte) (int, error) {
 	n, err := c.w.Write(p)
 	c.n.Add(int64(n))
 	return n, err
+}
+
+// recvRaw reads one host->guest connection to EOF as lab bench's probe does: a blocking
+// AF_VSOCK socket (no Go netpoller) read in rbuf-byte reads, its buffer size
+// (SO_VM_SOCKETS_BUFFER_SIZE, the credit the host gets) set to sockbuf unless 0. With dial
+// set it connects to the host's port (through the device's Unix socket convention, as the
+// probe does); otherwise it listens there, answers READY and accepts one connection.
+func recvRaw(port uint32, rbuf int, sockbuf uint64, dial bool, reply func(string, ...any)) error {
+	fd, err := unix.Socket(unix.AF_VSOCK, unix.SOCK_STREAM|unix.SOCK_CLOEXEC, 0)
+	if err != nil {
+		return err
+	}
+	if sockbuf > 0 {
+		// MAX first: SIZE is clamped to it.
+		for _, opt := range []int{unix.SO_VM_SOCKETS_BUFFER_MAX_SIZE, unix.SO_VM_SOCKETS_BUFFER_SIZE} {
+			if err := unix.SetsockoptUint64(fd, unix.AF_VSOCK, opt, sockbuf); err != nil {
+				unix.Close(fd)
+				return err
+			}
+		}
+	}
+	cfd := fd
+	if dial {
+		err = unix.Connect(fd, &unix.SockaddrVM{CID: host, Port: port})
+	} else {
+		// An accepted socket inherits the listener's buffer size.
+		err = unix.Bind(fd, &unix.SockaddrVM{CID: unix.VMADDR_CID_ANY, Port: port})
+		if err == nil {
+			err = unix.Listen(fd, 1)
+		}
+		if err == nil {
+			reply("READY")
+			cfd, _, err = unix.Accept(fd)
+			unix.Close(fd) // before the reply, so the port is free for the host's next command
+			if err != nil {
+				return err
+			}
+		}
+	}
+	if err != nil {
+		unix.Close(fd)
+		return err
+	}
+	defer unix.Close(cfd)
+	buf := make([]byte, max(rbuf, 1))
+	var total, reads int64
+	for {
+		n, err := unix.Read(cfd, buf)
+		if err == unix.EINTR {
+			continue
+		}
+		if err != nil {
+			return err
+		}
+		if n == 0 {
+			break
+		}
+		total += int64(n)
+		reads++
+	}
+	reply("OK %d %d", total, reads)
+	return nil
 }
