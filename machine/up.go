@@ -188,3 +188,8 @@ func seed(in *vm.Instance, opts ProvisionOptions) ([]images.File, error) {
 	}
 	return files, nil
 }
+
+// Seed is what Up gives a guest at boot (provision.Seed, or provision.SeedDisk on a disk
+// guest), for callers that boot with package vm and provision with Provision
+// (vm.Config.BootFiles).
+func Seed(in *vm.Instance, opts ProvisionOptions) ([]images.File, error) { return seed(in, opts) }
