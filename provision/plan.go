@@ -340,17 +340,7 @@ func planSSHD(p *planned, st *state, want desired) {
 	if !st.sshdConfig {
 		return
 	}
-	var vars []string
-	if len(want.winDirs) > 0 {
-		vars = append(vars, "PATH="+SSHDDefaultPath+":"+strings.Join(want.winDirs, ":"))
-	}
-	for _, v := range want.wslEnv {
-		vars = append(vars, v.name+"="+v.value)
-	}
-	wantLine := ""
-	if len(vars) > 0 {
-		wantLine = "SetEnv " + strings.Join(vars, " ")
-	}
+	wantLine := want.sshdSetEnv()
 	hup := "[ -f " + SSHDPidFile + " ] && kill -HUP \"$(cat " + SSHDPidFile + ")\" || true"
 	switch {
 	case st.sshdPath == wantLine && wantLine == "":
@@ -364,6 +354,21 @@ func planSSHD(p *planned, st *state, want desired) {
 		p.run(phasePrepare, "sed -i '/^SetEnv /d' "+SSHDConfigPath, "echo "+shell.Quote(wantLine)+" >> "+SSHDConfigPath, hup)
 		p.step(StepSSHDPath, true, wantLine+" in "+SSHDConfigPath+" (new SSH connections)")
 	}
+}
+
+// sshdSetEnv is the SetEnv line sshd_config should hold ("" for none).
+func (want desired) sshdSetEnv() string {
+	var vars []string
+	if len(want.winDirs) > 0 {
+		vars = append(vars, "PATH="+SSHDDefaultPath+":"+strings.Join(want.winDirs, ":"))
+	}
+	for _, v := range want.wslEnv {
+		vars = append(vars, v.name+"="+v.value)
+	}
+	if len(vars) == 0 {
+		return ""
+	}
+	return "SetEnv " + strings.Join(vars, " ")
 }
 
 func planShares(p *planned, st *state, want desired) {

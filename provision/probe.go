@@ -55,19 +55,32 @@ type ruleProbe struct {
 func probeScript(rules []Rule, stubs map[string]string) string {
 	var b strings.Builder
 	b.WriteString(`set -f
-echo "arch $(uname -m)"
+# Builtins and file tests where they do (each external command is a process start:
+# milliseconds under TCG, more for a dynamic binary).
+a=
+[ -r /proc/sys/kernel/arch ] && read -r a < /proc/sys/kernel/arch
+[ -n "$a" ] || a=$(uname -m)
+echo "arch $a"
 set --
 for f in ` + ConfigPath + ` ` + TokenPath + ` ` + BinfmtConfPath + ` ` + StubsManifest + ` ` + WindowsPathFile + ` ` + WSLEnvFile + ` ` + GuardScriptPath + ` ` + GuardUnitPath + ` ` + oldGuardUnitPath + ` ` + GuardAptPath + `; do
   [ -f "$f" ] && set -- "$@" "$f"
 done
 I=` + InterpreterPath + `
+# One stat for the modes and the interpreter's identity.
+id=
+while read -r n a rest; do
+  case "$n" in
+  "$I") id=$rest ;;
+  ?*) echo "mode $n $a" ;;
+  esac
+done <<EOF
+$(stat -c '%n %a ` + interpIDFormat + `' /etc/lab ` + TokenPath + ` $I 2>/dev/null)
+EOF
 if [ -f $I ]; then
-  id=$(stat -c '` + interpIDFormat + `' $I)
   rec=
   [ -f ` + InterpreterSumPath + ` ] && read -r rec < ` + InterpreterSumPath + `
   if [ -n "$id" ] && [ "${rec% *}" = "$id" ]; then echo "file $I ${rec##* }"; echo "interpsum recorded"; else set -- "$@" $I; fi
 fi
-stat -c 'mode %n %a' /etc/lab ` + TokenPath + ` 2>/dev/null
 for l in ` + LabpathPath + ` ` + WslpathPath + `; do
   if [ -L $l ] && [ $l -ef $I ]; then echo "link $l $I"; elif [ -L $l ]; then echo "link $l ?"; fi
 done
@@ -85,7 +98,10 @@ done < /proc/mounts
 [ -e ` + BinfmtDir + `/register ] && echo "binfmt mounted"
 if [ -d /run/systemd/system ]; then
   echo "systemd yes"
-  systemctl is-enabled ` + guardUnitName + ` >/dev/null 2>&1 && echo "guard enabled"
+  # Enabled: the links systemctl enable makes (a test, not systemctl: 0.7 s under TCG).
+  g=yes
+  for l in ` + strings.Join(guardWants, " ") + `; do [ -L $l ] && [ $l -ef ` + GuardUnitPath + ` ] || g=; done
+  [ -n "$g" ] && echo "guard enabled"
 fi
 [ -d /etc/apt/apt.conf.d ] && echo "apt yes"
 if [ -f ` + ProfilePath + ` ]; then
