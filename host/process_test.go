@@ -686,6 +686,19 @@ func TestProofRefusals(t *testing.T) {
 
 func TestProofConcurrentLaunches(t *testing.T) {
 	w := newWorld(t)
+	// A hundred interpreters at once on a loaded 2-core host (make test runs packages in
+	// parallel, -race) may send their hello after the relay's 5 s hello timeout: the relay
+	// answers EAGAIN and a real interpreter tries again within its connect timeout, 30 s
+	// by default. The world's 5 s would leave no time for that retry; this test is about
+	// every launch coming out right, so it gives them the default's room and more.
+	conf, err := os.ReadFile(w.config)
+	if err != nil {
+		t.Fatal(err)
+	}
+	conf = bytes.Replace(conf, []byte("connect_timeout = 5s\n"), []byte("connect_timeout = 2m\n"), 1)
+	if err := os.WriteFile(w.config, conf, 0o600); err != nil {
+		t.Fatal(err)
+	}
 	const n = 100
 	var wg sync.WaitGroup
 	errs := make(chan string, n)
