@@ -54,6 +54,7 @@ type interp struct {
 	stderr  io.Writer
 	relay   string
 	restore func()      // puts the terminal back; set while it is raw
+	sigs    *sigWatch   // the forwarded signals' handlers, once the request went out
 	tr      *guestTrace // nil unless LAB_TRACE is set (lab trace)
 }
 
@@ -107,9 +108,6 @@ func (in *interp) run(args []string) int {
 		req.Rows, req.Cols = rows, cols
 	}
 
-	// The handlers for the forwarded signals go in while the connection and the handshake
-	// wait for the host (see watchSignals).
-	sigs := watchSignals()
 	s, result, code := in.launchRetrying(cfg, token, req)
 	if s == nil {
 		return code
@@ -127,7 +125,10 @@ func (in *interp) run(args []string) int {
 
 	// The program runs.
 	signal.Ignore(syscall.SIGPIPE) // a closed stdout becomes EPIPE, passed on as CloseRead
-	sigc := sigs.launched()
+	if in.sigs == nil {
+		in.sigs = watchSignals() // cannot be: the request went out
+	}
+	sigc := in.sigs.launched()
 	if tty {
 		if old, err := term.MakeRaw(0); err == nil {
 			in.restore = sync.OnceFunc(func() { term.Restore(0, old) })
@@ -206,15 +207,17 @@ func (in *interp) run(args []string) int {
 	}
 }
 
-// sigWatch holds the forwarded signals from before the connection to the interpreter's exit.
+// sigWatch holds the forwarded signals from the request's sending to the interpreter's exit.
 //
-// Why before the connection: every signal.Notify is a round trip with the runtime's signal
+// Why while the relay answers: every signal.Notify is a round trip with the runtime's signal
 // thread (a locked OS thread it starts on first use): in the TCG guest the five cost about
 // 30 context switches and two more threads. Registered once the program ran, that work
 // competed with the host program for the host's cores; registered in a goroutine started
-// before the dial, it runs while the interpreter waits for the vsock connection and the
-// relay's answer. And the handlers are never removed: Main's process exits when it returns,
-// and signal.Stop would be another round trip per signal on the way to the exit status.
+// right after the request went out, it runs while the interpreter waits for the relay's
+// answer (not earlier: the relay's hello timeout runs from its accept, and a thousand
+// interpreters starting at once should send first). And the handlers are never removed:
+// Main's process exits when it returns, and signal.Stop would be another round trip per
+// signal on the way to the exit status.
 type sigWatch struct {
 	ready chan struct{}  // closed once the handlers are in place
 	start chan struct{}  // closed once the program runs on the host
@@ -316,6 +319,10 @@ func (in *interp) launchOnce(cfg *Config, token []byte, req *wire.Launch) (*wire
 	sendErr := s.Send(hello, req)
 	if sendErr == nil {
 		in.tr.sentHandshake(sent, hello, req)
+		if in.sigs == nil {
+			// The handlers go in while the relay answers (see sigWatch).
+			in.sigs = watchSignals()
+		}
 	}
 	for {
 		m, err := s.Recv(context.Background())

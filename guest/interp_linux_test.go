@@ -515,7 +515,7 @@ func TestInterpForwardsSignals(t *testing.T) {
 // A terminating signal that arrives before the relay's answer ends the interpreter as it
 // would a process without a handler (it dies of the signal), although the interpreter
 // already catches the forwarded signals then (they are registered while it waits for the
-// connection and the handshake): a ^C during a slow handshake is not swallowed or held.
+// relay's answer): a ^C during a slow handshake is not swallowed or held.
 func TestInterpSignalBeforeLaunch(t *testing.T) {
 	for _, sig := range []syscall.Signal{syscall.SIGINT, syscall.SIGTERM, syscall.SIGHUP} {
 		t.Run(sig.String(), func(t *testing.T) {
