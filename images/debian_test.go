@@ -244,7 +244,7 @@ func TestDebianInstanceRunsSeed(t *testing.T) {
 	tarAt := strings.Index(script, `tar -x -f "$f" -C /`)
 	seedAt := strings.Index(script, "if [ -x "+DebianSeedScript+" ]; then\n\t"+DebianSeedScript+" || echo")
 	if tarAt < 0 || seedAt < tarAt {
-		t.Errorf("the instance script does not run %s after unpacking the tar:\n%s", DebianSeedScript, script)
+		t.Fatalf("the instance script does not run %s after unpacking the tar:\n%s", DebianSeedScript, script)
 	}
 	if !strings.HasSuffix(script, "\nexit 0\n") {
 		t.Errorf("the instance script's status is the seed's; want exit 0 at its end:\n%s", script)
