@@ -111,9 +111,9 @@ func freshState(goarch string, shares []Share) *state {
 // The seed of a disk guest (SeedDisk) is staged in /run/lab/seed, and DiskSeedScriptPath
 // is to run before systemd-binfmt and sshd. Not wired into lab up yet: through the
 // instance tar (fw_cfg) the boot hung, because the guest's qemu_fw_cfg driver reads a
-// file in 4 KB chunks and skips to each chunk's offset one port read at a time
-// (quadratic: the 4.5 MB interpreter never arrived under TCG); see DESIGN.md's Debian
-// section for the channel that fits (a per-instance cpio after lab's initrd).
+// file page by page and skips to each page's offset by port reads (quadratic: 1 MB took
+// 99 s under TCG, so the 4.5 MB interpreter would take half an hour); see DESIGN.md's
+// Debian section for the channel that fits (a per-instance cpio after lab's initrd).
 const (
 	DiskSeedDir        = "/run/lab/seed"
 	DiskSeedScriptPath = DiskSeedDir + "/apply"
