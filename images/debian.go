@@ -34,7 +34,7 @@ var Distros = []string{DistroInitramfs, DistroDebian}
 
 // debianRecipe names everything that changes what the Debian image holds; it is
 // part of the cache key.
-const debianRecipe = "debian-5"
+const debianRecipe = "debian-4"
 
 // debianSuite is Debian 12's code name: the host's apt sources for it are the ones
 // the image is built from.
@@ -111,11 +111,6 @@ const debianStatusWord = "systemd.show_status=error"
 // unpacks it before sshd starts. fw_cfg files are readable by root only in the guest.
 const FwCfgInstance = "opt/lab/instance.tar"
 
-// DebianSeedScript is the boot script the instance tar may carry (lab up puts
-// provisioning's head start there, provision.SeedDisk): lab-instance.service runs it
-// once the tar is unpacked, before systemd-binfmt and sshd start.
-const DebianSeedScript = "/run/lab/seed/apply"
-
 // debianCustomize runs as mmdebstrap's customize hook with the root file system
 // in $1, after lab's files were synced in. It leaves the kernel, the initrd and
 // dpkg's status in /tmp/lab-out for a copy-out hook (mmdebstrap's cleanup then
@@ -171,12 +166,6 @@ cp /root/.ssh/authorized_keys /home/lab/.ssh/authorized_keys
 chown -R lab:lab /home/lab/.ssh
 chmod 600 /root/.ssh/authorized_keys /home/lab/.ssh/authorized_keys /etc/ssh/ssh_host_ed25519_key
 rm -rf /etc/dropbear
-# Provisioning's head start (interpreter, config, rules' files, sshd's SetEnv), when
-# lab up sent one; lab provision still checks and corrects everything.
-if [ -x ` + DebianSeedScript + ` ]; then
-	` + DebianSeedScript + ` || echo "lab-instance: the provisioning seed failed; lab provision will install interop" >&2
-fi
-exit 0
 `,
 	"usr/local/lib/lab/mounts": `#!/bin/sh
 # lab: mount the 9p shares lab up names on the kernel command line (lab.mount=TAG:DIR),
@@ -199,11 +188,10 @@ exit 0
 	"etc/systemd/system/lab-instance.service": `[Unit]
 Description=lab: this boot's SSH keys (from lab up through fw_cfg)
 # Early (beside sysinit, not after basic.target): sshd waits for it, and it needs
-# only the root file system, which lab's initrd mounted. Before systemd-binfmt: the
-# seed it runs writes /etc/binfmt.d/lab.conf, which systemd-binfmt then registers.
+# only the root file system, which lab's initrd mounted.
 DefaultDependencies=no
 After=local-fs.target
-Before=ssh.service systemd-binfmt.service shutdown.target
+Before=ssh.service shutdown.target
 Conflicts=shutdown.target
 
 [Service]

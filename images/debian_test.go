@@ -234,35 +234,3 @@ func TestDebianBootWaitsForNothing(t *testing.T) {
 		t.Errorf("udev's coldplug is not limited to input devices:\n%s", trig)
 	}
 }
-
-// TestDebianInstanceRunsSeed: lab-instance.service runs the seed script the instance tar
-// carries, after the keys, and is ordered before systemd-binfmt (which registers the
-// lab.conf the seed writes); a failing seed is reported and does not fail the unit
-// (the keys are in place: lab provision installs interop).
-func TestDebianInstanceRunsSeed(t *testing.T) {
-	script := debianFiles["usr/local/lib/lab/instance"]
-	tarAt := strings.Index(script, `tar -x -f "$f" -C /`)
-	seedAt := strings.Index(script, "if [ -x "+DebianSeedScript+" ]; then\n\t"+DebianSeedScript+" || echo")
-	if tarAt < 0 || seedAt < tarAt {
-		t.Errorf("the instance script does not run %s after unpacking the tar:\n%s", DebianSeedScript, script)
-	}
-	if !strings.HasSuffix(script, "\nexit 0\n") {
-		t.Errorf("the instance script's status is the seed's; want exit 0 at its end:\n%s", script)
-	}
-	unit := debianFiles["etc/systemd/system/lab-instance.service"]
-	if !strings.Contains(unit, "\nBefore=ssh.service systemd-binfmt.service shutdown.target\n") {
-		t.Errorf("lab-instance.service is not ordered before systemd-binfmt and ssh:\n%s", unit)
-	}
-	root := t.TempDir()
-	seed := filepath.Join(root, "apply")
-	if err := os.WriteFile(seed, []byte("#!/bin/sh\nexit 3\n"), 0o755); err != nil {
-		t.Fatal(err)
-	}
-	// The seed's part, run with a failing seed: a warning, status 0.
-	part := script[seedAt:]
-	part = strings.ReplaceAll(part, DebianSeedScript, seed)
-	out, err := exec.Command("sh", "-c", part).CombinedOutput()
-	if err != nil || !strings.Contains(string(out), "the provisioning seed failed") {
-		t.Errorf("a failing seed: %v, %q; want status 0 and a warning", err, out)
-	}
-}

@@ -158,8 +158,7 @@ func mountsAt(shares []vm.Share, guestPath string) bool {
 	return false
 }
 
-// seed is the provisioning the guest gets at boot (provision.Seed, or on a disk guest
-// provision.SeedDisk): the interpreter, its
+// seed is the provisioning the guest gets at boot (provision.Seed): the interpreter, its
 // configuration, the token, the links and the rules are in place before sshd starts, so
 // the provisioning after boot is one round trip instead of an upload of megabytes and an
 // sshd restart.
@@ -173,12 +172,7 @@ func seed(in *vm.Instance, opts ProvisionOptions) ([]images.File, error) {
 	if err != nil {
 		return nil, err
 	}
-	seedOf := provision.Seed
-	if in.Disk != "" {
-		// A disk of its own (Debian, systemd), maybe provisioned on an earlier boot.
-		seedOf = provision.SeedDisk
-	}
-	seeded, err := seedOf(cfg, arch)
+	seeded, err := provision.Seed(cfg, arch)
 	if err != nil {
 		return nil, err
 	}
@@ -188,8 +182,3 @@ func seed(in *vm.Instance, opts ProvisionOptions) ([]images.File, error) {
 	}
 	return files, nil
 }
-
-// Seed is what Up gives a guest at boot (provision.Seed, or provision.SeedDisk on a disk
-// guest), for callers that boot with package vm and provision with Provision
-// (vm.Config.BootFiles).
-func Seed(in *vm.Instance, opts ProvisionOptions) ([]images.File, error) { return seed(in, opts) }

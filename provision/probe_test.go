@@ -106,3 +106,64 @@ func TestProvisionUnchangedOneRoundTrip(t *testing.T) {
 		t.Errorf("summary %q", res.Summary())
 	}
 }
+
+// TestProbeGuardEnabled runs the probe's guard check (file tests instead of systemctl
+// is-enabled) against enable links in a temporary tree: enabled only when both links
+// resolve to the unit.
+func TestProbeGuardEnabled(t *testing.T) {
+	script := probeScript(DefaultRules(testMagic, true), nil)
+	start := strings.Index(script, "  g=yes\n")
+	end := strings.Index(script, "echo \"guard enabled\"\n")
+	if start < 0 || end < start {
+		t.Fatalf("no guard check in the probe:\n%s", script)
+	}
+	check := script[start : end+len("echo \"guard enabled\"\n")]
+	root := t.TempDir()
+	check = strings.ReplaceAll(check, "/etc/systemd/system/", root+"/etc/systemd/system/")
+	check = strings.ReplaceAll(check, GuardUnitPath, root+GuardUnitPath)
+	unit := root + GuardUnitPath
+	other := filepath.Join(root, "other.service")
+	for _, f := range []string{unit, other} {
+		if err := os.MkdirAll(filepath.Dir(f), 0o755); err != nil {
+			t.Fatal(err)
+		}
+		if err := os.WriteFile(f, []byte("[Unit]\n"), 0o644); err != nil {
+			t.Fatal(err)
+		}
+	}
+	link := func(l, target string) {
+		p := root + l
+		os.Remove(p)
+		if err := os.MkdirAll(filepath.Dir(p), 0o755); err != nil {
+			t.Fatal(err)
+		}
+		if target != "" {
+			if err := os.Symlink(target, p); err != nil {
+				t.Fatal(err)
+			}
+		}
+	}
+	for _, tt := range []struct {
+		name    string
+		targets [2]string
+		want    bool
+	}{
+		{"both links", [2]string{unit, unit}, true},
+		{"systemd-binfmt's link missing", [2]string{unit, ""}, false},
+		{"no links (disabled)", [2]string{"", ""}, false},
+		{"a link to another unit", [2]string{unit, other}, false},
+	} {
+		t.Run(tt.name, func(t *testing.T) {
+			for i, l := range guardWants {
+				link(l, tt.targets[i])
+			}
+			out, err := exec.Command("sh", "-c", check).CombinedOutput()
+			if err != nil && len(out) > 0 {
+				t.Fatalf("%v: %s", err, out)
+			}
+			if got := strings.Contains(string(out), "guard enabled"); got != tt.want {
+				t.Errorf("guard enabled = %v (%q), want %v", got, out, tt.want)
+			}
+		})
+	}
+}

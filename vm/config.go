@@ -71,11 +71,9 @@ type Config struct {
 	// names that are not lab's own. Zero: none.
 	StateFiles map[string][]byte
 	// BootFiles, when set, is called once the instance record is written (state dir,
-	// shares with their tags, architecture, Distro and Disk) and returns files the guest
-	// gets with this boot's keys: the initramfs guest in its instance cpio, a disk image
-	// (Debian) in its instance tar (fw_cfg, unpacked by lab-instance.service, which runs
-	// images.DebianSeedScript when the tar has it). machine.Up seeds provisioning with it
-	// (provision.Seed, provision.SeedDisk). Zero: none.
+	// shares with their tags, architecture) and returns files the initramfs guest gets in
+	// its instance cpio, after the keys: machine.Up seeds provisioning with it
+	// (provision.Seed). A disk image (Debian) boots without them. Zero: none.
 	BootFiles func(*Instance) ([]images.File, error)
 	// BootTimeout bounds boot-to-SSH-ready; zero: DefaultBootTimeout, or
 	// DefaultDiskBootTimeout for the Debian guest.

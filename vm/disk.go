@@ -110,15 +110,12 @@ func DiskUse(path string) (int64, error) {
 }
 
 // writeInstanceTar writes the tar of this boot's SSH keys that a disk-image guest
-// unpacks at boot (lab-instance.service): root's authorized_keys and the OpenSSH host key,
-// then extra (Config.BootFiles: provisioning's seed, whose script the image runs,
-// images.DebianSeedScript).
-func writeInstanceTar(path string, authorized ssh.PublicKey, hostKey ed25519.PrivateKey, extra []images.File) error {
+// unpacks at boot (lab-instance.service): root's authorized_keys and the OpenSSH host key.
+func writeInstanceTar(path string, authorized ssh.PublicKey, hostKey ed25519.PrivateKey) error {
 	files, err := images.InstanceFiles(authorized, hostKey)
 	if err != nil {
 		return fmt.Errorf("vm: %w", err)
 	}
-	files = append(files, extra...)
 	var buf bytes.Buffer
 	tw := tar.NewWriter(&buf)
 	for _, f := range files {

@@ -17,8 +17,6 @@ import (
 	"lab/images"
 )
 
-// TestInstanceTar: this boot's keys, then the boot files (Config.BootFiles: provisioning's
-// seed) with their modes, root's; lab-instance.service unpacks it over /.
 func TestInstanceTar(t *testing.T) {
 	pub, _, _ := ed25519.GenerateKey(rand.Reader)
 	_, hostPriv, _ := ed25519.GenerateKey(rand.Reader)
@@ -27,11 +25,7 @@ func TestInstanceTar(t *testing.T) {
 		t.Fatal(err)
 	}
 	p := filepath.Join(t.TempDir(), FileInstanceTar)
-	extra := []images.File{
-		{Path: images.DebianSeedScript, Mode: 0o755, Data: []byte("#!/bin/sh\n")},
-		{Path: "/run/lab/seed/files.tar", Mode: 0o600, Data: []byte("token")},
-	}
-	if err := writeInstanceTar(p, sp, hostPriv, extra); err != nil {
+	if err := writeInstanceTar(p, sp, hostPriv); err != nil {
 		t.Fatal(err)
 	}
 	b, err := os.ReadFile(p)
@@ -43,7 +37,6 @@ func TestInstanceTar(t *testing.T) {
 	}
 	tr := tar.NewReader(bytes.NewReader(b))
 	got := map[string]string{}
-	var names []string
 	for {
 		h, err := tr.Next()
 		if err == io.EOF {
@@ -57,20 +50,9 @@ func TestInstanceTar(t *testing.T) {
 			t.Errorf("%s: owner %d:%d, want root", h.Name, h.Uid, h.Gid)
 		}
 		got[h.Name] = string(data)
-		names = append(names, h.Name)
-		wantMode := int64(0o600)
-		if h.Name == strings.TrimPrefix(images.DebianSeedScript, "/") {
-			wantMode = 0o755
+		if h.Typeflag == tar.TypeReg && h.Mode != 0o600 {
+			t.Errorf("%s: mode %o, want 600", h.Name, h.Mode)
 		}
-		if h.Typeflag == tar.TypeReg && h.Mode != wantMode {
-			t.Errorf("%s: mode %o, want %o", h.Name, h.Mode, wantMode)
-		}
-	}
-	if n := len(names); n < 2 || names[n-2] != "run/lab/seed/apply" || names[n-1] != "run/lab/seed/files.tar" {
-		t.Errorf("the boot files are not last in the tar: %v", names)
-	}
-	if got["run/lab/seed/files.tar"] != "token" {
-		t.Errorf("boot file content %q", got["run/lab/seed/files.tar"])
 	}
 	if got["root/.ssh/authorized_keys"] != string(ssh.MarshalAuthorizedKey(sp)) {
 		t.Errorf("authorized_keys = %q", got["root/.ssh/authorized_keys"])

@@ -128,6 +128,9 @@ func Up(ctx context.Context, cfg Config) (*Instance, error) {
 		if _, err := ensureDisk(cfg.Name, disk, img, cfg.Progress); err != nil {
 			return nil, err
 		}
+		if err := writeInstanceTar(filepath.Join(cfg.StateDir, FileInstanceTar), ks.client.PublicKey(), hostPriv); err != nil {
+			return nil, err
+		}
 	}
 	if err := writeSSHConfig(cfg.StateDir, port, ks.host.PublicKey()); err != nil {
 		return nil, fmt.Errorf("vm: %w", err)
@@ -160,18 +163,16 @@ func Up(ctx context.Context, cfg Config) (*Instance, error) {
 	if err := writeJSON(filepath.Join(cfg.StateDir, FileInstance), in); err != nil {
 		return nil, fmt.Errorf("vm: %w", err)
 	}
-	var extra []images.File
-	if cfg.BootFiles != nil {
-		if extra, err = cfg.BootFiles(in); err != nil {
-			return nil, fmt.Errorf("vm: boot files: %w", err)
-		}
-	}
 	if img.Disk == "" {
+		var extra []images.File
+		if cfg.BootFiles != nil {
+			if extra, err = cfg.BootFiles(in); err != nil {
+				return nil, fmt.Errorf("vm: boot files: %w", err)
+			}
+		}
 		if err := writeInitrd(filepath.Join(cfg.StateDir, FileInitrd), img.Initrd, ks.client.PublicKey(), hostPriv, extra); err != nil {
 			return nil, err
 		}
-	} else if err := writeInstanceTar(filepath.Join(cfg.StateDir, FileInstanceTar), ks.client.PublicKey(), hostPriv, extra); err != nil {
-		return nil, err
 	}
 
 	// The hostagent writes its boot events (events.jsonl's lines) to this pipe and

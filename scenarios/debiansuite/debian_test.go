@@ -80,10 +80,6 @@ func TestIntegrationDebian(t *testing.T) {
 		// The opt-in suite also runs on busy shared hosts: a Debian boot under TCG at load
 		// 20 on 2 cores missed even vm.DefaultDiskBootTimeout (6 min).
 		BootTimeout: 15 * time.Minute,
-		// Provisioning seeded at boot, as lab up does (machine.Seed: the instance tar).
-		BootFiles: func(in *vm.Instance) ([]images.File, error) {
-			return machine.Seed(in, machine.ProvisionOptions{Interpreter: interp})
-		},
 	}
 	g := suitetest.Boot(ctx, t, hostagentEnv, cfg)
 	c, bootSSH := g.Client, g.Took
@@ -94,10 +90,6 @@ func TestIntegrationDebian(t *testing.T) {
 		t.Fatalf("provision: %v\n%s", err, setup.String())
 	}
 	provTook := time.Since(provStart)
-	if res.Changed() {
-		// The seed put everything in place before sshd: the first provisioning only checks.
-		t.Errorf("first provisioning after a seeded boot changed %s; want nothing\n%s", res.Summary(), setup.String())
-	}
 	if res, err = machine.Provision(ctx, c, stateDir, machine.ProvisionOptions{Interpreter: interp}); err != nil {
 		t.Fatalf("second provision: %v", err)
 	} else if res.Changed() {
