@@ -175,6 +175,20 @@ func bootPhases(ctx context.Context, c *vm.Client, in *vm.Instance, t0, ready ti
 		b.BeforeQEMUSeconds = fi.ModTime().Sub(t0).Seconds()
 		b.FirmwareSeconds = kernelStart.Sub(fi.ModTime()).Seconds()
 	}
+	res.dropClockJumps()
+}
+
+// dropClockJumps clears the boot's phases when one of them is negative: the guest's clock
+// jumped under load (a TCG guest can lose or gain seconds), so its uptime no longer places
+// the kernel's start on the host's clock. The total, taken on the host, stays.
+func (r *Result) dropClockJumps() {
+	b := &r.Boot
+	if b.BeforeQEMUSeconds >= 0 && b.FirmwareSeconds >= 0 && b.KernelSeconds >= 0 && b.UserspaceSeconds >= 0 && b.SSHDSeconds >= 0 {
+		return
+	}
+	r.Failures = append(r.Failures, fmt.Sprintf("boot phases: the guest's clock disagrees with the host's (QEMU to kernel %.2f s, sshd to SSH ready %.2f s): phases not reported",
+		b.FirmwareSeconds, b.SSHDSeconds))
+	b.BeforeQEMUSeconds, b.FirmwareSeconds, b.KernelSeconds, b.UserspaceSeconds, b.SSHDSeconds = 0, 0, 0, 0, 0
 }
 
 // parseBootPhases: the guest's uptime, kernel (to init) and userspace (init to the first

@@ -147,3 +147,26 @@ func TestParseBootPhases(t *testing.T) {
 		t.Errorf("without the kernel's line: %v %v %v; want zeros", k, u, s)
 	}
 }
+
+// A guest clock that jumped gives a negative phase: the phases are dropped, saying why, and
+// the host-timed total stays.
+func TestDropClockJumps(t *testing.T) {
+	var r Result
+	r.Boot.TotalSeconds, r.Boot.BeforeQEMUSeconds, r.Boot.FirmwareSeconds, r.Boot.KernelSeconds = 20, 0.1, -805.67, 2
+	r.Boot.UserspaceSeconds, r.Boot.SSHDSeconds = 1, 1
+	r.dropClockJumps()
+	b := r.Boot
+	if b.FirmwareSeconds != 0 || b.KernelSeconds != 0 || b.BeforeQEMUSeconds != 0 || b.TotalSeconds != 20 {
+		t.Errorf("boot after a clock jump: %+v", b)
+	}
+	want := "boot phases: the guest's clock disagrees with the host's (QEMU to kernel -805.67 s, sshd to SSH ready 1.00 s): phases not reported"
+	if len(r.Failures) != 1 || r.Failures[0] != want {
+		t.Errorf("failures %q, want %q", r.Failures, want)
+	}
+	var ok Result
+	ok.Boot.FirmwareSeconds, ok.Boot.KernelSeconds = 1.5, 2
+	ok.dropClockJumps()
+	if ok.Boot.FirmwareSeconds != 1.5 || len(ok.Failures) != 0 {
+		t.Errorf("sane phases changed: %+v %q", ok.Boot, ok.Failures)
+	}
+}
