@@ -365,9 +365,9 @@ func (c *Conn) Close() error {
 			c.shutFlags = shutdownRcv | shutdownSend
 			c.pend |= pendShutdown
 			d.scheduleLocked(c)
-			c.timer = time.AfterFunc(closeTimeout, func() {
+			c.timer = time.AfterFunc(d.closeTimeout, func() {
 				d.mu.Lock()
-				d.abortLocked(c, true)
+				d.lingerExpiredLocked(c)
 				d.mu.Unlock()
 				d.wake()
 			})
@@ -378,6 +378,11 @@ func (c *Conn) Close() error {
 	d.mu.Unlock()
 	d.wake()
 	return nil
+}
+
+// lingerExpiredLocked runs when a closed connection's linger timer fires.
+func (d *Device) lingerExpiredLocked(c *Conn) {
+	d.abortLocked(c, true)
 }
 
 // SetDeadline sets the read and write deadlines.

@@ -33,6 +33,7 @@ import (
 	"sync"
 	"sync/atomic"
 	"syscall"
+	"time"
 
 	"golang.org/x/sys/unix"
 )
@@ -107,6 +108,8 @@ type Device struct {
 	ready     connQueue
 	nextPort  uint32
 	bufSize   int
+	// closeTimeout is closeTimeout; tests shorten or lengthen it.
+	closeTimeout time.Duration
 }
 
 // New validates cfg and starts listening on cfg.SocketPath (and cfg.UDSPath), so QEMU can
@@ -130,7 +133,7 @@ func New(cfg Config) (*Device, error) {
 	d := &Device{
 		cfg: cfg, log: cfg.Logger,
 		conns: map[connKey]*Conn{}, listeners: map[uint32]*Listener{},
-		nextPort: 49152, bufSize: cfg.BufferSize, closeCh: make(chan struct{}),
+		nextPort: 49152, bufSize: cfg.BufferSize, closeCh: make(chan struct{}), closeTimeout: closeTimeout,
 	}
 	if d.log == nil {
 		d.log = slog.Default()
