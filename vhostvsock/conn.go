@@ -352,8 +352,9 @@ func (c *Conn) CloseWrite() error {
 	return nil
 }
 
-// Close closes the connection. Buffered data is still delivered (for up to 10 s) before
-// the guest is told with a SHUTDOWN; unread received data is discarded.
+// Close closes the connection. Buffered data is still delivered, however slowly the guest
+// reads it (see lingerExpiredLocked), before the guest is told with a SHUTDOWN; unread
+// received data is discarded.
 func (c *Conn) Close() error {
 	d := c.d
 	d.mu.Lock()
