@@ -28,10 +28,12 @@ const (
 	pendResponse
 	pendCredit
 	pendShutdown
+	pendProbe // CREDIT_REQUEST: is the guest's socket still there? (see lingerExpiredLocked)
 )
 
-// closeTimeout is how long a closed connection lingers to deliver buffered data and wait for
-// the guest's RST before we reset it (Linux uses 8 s).
+// closeTimeout is how long a closed connection waits for the guest's RST once everything
+// was delivered, and how long the guest may stay silent while data is still queued for it,
+// before we reset it (Linux uses 8 s). Time the guest spends reading slowly does not count.
 const closeTimeout = 10 * time.Second
 
 // Conn is a vsock stream connection between the host and the guest. It implements net.Conn
@@ -61,6 +63,8 @@ type Conn struct {
 	closed    bool   // Close called
 	queued    bool   // in Device.ready
 	timer     *time.Timer
+	heard     bool // a packet from the guest since the last linger check (after Close)
+	probed    bool // a CREDIT_REQUEST went out at the last linger check and nothing was heard since
 
 	readable chan struct{}
 	writable chan struct{}
@@ -105,7 +109,7 @@ func (c *Conn) sendable() bool {
 	if c.state == stClosed {
 		return false
 	}
-	if c.pend&(pendRequest|pendResponse|pendCredit) != 0 || c.canSendData() {
+	if c.pend&(pendRequest|pendResponse|pendCredit|pendProbe) != 0 || c.canSendData() {
 		return true
 	}
 	return c.pend&pendShutdown != 0 && (c.wbuf.n == 0 || c.peerShut&shutdownRcv != 0)
@@ -133,6 +137,9 @@ func (c *Conn) nextPacketLocked(room int) (header, int, bool) {
 	case c.pend&pendResponse != 0:
 		h.Op = opResponse
 		c.pend &^= pendResponse
+	case c.pend&pendProbe != 0:
+		h.Op = opCreditRequest
+		c.pend &^= pendProbe
 	case c.canSendData() && room > 0:
 		h.Op = opRW
 		payload = min(c.wbuf.n, int(c.credit()), room)
@@ -345,8 +352,9 @@ func (c *Conn) CloseWrite() error {
 	return nil
 }
 
-// Close closes the connection. Buffered data is still delivered (for up to 10 s) before
-// the guest is told with a SHUTDOWN; unread received data is discarded.
+// Close closes the connection. Buffered data is still delivered, however slowly the guest
+// reads it (see lingerExpiredLocked), before the guest is told with a SHUTDOWN; unread
+// received data is discarded.
 func (c *Conn) Close() error {
 	d := c.d
 	d.mu.Lock()
@@ -364,10 +372,11 @@ func (c *Conn) Close() error {
 		} else {
 			c.shutFlags = shutdownRcv | shutdownSend
 			c.pend |= pendShutdown
+			c.heard, c.probed = false, false
 			d.scheduleLocked(c)
-			c.timer = time.AfterFunc(closeTimeout, func() {
+			c.timer = time.AfterFunc(d.closeTimeout, func() {
 				d.mu.Lock()
-				d.abortLocked(c, true)
+				d.lingerExpiredLocked(c)
 				d.mu.Unlock()
 				d.wake()
 			})
@@ -378,6 +387,40 @@ func (c *Conn) Close() error {
 	d.mu.Unlock()
 	d.wake()
 	return nil
+}
+
+// lingerExpiredLocked runs when a closed connection's linger timer fires (every
+// closeTimeout). Bytes a Write accepted are never dropped while the guest's socket is there
+// to take them: a Linux guest reads our RST as a clean EOF, so resetting with data queued
+// loses it silently (it did, a fixed 10 s after Close, to guests reading slowly under load).
+// With data queued, the connection stays as long as the guest is heard from in each period;
+// after a silent period it is asked (CREDIT_REQUEST, which a live Linux socket answers, read
+// or not, and a gone one answers with RST), and only a further silent period resets it. With
+// nothing queued, it is the wait for the guest's RST after our SHUTDOWN, as in Linux.
+func (d *Device) lingerExpiredLocked(c *Conn) {
+	if c.state == stClosed {
+		return
+	}
+	if c.wbuf.n > 0 && c.peerShut&shutdownRcv == 0 {
+		switch {
+		case c.heard:
+			c.heard, c.probed = false, false
+		case !c.probed:
+			c.probed = true
+			c.pend |= pendProbe
+			d.scheduleLocked(c)
+		default:
+			d.log.Warn("vhostvsock: the guest stopped answering a closed connection with data still queued for it; resetting",
+				"conn", c.key, "queued", c.wbuf.n, "silent_at_least", 2*d.closeTimeout)
+			d.abortLocked(c, true)
+			return
+		}
+		if c.timer != nil {
+			c.timer.Reset(d.closeTimeout)
+		}
+		return
+	}
+	d.abortLocked(c, true)
 }
 
 // SetDeadline sets the read and write deadlines.

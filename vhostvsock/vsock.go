@@ -33,6 +33,7 @@ import (
 	"sync"
 	"sync/atomic"
 	"syscall"
+	"time"
 
 	"golang.org/x/sys/unix"
 )
@@ -107,6 +108,8 @@ type Device struct {
 	ready     connQueue
 	nextPort  uint32
 	bufSize   int
+	// closeTimeout is closeTimeout; tests shorten or lengthen it.
+	closeTimeout time.Duration
 
 	// onRequest, nil outside tests, is called with mu held when a guest REQUEST for a new
 	// connection arrives, before it is answered: a test holds the answer back there.
@@ -134,7 +137,7 @@ func New(cfg Config) (*Device, error) {
 	d := &Device{
 		cfg: cfg, log: cfg.Logger,
 		conns: map[connKey]*Conn{}, listeners: map[uint32]*Listener{},
-		nextPort: 49152, bufSize: cfg.BufferSize, closeCh: make(chan struct{}),
+		nextPort: 49152, bufSize: cfg.BufferSize, closeCh: make(chan struct{}), closeTimeout: closeTimeout,
 	}
 	if d.log == nil {
 		d.log = slog.Default()

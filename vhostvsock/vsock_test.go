@@ -294,3 +294,122 @@ func TestSplitToRxBuffer(t *testing.T) {
 		t.Fatal("mismatch")
 	}
 }
+
+// TestCloseDeliversToASlowReader: Close with far more queued than the guest's credit, and a
+// guest that takes it slowly, a linger period or more per credit's worth. Nothing may be
+// dropped while the guest answers: the linger timer used to reset the connection a fixed 10 s
+// after Close, queued data or not, and a Linux guest reads an RST as a clean EOF, so under
+// load an echo of 1 MiB came back short with no error (TestIntegration/Concurrent50). The
+// test fires the timer's expiry itself; the real timer is an hour away.
+func TestCloseDeliversToASlowReader(t *testing.T) {
+	// closed gives a host connection closed with n bytes queued for a guest with credit.
+	closed := func(t *testing.T, gport, credit uint32, n int) (*fakeGuest, *Conn, []byte) {
+		g := newFakeGuest(t, fakeOpts{})
+		g.dev.closeTimeout = time.Hour
+		l, err := g.dev.Listen(5006)
+		if err != nil {
+			t.Fatal(err)
+		}
+		t.Cleanup(func() { l.Close() })
+		g.send(guestHdr(opRequest, gport, 5006).with(func(h *header) { h.BufAlloc = credit }), nil)
+		expectOp(t, g.recv(), opResponse, gport, 5006)
+		c, err := l.Accept()
+		if err != nil {
+			t.Fatal(err)
+		}
+		data := make([]byte, n)
+		for i := range data {
+			data[i] = byte(i*7 + i>>10)
+		}
+		if _, err := c.Write(data); err != nil {
+			t.Fatal(err)
+		}
+		if err := c.Close(); err != nil {
+			t.Fatal(err)
+		}
+		return g, c.(*Conn), data
+	}
+	expire := func(g *fakeGuest, c *Conn) {
+		g.dev.mu.Lock()
+		g.dev.lingerExpiredLocked(c)
+		g.dev.mu.Unlock()
+		g.dev.wake()
+	}
+	heard := func(g *fakeGuest, c *Conn) bool {
+		g.dev.mu.Lock()
+		defer g.dev.mu.Unlock()
+		return c.heard
+	}
+	live := func(g *fakeGuest, c *Conn) bool {
+		g.dev.mu.Lock()
+		defer g.dev.mu.Unlock()
+		return g.dev.conns[c.key] == c
+	}
+
+	t.Run("reading", func(t *testing.T) {
+		const credit = 8192
+		g, c, data := closed(t, 11, credit, 64<<10)
+		var got []byte
+		for len(got) < len(data) {
+			p := g.recv()
+			expectOp(t, p, opRW, 11, 5006)
+			got = append(got, p.payload...)
+			if len(got)%credit != 0 || len(got) == len(data) {
+				continue
+			}
+			// The guest read its credit's worth and says so; the next packet shows the device
+			// heard it. Then a whole linger period passes before the guest reads again.
+			g.send(guestHdr(opCreditUpdate, 11, 5006).with(func(h *header) { h.BufAlloc = credit; h.FwdCnt = uint32(len(got)) }), nil)
+			p = g.recv()
+			expectOp(t, p, opRW, 11, 5006)
+			got = append(got, p.payload...)
+			expire(g, c)
+		}
+		if !bytes.Equal(got, data) {
+			t.Fatalf("the guest got %d bytes, not the %d written", len(got), len(data))
+		}
+		p := g.recv()
+		expectOp(t, p, opShutdown, 11, 5006)
+		if p.h.Flags != shutdownRcv|shutdownSend {
+			t.Fatalf("SHUTDOWN flags %d", p.h.Flags)
+		}
+		// Everything delivered: a period without the guest's RST ends it, as before.
+		expire(g, c)
+		expectOp(t, g.recv(), opRST, 11, 5006)
+		if live(g, c) {
+			t.Fatal("the connection outlived its linger")
+		}
+	})
+
+	t.Run("alive but not reading", func(t *testing.T) {
+		const credit = 4096
+		g, c, _ := closed(t, 12, credit, 16<<10)
+		for n := 0; n < credit; {
+			p := g.recv()
+			expectOp(t, p, opRW, 12, 5006)
+			n += len(p.payload)
+		}
+		// A silent period: the device asks whether the guest is still there.
+		expire(g, c)
+		expectOp(t, g.recv(), opCreditRequest, 12, 5006)
+		// The guest's socket answers (a Linux guest does, reading or not): data stays queued.
+		g.send(guestHdr(opCreditUpdate, 12, 5006).with(func(h *header) { h.BufAlloc = credit }), nil)
+		for deadline := time.Now().Add(10 * time.Second); !heard(g, c); time.Sleep(time.Millisecond) {
+			if time.Now().After(deadline) {
+				t.Fatal("the device did not take the guest's CREDIT_UPDATE within 10s")
+			}
+		}
+		expire(g, c)
+		if !live(g, c) {
+			t.Fatal("a guest that answered lost its queued data")
+		}
+		// Silent again: asked again, then, with no answer for a whole period, reset.
+		expire(g, c)
+		expectOp(t, g.recv(), opCreditRequest, 12, 5006)
+		expire(g, c)
+		expectOp(t, g.recv(), opRST, 12, 5006)
+		if live(g, c) {
+			t.Fatal("a guest that stopped answering kept the connection")
+		}
+	})
+}

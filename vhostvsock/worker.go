@@ -227,6 +227,7 @@ func (d *Device) handleTxLocked(ch *virtq.Chain) {
 	if c.wbuf.n > 0 && c.credit() == 0 {
 		d.stats.creditWaits.Add(1) // output was waiting for this packet's credit
 	}
+	c.heard = true // the guest's socket is there (a closed connection's linger, see lingerExpiredLocked)
 	c.peerBufAlloc, c.peerFwdCnt = h.BufAlloc, h.FwdCnt
 	switch h.Op {
 	case opRequest:
