@@ -37,11 +37,7 @@ const SeedScriptPath = "/etc/lab/rc.d/50-lab-provision"
 // what differs (a guest that is not lab's initramfs, a wsl.conf, exposed commands: their
 // stubs are not seeded, since the image's /usr/bin is not known here).
 func Seed(cfg Config, goarch string) ([]BootFile, error) {
-	cfg.Exposed = nil
-	if err := cfg.setDefaults(); err != nil {
-		return nil, err
-	}
-	want, err := cfg.desired(goarch, "", nil)
+	want, err := seedWant(cfg, goarch)
 	if err != nil {
 		return nil, err
 	}
@@ -82,6 +78,16 @@ func Seed(cfg Config, goarch string) ([]BootFile, error) {
 	}
 	files = append(files, BootFile{Path: SeedScriptPath, Mode: 0o755, Data: []byte(script.String())})
 	return files, nil
+}
+
+// seedWant is what a seed installs: cfg's desired state without exposed commands (their
+// stubs go where the image's /usr/bin is, which only the guest knows) and no wsl.conf.
+func seedWant(cfg Config, goarch string) (desired, error) {
+	cfg.Exposed = nil
+	if err := cfg.setDefaults(); err != nil {
+		return desired{}, err
+	}
+	return cfg.desired(goarch, "", nil)
 }
 
 // isSSHDStep reports whether f is planSSHD.
@@ -145,11 +151,7 @@ var guardWants = []string{
 // left alone (it changes what lab installs; Provision reads it). Provision stays the
 // authority: it checks everything and corrects what differs.
 func SeedDisk(cfg Config, goarch string) ([]BootFile, error) {
-	cfg.Exposed = nil
-	if err := cfg.setDefaults(); err != nil {
-		return nil, err
-	}
-	want, err := cfg.desired(goarch, "", nil)
+	want, err := seedWant(cfg, goarch)
 	if err != nil {
 		return nil, err
 	}

@@ -13,23 +13,7 @@ import (
 )
 
 func TestSeed(t *testing.T) {
-	interp := filepath.Join(t.TempDir(), "lab-interop")
-	if err := os.WriteFile(interp, []byte("\x7fELF interpreter"), 0o755); err != nil {
-		t.Fatal(err)
-	}
-	cfg := Config{
-		Interpreter: interp,
-		Token:       []byte(strings.Repeat("ab", 32)),
-		InteropConf: func(s Settings) ([]byte, error) { return []byte("relay = " + s.RelayAddr + "\n"), nil },
-		Settings:    Settings{RelayAddr: "vsock:2:5555"},
-		Shares:      []Share{{Tag: "lab-scratch", HostPath: "/srv/x", GuestPath: "/mnt/lab"}},
-		StubMagic:   testMagic,
-		Exposed:     []Exposed{{Name: "notify-send", HostPath: "/usr/bin/notify-send"}},
-		Stub:        func(e Exposed) []byte { return []byte("#!lab-host\n" + e.Name + "\n") },
-		WindowsPath: []string{"/mnt/c/Windows/System32"},
-		WSLNames:    true,
-		DistroName:  "default",
-	}
+	cfg := seedConfig(t, Share{Tag: "lab-scratch", HostPath: "/srv/x", GuestPath: "/mnt/lab"}, "default")
 	files, err := Seed(cfg, "amd64")
 	if err != nil {
 		t.Fatal(err)
@@ -99,23 +83,7 @@ func TestSeed(t *testing.T) {
 // registering lab.conf, lab-mounts mounting the shares): the first Provision after boot
 // must find nothing to change.
 func TestSeedDisk(t *testing.T) {
-	interp := filepath.Join(t.TempDir(), "lab-interop")
-	if err := os.WriteFile(interp, []byte("\x7fELF interpreter"), 0o755); err != nil {
-		t.Fatal(err)
-	}
-	cfg := Config{
-		Interpreter: interp,
-		Token:       []byte(strings.Repeat("ab", 32)),
-		InteropConf: func(s Settings) ([]byte, error) { return []byte("relay = " + s.RelayAddr + "\n"), nil },
-		Settings:    Settings{RelayAddr: "vsock:2:5555"},
-		Shares:      []Share{{Tag: "lab-c", HostPath: "/srv/c", GuestPath: "/mnt/c"}},
-		StubMagic:   testMagic,
-		Exposed:     []Exposed{{Name: "notify-send", HostPath: "/usr/bin/notify-send"}},
-		Stub:        func(e Exposed) []byte { return []byte("#!lab-host\n" + e.Name + "\n") },
-		WindowsPath: []string{"/mnt/c/Windows/System32"},
-		WSLNames:    true,
-		DistroName:  "deb",
-	}
+	cfg := seedConfig(t, Share{Tag: "lab-c", HostPath: "/srv/c", GuestPath: "/mnt/c"}, "deb")
 	files, err := SeedDisk(cfg, "amd64")
 	if err != nil {
 		t.Fatal(err)
@@ -248,5 +216,28 @@ func TestSeedDisk(t *testing.T) {
 	}
 	if p := plan(st, want); !p.empty() || len(changedSteps(p)) != 0 {
 		t.Errorf("the first provisioning after the seed would change %v and run %q; want nothing", changedSteps(p), p.script())
+	}
+}
+
+// seedConfig is a provisioning config as lab up makes it, with one share, an exposed
+// command (which seeds leave out) and a fake interpreter.
+func seedConfig(t *testing.T, share Share, distro string) Config {
+	t.Helper()
+	interp := filepath.Join(t.TempDir(), "lab-interop")
+	if err := os.WriteFile(interp, []byte("\x7fELF interpreter"), 0o755); err != nil {
+		t.Fatal(err)
+	}
+	return Config{
+		Interpreter: interp,
+		Token:       []byte(strings.Repeat("ab", 32)),
+		InteropConf: func(s Settings) ([]byte, error) { return []byte("relay = " + s.RelayAddr + "\n"), nil },
+		Settings:    Settings{RelayAddr: "vsock:2:5555"},
+		Shares:      []Share{share},
+		StubMagic:   testMagic,
+		Exposed:     []Exposed{{Name: "notify-send", HostPath: "/usr/bin/notify-send"}},
+		Stub:        func(e Exposed) []byte { return []byte("#!lab-host\n" + e.Name + "\n") },
+		WindowsPath: []string{"/mnt/c/Windows/System32"},
+		WSLNames:    true,
+		DistroName:  distro,
 	}
 }

@@ -7,7 +7,6 @@ import (
 	"net"
 	"os"
 	"path/filepath"
-	"strconv"
 	"sync"
 	"testing"
 	"time"
@@ -199,13 +198,7 @@ func TestWaitReadyDialsWhenConsoleSays(t *testing.T) {
 // still found by the fallback dials.
 func TestWaitReadyConsoleFallback(t *testing.T) {
 	dir := t.TempDir()
-	ks, _, err := generateKeys(dir)
-	if err != nil {
-		t.Fatal(err)
-	}
-	addr := fakeGuest(t, ks.host, ks.client.PublicKey())
-	_, portText, _ := net.SplitHostPort(addr)
-	port, _ := strconv.Atoi(portText)
+	ks, _, port := keyedFakeGuest(t, dir)
 	if err := os.WriteFile(filepath.Join(dir, FileConsoleLog), []byte("Server lis[ 1.2] x\ntening on\n"), 0o644); err != nil {
 		t.Fatal(err)
 	}

@@ -372,13 +372,7 @@ func TestExitStatus(t *testing.T) {
 // old connection is closed once that session ends.
 func TestReconnectAgainstFakeGuest(t *testing.T) {
 	dir := t.TempDir()
-	ks, _, err := generateKeys(dir)
-	if err != nil {
-		t.Fatal(err)
-	}
-	addr := fakeGuest(t, ks.host, ks.client.PublicKey())
-	_, portText, _ := net.SplitHostPort(addr)
-	port, _ := strconv.Atoi(portText)
+	ks, addr, port := keyedFakeGuest(t, dir)
 	guest, err := dialReady(context.Background(), addr, ks.clientConfig())
 	if err != nil {
 		t.Fatal(err)
@@ -465,4 +459,21 @@ func waitFor(t *testing.T, cond func() bool) {
 		}
 	}
 	t.Fatal("condition not met within 10s")
+}
+
+// keyedFakeGuest makes an instance's keys in dir and a fake guest that takes them: the keys,
+// the guest's address and its port.
+func keyedFakeGuest(t *testing.T, dir string) (*keys, string, int) {
+	t.Helper()
+	ks, _, err := generateKeys(dir)
+	if err != nil {
+		t.Fatal(err)
+	}
+	addr := fakeGuest(t, ks.host, ks.client.PublicKey())
+	_, portText, _ := net.SplitHostPort(addr)
+	port, err := strconv.Atoi(portText)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return ks, addr, port
 }
