@@ -127,13 +127,22 @@ func readConnect(br *bufio.Reader) (uint32, error) {
 	return uint32(p), nil
 }
 
+// copyIn copies a host program's stream into a vsock connection in reads of up to 32 KiB,
+// each one Write (a device lock and a worker wake-up). r is hidden behind a plain Reader:
+// after a CONNECT it is the handshake's 64-byte bufio.Reader, whose WriteTo would refill
+// its buffer and write 64 bytes at a time, where its Read returns what it buffered and
+// then reads into the caller's buffer directly.
+func copyIn(vc io.Writer, r io.Reader) (int64, error) {
+	return io.CopyBuffer(vc, struct{ io.Reader }{r}, make([]byte, 32<<10))
+}
+
 // bridge copies both ways between a vsock connection and a Unix socket, passing half-closes
 // through, and closes both when both directions are done or either fails.
 func bridge(vc *Conn, uc *net.UnixConn, r io.Reader) {
 	done := make(chan struct{})
 	go func() {
 		defer close(done)
-		if _, err := io.Copy(vc, r); err != nil {
+		if _, err := copyIn(vc, r); err != nil {
 			vc.Close()
 			uc.Close()
 			return

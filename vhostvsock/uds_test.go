@@ -2,6 +2,7 @@ package vhostvsock
 
 import (
 	"bufio"
+	"bytes"
 	"errors"
 	"fmt"
 	"io"
@@ -141,5 +142,41 @@ func TestSocketsOwnerOnly(t *testing.T) {
 		if fi.Mode()&os.ModeSocket == 0 || fi.Mode().Perm() != 0o600 {
 			t.Errorf("%s: mode %v; want a socket with 0600", filepath.Base(p), fi.Mode())
 		}
+	}
+}
+
+// writeCounter counts Write calls.
+type writeCounter struct{ n, calls int }
+
+func (w *writeCounter) Write(p []byte) (int, error) { w.calls++; w.n += len(p); return len(p), nil }
+
+// TestCopyInChunks: after a host program's "CONNECT <port>\n", its stream reaches the
+// connection in large writes (each a device lock and a worker wake-up), the bytes the
+// handshake's small reader had already buffered first. The bridge used to hand that
+// 64-byte bufio.Reader to io.Copy, whose WriteTo refills it: 64 bytes per read and per
+// Write, 16384 of each per MiB.
+func TestCopyInChunks(t *testing.T) {
+	const size = 1 << 20
+	data := make([]byte, size)
+	for i := range data {
+		data[i] = byte(i * 7)
+	}
+	// A plain Reader, as a *net.UnixConn is (no WriteTo).
+	src := struct{ io.Reader }{io.MultiReader(strings.NewReader("CONNECT 1234\nab"), bytes.NewReader(data))}
+	br := bufio.NewReaderSize(src, 64)
+	if port, err := readConnect(br); err != nil || port != 1234 {
+		t.Fatalf("readConnect: %d, %v", port, err)
+	}
+	var got bytes.Buffer
+	w := &writeCounter{}
+	n, err := copyIn(io.MultiWriter(&got, w), br)
+	if err != nil || n != size+2 {
+		t.Fatalf("copied %d bytes, %v; want %d", n, err, size+2)
+	}
+	if !bytes.Equal(got.Bytes(), append([]byte("ab"), data...)) {
+		t.Fatal("copied bytes differ from the stream")
+	}
+	if max := size/(32<<10) + 2; w.calls > max {
+		t.Errorf("%d bytes reached the connection in %d writes; want at most %d", n, w.calls, max)
 	}
 }

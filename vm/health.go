@@ -37,6 +37,13 @@ type VsockDevice struct {
 	Refused uint64 `json:"refused"`
 	TxBytes uint64 `json:"tx_bytes"` // payload bytes from the guest
 	RxBytes uint64 `json:"rx_bytes"` // payload bytes to the guest
+	// The data path's counters (JSON only): per byte, they show how often the guest and the
+	// device notify each other and how many packets a transfer costs (lab bench's raw vsock).
+	TxPackets  uint64 `json:"tx_packets"` // packets from the guest
+	RxPackets  uint64 `json:"rx_packets"` // packets to the guest
+	Kicks      uint64 `json:"kicks"`      // guest -> device notifications
+	Interrupts uint64 `json:"interrupts"` // device -> guest notifications
+	Passes     uint64 `json:"passes"`     // ring worker passes
 }
 
 // QEMUHealth is what QEMU says over QMP, asked for this request.
@@ -72,7 +79,8 @@ func (a *agent) healthNow(ctx context.Context) Health {
 	a.mu.Unlock()
 	if dev != nil {
 		st := dev.Stats()
-		h.VsockDevice = &VsockDevice{Conns: st.Conns, Refused: st.Refused, TxBytes: st.TxBytes, RxBytes: st.RxBytes}
+		h.VsockDevice = &VsockDevice{Conns: st.Conns, Refused: st.Refused, TxBytes: st.TxBytes, RxBytes: st.RxBytes,
+			TxPackets: st.TxPackets, RxPackets: st.RxPackets, Kicks: st.Kicks, Interrupts: st.Interrupts, Passes: st.Passes}
 	}
 	if a.mon != nil {
 		qctx, cancel := context.WithTimeout(ctx, statusQMPTimeout)
