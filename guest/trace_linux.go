@@ -3,14 +3,12 @@ package guest
 import (
 	"encoding/hex"
 	"fmt"
-	"net"
 	"os"
 	"path/filepath"
 	"strconv"
 	"strings"
 	"time"
 
-	"github.com/mdlayher/vsock"
 	"golang.org/x/sys/unix"
 
 	"lab/trace"
@@ -301,20 +299,13 @@ func flagSuffix(f wire.EnvFlag) string {
 }
 
 // connected records the connection to the relay and how long the connect took.
-func (t *guestTrace) connected(conn net.Conn, relay string, took time.Duration) {
+func (t *guestTrace) connected(conn *Conn, relay string, took time.Duration) {
 	if t == nil {
 		return
 	}
-	l, r := conn.LocalAddr(), conn.RemoteAddr()
-	// A guest socket is bound to VMADDR_CID_ANY, which LocalAddr reports as is: name the
-	// guest's own CID instead.
-	if va, ok := l.(*vsock.Addr); ok && va.ContextID == unix.VMADDR_CID_ANY {
-		if cid, err := vsock.ContextID(); err == nil {
-			l = &vsock.Addr{ContextID: cid, Port: va.Port}
-		}
-	}
-	t.record(trace.StepConnect, fmt.Sprintf("%s %s -> %s (relay %s) in %.3f ms", l.Network(), l, r, relay, ms(took)),
-		map[string]any{"network": l.Network(), "local": l.String(), "remote": r.String(), "relay": relay, "connect_ns": took.Nanoseconds()})
+	network, l, r := conn.addrs()
+	t.record(trace.StepConnect, fmt.Sprintf("%s %s -> %s (relay %s) in %.3f ms", network, l, r, relay, ms(took)),
+		map[string]any{"network": network, "local": l, "remote": r, "relay": relay, "connect_ns": took.Nanoseconds()})
 }
 
 // now returns the time to record a step with later (recordAt).
