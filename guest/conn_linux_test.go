@@ -132,3 +132,40 @@ func TestDialVsockConnectTimeout(t *testing.T) {
 		t.Errorf("connect timeout %v, want the 30 s left to the deadline", d)
 	}
 }
+
+// The interpreter connects only once the token was read: a user who may not run host
+// programs gets the token error and the relay sees no connection (which it would log as a
+// protocol error). Keeps a connect started earlier, to overlap it with the rest of the
+// interpreter's preparation, from going in before the token read (see DESIGN: it did not
+// pay anyway).
+func TestInterpNoTokenNoConnection(t *testing.T) {
+	f := newFixture(t, "")
+	l, err := net.Listen("unix", f.sock)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer l.Close()
+	if err := os.Remove(filepath.Join(f.dir, "token")); err != nil {
+		t.Fatal(err)
+	}
+	r := run(t, f.interpCmd(t, f.exe, f.exe), nil)
+	checkOneLine(t, r, 126, "cannot read the interop token", "no such file or directory")
+	// The interpreter has exited: a connection it made would wait in the backlog now, and a
+	// nonblocking accept(2) takes it at once.
+	rc, err := l.(*net.UnixListener).SyscallConn()
+	if err != nil {
+		t.Fatal(err)
+	}
+	var aerr error
+	rc.Control(func(fd uintptr) {
+		var nfd int
+		if nfd, _, aerr = unix.Accept4(int(fd), unix.SOCK_NONBLOCK|unix.SOCK_CLOEXEC); aerr == nil {
+			unix.Close(nfd)
+		}
+	})
+	if aerr == nil {
+		t.Error("the interpreter connected to the relay without a token")
+	} else if aerr != unix.EAGAIN {
+		t.Fatalf("accept: %v", aerr)
+	}
+}
