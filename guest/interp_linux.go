@@ -6,7 +6,6 @@ import (
 	"fmt"
 	"io"
 	"math/rand/v2"
-	"net"
 	"os"
 	"os/signal"
 	"path/filepath"
@@ -21,7 +20,6 @@ import (
 	"golang.org/x/sys/unix"
 	"golang.org/x/term"
 
-	"lab/internal/vsockdial"
 	"lab/wire"
 )
 
@@ -360,12 +358,11 @@ func (in *interp) launchOnce(cfg *Config, token []byte, req *wire.Launch) (*wire
 }
 
 func (in *interp) handshakeFailed(err error, timeout time.Duration) int {
-	var ne net.Error
 	var pe *wire.PeerError
 	switch {
 	case errors.As(err, &pe):
 		return in.fail(ExitCannotRun, "relay: %s", oneLine(pe.Message))
-	case errors.As(err, &ne) && ne.Timeout():
+	case isTimeout(err):
 		return in.fail(ExitCannotRun, "the relay at %s did not answer within %v", in.relay, timeout)
 	case errors.Is(err, io.EOF), errors.Is(err, syscall.ECONNRESET), errors.Is(err, syscall.EPIPE):
 		return in.fail(ExitCannotRun, "the relay at %s closed the connection during the handshake (wrong token or version? see the relay's log)", in.relay)
@@ -456,29 +453,13 @@ func resolvePath(file, cwd string) string {
 	return filepath.Clean(file)
 }
 
-// Dial connects to a relay address ("unix:PATH" or "vsock:CID:PORT")
-// within ctx.
-func Dial(ctx context.Context, addr string) (net.Conn, error) {
-	network, a, err := ParseAddr(addr)
-	if err != nil {
-		return nil, err
-	}
-	if network == "vsock" {
-		cid, port, _ := vsockAddr(a)
-		// Not vsock.DialContext: the kernel would give up after its own 2 s connect timeout.
-		return vsockdial.Dial(ctx, cid, port)
-	}
-	var d net.Dialer
-	return d.DialContext(ctx, "unix", a)
-}
-
 // dialReason turns a dial error into its plain reason.
 func dialReason(err error, timeout time.Duration) string {
-	if errors.Is(err, context.DeadlineExceeded) || os.IsTimeout(err) {
+	if errors.Is(err, context.DeadlineExceeded) || isTimeout(err) {
 		return fmt.Sprintf("no connection within %v", timeout)
 	}
-	var oe *net.OpError
-	if errors.As(err, &oe) && oe.Net == "vsock" && errors.Is(err, syscall.ECONNRESET) {
+	var de *dialError
+	if errors.As(err, &de) && de.network == "vsock" && errors.Is(err, syscall.ECONNRESET) {
 		// The host's answer to the connection request was a reset: nothing listens on the
 		// port, or lab's vsock device is at its connection limit (it logs that); the guest
 		// cannot tell which.
@@ -490,6 +471,13 @@ func dialReason(err error, timeout time.Duration) string {
 		return se.Err.Error()
 	}
 	return trimPrefix(err).Error()
+}
+
+// isTimeout reports whether an error in err's chain is a timeout (a deadline, ETIMEDOUT),
+// as net.Error's Timeout does.
+func isTimeout(err error) bool {
+	var te interface{ Timeout() bool }
+	return errors.As(err, &te) && te.Timeout()
 }
 
 // trimPrefix drops our package prefixes so a printed line has only one

@@ -3,17 +3,14 @@ package guest
 import (
 	"encoding/hex"
 	"fmt"
-	"net"
 	"os"
 	"path/filepath"
 	"strconv"
 	"strings"
 	"time"
 
-	"github.com/mdlayher/vsock"
 	"golang.org/x/sys/unix"
 
-	"lab/trace"
 	"lab/wire"
 )
 
@@ -30,7 +27,7 @@ const binfmtDir = "/proc/sys/fs/binfmt_misc"
 // guestTrace records one launch's steps. A nil *guestTrace records nothing, so the
 // interpreter calls it unconditionally.
 type guestTrace struct {
-	sink  *trace.Sink
+	sink  *traceSink
 	id    string
 	f     *os.File
 	sent  int64 // when Hello + Launch were written (the handshake's T1)
@@ -54,7 +51,7 @@ func openTrace(getenv func(string) string) *guestTrace {
 		f.Close()
 		return nil
 	}
-	return &guestTrace{sink: trace.NewSink(f, trace.SideGuest), id: hex.EncodeToString(b[:]), f: f}
+	return &guestTrace{sink: &traceSink{w: f, pid: os.Getpid()}, id: hex.EncodeToString(b[:]), f: f}
 }
 
 func (t *guestTrace) close() {
@@ -73,7 +70,7 @@ func (t *guestTrace) ID() string {
 
 func (t *guestTrace) record(step, text string, data map[string]any) {
 	if t != nil {
-		t.sink.Record(t.id, step, text, data)
+		t.sink.recordAt(monoNow(), time.Now(), t.id, step, text, data)
 	}
 }
 
@@ -87,7 +84,7 @@ func (t *guestTrace) argv(args []string) {
 	if len(args) >= 3 {
 		text += fmt.Sprintf("  (flag P: argv[1] %q is the file execve was given, argv[2] %q the caller's argv[0])", args[1], args[2])
 	}
-	t.record(trace.StepArgv, text, map[string]any{"argv": args, "exe": exe, "uid": os.Getuid(), "ppid": os.Getppid()})
+	t.record(stepArgv, text, map[string]any{"argv": args, "exe": exe, "uid": os.Getuid(), "ppid": os.Getppid()})
 }
 
 // binfmtRule is one rule as /proc/sys/fs/binfmt_misc/NAME shows it.
@@ -187,7 +184,7 @@ func (t *guestTrace) binfmt(args []string) {
 	head, _, _ := readHead(args[1])
 	ents, err := os.ReadDir(binfmtDir)
 	if err != nil {
-		t.record(trace.StepBinfmt, fmt.Sprintf("cannot read %s: %v", binfmtDir, err), nil)
+		t.record(stepBinfmt, fmt.Sprintf("cannot read %s: %v", binfmtDir, err), nil)
 		return
 	}
 	var matched []binfmtRule
@@ -212,10 +209,10 @@ func (t *guestTrace) binfmt(args []string) {
 		}
 	}
 	if len(matched) == 0 {
-		t.record(trace.StepBinfmt, fmt.Sprintf("no enabled rule in %s matches %s and names %s (started by hand?)", binfmtDir, args[1], args[0]), map[string]any{"rules": []binfmtRule{}})
+		t.record(stepBinfmt, fmt.Sprintf("no enabled rule in %s matches %s and names %s (started by hand?)", binfmtDir, args[1], args[0]), map[string]any{"rules": []binfmtRule{}})
 		return
 	}
-	t.record(trace.StepBinfmt, strings.Join(texts, " | "), map[string]any{"rules": matched, "dir": binfmtDir})
+	t.record(stepBinfmt, strings.Join(texts, " | "), map[string]any{"rules": matched, "dir": binfmtDir})
 }
 
 // printableMagic shows a hex magic as a quoted string ("MZ", "#!lab-host\n").
@@ -239,7 +236,7 @@ func (t *guestTrace) config(path string, c *Config) {
 		st = append(st, s.GuestPath+" = host "+s.HostPath)
 	}
 	text := fmt.Sprintf("%s: relay %s, token %s, shares [%s]", path, c.Relay, c.TokenFile, strings.Join(st, ", "))
-	t.record(trace.StepConfig, text, map[string]any{"path": path, "relay": c.Relay, "token_file": c.TokenFile, "shares": shares,
+	t.record(stepConfig, text, map[string]any{"path": path, "relay": c.Relay, "token_file": c.TokenFile, "shares": shares,
 		"connect_timeout_ms": c.ConnectTimeout.Milliseconds(), "handshake_timeout_ms": c.HandshakeTimeout.Milliseconds()})
 }
 
@@ -255,10 +252,10 @@ func (t *guestTrace) launch(req *wire.Launch) {
 	default:
 		text = fmt.Sprintf("format %s: asks for the guest file %s (absolute, guest symlinks resolved)", req.Format, req.Path)
 	}
-	t.record(trace.StepFile, text+fmt.Sprintf(", argv %q, cwd %s", req.Argv, req.Cwd),
+	t.record(stepFile, text+fmt.Sprintf(", argv %q, cwd %s", req.Argv, req.Cwd),
 		map[string]any{"format": req.Format, "path": req.Path, "argv": req.Argv, "cwd": req.Cwd, "tty": req.Flags&wire.LaunchTTY != 0})
 	if len(req.Env) == 0 {
-		t.record(trace.StepEnv, "no LABENV: no variables are sent", nil)
+		t.record(stepEnv, "no LABENV: no variables are sent", nil)
 		return
 	}
 	var parts []string
@@ -274,7 +271,7 @@ func (t *guestTrace) launch(req *wire.Launch) {
 			parts = append(parts, fmt.Sprintf("%s=%q%s", v.Name, v.Value, flagSuffix(v.Flags)))
 		}
 	}
-	t.record(trace.StepEnv, fmt.Sprintf("LABENV=%q sends %s", req.Env[0].Value, strings.Join(parts, ", ")), map[string]any{"sent": vars})
+	t.record(stepEnv, fmt.Sprintf("LABENV=%q sends %s", req.Env[0].Value, strings.Join(parts, ", ")), map[string]any{"sent": vars})
 }
 
 func envFlags(f wire.EnvFlag) string {
@@ -301,20 +298,13 @@ func flagSuffix(f wire.EnvFlag) string {
 }
 
 // connected records the connection to the relay and how long the connect took.
-func (t *guestTrace) connected(conn net.Conn, relay string, took time.Duration) {
+func (t *guestTrace) connected(conn *Conn, relay string, took time.Duration) {
 	if t == nil {
 		return
 	}
-	l, r := conn.LocalAddr(), conn.RemoteAddr()
-	// A guest socket is bound to VMADDR_CID_ANY, which LocalAddr reports as is: name the
-	// guest's own CID instead.
-	if va, ok := l.(*vsock.Addr); ok && va.ContextID == unix.VMADDR_CID_ANY {
-		if cid, err := vsock.ContextID(); err == nil {
-			l = &vsock.Addr{ContextID: cid, Port: va.Port}
-		}
-	}
-	t.record(trace.StepConnect, fmt.Sprintf("%s %s -> %s (relay %s) in %.3f ms", l.Network(), l, r, relay, ms(took)),
-		map[string]any{"network": l.Network(), "local": l.String(), "remote": r.String(), "relay": relay, "connect_ns": took.Nanoseconds()})
+	network, l, r := conn.addrs()
+	t.record(stepConnect, fmt.Sprintf("%s %s -> %s (relay %s) in %.3f ms", network, l, r, relay, ms(took)),
+		map[string]any{"network": network, "local": l, "remote": r, "relay": relay, "connect_ns": took.Nanoseconds()})
 }
 
 // now returns the time to record a step with later (recordAt).
@@ -322,7 +312,7 @@ func (t *guestTrace) now() int64 {
 	if t == nil {
 		return 0
 	}
-	return trace.Mono()
+	return monoNow()
 }
 
 // sentHandshake records Hello + Launch written at mono.
@@ -334,7 +324,7 @@ func (t *guestTrace) sentHandshake(mono int64, hello *wire.Hello, req *wire.Laun
 	hb, _ := hello.MarshalBinary()
 	lb, _ := req.MarshalBinary()
 	hs, ls := wire.HeaderSize+len(hb), wire.HeaderSize+len(lb)
-	t.sink.RecordAt(mono, time.Now(), t.id, trace.StepSend,
+	t.sink.recordAt(mono, time.Now(), t.id, stepSend,
 		fmt.Sprintf("Hello %d B (protocol %d.%d, token %d B) + Launch %d B (trace id %s), one write", hs, hello.Major, hello.Minor, len(hello.Token), ls, t.id),
 		map[string]any{"hello_bytes": hs, "launch_bytes": ls, "major": hello.Major, "minor": hello.Minor})
 }
@@ -351,7 +341,7 @@ func (t *guestTrace) result(res *wire.LaunchResult) {
 	if t == nil {
 		return
 	}
-	now := trace.Mono()
+	now := monoNow()
 	ver := "?"
 	if t.relay != nil {
 		ver = fmt.Sprintf("%d.%d", t.relay.Major, t.relay.Minor)
@@ -360,7 +350,7 @@ func (t *guestTrace) result(res *wire.LaunchResult) {
 	if res.Errno != 0 {
 		what = fmt.Sprintf("refused: %v: %s", res.Errno, oneLine(res.Message))
 	}
-	t.sink.RecordAt(now, time.Now(), t.id, trace.StepResult,
+	t.sink.recordAt(now, time.Now(), t.id, stepResult,
 		fmt.Sprintf("relay speaks %s; %s; %.3f ms after the send", ver, what, ms(time.Duration(now-t.sent))),
 		map[string]any{"relay_version": ver, "errno": uint32(res.Errno), "message": res.Message, "round_trip_ns": now - t.sent})
 }
@@ -370,7 +360,7 @@ func (t *guestTrace) retry(attempt int, res *wire.LaunchResult, wait time.Durati
 	if t == nil {
 		return
 	}
-	t.record(trace.StepRetry, fmt.Sprintf("attempt %d refused: %v: %s; next attempt in %.3f ms", attempt, res.Errno, oneLine(res.Message), ms(wait)),
+	t.record(stepRetry, fmt.Sprintf("attempt %d refused: %v: %s; next attempt in %.3f ms", attempt, res.Errno, oneLine(res.Message), ms(wait)),
 		map[string]any{"attempt": attempt, "errno": uint32(res.Errno), "message": res.Message, "wait_ns": wait.Nanoseconds()})
 }
 
@@ -390,13 +380,13 @@ func (t *guestTrace) stream(name string, n int64, err error) {
 		text += " (" + err.Error() + ")"
 		data["error"] = err.Error()
 	}
-	t.record(trace.StepStream, text, data)
+	t.record(stepStream, text, data)
 }
 
 // signal records a forwarded signal.
 func (t *guestTrace) signal(sig os.Signal) {
 	if t != nil {
-		t.record(trace.StepSignal, fmt.Sprintf("forwarded %v to the host process group", sig), map[string]any{"signal": sig.String()})
+		t.record(stepSignal, fmt.Sprintf("forwarded %v to the host process group", sig), map[string]any{"signal": sig.String()})
 	}
 }
 
@@ -409,13 +399,13 @@ func (t *guestTrace) exit(e *wire.Exit) {
 	if e.Signal != 0 {
 		text = fmt.Sprintf("status %d (host process killed by signal %d)", e.Status(), e.Signal)
 	}
-	t.record(trace.StepExit, text, map[string]any{"status": e.Status(), "code": e.Code, "signal": e.Signal})
+	t.record(stepExit, text, map[string]any{"status": e.Status(), "code": e.Code, "signal": e.Signal})
 }
 
 // failed records the interpreter's own error line.
 func (t *guestTrace) failed(code int, line string) {
 	if t != nil {
-		t.record(trace.StepError, fmt.Sprintf("exit %d: %s", code, strings.TrimSpace(line)), map[string]any{"status": code, "message": strings.TrimSpace(line)})
+		t.record(stepError, fmt.Sprintf("exit %d: %s", code, strings.TrimSpace(line)), map[string]any{"status": code, "message": strings.TrimSpace(line)})
 	}
 }
 

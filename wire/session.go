@@ -6,7 +6,6 @@ import (
 	"errors"
 	"fmt"
 	"io"
-	"net"
 	"strings"
 	"sync"
 	"time"
@@ -89,7 +88,7 @@ const maxQueued = 1024
 // lifetime; it never blocks on the application, so a stream nobody reads
 // never stalls the others.
 type Session struct {
-	conn net.Conn
+	conn Conn
 	role Role
 
 	// The frame reader's buffer (read loop only): headers, control frames
@@ -115,9 +114,18 @@ type Session struct {
 	writers [numStreams]*Writer
 }
 
+// Conn is what a Session runs over: a net.Conn without its addresses, which the session
+// never uses. The guest's interpreter passes its own socket type (lab/guest.Conn) so that
+// it does not link package net, whose init costs every launch page faults in a TCG guest.
+type Conn interface {
+	io.ReadWriteCloser
+	SetDeadline(t time.Time) error
+	SetWriteDeadline(t time.Time) error
+}
+
 // NewSession starts a session over c for the given role. The session owns
 // c from now on: Close closes it.
-func NewSession(c net.Conn, role Role) *Session {
+func NewSession(c Conn, role Role) *Session {
 	s := &Session{
 		conn:   c,
 		role:   role,
@@ -144,8 +152,8 @@ func NewSession(c net.Conn, role Role) *Session {
 // Role returns the role the session was created with.
 func (s *Session) Role() Role { return s.role }
 
-// Conn returns the underlying connection (for addresses and deadlines).
-func (s *Session) Conn() net.Conn { return s.conn }
+// Conn returns the underlying connection.
+func (s *Session) Conn() Conn { return s.conn }
 
 // SetDeadline sets the connection's read and write deadline (use it to
 // bound the handshake; a zero time clears it). A deadline that fires ends

@@ -10,8 +10,9 @@ import (
 
 // TestNoKernelTimeoutDials keeps lab's programs off mdlayher/vsock's Dial, whose connect gives
 // up after the kernel's 2 s default however long the caller would wait: the guest-side test
-// and probe programs, the interpreter and the hostagent's kernel-vsock dialer must connect
-// through this package (or, in the bench probe, its copy of these few lines).
+// and probe programs and the hostagent's kernel-vsock dialer must connect through this
+// package (or, in the bench probe and the interpreter, their own copies of these few lines:
+// the interpreter's, lab/guest.Conn, avoids package net).
 func TestNoKernelTimeoutDials(t *testing.T) {
 	dirs := []string{
 		"../../guest",
