@@ -11,6 +11,7 @@ import (
 
 	"golang.org/x/sys/unix"
 
+	"lab/trace"
 	"lab/wire"
 )
 
@@ -27,7 +28,7 @@ const binfmtDir = "/proc/sys/fs/binfmt_misc"
 // guestTrace records one launch's steps. A nil *guestTrace records nothing, so the
 // interpreter calls it unconditionally.
 type guestTrace struct {
-	sink  *traceSink
+	sink  *trace.Sink
 	id    string
 	f     *os.File
 	sent  int64 // when Hello + Launch were written (the handshake's T1)
@@ -51,7 +52,7 @@ func openTrace(getenv func(string) string) *guestTrace {
 		f.Close()
 		return nil
 	}
-	return &guestTrace{sink: &traceSink{w: f, pid: os.Getpid()}, id: hex.EncodeToString(b[:]), f: f}
+	return &guestTrace{sink: trace.NewSink(f, trace.SideGuest), id: hex.EncodeToString(b[:]), f: f}
 }
 
 func (t *guestTrace) close() {
@@ -70,7 +71,7 @@ func (t *guestTrace) ID() string {
 
 func (t *guestTrace) record(step, text string, data map[string]any) {
 	if t != nil {
-		t.sink.recordAt(monoNow(), time.Now(), t.id, step, text, data)
+		t.sink.Record(t.id, step, text, data)
 	}
 }
 
@@ -84,7 +85,7 @@ func (t *guestTrace) argv(args []string) {
 	if len(args) >= 3 {
 		text += fmt.Sprintf("  (flag P: argv[1] %q is the file execve was given, argv[2] %q the caller's argv[0])", args[1], args[2])
 	}
-	t.record(stepArgv, text, map[string]any{"argv": args, "exe": exe, "uid": os.Getuid(), "ppid": os.Getppid()})
+	t.record(trace.StepArgv, text, map[string]any{"argv": args, "exe": exe, "uid": os.Getuid(), "ppid": os.Getppid()})
 }
 
 // binfmtRule is one rule as /proc/sys/fs/binfmt_misc/NAME shows it.
@@ -184,7 +185,7 @@ func (t *guestTrace) binfmt(args []string) {
 	head, _, _ := readHead(args[1])
 	ents, err := os.ReadDir(binfmtDir)
 	if err != nil {
-		t.record(stepBinfmt, fmt.Sprintf("cannot read %s: %v", binfmtDir, err), nil)
+		t.record(trace.StepBinfmt, fmt.Sprintf("cannot read %s: %v", binfmtDir, err), nil)
 		return
 	}
 	var matched []binfmtRule
@@ -209,10 +210,10 @@ func (t *guestTrace) binfmt(args []string) {
 		}
 	}
 	if len(matched) == 0 {
-		t.record(stepBinfmt, fmt.Sprintf("no enabled rule in %s matches %s and names %s (started by hand?)", binfmtDir, args[1], args[0]), map[string]any{"rules": []binfmtRule{}})
+		t.record(trace.StepBinfmt, fmt.Sprintf("no enabled rule in %s matches %s and names %s (started by hand?)", binfmtDir, args[1], args[0]), map[string]any{"rules": []binfmtRule{}})
 		return
 	}
-	t.record(stepBinfmt, strings.Join(texts, " | "), map[string]any{"rules": matched, "dir": binfmtDir})
+	t.record(trace.StepBinfmt, strings.Join(texts, " | "), map[string]any{"rules": matched, "dir": binfmtDir})
 }
 
 // printableMagic shows a hex magic as a quoted string ("MZ", "#!lab-host\n").
@@ -236,7 +237,7 @@ func (t *guestTrace) config(path string, c *Config) {
 		st = append(st, s.GuestPath+" = host "+s.HostPath)
 	}
 	text := fmt.Sprintf("%s: relay %s, token %s, shares [%s]", path, c.Relay, c.TokenFile, strings.Join(st, ", "))
-	t.record(stepConfig, text, map[string]any{"path": path, "relay": c.Relay, "token_file": c.TokenFile, "shares": shares,
+	t.record(trace.StepConfig, text, map[string]any{"path": path, "relay": c.Relay, "token_file": c.TokenFile, "shares": shares,
 		"connect_timeout_ms": c.ConnectTimeout.Milliseconds(), "handshake_timeout_ms": c.HandshakeTimeout.Milliseconds()})
 }
 
@@ -252,10 +253,10 @@ func (t *guestTrace) launch(req *wire.Launch) {
 	default:
 		text = fmt.Sprintf("format %s: asks for the guest file %s (absolute, guest symlinks resolved)", req.Format, req.Path)
 	}
-	t.record(stepFile, text+fmt.Sprintf(", argv %q, cwd %s", req.Argv, req.Cwd),
+	t.record(trace.StepFile, text+fmt.Sprintf(", argv %q, cwd %s", req.Argv, req.Cwd),
 		map[string]any{"format": req.Format, "path": req.Path, "argv": req.Argv, "cwd": req.Cwd, "tty": req.Flags&wire.LaunchTTY != 0})
 	if len(req.Env) == 0 {
-		t.record(stepEnv, "no LABENV: no variables are sent", nil)
+		t.record(trace.StepEnv, "no LABENV: no variables are sent", nil)
 		return
 	}
 	var parts []string
@@ -271,7 +272,7 @@ func (t *guestTrace) launch(req *wire.Launch) {
 			parts = append(parts, fmt.Sprintf("%s=%q%s", v.Name, v.Value, flagSuffix(v.Flags)))
 		}
 	}
-	t.record(stepEnv, fmt.Sprintf("LABENV=%q sends %s", req.Env[0].Value, strings.Join(parts, ", ")), map[string]any{"sent": vars})
+	t.record(trace.StepEnv, fmt.Sprintf("LABENV=%q sends %s", req.Env[0].Value, strings.Join(parts, ", ")), map[string]any{"sent": vars})
 }
 
 func envFlags(f wire.EnvFlag) string {
@@ -303,7 +304,7 @@ func (t *guestTrace) connected(conn *Conn, relay string, took time.Duration) {
 		return
 	}
 	network, l, r := conn.addrs()
-	t.record(stepConnect, fmt.Sprintf("%s %s -> %s (relay %s) in %.3f ms", network, l, r, relay, ms(took)),
+	t.record(trace.StepConnect, fmt.Sprintf("%s %s -> %s (relay %s) in %.3f ms", network, l, r, relay, ms(took)),
 		map[string]any{"network": network, "local": l, "remote": r, "relay": relay, "connect_ns": took.Nanoseconds()})
 }
 
@@ -312,7 +313,7 @@ func (t *guestTrace) now() int64 {
 	if t == nil {
 		return 0
 	}
-	return monoNow()
+	return trace.Mono()
 }
 
 // sentHandshake records Hello + Launch written at mono.
@@ -324,7 +325,7 @@ func (t *guestTrace) sentHandshake(mono int64, hello *wire.Hello, req *wire.Laun
 	hb, _ := hello.MarshalBinary()
 	lb, _ := req.MarshalBinary()
 	hs, ls := wire.HeaderSize+len(hb), wire.HeaderSize+len(lb)
-	t.sink.recordAt(mono, time.Now(), t.id, stepSend,
+	t.sink.RecordAt(mono, time.Now(), t.id, trace.StepSend,
 		fmt.Sprintf("Hello %d B (protocol %d.%d, token %d B) + Launch %d B (trace id %s), one write", hs, hello.Major, hello.Minor, len(hello.Token), ls, t.id),
 		map[string]any{"hello_bytes": hs, "launch_bytes": ls, "major": hello.Major, "minor": hello.Minor})
 }
@@ -341,7 +342,7 @@ func (t *guestTrace) result(res *wire.LaunchResult) {
 	if t == nil {
 		return
 	}
-	now := monoNow()
+	now := trace.Mono()
 	ver := "?"
 	if t.relay != nil {
 		ver = fmt.Sprintf("%d.%d", t.relay.Major, t.relay.Minor)
@@ -350,7 +351,7 @@ func (t *guestTrace) result(res *wire.LaunchResult) {
 	if res.Errno != 0 {
 		what = fmt.Sprintf("refused: %v: %s", res.Errno, oneLine(res.Message))
 	}
-	t.sink.recordAt(now, time.Now(), t.id, stepResult,
+	t.sink.RecordAt(now, time.Now(), t.id, trace.StepResult,
 		fmt.Sprintf("relay speaks %s; %s; %.3f ms after the send", ver, what, ms(time.Duration(now-t.sent))),
 		map[string]any{"relay_version": ver, "errno": uint32(res.Errno), "message": res.Message, "round_trip_ns": now - t.sent})
 }
@@ -360,7 +361,7 @@ func (t *guestTrace) retry(attempt int, res *wire.LaunchResult, wait time.Durati
 	if t == nil {
 		return
 	}
-	t.record(stepRetry, fmt.Sprintf("attempt %d refused: %v: %s; next attempt in %.3f ms", attempt, res.Errno, oneLine(res.Message), ms(wait)),
+	t.record(trace.StepRetry, fmt.Sprintf("attempt %d refused: %v: %s; next attempt in %.3f ms", attempt, res.Errno, oneLine(res.Message), ms(wait)),
 		map[string]any{"attempt": attempt, "errno": uint32(res.Errno), "message": res.Message, "wait_ns": wait.Nanoseconds()})
 }
 
@@ -380,13 +381,13 @@ func (t *guestTrace) stream(name string, n int64, err error) {
 		text += " (" + err.Error() + ")"
 		data["error"] = err.Error()
 	}
-	t.record(stepStream, text, data)
+	t.record(trace.StepStream, text, data)
 }
 
 // signal records a forwarded signal.
 func (t *guestTrace) signal(sig os.Signal) {
 	if t != nil {
-		t.record(stepSignal, fmt.Sprintf("forwarded %v to the host process group", sig), map[string]any{"signal": sig.String()})
+		t.record(trace.StepSignal, fmt.Sprintf("forwarded %v to the host process group", sig), map[string]any{"signal": sig.String()})
 	}
 }
 
@@ -399,13 +400,13 @@ func (t *guestTrace) exit(e *wire.Exit) {
 	if e.Signal != 0 {
 		text = fmt.Sprintf("status %d (host process killed by signal %d)", e.Status(), e.Signal)
 	}
-	t.record(stepExit, text, map[string]any{"status": e.Status(), "code": e.Code, "signal": e.Signal})
+	t.record(trace.StepExit, text, map[string]any{"status": e.Status(), "code": e.Code, "signal": e.Signal})
 }
 
 // failed records the interpreter's own error line.
 func (t *guestTrace) failed(code int, line string) {
 	if t != nil {
-		t.record(stepError, fmt.Sprintf("exit %d: %s", code, strings.TrimSpace(line)), map[string]any{"status": code, "message": strings.TrimSpace(line)})
+		t.record(trace.StepError, fmt.Sprintf("exit %d: %s", code, strings.TrimSpace(line)), map[string]any{"status": code, "message": strings.TrimSpace(line)})
 	}
 }
 

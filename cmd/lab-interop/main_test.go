@@ -80,8 +80,7 @@ func TestMultiCall(t *testing.T) {
 // need (crypto/rand alone brought crypto/..., math/big and a 32 MiB BSS), nor ones that do
 // work at init (regexp compiled into package variables, templates, net/http; net itself,
 // whose inits cost about 8 faults per launch in the TCG guest: the interpreter dials with
-// its own socket code, lab/guest.Conn; encoding/json, 2-3 faults: the interpreter encodes
-// its trace records itself).
+// its own socket code, lab/guest.Conn).
 func TestLeanDependencies(t *testing.T) {
 	goBin := filepath.Join(runtime.GOROOT(), "bin", "go")
 	list := exec.Command(goBin, "list", "-deps", ".")
@@ -91,7 +90,7 @@ func TestLeanDependencies(t *testing.T) {
 		t.Fatalf("go list -deps: %v", err)
 	}
 	heavy := []string{"crypto", "math/big", "net/http", "text/template", "html/template", "regexp", "compress", "log", "encoding/xml", "encoding/gob", "debug",
-		"net", "vendor/golang.org/x/net", "golang.org/x/net", "github.com/mdlayher", "encoding/json"}
+		"net", "vendor/golang.org/x/net", "golang.org/x/net", "github.com/mdlayher"}
 	for _, h := range heavy {
 		var linked []string
 		for _, pkg := range strings.Fields(string(out)) {
