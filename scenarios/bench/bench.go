@@ -101,9 +101,11 @@ type Goal struct {
 
 // Result is one bench run.
 type Result struct {
-	Time   time.Time `json:"time"`
-	Accel  string    `json:"accel"`
-	Vsock  string    `json:"vsock"`
+	Time  time.Time `json:"time"`
+	Accel string    `json:"accel"`
+	Vsock string    `json:"vsock"`
+	// Only is Options.Only of the run: the report shows only what such a run measures.
+	Only   string `json:"only,omitempty"`
 	Launch struct {
 		Interop      Dist `json:"interop"`           // host-true from the guest, through binfmt + relay
 		GuestNative  Dist `json:"guest_native"`      // the same program run natively in the guest
@@ -208,7 +210,7 @@ func Run(ctx context.Context, opts Options) (*Result, error) {
 	if err := opts.setDefaults(); err != nil {
 		return nil, err
 	}
-	res := &Result{Time: time.Now()}
+	res := &Result{Time: time.Now(), Only: opts.Only}
 	share, err := os.MkdirTemp("", "lab-bench-share-")
 	if err != nil {
 		return nil, fmt.Errorf("bench: %w", err)

@@ -146,3 +146,56 @@ func TestPEBaselines(t *testing.T) {
 		}
 	}
 }
+
+// TestReportOnly: a run with --only prints the figures it measured and nothing else (no
+// "NO FIG" rows, no tables of zeros for what it skipped); a full run still shows a figure
+// it failed to measure as NO FIG.
+func TestReportOnly(t *testing.T) {
+	measured := func(only string) *Result {
+		r := &Result{Only: only}
+		r.Boot.TotalSeconds, r.Boot.UpSeconds = 5.7, 5.1
+		switch only {
+		case OnlyBoot:
+			r.Reprovision = Dist{N: 5, P50: 230, P99: 250}
+		case OnlyVsock:
+			r.Throughput.VsockHostGst = Rate{Bytes: 64 << 20, MiBps: 65.8}
+			r.Throughput.VsockGstHost = Rate{Bytes: 64 << 20, MiBps: 38.9}
+		case OnlyConcurrent:
+			r.Concurrent.N, r.Concurrent.OK, r.Concurrent.RelayRSSMiB = 1000, 1000, 40
+		}
+		r.Aims = r.aims()
+		return r
+	}
+	for _, tc := range []struct {
+		only      string
+		want, not []string
+	}{
+		{OnlyBoot,
+			[]string{"boot to first interop exec", "re-provision when nothing changed", "boot to first interop exec: 5.7 s"},
+			[]string{"NO FIG", "interop launch", "PE launch", "raw vsock", "concurrent", "throughput", "launch latency"}},
+		{OnlyVsock,
+			[]string{"boot to first interop exec", "raw vsock guest -> host", "raw vsock host -> guest", "throughput"},
+			[]string{"NO FIG", "re-provision", "interop launch", "concurrent", "SSH pipe", "interop stdout", "launch latency"}},
+		{OnlyConcurrent,
+			[]string{"boot to first interop exec", "1000 concurrent launches: correct", "hostagent peak RSS"},
+			[]string{"NO FIG", "re-provision", "interop launch", "raw vsock", "throughput", "launch latency"}},
+		{"",
+			[]string{"NO FIG", "interop launch", "raw vsock", "concurrent launches", "throughput", "launch latency", "re-provision"},
+			nil},
+	} {
+		var txt bytes.Buffer
+		if err := measured(tc.only).WriteText(&txt); err != nil {
+			t.Fatal(err)
+		}
+		for _, s := range tc.want {
+			if !strings.Contains(txt.String(), s) {
+				t.Errorf("--only %q: no %q in\n%s", tc.only, s, txt.String())
+			}
+		}
+		for _, s := range tc.not {
+			if strings.Contains(txt.String(), s) {
+				t.Errorf("--only %q: %q in\n%s", tc.only, s, txt.String())
+			}
+		}
+	}
+}
