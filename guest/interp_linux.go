@@ -43,7 +43,9 @@ const giveUpAfter = 3
 // Main is the binfmt interpreter: args is its argv (`interp PATH ARGV0
 // ARGS...`). It runs the program through the relay, with fds 0, 1 and 2
 // as the program's stdio, and returns the exit status to exit with. The
-// terminal is restored before it returns, on every path.
+// terminal is restored before it returns, on every path. Its caller exits right
+// after: once the program ran, the relay's connection is left open for that exit
+// to close.
 func Main(args []string) int {
 	in := &interp{stderr: os.Stderr, tr: openTrace(os.Getenv)}
 	defer in.tr.close()
@@ -112,7 +114,12 @@ func (in *interp) run(args []string) int {
 	if s == nil {
 		return code
 	}
-	defer s.Close()
+	keep := false // the program's exit leaves the session to the process's exit (see below)
+	defer func() {
+		if !keep {
+			s.Close()
+		}
+	}()
 	in.tr.result(result)
 	if result.Errno != 0 {
 		// The relay's message is a whole line naming the program.
@@ -191,6 +198,11 @@ func (in *interp) run(args []string) int {
 			<-outDone
 			<-outDone
 			in.tr.exit(e)
+			// Not s.Close: the process exits when Main returns, and the kernel closes the
+			// connection then as close(2) would (the relay waits for that close). Close
+			// would first wake the session's reader and wait for it to end: a few handoffs
+			// between threads, and at times a new thread, about 3 ms under TCG.
+			keep = true
 			return e.Status()
 		case err := <-errc:
 			<-outDone
