@@ -390,7 +390,7 @@ var errUnknownFormat = errors.New("unknown executable format")
 // buildLaunch reads the file's head, picks the format and fills the
 // request. The int is the exit status for the error.
 func buildLaunch(file string, argv []string, cwd string, cfg *Config) (*wire.Launch, int, error) {
-	head, real, err := readHead(file)
+	head, real, err := readHead(file, binfmtExecFD())
 	if err != nil {
 		if errors.Is(err, os.ErrNotExist) {
 			return nil, ExitNotFound, errors.New("no such file or directory")
@@ -422,10 +422,18 @@ func buildLaunch(file string, argv []string, cwd string, cfg *Config) (*wire.Lau
 
 // readHead reads the first headSize bytes of the file (fewer if shorter) and returns
 // them with the file's absolute path, guest symlinks resolved, as the kernel names the
-// open file ("" when it cannot: no /proc).
-func readHead(file string) (head []byte, real string, err error) {
-	f, err := os.Open(file)
-	if err != nil {
+// open file ("" when it cannot: no /proc). It reads from execFD, the file binfmt_misc
+// passed open (flag O), when that is not -1, and closes it; else it opens file.
+//
+// Why the passed descriptor: it is the very file the kernel matched and exec'd, and for a
+// file in a share (/mnt/c: 9p without a cache) opening it again costs a walk of its path,
+// an open, a getattr and the clunks, each a round trip to the 9p server, where reading
+// the passed one costs one read (and its clunk, moved from the exec to here).
+func readHead(file string, execFD int) (head []byte, real string, err error) {
+	var f *os.File
+	if execFD >= 0 {
+		f = os.NewFile(uintptr(execFD), file)
+	} else if f, err = os.Open(file); err != nil {
 		var pe *os.PathError
 		if errors.As(err, &pe) {
 			err = pe.Err
@@ -434,11 +442,30 @@ func readHead(file string) (head []byte, real string, err error) {
 	}
 	defer f.Close()
 	buf := make([]byte, headSize+1)
-	n, err := io.ReadFull(f, buf)
-	if err != nil && err != io.ErrUnexpectedEOF && err != io.EOF {
+	n, err := f.ReadAt(buf, 0)
+	if err != nil && err != io.EOF {
 		return nil, "", err
 	}
 	return buf[:n], openPath(f), nil
+}
+
+// atExecFD is AT_EXECFD, the auxiliary vector's entry for the descriptor of the program
+// binfmt_misc passes open (flag O).
+const atExecFD = 2
+
+// binfmtExecFD is the descriptor binfmt_misc passed (AT_EXECFD), or -1: started without
+// flag O (a rule registered before lab used it), or not by binfmt_misc.
+func binfmtExecFD() int {
+	auxv, err := unix.Auxv()
+	if err != nil {
+		return -1
+	}
+	for _, kv := range auxv {
+		if kv[0] == atExecFD {
+			return int(kv[1])
+		}
+	}
+	return -1
 }
 
 // openPath is the absolute path of the open file f, symlinks resolved, from
