@@ -91,7 +91,8 @@ func (in *interp) run(args []string) int {
 	if err != nil {
 		cwd = "" // the relay falls back to its default directory
 	}
-	req, code, err := buildLaunch(file, argv, cwd, cfg)
+	execFD := binfmtExecFD()
+	req, code, err := buildLaunch(file, argv, cwd, cfg, execFD)
 	if err != nil {
 		if code == ExitCannotRun && errors.Is(err, errUnknownFormat) {
 			return in.fail(code, "%s: %v (no rule in %s matches)", file, err, cfgPath)
@@ -111,6 +112,12 @@ func (in *interp) run(args []string) int {
 	}
 
 	s, result, code := in.launchRetrying(cfg, token, req)
+	if execFD >= 0 {
+		// Closed only now, while the program runs on the host: for a file in a share its
+		// close is a round trip to the 9p server (the clunk), which before the connect
+		// would delay the launch.
+		unix.Close(execFD)
+	}
 	if s == nil {
 		return code
 	}
@@ -389,8 +396,8 @@ var errUnknownFormat = errors.New("unknown executable format")
 
 // buildLaunch reads the file's head, picks the format and fills the
 // request. The int is the exit status for the error.
-func buildLaunch(file string, argv []string, cwd string, cfg *Config) (*wire.Launch, int, error) {
-	head, real, err := readHead(file, binfmtExecFD())
+func buildLaunch(file string, argv []string, cwd string, cfg *Config, execFD int) (*wire.Launch, int, error) {
+	head, real, err := readHead(file, execFD)
 	if err != nil {
 		if errors.Is(err, os.ErrNotExist) {
 			return nil, ExitNotFound, errors.New("no such file or directory")
@@ -423,17 +430,34 @@ func buildLaunch(file string, argv []string, cwd string, cfg *Config) (*wire.Lau
 // readHead reads the first headSize bytes of the file (fewer if shorter) and returns
 // them with the file's absolute path, guest symlinks resolved, as the kernel names the
 // open file ("" when it cannot: no /proc). It reads from execFD, the file binfmt_misc
-// passed open (flag O), when that is not -1, and closes it; else it opens file.
+// passed open (flag O), when that is not -1, and leaves it open; else it opens file.
 //
 // Why the passed descriptor: it is the very file the kernel matched and exec'd, and for a
 // file in a share (/mnt/c: 9p without a cache) opening it again costs a walk of its path,
 // an open, a getattr and the clunks, each a round trip to the 9p server, where reading
-// the passed one costs one read (and its clunk, moved from the exec to here).
+// the passed one costs one read (and its clunk, moved from the exec to its close).
 func readHead(file string, execFD int) (head []byte, real string, err error) {
-	var f *os.File
+	buf := make([]byte, headSize+1)
 	if execFD >= 0 {
-		f = os.NewFile(uintptr(execFD), file)
-	} else if f, err = os.Open(file); err != nil {
+		// Not an os.File: its finalizer could close the descriptor the caller closes.
+		n := 0
+		for n < len(buf) {
+			m, err := unix.Pread(execFD, buf[n:], int64(n))
+			if err == unix.EINTR {
+				continue
+			}
+			if err != nil {
+				return nil, "", &os.PathError{Op: "read", Path: file, Err: err}
+			}
+			if m == 0 {
+				break
+			}
+			n += m
+		}
+		return buf[:n], fdPath(execFD), nil
+	}
+	f, err := os.Open(file)
+	if err != nil {
 		var pe *os.PathError
 		if errors.As(err, &pe) {
 			err = pe.Err
@@ -441,9 +465,8 @@ func readHead(file string, execFD int) (head []byte, real string, err error) {
 		return nil, "", err
 	}
 	defer f.Close()
-	buf := make([]byte, headSize+1)
-	n, err := f.ReadAt(buf, 0)
-	if err != nil && err != io.EOF {
+	n, err := io.ReadFull(f, buf)
+	if err != nil && err != io.ErrUnexpectedEOF && err != io.EOF {
 		return nil, "", err
 	}
 	return buf[:n], openPath(f), nil
@@ -475,7 +498,12 @@ func binfmtExecFD() int {
 // head was read, even if a symlink on the way changed since. "" when /proc is not
 // there or the file was deleted meanwhile.
 func openPath(f *os.File) string {
-	p, err := os.Readlink("/proc/self/fd/" + strconv.Itoa(int(f.Fd())))
+	return fdPath(int(f.Fd()))
+}
+
+// fdPath is openPath for a bare descriptor.
+func fdPath(fd int) string {
+	p, err := os.Readlink("/proc/self/fd/" + strconv.Itoa(fd))
 	if err != nil || !filepath.IsAbs(p) || strings.HasSuffix(p, " (deleted)") {
 		return ""
 	}
