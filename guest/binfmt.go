@@ -24,10 +24,11 @@ const (
 
 // BinfmtRules returns the binfmt_misc register strings for the built-in
 // formats with interpreter interp. Flags: P keeps argv[0] (the
-// interpreter gets `interp /full/path argv0 args...`), F opens the
-// interpreter at registration so the rules work in other mount namespaces
-// and chroots (as WSL's rule does). Each string is written on its own to
-// /proc/sys/fs/binfmt_misc/register.
+// interpreter gets `interp /full/path argv0 args...`), O passes the file
+// open (AT_EXECFD: the interpreter reads its head without opening it again),
+// F opens the interpreter at registration so the rules work in other mount
+// namespaces and chroots (as WSL's rule does). Each string is written on its
+// own to /proc/sys/fs/binfmt_misc/register.
 func BinfmtRules(interp string, wslNames bool) ([]string, error) {
 	if !strings.HasPrefix(interp, "/") || len(interp) > 127 || strings.ContainsAny(interp, ":\n") {
 		return nil, fmt.Errorf("guest: interpreter path %q must be absolute, at most 127 bytes, without ':'", interp)
@@ -37,8 +38,8 @@ func BinfmtRules(interp string, wslNames bool) ([]string, error) {
 		pe = RuleWSLInterop
 	}
 	return []string{
-		":" + pe + ":M::MZ::" + interp + ":PF",
-		":" + RuleHost + ":M::" + binfmtEscape(wire.StubMagic) + "::" + interp + ":PF",
+		":" + pe + ":M::MZ::" + interp + ":POF",
+		":" + RuleHost + ":M::" + binfmtEscape(wire.StubMagic) + "::" + interp + ":POF",
 	}, nil
 }
 

@@ -41,7 +41,9 @@ const giveUpAfter = 3
 // Main is the binfmt interpreter: args is its argv (`interp PATH ARGV0
 // ARGS...`). It runs the program through the relay, with fds 0, 1 and 2
 // as the program's stdio, and returns the exit status to exit with. The
-// terminal is restored before it returns, on every path.
+// terminal is restored before it returns, on every path. Its caller exits right
+// after: once the program ran, the relay's connection is left open for that exit
+// to close.
 func Main(args []string) int {
 	in := &interp{stderr: os.Stderr, tr: openTrace(os.Getenv)}
 	defer in.tr.close()
@@ -87,7 +89,8 @@ func (in *interp) run(args []string) int {
 	if err != nil {
 		cwd = "" // the relay falls back to its default directory
 	}
-	req, code, err := buildLaunch(file, argv, cwd, cfg)
+	execFD := binfmtExecFD()
+	req, code, err := buildLaunch(file, argv, cwd, cfg, execFD)
 	if err != nil {
 		if code == ExitCannotRun && errors.Is(err, errUnknownFormat) {
 			return in.fail(code, "%s: %v (no rule in %s matches)", file, err, cfgPath)
@@ -107,10 +110,21 @@ func (in *interp) run(args []string) int {
 	}
 
 	s, result, code := in.launchRetrying(cfg, token, req)
+	if execFD >= 0 {
+		// Closed only now, while the program runs on the host: for a file in a share its
+		// close is a round trip to the 9p server (the clunk), which before the connect
+		// would delay the launch.
+		unix.Close(execFD)
+	}
 	if s == nil {
 		return code
 	}
-	defer s.Close()
+	keep := false // the program's exit leaves the session to the process's exit (see below)
+	defer func() {
+		if !keep {
+			s.Close()
+		}
+	}()
 	in.tr.result(result)
 	if result.Errno != 0 {
 		// The relay's message is a whole line naming the program.
@@ -189,6 +203,11 @@ func (in *interp) run(args []string) int {
 			<-outDone
 			<-outDone
 			in.tr.exit(e)
+			// Not s.Close: the process exits when Main returns, and the kernel closes the
+			// connection then as close(2) would (the relay waits for that close). Close
+			// would first wake the session's reader and wait for it to end: a few handoffs
+			// between threads, and at times a new thread, about 3 ms under TCG.
+			keep = true
 			return e.Status()
 		case err := <-errc:
 			<-outDone
@@ -374,8 +393,8 @@ var errUnknownFormat = errors.New("unknown executable format")
 
 // buildLaunch reads the file's head, picks the format and fills the
 // request. The int is the exit status for the error.
-func buildLaunch(file string, argv []string, cwd string, cfg *Config) (*wire.Launch, int, error) {
-	head, real, err := readHead(file)
+func buildLaunch(file string, argv []string, cwd string, cfg *Config, execFD int) (*wire.Launch, int, error) {
+	head, real, err := readHead(file, execFD)
 	if err != nil {
 		if errors.Is(err, os.ErrNotExist) {
 			return nil, ExitNotFound, errors.New("no such file or directory")
@@ -407,8 +426,33 @@ func buildLaunch(file string, argv []string, cwd string, cfg *Config) (*wire.Lau
 
 // readHead reads the first headSize bytes of the file (fewer if shorter) and returns
 // them with the file's absolute path, guest symlinks resolved, as the kernel names the
-// open file ("" when it cannot: no /proc).
-func readHead(file string) (head []byte, real string, err error) {
+// open file ("" when it cannot: no /proc). It reads from execFD, the file binfmt_misc
+// passed open (flag O), when that is not -1, and leaves it open; else it opens file.
+//
+// Why the passed descriptor: it is the very file the kernel matched and exec'd, and for a
+// file in a share (/mnt/c: 9p without a cache) opening it again costs a walk of its path,
+// an open, a getattr and the clunks, each a round trip to the 9p server, where reading
+// the passed one costs one read (and its clunk, moved from the exec to its close).
+func readHead(file string, execFD int) (head []byte, real string, err error) {
+	buf := make([]byte, headSize+1)
+	if execFD >= 0 {
+		// Not an os.File: its finalizer could close the descriptor the caller closes.
+		n := 0
+		for n < len(buf) {
+			m, err := unix.Pread(execFD, buf[n:], int64(n))
+			if err == unix.EINTR {
+				continue
+			}
+			if err != nil {
+				return nil, "", &os.PathError{Op: "read", Path: file, Err: err}
+			}
+			if m == 0 {
+				break
+			}
+			n += m
+		}
+		return buf[:n], fdPath(execFD), nil
+	}
 	f, err := os.Open(file)
 	if err != nil {
 		var pe *os.PathError
@@ -418,12 +462,30 @@ func readHead(file string) (head []byte, real string, err error) {
 		return nil, "", err
 	}
 	defer f.Close()
-	buf := make([]byte, headSize+1)
 	n, err := io.ReadFull(f, buf)
 	if err != nil && err != io.ErrUnexpectedEOF && err != io.EOF {
 		return nil, "", err
 	}
 	return buf[:n], openPath(f), nil
+}
+
+// atExecFD is AT_EXECFD, the auxiliary vector's entry for the descriptor of the program
+// binfmt_misc passes open (flag O).
+const atExecFD = 2
+
+// binfmtExecFD is the descriptor binfmt_misc passed (AT_EXECFD), or -1: started without
+// flag O (a rule registered before lab used it), or not by binfmt_misc.
+func binfmtExecFD() int {
+	auxv, err := unix.Auxv()
+	if err != nil {
+		return -1
+	}
+	for _, kv := range auxv {
+		if kv[0] == atExecFD {
+			return int(kv[1])
+		}
+	}
+	return -1
 }
 
 // openPath is the absolute path of the open file f, symlinks resolved, from
@@ -433,7 +495,12 @@ func readHead(file string) (head []byte, real string, err error) {
 // head was read, even if a symlink on the way changed since. "" when /proc is not
 // there or the file was deleted meanwhile.
 func openPath(f *os.File) string {
-	p, err := os.Readlink("/proc/self/fd/" + strconv.Itoa(int(f.Fd())))
+	return fdPath(int(f.Fd()))
+}
+
+// fdPath is openPath for a bare descriptor.
+func fdPath(fd int) string {
+	p, err := os.Readlink("/proc/self/fd/" + strconv.Itoa(fd))
 	if err != nil || !filepath.IsAbs(p) || strings.HasSuffix(p, " (deleted)") {
 		return ""
 	}

@@ -762,6 +762,43 @@ func TestOpenPath(t *testing.T) {
 	}
 }
 
+// readHead reads the descriptor binfmt_misc passed (flag O) when there is one, not the
+// file by its name, names the file from the descriptor and leaves it open (the
+// interpreter closes it once the program runs); without one it opens the name.
+func TestReadHeadExecFD(t *testing.T) {
+	dir, err := filepath.EvalSymlinks(t.TempDir())
+	if err != nil {
+		t.Fatal(err)
+	}
+	a := filepath.Join(dir, "a.exe")
+	write(t, a, "MZ passed open", 0o755)
+	f, err := os.Open(a)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer f.Close()
+	fd, err := syscall.Dup(int(f.Fd()))
+	if err != nil {
+		t.Fatal(err)
+	}
+	gone := filepath.Join(dir, "gone.exe") // the name is not opened
+	head, real, err := readHead(gone, fd)
+	if err != nil || string(head) != "MZ passed open" || real != a {
+		t.Errorf("readHead(%q, fd) = %q, %q, %v; want the passed file's head and path %q", gone, head, real, err, a)
+	}
+	if _, _, e := syscall.Syscall(syscall.SYS_FCNTL, uintptr(fd), syscall.F_GETFD, 0); e != 0 {
+		t.Errorf("the passed descriptor was closed by readHead (fcntl: %v)", e)
+	}
+	syscall.Close(fd)
+	if _, _, err := readHead(gone, -1); err != syscall.ENOENT {
+		t.Errorf("readHead(%q, -1) error %v, want %v", gone, err, syscall.ENOENT)
+	}
+	// A test binary is not started by binfmt_misc: no descriptor passed.
+	if fd := binfmtExecFD(); fd != -1 {
+		t.Errorf("binfmtExecFD() = %d in a process binfmt_misc did not start, want -1", fd)
+	}
+}
+
 // The interpreter drops to one P only once its streams have moved bulkBytes, and once.
 func TestBulkSwitch(t *testing.T) {
 	for _, tc := range []struct {

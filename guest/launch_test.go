@@ -154,8 +154,8 @@ func TestBinfmtRules(t *testing.T) {
 		t.Fatal(err)
 	}
 	want := []string{
-		":lab-pe:M::MZ::/usr/local/lib/lab/interop:PF",
-		`:lab-host:M::#!lab-host\x0a::/usr/local/lib/lab/interop:PF`,
+		":lab-pe:M::MZ::/usr/local/lib/lab/interop:POF",
+		`:lab-host:M::#!lab-host\x0a::/usr/local/lib/lab/interop:POF`,
 	}
 	if !reflect.DeepEqual(rules, want) {
 		t.Fatalf("got %q", rules)

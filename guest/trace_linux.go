@@ -182,7 +182,7 @@ func (t *guestTrace) binfmt(args []string) {
 	if t == nil || len(args) < 2 {
 		return
 	}
-	head, _, _ := readHead(args[1])
+	head, _, _ := readHead(args[1], -1) // not the passed descriptor: the launch reads that
 	ents, err := os.ReadDir(binfmtDir)
 	if err != nil {
 		t.record(trace.StepBinfmt, fmt.Sprintf("cannot read %s: %v", binfmtDir, err), nil)

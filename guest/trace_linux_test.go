@@ -14,8 +14,8 @@ import (
 
 // The kernel's text for lab's rules (Linux 6.1, as provisioning registers them).
 const (
-	kernelPE   = "enabled\ninterpreter /usr/local/lib/lab/interop\nflags: PF\noffset 0\nmagic 4d5a\n"
-	kernelHost = "enabled\ninterpreter /usr/local/lib/lab/interop\nflags: PF\noffset 0\nmagic 23216c61622d686f73740a\n"
+	kernelPE   = "enabled\ninterpreter /usr/local/lib/lab/interop\nflags: POF\noffset 0\nmagic 4d5a\n"
+	kernelHost = "enabled\ninterpreter /usr/local/lib/lab/interop\nflags: POF\noffset 0\nmagic 23216c61622d686f73740a\n"
 )
 
 func TestBinfmtRuleMatches(t *testing.T) {
@@ -45,7 +45,7 @@ func TestBinfmtRuleMatches(t *testing.T) {
 		})
 	}
 	r := parseBinfmtRule(RuleHost, kernelHost)
-	want := binfmtRule{Name: RuleHost, Enabled: true, Interpreter: interp, Flags: "PF", Magic: "23216c61622d686f73740a"}
+	want := binfmtRule{Name: RuleHost, Enabled: true, Interpreter: interp, Flags: "POF", Magic: "23216c61622d686f73740a"}
 	if r != want {
 		t.Errorf("parse = %+v; want %+v", r, want)
 	}

@@ -51,7 +51,7 @@ func TestFormatsReachGuestConf(t *testing.T) {
 		t.Errorf("LoadFormats = %+v, %v", got, err)
 	}
 	rules, err := RulesOf(dir)
-	if err != nil || len(rules) != len(Rules(true))+1+3 || rules[len(rules)-3].String() != ":lab-labsh:E::labsh::/usr/local/lib/lab/interop:FP" {
+	if err != nil || len(rules) != len(Rules(true))+1+3 || rules[len(rules)-3].String() != ":lab-labsh:E::labsh::/usr/local/lib/lab/interop:POF" {
 		t.Errorf("RulesOf = %v, %v", rules, err)
 	}
 	if _, err := EncodeFormats([]formats.Format{{Name: "host", Magic: []byte("x")}}); err == nil || err.Error() != `machine: formats: "host" is a built-in format's name` {

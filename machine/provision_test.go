@@ -67,7 +67,7 @@ func TestRulesMatchGuest(t *testing.T) {
 			}
 		}
 	}
-	if got := Rules(true)[0].String(); got != ":WSLInterop:M::MZ::/usr/local/lib/lab/interop:FP" {
+	if got := Rules(true)[0].String(); got != ":WSLInterop:M::MZ::/usr/local/lib/lab/interop:POF" {
 		t.Errorf("default pe rule %q, want WSL's string with lab's interpreter", got)
 	}
 }

@@ -14,9 +14,9 @@ func TestFormatRules(t *testing.T) {
 		{Name: "arm64", Magic: magic, Mask: mask},
 	})
 	want := []string{
-		":lab-labsh:E::labsh::/usr/local/lib/lab/interop:FP",
-		":lab-labpy:M:1:!labpy::/usr/local/lib/lab/interop:FP",
-		`:lab-arm64:M::\x7fELF\x02\x01\x01\x00\x00\x00\x00\x00\x00\x00\x00\x00\x02\x00\xb7\x00:\xff\xff\xff\xff\xff\xff\xff\x00\xff\xff\xff\xff\xff\xff\xff\xff\xfe\xff\xff\xff:/usr/local/lib/lab/interop:FP`,
+		":lab-labsh:E::labsh::/usr/local/lib/lab/interop:POF",
+		":lab-labpy:M:1:!labpy::/usr/local/lib/lab/interop:POF",
+		`:lab-arm64:M::\x7fELF\x02\x01\x01\x00\x00\x00\x00\x00\x00\x00\x00\x00\x02\x00\xb7\x00:\xff\xff\xff\xff\xff\xff\xff\x00\xff\xff\xff\xff\xff\xff\xff\xff\xfe\xff\xff\xff:/usr/local/lib/lab/interop:POF`,
 	}
 	for i, r := range rules {
 		if err := r.Validate(); err != nil {
@@ -27,7 +27,7 @@ func TestFormatRules(t *testing.T) {
 		}
 	}
 	// The kernel's view of an extension rule, as /proc/sys/fs/binfmt_misc/lab-labsh shows it.
-	st, err := ParseRuleStatus("enabled\ninterpreter /usr/local/lib/lab/interop\nflags: PF\nextension .labsh\n")
+	st, err := ParseRuleStatus("enabled\ninterpreter /usr/local/lib/lab/interop\nflags: POF\nextension .labsh\n")
 	if err != nil {
 		t.Fatal(err)
 	}

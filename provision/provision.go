@@ -161,17 +161,25 @@ type Settings struct {
 	Formats []formats.Format
 }
 
-// DefaultRules are lab's two formats: pe (magic MZ, flags FP, exactly as WSL's
-// WSLInterop registration; named WSLInterop with wslNames, else lab-pe) and host (exposed
-// host commands: the stub magic).
+// RuleFlags are the flags of every rule lab registers: P keeps the caller's argv[0], F
+// opens the interpreter at registration (so the rules work in other mount namespaces and
+// chroots, as WSL's do), and O passes the interpreter the program's file open (WSL's
+// rule has no O): the interpreter reads the file's head from that descriptor instead of
+// opening the file again, which for a file in a share (/mnt/c, 9p) cut a launch's 9p
+// requests from 20 to 11 (docs/DESIGN.md, "PE launch against Wine, again").
+const RuleFlags = "POF"
+
+// DefaultRules are lab's two formats: pe (magic MZ, as WSL's WSLInterop registration;
+// named WSLInterop with wslNames, else lab-pe) and host (exposed host commands: the stub
+// magic).
 func DefaultRules(stubMagic []byte, wslNames bool) []Rule {
 	pe := RuleLabPE
 	if wslNames {
 		pe = RuleWSLInterop
 	}
 	return []Rule{
-		{Name: pe, Magic: []byte("MZ"), Interpreter: InterpreterPath, Flags: "FP"},
-		{Name: RuleHost, Magic: slices.Clone(stubMagic), Interpreter: InterpreterPath, Flags: "FP"},
+		{Name: pe, Magic: []byte("MZ"), Interpreter: InterpreterPath, Flags: RuleFlags},
+		{Name: RuleHost, Magic: slices.Clone(stubMagic), Interpreter: InterpreterPath, Flags: RuleFlags},
 	}
 }
 
@@ -181,7 +189,7 @@ func otherRules(rules []Rule) []Rule {
 	var out []Rule
 	for _, name := range []string{RuleWSLInterop, RuleLabPE} {
 		if !slices.ContainsFunc(rules, func(r Rule) bool { return r.Name == name }) {
-			out = append(out, Rule{Name: name, Magic: []byte("MZ"), Interpreter: InterpreterPath, Flags: "FP"})
+			out = append(out, Rule{Name: name, Magic: []byte("MZ"), Interpreter: InterpreterPath, Flags: RuleFlags})
 		}
 	}
 	return out

@@ -16,9 +16,9 @@ func TestRuleString(t *testing.T) {
 		rule Rule
 		want string
 	}{
-		{DefaultRules(testMagic, true)[0], ":WSLInterop:M::MZ::/usr/local/lib/lab/interop:FP"}, // WSL's string
-		{DefaultRules(testMagic, false)[0], ":lab-pe:M::MZ::/usr/local/lib/lab/interop:FP"},
-		{DefaultRules(testMagic, true)[1], `:lab-host:M::#!lab-host\x0a::/usr/local/lib/lab/interop:FP`},
+		{DefaultRules(testMagic, true)[0], ":WSLInterop:M::MZ::/usr/local/lib/lab/interop:POF"}, // WSL's string, with O
+		{DefaultRules(testMagic, false)[0], ":lab-pe:M::MZ::/usr/local/lib/lab/interop:POF"},
+		{DefaultRules(testMagic, true)[1], `:lab-host:M::#!lab-host\x0a::/usr/local/lib/lab/interop:POF`},
 		{Rule{Name: "x", Offset: 4, Magic: []byte{0, ':', '\\'}, Mask: []byte{0xff, 0xff, 0xfe}, Interpreter: "/i", Flags: "P"},
 			`:x:M:4:\x00\x3a\x5c:\xff\xff\xfe:/i:P`},
 	}
@@ -59,14 +59,16 @@ func TestParseRuleStatus(t *testing.T) {
 		mismatch string // substring; "" means match
 		wantErr  bool
 	}{
-		{"enabled\ninterpreter /usr/local/lib/lab/interop\nflags: PF\noffset 0\nmagic 4d5a\n", true, "", false},
-		{"disabled\ninterpreter /usr/local/lib/lab/interop\nflags: PF\noffset 0\nmagic 4d5a\n", false, "", false},
-		{"enabled\ninterpreter /init\nflags: PF\noffset 0\nmagic 4d5a\n", true, "interpreter", false},
+		{"enabled\ninterpreter /usr/local/lib/lab/interop\nflags: POF\noffset 0\nmagic 4d5a\n", true, "", false},
+		{"disabled\ninterpreter /usr/local/lib/lab/interop\nflags: POF\noffset 0\nmagic 4d5a\n", false, "", false},
+		{"enabled\ninterpreter /init\nflags: POF\noffset 0\nmagic 4d5a\n", true, "interpreter", false},
 		{"enabled\ninterpreter /usr/local/lib/lab/interop\nflags: P\noffset 0\nmagic 4d5a\n", true, "flags", false},
-		{"enabled\ninterpreter /usr/local/lib/lab/interop\nflags: PF\noffset 0\nmagic 4d5a\nmask ffff\n", true, "", false},
-		{"enabled\ninterpreter /usr/local/lib/lab/interop\nflags: PF\noffset 0\nmagic 4d5a\nmask ff00\n", true, "mask", false},
-		{"enabled\ninterpreter /usr/local/lib/lab/interop\nflags: PF\noffset 2\nmagic 4d5a\n", true, "offset", false},
-		{"enabled\ninterpreter /x\nflags: PF\noffset 0\nmagic zz\n", false, "", true},
+		// An older lab's rule (no O): provisioning registers it again.
+		{"enabled\ninterpreter /usr/local/lib/lab/interop\nflags: PF\noffset 0\nmagic 4d5a\n", true, "flags", false},
+		{"enabled\ninterpreter /usr/local/lib/lab/interop\nflags: POF\noffset 0\nmagic 4d5a\nmask ffff\n", true, "", false},
+		{"enabled\ninterpreter /usr/local/lib/lab/interop\nflags: POF\noffset 0\nmagic 4d5a\nmask ff00\n", true, "mask", false},
+		{"enabled\ninterpreter /usr/local/lib/lab/interop\nflags: POF\noffset 2\nmagic 4d5a\n", true, "offset", false},
+		{"enabled\ninterpreter /x\nflags: POF\noffset 0\nmagic zz\n", false, "", true},
 		{"enabled\nextension .exe\n", false, "", true},
 		{"", false, "", true},
 	}
@@ -90,7 +92,7 @@ func TestParseRuleStatus(t *testing.T) {
 }
 
 func FuzzParseRuleStatus(f *testing.F) {
-	f.Add("enabled\ninterpreter /usr/local/lib/lab/interop\nflags: PF\noffset 0\nmagic 4d5a\n")
+	f.Add("enabled\ninterpreter /usr/local/lib/lab/interop\nflags: POF\noffset 0\nmagic 4d5a\n")
 	f.Add("disabled\ninterpreter /i\nflags: \noffset x\nmagic 4\nmask ff\n")
 	f.Fuzz(func(t *testing.T, text string) {
 		st, err := ParseRuleStatus(text)
@@ -120,7 +122,7 @@ func probeOf(want desired, enabled bool) string {
 		state = "disabled"
 	}
 	for _, r := range want.rules {
-		b.WriteString("rule " + r.Name + " " + state + "|interpreter " + r.Interpreter + "|flags: PF|offset 0|magic " +
+		b.WriteString("rule " + r.Name + " " + state + "|interpreter " + r.Interpreter + "|flags: POF|offset 0|magic " +
 			strings.TrimSpace(hexOf(r.Magic)) + "|\n")
 	}
 	for _, s := range want.shares {
@@ -213,10 +215,10 @@ func TestPlanChanges(t *testing.T) {
 			return probeOf(*w, false)
 		}, []string{"rule WSLInterop", "rule lab-host"}},
 		{"an older lab's lab-pe rule is removed", func(p string, w *desired) string {
-			return p + "rule lab-pe enabled|interpreter " + InterpreterPath + "|flags: PF|offset 0|magic 4d5a|\n"
+			return p + "rule lab-pe enabled|interpreter " + InterpreterPath + "|flags: POF|offset 0|magic 4d5a|\n"
 		}, []string{"rule lab-pe"}},
 		{"someone else's lab-pe rule is left alone", func(p string, w *desired) string {
-			return p + "rule lab-pe enabled|interpreter /usr/bin/other|flags: PF|offset 0|magic 4d5a|\n"
+			return p + "rule lab-pe enabled|interpreter /usr/bin/other|flags: POF|offset 0|magic 4d5a|\n"
 		}, nil},
 		{"wsl.conf enabled=false: registered but disabled, no WSL_INTEROP", func(p string, w *desired) string {
 			w.enabled = false
@@ -233,7 +235,7 @@ func TestPlanChanges(t *testing.T) {
 			w.others = otherRules(w.rules)
 			w.wslpath = false
 			w.wslEnv = nil
-			return p + "rule WSLInterop enabled|interpreter " + InterpreterPath + "|flags: PF|offset 0|magic 4d5a|\n"
+			return p + "rule WSLInterop enabled|interpreter " + InterpreterPath + "|flags: POF|offset 0|magic 4d5a|\n"
 		}, []string{"wslpath", "rule WSLInterop", "rule lab-pe", "wsl env"}},
 		{"token mode repaired", func(p string, w *desired) string {
 			return strings.Replace(p, "mode "+TokenPath+" 600", "mode "+TokenPath+" 644", 1)
@@ -415,7 +417,7 @@ func TestPlanScripts(t *testing.T) {
 	want.winDirs = []string{"/mnt/c/windows/system32", "/mnt/c/windows"}
 	want.winPath = windowsPathScript(want.winDirs)
 	st, err := parseProbe("arch x86_64\nbinfmt mounted\nsshd yes\nsshdpath SetEnv PATH=/old\nrule lab-pe enabled|interpreter "+
-		InterpreterPath+"|flags: PF|offset 0|magic 4d5a|\n", testMagic)
+		InterpreterPath+"|flags: POF|offset 0|magic 4d5a|\n", testMagic)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -424,7 +426,7 @@ func TestPlanScripts(t *testing.T) {
 	for _, line := range []string{
 		"ln -sfn /usr/local/lib/lab/interop /usr/bin/wslpath",
 		"echo -1 > /proc/sys/fs/binfmt_misc/lab-pe",
-		"printf '%s' ':WSLInterop:M::MZ::/usr/local/lib/lab/interop:FP' > /proc/sys/fs/binfmt_misc/register\necho 0 > /proc/sys/fs/binfmt_misc/WSLInterop",
+		"printf '%s' ':WSLInterop:M::MZ::/usr/local/lib/lab/interop:POF' > /proc/sys/fs/binfmt_misc/register\necho 0 > /proc/sys/fs/binfmt_misc/WSLInterop",
 		"echo 0 > /proc/sys/fs/binfmt_misc/lab-host",
 		"sed -i '/^SetEnv /d' /etc/ssh/sshd_config",
 		"echo 'SetEnv PATH=" + SSHDDefaultPath + ":/mnt/c/windows/system32:/mnt/c/windows WSL_DISTRO_NAME=default' >> /etc/ssh/sshd_config",

@@ -20,7 +20,7 @@ type Rule struct {
 	Magic       []byte // at most 128 bytes from the start of the file, with Offset
 	Mask        []byte // zero: all bits of Magic count
 	Interpreter string // absolute guest path
-	Flags       string // e.g. "FP": F opens the interpreter at registration, P keeps argv[0]
+	Flags       string // e.g. "POF": P keeps argv[0], O passes the file open, F opens the interpreter at registration
 	// Extension, when set, makes a type E rule instead: files whose name ends in
 	// ".Extension" (Offset, Magic and Mask are then unused).
 	Extension string
@@ -28,7 +28,7 @@ type Rule struct {
 
 // String is the registration string written to /proc/sys/fs/binfmt_misc/register and to
 // /etc/binfmt.d/*.conf: ":name:M:offset:magic:mask:interpreter:flags". Printable bytes
-// are written as they are (so the pe rule reads ":lab-pe:M::MZ::...:FP" as WSL's
+// are written as they are (so the pe rule reads ":lab-pe:M::MZ::...:POF" as WSL's
 // ":WSLInterop:M::MZ::/init:FP"); the delimiter, backslashes and anything else are \xNN.
 func (r Rule) String() string {
 	if r.Extension != "" {

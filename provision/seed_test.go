@@ -199,7 +199,7 @@ func TestSeedDisk(t *testing.T) {
 		if !strings.Contains(string(tarred[BinfmtConfPath].data), r.String()+"\n") {
 			t.Errorf("%s lacks rule %s", BinfmtConfPath, r.String())
 		}
-		pr.WriteString("rule " + r.Name + " enabled|interpreter " + r.Interpreter + "|flags: PF|offset 0|magic " + strings.TrimSpace(hexOf(r.Magic)) + "|\n")
+		pr.WriteString("rule " + r.Name + " enabled|interpreter " + r.Interpreter + "|flags: POF|offset 0|magic " + strings.TrimSpace(hexOf(r.Magic)) + "|\n")
 	}
 	pr.WriteString("mount lab-c /mnt/c\n")
 	st, err := parseProbe(pr.String(), testMagic)

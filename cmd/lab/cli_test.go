@@ -186,7 +186,7 @@ formats:
 	for _, want := range []string{
 		`(?m)^launch 1, trace [0-9a-f]{16}: relay times placed on the guest's clock by the handshake round trip \(±[0-9.]+ ms\)$`,
 		`(?m)^ +[0-9.]+ ms  guest  interpreter argv  \["/usr/local/lib/lab/interop" "/usr/bin/hostprintf" "hostprintf" "%s\|" "t"\]  \(flag P: `,
-		`(?m)^ +[0-9.]+ ms  guest  binfmt            rule lab-host: magic "#!lab-host\\n" at offset 0, flags PF \(P: keep the caller's argv\[0\]; F: interpreter opened at registration\), interpreter /usr/local/lib/lab/interop$`,
+		`(?m)^ +[0-9.]+ ms  guest  binfmt            rule lab-host: magic "#!lab-host\\n" at offset 0, flags POF \(P: keep the caller's argv\[0\]; O: file passed open; F: interpreter opened at registration\), interpreter /usr/local/lib/lab/interop$`,
 		`(?m)^ +[0-9.]+ ms  guest  config            /etc/lab/interop.conf: relay vsock:2:5555, token /etc/lab/token, shares \[.*/mnt/lab = host `,
 		`(?m)^ +[0-9.]+ ms  guest  connect           vsock vm\([0-9]+\):[0-9]+ -> host\(2\):5555 \(relay vsock:2:5555\) in [0-9.]+ ms$`,
 		`(?m)^ +[0-9.]+ ms  guest  hello\+launch      Hello [0-9]+ B \(protocol VERSION, token [0-9]+ B\) \+ Launch [0-9]+ B`,

@@ -21,7 +21,7 @@ SSH connection, and changes only what differs:
     and the links /usr/bin/wslpath and /usr/bin/labpath;
   - /etc/lab/interop.conf (relay address, token file, shares) and the VM's token
     (/etc/lab/token, 0600 root; the host copy is in the VM's state directory);
-  - binfmt_misc mounted, the rules WSLInterop (magic MZ, flags FP, WSL's own
+  - binfmt_misc mounted, the rules WSLInterop (magic MZ, flags POF: WSL's own
     registration with lab's interpreter) and lab-host (exposed-command stubs)
     registered, and persisted in /etc/binfmt.d/lab.conf where the guest runs systemd;
   - WSL_DISTRO_NAME (the VM's name) and WSL_INTEROP for login shells
