@@ -54,6 +54,9 @@ type sharedVM struct {
 }
 
 func TestMain(m *testing.M) {
+	if dir := os.Getenv(envKilledChild); dir != "" {
+		os.Exit(killedChild(dir))
+	}
 	var err error
 	tmpRoot, err = os.MkdirTemp("", "labvm")
 	if err != nil {
