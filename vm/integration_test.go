@@ -117,6 +117,17 @@ func labBinary(t testing.TB) string {
 	return labBin
 }
 
+// connect is a Client of the VM in dir, closed at the end of tb.
+func connect(ctx context.Context, tb testing.TB, dir string) *Client {
+	tb.Helper()
+	c, err := Connect(ctx, dir)
+	if err != nil {
+		tb.Fatal(err)
+	}
+	tb.Cleanup(func() { c.Close() })
+	return c
+}
+
 type result struct {
 	stdout, stderr string
 	code           int
@@ -220,11 +231,7 @@ func TestIntegrationExecSignal(t *testing.T) {
 	// A guard, not a timing assertion: a lost signal leaves the sleep running.
 	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
 	defer cancel()
-	c, err := Connect(ctx, s.dir)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer c.Close()
+	c := connect(ctx, t, s.dir)
 	pr, pw := io.Pipe()
 	sigs := make(chan ssh.Signal, 1)
 	rest := make(chan string, 1)
@@ -323,11 +330,7 @@ func TestIntegrationStatusQEMUStopped(t *testing.T) {
 func TestIntegrationSFTP(t *testing.T) {
 	s := sharedGuest(t)
 	ctx := context.Background()
-	c, err := Connect(ctx, s.dir)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer c.Close()
+	c := connect(ctx, t, s.dir)
 	sc, err := c.SFTP()
 	if err != nil {
 		t.Fatal(err)
@@ -375,11 +378,7 @@ func TestIntegrationSFTP(t *testing.T) {
 func TestIntegration9p(t *testing.T) {
 	s := sharedGuest(t)
 	ctx := context.Background()
-	c, err := Connect(ctx, s.dir)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer c.Close()
+	c := connect(ctx, t, s.dir)
 	if err := os.WriteFile(filepath.Join(s.hostShare, "from-host"), []byte("hello from the host\n"), 0o644); err != nil {
 		t.Fatal(err)
 	}
@@ -664,11 +663,7 @@ func BenchmarkExec(b *testing.B) {
 		b.ReportMetric(median(ms), "median-ms")
 	}
 	b.Run("kept-connection", func(b *testing.B) {
-		c, err := Connect(ctx, s.dir)
-		if err != nil {
-			b.Fatal(err)
-		}
-		defer c.Close()
+		c := connect(ctx, b, s.dir)
 		// Warm up: right after boot the guest is still busy.
 		for range 5 {
 			c.Run(ctx, "true", nil, nil, nil)
@@ -822,11 +817,7 @@ func TestIntegrationVsock(t *testing.T) {
 	}
 	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
 	defer cancel()
-	c, err := Connect(ctx, s.dir)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer c.Close()
+	c := connect(ctx, t, s.dir)
 
 	// Guest -> host: a connection to CID 2 port 1234 reaches "<dir>/vsock.sock_1234".
 	l, err := net.Listen("unix", filepath.Join(s.dir, FileVsockUDS+"_1234"))
@@ -922,11 +913,7 @@ func TestIntegrationReconnect(t *testing.T) {
 	s := sharedGuest(t)
 	ctx, cancel := context.WithTimeout(context.Background(), 3*time.Minute)
 	defer cancel()
-	c, err := Connect(ctx, s.dir)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer c.Close()
+	c := connect(ctx, t, s.dir)
 	ppid := func() string {
 		t.Helper()
 		out, err := c.Output(ctx, "echo $PPID")
