@@ -63,6 +63,18 @@ func (s *Shared) Get(tb testing.TB) *wineprefix.Prefix {
 	return s.p
 }
 
+// Main is a TestMain's body: m's tests, then Close; a failed Close fails the run.
+func (s *Shared) Main(m *testing.M) {
+	code := m.Run()
+	if err := s.Close(); err != nil {
+		fmt.Fprintln(os.Stderr, err)
+		if code == 0 {
+			code = 1
+		}
+	}
+	os.Exit(code)
+}
+
 // Close shuts the prefix down and removes it.
 func (s *Shared) Close() error {
 	var err error
