@@ -13,6 +13,7 @@ import (
 	"path/filepath"
 	"slices"
 	"strconv"
+	"strings"
 	"syscall"
 	"testing"
 	"time"
@@ -83,4 +84,46 @@ func Alive(pid int) bool {
 	}
 	i := bytes.LastIndexByte(st, ')')
 	return i > 0 && !bytes.HasPrefix(st[i+1:], []byte(" Z"))
+}
+
+// ProcsWithArg lists the live processes, other than this one, that have word as one whole
+// argument (a test's marker), but those whose argv[0] is one of except.
+func ProcsWithArg(word string, except ...string) []int {
+	ents, _ := os.ReadDir("/proc")
+	var pids []int
+	for _, e := range ents {
+		pid, err := strconv.Atoi(e.Name())
+		if err != nil || pid == os.Getpid() || !Alive(pid) {
+			continue
+		}
+		b, err := os.ReadFile("/proc/" + e.Name() + "/cmdline")
+		if err != nil {
+			continue
+		}
+		args := strings.Split(strings.TrimSuffix(string(b), "\x00"), "\x00")
+		if slices.Contains(args, word) && !slices.Contains(except, args[0]) {
+			pids = append(pids, pid)
+		}
+	}
+	return pids
+}
+
+// WaitNoProcs waits until procs lists no process, looking every 20 ms for 20 s; then it
+// kills those left and fails tb, saying they are what.
+func WaitNoProcs(tb testing.TB, what string, procs func() []int) {
+	tb.Helper()
+	deadline := time.Now().Add(20 * time.Second)
+	for {
+		pids := procs()
+		if len(pids) == 0 {
+			return
+		}
+		if time.Now().After(deadline) {
+			for _, p := range pids {
+				syscall.Kill(p, syscall.SIGKILL)
+			}
+			tb.Fatalf("processes %v (%s) still run 20 s later", pids, what)
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
 }
