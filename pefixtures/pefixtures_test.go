@@ -175,6 +175,14 @@ func TestCtrlC(t *testing.T) {
 	defer cancel()
 	cmd := p.Command(ctx, fx[pefixtures.WaitCtrlC])
 	cmd.Dir = p.DriveC()
+	checkCtrlC(t, cmd)
+}
+
+// checkCtrlC runs cmd, whose program (waitctrlc.exe's behaviour) says "ready", then
+// sends SIGINT to its process group, and checks that the program got CTRL_C_EVENT: it
+// says "got ctrl-c" and exits 42.
+func checkCtrlC(t *testing.T, cmd *exec.Cmd) {
+	t.Helper()
 	stdout, err := cmd.StdoutPipe()
 	if err != nil {
 		t.Fatal(err)
@@ -185,8 +193,7 @@ func TestCtrlC(t *testing.T) {
 		t.Fatal(err)
 	}
 	r := bufio.NewReader(stdout)
-	line, err := r.ReadString('\n')
-	if err != nil || line != "ready\n" {
+	if line, err := r.ReadString('\n'); err != nil || line != "ready\n" {
 		cmd.Cancel()
 		cmd.Wait()
 		t.Fatalf("first line %q, %v (stderr %q)", line, err, errb.String())
