@@ -17,6 +17,8 @@ import (
 	"syscall"
 	"testing"
 	"time"
+
+	"golang.org/x/sys/unix"
 )
 
 // HostTree writes a host program that starts a daemon in a new session and a background
@@ -108,8 +110,9 @@ func ProcsWithArg(word string, except ...string) []int {
 	return pids
 }
 
-// WaitNoProcs waits until procs lists no process, looking every 20 ms for 20 s; then it
-// kills those left and fails tb, saying they are what.
+// WaitNoProcs waits until procs lists no process, for 20 s at most; then it kills those
+// left and fails tb, saying they are what. It waits on pidfds, looking again after they all
+// exited (a process may have forked meanwhile).
 func WaitNoProcs(tb testing.TB, what string, procs func() []int) {
 	tb.Helper()
 	deadline := time.Now().Add(20 * time.Second)
@@ -118,12 +121,45 @@ func WaitNoProcs(tb testing.TB, what string, procs func() []int) {
 		if len(pids) == 0 {
 			return
 		}
-		if time.Now().After(deadline) {
+		if !waitExits(pids, deadline) {
 			for _, p := range pids {
 				syscall.Kill(p, syscall.SIGKILL)
 			}
 			tb.Fatalf("processes %v (%s) still run 20 s later", pids, what)
 		}
-		time.Sleep(20 * time.Millisecond)
 	}
+}
+
+// waitExits reports whether every process of pids exited (zombies included) by deadline.
+func waitExits(pids []int, deadline time.Time) bool {
+	var fds []unix.PollFd
+	for _, p := range pids {
+		fd, err := unix.PidfdOpen(p, 0)
+		if err != nil {
+			continue // gone already
+		}
+		defer unix.Close(fd)
+		fds = append(fds, unix.PollFd{Fd: int32(fd), Events: unix.POLLIN})
+	}
+	for len(fds) > 0 {
+		ms := time.Until(deadline).Milliseconds()
+		if ms <= 0 {
+			return false
+		}
+		n, err := unix.Poll(fds, int(ms))
+		if err == unix.EINTR {
+			continue
+		}
+		if err != nil || n == 0 {
+			return false
+		}
+		running := fds[:0]
+		for _, f := range fds {
+			if f.Revents == 0 {
+				running = append(running, f)
+			}
+		}
+		fds = running
+	}
+	return true
 }
