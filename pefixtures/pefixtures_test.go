@@ -5,7 +5,7 @@ import (
 	"bytes"
 	"context"
 	"crypto/rand"
-	"errors"
+	"io"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -64,26 +64,12 @@ type result struct {
 
 func run(t testing.TB, p *wineprefix.Prefix, dir string, stdin []byte, env []string, exe string, args ...string) result {
 	t.Helper()
-	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
-	defer cancel()
-	cmd := p.Command(ctx, exe, args...)
-	cmd.Dir = dir
-	cmd.Env = append(cmd.Env, env...)
+	var in io.Reader
 	if stdin != nil {
-		cmd.Stdin = bytes.NewReader(stdin)
+		in = bytes.NewReader(stdin)
 	}
-	var out, errb bytes.Buffer
-	cmd.Stdout, cmd.Stderr = &out, &errb
-	err := cmd.Run()
-	var ee *exec.ExitError
-	switch {
-	case errors.Is(err, exec.ErrWaitDelay):
-		t.Fatalf("%s %q: output pipes stayed open after the program exited (prefix not warm?)", filepath.Base(exe), args)
-	case errors.As(err, &ee):
-	case err != nil:
-		t.Fatalf("%s %q: %v", filepath.Base(exe), args, err)
-	}
-	return result{out.String(), errb.String(), cmd.ProcessState.ExitCode()}
+	out, errs, code := winetest.Run(t, p, dir, in, env, exe, args...)
+	return result{out, errs, code}
 }
 
 func TestBuildCached(t *testing.T) {
