@@ -57,6 +57,9 @@ func TestMain(m *testing.M) {
 	if dir := os.Getenv(envKilledChild); dir != "" {
 		os.Exit(killedChild(dir))
 	}
+	if labtest.NohupSetup() {
+		os.Exit(m.Run()) // execs itself again at once: no tmpRoot to leave behind
+	}
 	var err error
 	tmpRoot, err = os.MkdirTemp("", "labvm")
 	if err != nil {
