@@ -156,15 +156,8 @@ func labUmask(t testing.TB, env []string, mask, stdin string, args ...string) re
 	}
 	cmd.Env = append(os.Environ(), env...)
 	cmd.Stdin = strings.NewReader(stdin)
-	var out, errb bytes.Buffer
-	cmd.Stdout, cmd.Stderr = &out, &errb
-	err := cmd.Run()
-	r := result{stdout: out.String(), stderr: errb.String()}
-	if ee, ok := err.(*exec.ExitError); ok {
-		r.code = ee.ExitCode()
-	} else if err != nil {
-		t.Fatalf("lab %v: %v", args, err)
-	}
+	var r result
+	r.stdout, r.stderr, r.code = labtest.Output(t, cmd)
 	return r
 }
 
