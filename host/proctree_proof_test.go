@@ -30,53 +30,12 @@ func treeMarker(t *testing.T) string {
 
 // withArg lists the live (not zombie) host processes whose argv holds word (not the
 // interpreters, whose argv holds the guest's).
-func withArg(word string) []int {
-	ents, _ := os.ReadDir("/proc")
-	var pids []int
-	for _, e := range ents {
-		pid, err := strconv.Atoi(e.Name())
-		if err != nil {
-			continue
-		}
-		b, err := os.ReadFile("/proc/" + e.Name() + "/cmdline")
-		if err != nil {
-			continue
-		}
-		st, _ := os.ReadFile("/proc/" + e.Name() + "/stat")
-		if i := bytes.LastIndexByte(st, ')'); i > 0 && bytes.HasPrefix(st[i+1:], []byte(" Z")) {
-			continue
-		}
-		args := bytes.Split(b, []byte{0})
-		if string(args[0]) == bin.interop {
-			continue
-		}
-		for _, a := range args {
-			if string(a) == word {
-				pids = append(pids, pid)
-				break
-			}
-		}
-	}
-	return pids
-}
+func withArg(word string) []int { return labtest.ProcsWithArg(word, bin.interop) }
 
-// waitNoArg polls (bounded, 20 s) until no live process has word in its argv.
+// waitNoArg waits (bounded, 20 s) until no live process has word in its argv.
 func waitNoArg(t *testing.T, word string) {
 	t.Helper()
-	deadline := time.Now().Add(20 * time.Second)
-	for {
-		pids := withArg(word)
-		if len(pids) == 0 {
-			return
-		}
-		if time.Now().After(deadline) {
-			for _, p := range pids {
-				syscall.Kill(p, syscall.SIGKILL)
-			}
-			t.Fatalf("host processes %v (argv word %s) still run 20s after the relay died", pids, word)
-		}
-		time.Sleep(20 * time.Millisecond)
-	}
+	labtest.WaitNoProcs(t, "host processes with argv word "+word+", after the relay died", func() []int { return withArg(word) })
 }
 
 // setuidGrandchild makes a copy of the fixture named daemon-grandchild that is setuid to

@@ -67,13 +67,8 @@ func TestBuildBadOptions(t *testing.T) {
 // give an image with the same modules and a kernel that still boots by PVH.
 func TestBuildKernelFlags(t *testing.T) {
 	img, cache := realImage(t, DefaultSSHServer)
-	var kp Package
-	for _, p := range img.Manifest.Packages {
-		if strings.HasPrefix(p.Name, "linux-image-") {
-			kp = p
-		}
-	}
-	if kp.Name == "" {
+	kp, ok := kernelPackage(img.Manifest)
+	if !ok {
 		t.Skip("the image's kernel did not come from a package")
 	}
 	kdir := kernelPkgDir(cache, kp)

@@ -6,7 +6,6 @@ import (
 	"context"
 	"crypto/sha256"
 	"encoding/hex"
-	"encoding/json"
 	"errors"
 	"fmt"
 	"io"
@@ -368,8 +367,9 @@ func parseDeb822Sources(data []byte) []string {
 	return out
 }
 
-// sourceSuite is the suite word of a one-line "deb [opts] URI SUITE COMPONENTS" entry.
-func sourceSuite(line string) string {
+// sourceFields are the words of a one-line "deb [opts] URI SUITE COMPONENTS" entry
+// without its [opts]: "deb", the URI, the suite, the components.
+func sourceFields(line string) []string {
 	f := strings.Fields(line)
 	if len(f) > 1 && strings.HasPrefix(f[1], "[") {
 		for i := 1; i < len(f); i++ {
@@ -379,6 +379,12 @@ func sourceSuite(line string) string {
 			}
 		}
 	}
+	return f
+}
+
+// sourceSuite is the suite word of a one-line entry.
+func sourceSuite(line string) string {
+	f := sourceFields(line)
 	if len(f) < 3 {
 		return ""
 	}
@@ -421,15 +427,7 @@ func debianKey(sources string) string {
 func releaseFiles(sources string) []string {
 	var out []string
 	for _, l := range strings.Split(sources, "\n") {
-		f := strings.Fields(l)
-		if len(f) > 1 && strings.HasPrefix(f[1], "[") {
-			for i := 1; i < len(f); i++ {
-				if strings.HasSuffix(f[i], "]") {
-					f = append(f[:1], f[i+1:]...)
-					break
-				}
-			}
-		}
+		f := sourceFields(l)
 		if len(f) < 3 {
 			continue
 		}
@@ -457,11 +455,8 @@ func releaseFiles(sources string) []string {
 // without running mmdebstrap.
 func buildDebian(ctx context.Context, opts Options) (*Image, error) {
 	pr := progress.New(opts.Progress)
-	cache, err := cacheDir(opts)
+	cache, err := openCache(opts)
 	if err != nil {
-		return nil, err
-	}
-	if err := os.MkdirAll(cache, 0o755); err != nil {
 		return nil, err
 	}
 	if opts.Kernel != "" || opts.Modules != "" {
@@ -480,11 +475,8 @@ func buildDebian(ctx context.Context, opts Options) (*Image, error) {
 	dir := filepath.Join(cache, "images", key)
 	// A complete image (published by one rename) with its initrd up to date is used
 	// without the build lock, which a build of another image may hold for many minutes.
-	if !opts.Rebuild {
-		if img, err := loadDebian(dir); err == nil && debianInitrdCurrent(img) {
-			pr.Line("image %s is up to date", dir)
-			return img, nil
-		}
+	if img, ok := upToDate(pr, dir, opts.Rebuild, loadCurrentDebian); ok {
+		return img, nil
 	}
 	// Its own lock, not the cache's: mmdebstrap runs for minutes and touches only
 	// the Debian image dirs and CACHE/debian-debs, so builds of the initramfs image
@@ -495,23 +487,19 @@ func buildDebian(ctx context.Context, opts Options) (*Image, error) {
 		return nil, err
 	}
 	defer lock.Unlock()
-	if !opts.Rebuild {
-		if img, err := loadDebian(dir); err == nil {
-			pr.Line("image %s is up to date", dir)
-			return withInitrd(ctx, img, cache, pr), nil
-		}
+	if img, ok := upToDate(pr, dir, opts.Rebuild, loadDebian); ok {
+		return withInitrd(ctx, img, cache, pr), nil
 	}
 	mode, err := debianBuildMode()
 	if err != nil {
 		return nil, err
 	}
 	start := time.Now()
-	tmp := dir + ".tmp"
-	os.RemoveAll(tmp)
-	if err := os.MkdirAll(filepath.Join(tmp, "files"), 0o755); err != nil {
+	tmp, removeTmp, err := workDir(dir)
+	if err != nil {
 		return nil, err
 	}
-	defer os.RemoveAll(tmp)
+	defer removeTmp()
 	srcFile, err := stageDebianInputs(tmp, sources)
 	if err != nil {
 		return nil, err
@@ -695,18 +683,7 @@ func installDebianKernel(ctx context.Context, pr *progress.Progress, tmp string)
 	if err := extractVmlinux(ctx, filepath.Join(tmp, "vmlinuz"), vmlinux); err != nil {
 		return false, fmt.Errorf("extracting vmlinux: %w", err)
 	}
-	pvh, err := hasPVHNote(vmlinux)
-	if err != nil {
-		return false, fmt.Errorf("vmlinux: %w", err)
-	}
-	if !pvh {
-		pr.Line("warning: the Debian kernel has no PVH entry note: booting the compressed kernel (slower)")
-		os.Remove(vmlinux)
-		if err := os.Rename(filepath.Join(tmp, "vmlinuz"), vmlinux); err != nil {
-			return false, err
-		}
-	}
-	return pvh, nil
+	return pvhOrCompressed(pr, vmlinux, filepath.Join(tmp, "vmlinuz"), "the Debian kernel", os.Rename)
 }
 
 // convertDisk converts the raw root disk to qcow2, which holds only the blocks in
@@ -841,13 +818,9 @@ func installedPackages(status []byte) ([]Package, string) {
 
 // loadDebian reads a complete Debian image dir.
 func loadDebian(dir string) (*Image, error) {
-	b, err := os.ReadFile(filepath.Join(dir, "manifest.json"))
+	m, err := ReadManifest(dir)
 	if err != nil {
 		return nil, err
-	}
-	var m Manifest
-	if err := json.Unmarshal(b, &m); err != nil {
-		return nil, fmt.Errorf("%s: %w", dir, err)
 	}
 	if m.Distro != DistroDebian {
 		return nil, fmt.Errorf("%s: not a Debian image", dir)
@@ -862,12 +835,20 @@ func loadDebian(dir string) (*Image, error) {
 	if p := filepath.Join(dir, "initrd.img"); !fileExists(img.Initrd) && fileExists(p) {
 		img.Initrd = p // an image of recipe debian-2 (initramfs-tools) whose lab initrd is missing
 	}
-	for _, p := range []string{img.Kernel, img.Initrd, img.Disk} {
-		if _, err := os.Stat(p); err != nil {
-			return nil, err
-		}
+	if err := allExist(img.Kernel, img.Initrd, img.Disk); err != nil {
+		return nil, err
 	}
 	return img, nil
+}
+
+// loadCurrentDebian is loadDebian for an image whose initrd is up to date
+// (debianInitrdCurrent), so that using it writes nothing into its dir.
+func loadCurrentDebian(dir string) (*Image, error) {
+	img, err := loadDebian(dir)
+	if err == nil && !debianInitrdCurrent(img) {
+		return nil, fmt.Errorf("%s: its initrd is not current", dir)
+	}
+	return img, err
 }
 
 func fileExists(p string) bool {
@@ -891,19 +872,5 @@ func withInitrd(ctx context.Context, img *Image, cache string, pr *progress.Prog
 
 // newestDebian is the most recently built Debian image in the cache.
 func newestDebian(cache string) (*Image, bool) {
-	dirs, _ := filepath.Glob(filepath.Join(cache, "images", "debian-*"))
-	var best *Image
-	for _, d := range dirs {
-		if strings.HasSuffix(d, ".tmp") {
-			continue // a build's work dir, read without the build lock
-		}
-		img, err := loadDebian(d)
-		if err != nil {
-			continue
-		}
-		if best == nil || img.Manifest.Built.After(best.Manifest.Built) {
-			best = img
-		}
-	}
-	return best, best != nil
+	return newest(cache, "debian-*", loadDebian, func(*Image) bool { return true })
 }

@@ -65,13 +65,8 @@ exec busybox switch_root /root /sbin/init
 
 // ensureDebianInitrd builds imgDir/lab-initrd.cpio unless it is up to date.
 func ensureDebianInitrd(ctx context.Context, imgDir, cache string, m Manifest, pr *progress.Progress) error {
-	var kp Package
-	for _, p := range m.Packages {
-		if p.Name == "linux-image-"+m.KernelVersion {
-			kp = p
-		}
-	}
-	if kp.Name == "" {
+	kp, ok := kernelPackage(m)
+	if !ok {
 		return fmt.Errorf("the image's manifest lists no linux-image-%s package", m.KernelVersion)
 	}
 	key := debianInitrdKey(kp)
@@ -98,11 +93,7 @@ func ensureDebianInitrd(ctx context.Context, imgDir, cache string, m Manifest, p
 	if err != nil {
 		return fmt.Errorf("unpacking %s: %w", kp.Name, err)
 	}
-	ms, err := openModules(ks.ModulesDir)
-	if err != nil {
-		return err
-	}
-	mods, err := ms.closure(debianInitrdModules)
+	mods, err := modulesOf(ks.ModulesDir, debianInitrdModules)
 	if err != nil {
 		return err
 	}
@@ -161,13 +152,19 @@ func initrdKeyIs(imgDir, key string) bool {
 // debianInitrdCurrent: img boots lab's initrd and it is up to date, so nothing has to be
 // written into the image dir (what needs the build lock).
 func debianInitrdCurrent(img *Image) bool {
-	m := img.Manifest
+	kp, ok := kernelPackage(img.Manifest)
+	return ok && initrdKeyIs(img.Dir, debianInitrdKey(kp))
+}
+
+// kernelPackage is the package of the image's kernel (linux-image-VERSION), when it
+// came from one (not --kernel).
+func kernelPackage(m Manifest) (Package, bool) {
 	for _, p := range m.Packages {
 		if p.Name == "linux-image-"+m.KernelVersion {
-			return initrdKeyIs(img.Dir, debianInitrdKey(p))
+			return p, true
 		}
 	}
-	return false
+	return Package{}, false
 }
 
 // staticBusybox returns /bin/busybox of the host's busybox-static package (downloaded

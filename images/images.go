@@ -147,11 +147,8 @@ func build(ctx context.Context, opts Options) (*Image, error) {
 		return nil, err
 	}
 	pr := progress.New(opts.Progress)
-	cache, err := cacheDir(opts)
+	cache, err := openCache(opts)
 	if err != nil {
-		return nil, err
-	}
-	if err := os.MkdirAll(cache, 0o755); err != nil {
 		return nil, err
 	}
 	// The cache check takes no lock: a complete image dir is published by one rename
@@ -179,23 +176,17 @@ func build(ctx context.Context, opts Options) (*Image, error) {
 		return nil, err
 	}
 	dir := filepath.Join(cache, "images", key)
-	if !opts.Rebuild {
-		if img, err := loadImage(dir); err == nil {
-			pr.Line("image %s is up to date", dir)
-			return img, nil
-		}
+	if img, ok := upToDate(pr, dir, opts.Rebuild, loadImage); ok {
+		return img, nil
 	}
 	lock, err := lockCache(ctx, cache, pr)
 	if err != nil {
 		return nil, err
 	}
 	defer lock.Unlock()
-	if !opts.Rebuild {
-		// Built by the holder of the lock while this one waited.
-		if img, err := loadImage(dir); err == nil {
-			pr.Line("image %s is up to date", dir)
-			return img, nil
-		}
+	// Built by the holder of the lock while this one waited.
+	if img, ok := upToDate(pr, dir, opts.Rebuild, loadImage); ok {
+		return img, nil
 	}
 	debDir := filepath.Join(cache, "debs")
 	if err := a.download(ctx, debDir, res.Packages); err != nil {
@@ -216,6 +207,20 @@ func build(ctx context.Context, opts Options) (*Image, error) {
 		Cmdline: spec.cmdline, Packages: res.Packages, Modules: c.modules,
 	}
 	return writeImage(pr, dir, kernelDir, spec, ks, c, m, start)
+}
+
+// upToDate is the complete image in dir as load reads it, unless a rebuild was asked
+// for; it says so on pr.
+func upToDate(pr *progress.Progress, dir string, rebuild bool, load func(dir string) (*Image, error)) (*Image, bool) {
+	if rebuild {
+		return nil, false
+	}
+	img, err := load(dir)
+	if err != nil {
+		return nil, false
+	}
+	pr.Line("image %s is up to date", dir)
+	return img, true
 }
 
 // initramfsRecipe is what an initramfs image is built from before any package is
@@ -244,6 +249,15 @@ func cacheDir(opts Options) (string, error) {
 		return opts.CacheDir, nil
 	}
 	return xdg.Dir(xdg.Cache)
+}
+
+// openCache is cacheDir, created when missing: where a build writes.
+func openCache(opts Options) (string, error) {
+	cache, err := cacheDir(opts)
+	if err != nil {
+		return "", err
+	}
+	return cache, os.MkdirAll(cache, 0o755)
 }
 
 // kernelFromOptions is the kernel given by --kernel/--modules, or nil for the
@@ -365,11 +379,7 @@ type contents struct {
 // busybox's applet links and the recipe's own files (init, configuration), which
 // win over a package's file of the same path.
 func initramfsContents(t *tree, ks *kernelSource, rc *recipe, spec *archSpec, cache string, pr *progress.Progress) (*contents, error) {
-	ms, err := openModules(ks.ModulesDir)
-	if err != nil {
-		return nil, err
-	}
-	mods, err := ms.closure(rc.modules)
+	mods, err := modulesOf(ks.ModulesDir, rc.modules)
 	if err != nil {
 		return nil, err
 	}
@@ -414,12 +424,11 @@ func initramfsContents(t *tree, ks *kernelSource, rc *recipe, spec *archSpec, ca
 // its key. m comes with what the build knew before; writeImage adds what
 // writing finds out (the PVH note, sizes, files, times since start).
 func writeImage(pr *progress.Progress, dir, kernelDir string, spec *archSpec, ks *kernelSource, c *contents, m Manifest, start time.Time) (*Image, error) {
-	tmp := dir + ".tmp"
-	os.RemoveAll(tmp)
-	if err := os.MkdirAll(tmp, 0o755); err != nil {
+	tmp, removeTmp, err := workDir(dir)
+	if err != nil {
 		return nil, err
 	}
-	defer os.RemoveAll(tmp)
+	defer removeTmp()
 	size, err := writeInitrd(pr, filepath.Join(tmp, "initrd.cpio"), c.files)
 	if err != nil {
 		return nil, err
@@ -480,14 +489,21 @@ func installKernel(pr *progress.Progress, tmp, kernelDir string, spec *archSpec,
 	if spec.name != AMD64 {
 		return false, nil
 	}
-	pvh, err := hasPVHNote(filepath.Join(tmp, "vmlinux"))
+	return pvhOrCompressed(pr, filepath.Join(tmp, "vmlinux"), ks.Image, ks.Image, linkOrCopy)
+}
+
+// pvhOrCompressed reports whether vmlinux has the PVH entry note, through which alone
+// QEMU boots an ELF kernel; without it, place puts the compressed kernel in its stead
+// (slower, but bootable), with a warning that names the kernel as what.
+func pvhOrCompressed(pr *progress.Progress, vmlinux, compressed, what string, place func(src, dst string) error) (bool, error) {
+	pvh, err := hasPVHNote(vmlinux)
 	if err != nil {
 		return false, fmt.Errorf("vmlinux: %w", err)
 	}
 	if !pvh {
-		pr.Line("warning: %s has no PVH entry note: booting the compressed kernel (slower)", ks.Image)
-		os.Remove(filepath.Join(tmp, "vmlinux"))
-		if err := linkOrCopy(ks.Image, filepath.Join(tmp, "vmlinux")); err != nil {
+		pr.Line("warning: %s has no PVH entry note: booting the compressed kernel (slower)", what)
+		os.Remove(vmlinux)
+		if err := place(compressed, vmlinux); err != nil {
 			return false, err
 		}
 	}
@@ -516,6 +532,17 @@ func ReadManifest(dir string) (Manifest, error) {
 		return m, fmt.Errorf("%s: %w", dir, err)
 	}
 	return m, nil
+}
+
+// workDir makes dir.tmp afresh, where a build writes the image that replaceDir then
+// publishes as dir; remove deletes what is left of it.
+func workDir(dir string) (tmp string, remove func(), err error) {
+	tmp = dir + ".tmp"
+	os.RemoveAll(tmp) // a build that was killed
+	if err := os.MkdirAll(tmp, 0o755); err != nil {
+		return "", nil, err
+	}
+	return tmp, func() { os.RemoveAll(tmp) }, nil
 }
 
 // replaceDir publishes a finished image: tmp takes dir's place (a --rebuild
@@ -650,14 +677,23 @@ func unpackTree(ctx context.Context, debDir string, pkgs []Package, skip string,
 // newestImage finds the most recently built complete image for server and arch
 // in the cache.
 func newestImage(cache, server, arch string) (*Image, bool) {
-	dirs, _ := filepath.Glob(filepath.Join(cache, "images", "*"))
+	return newest(cache, "*", loadImage, func(img *Image) bool {
+		return img.Manifest.SSHServer == server && img.Arch() == arch
+	})
+}
+
+// newest is the most recently built complete image among the cache's image dirs
+// matching pattern that load reads and keep accepts: what a build that cannot resolve
+// packages (no apt, no network) falls back to.
+func newest(cache, pattern string, load func(dir string) (*Image, error), keep func(*Image) bool) (*Image, bool) {
+	dirs, _ := filepath.Glob(filepath.Join(cache, "images", pattern))
 	var best *Image
 	for _, d := range dirs {
 		if strings.HasSuffix(d, ".tmp") {
 			continue // a build's work dir, read without the build lock
 		}
-		img, err := loadImage(d)
-		if err != nil || img.Manifest.SSHServer != server || img.Arch() != arch {
+		img, err := load(d)
+		if err != nil || !keep(img) {
 			continue
 		}
 		if best == nil || img.Manifest.Built.After(best.Manifest.Built) {
@@ -669,13 +705,9 @@ func newestImage(cache, server, arch string) (*Image, bool) {
 
 // loadImage reads a complete image dir.
 func loadImage(dir string) (*Image, error) {
-	b, err := os.ReadFile(filepath.Join(dir, "manifest.json"))
+	m, err := ReadManifest(dir)
 	if err != nil {
 		return nil, err
-	}
-	var m Manifest
-	if err := json.Unmarshal(b, &m); err != nil {
-		return nil, fmt.Errorf("%s: %w", dir, err)
 	}
 	kfile := "vmlinux"
 	if s, ok := archSpecs[m.Arch]; ok {
@@ -685,12 +717,21 @@ func loadImage(dir string) (*Image, error) {
 		Dir: dir, Kernel: filepath.Join(dir, kfile), KernelVersion: m.KernelVersion,
 		Initrd: filepath.Join(dir, "initrd.cpio"), Cmdline: m.Cmdline, Manifest: m,
 	}
-	for _, p := range []string{img.Kernel, img.Initrd} {
-		if _, err := os.Stat(p); err != nil {
-			return nil, err
-		}
+	if err := allExist(img.Kernel, img.Initrd); err != nil {
+		return nil, err
 	}
 	return img, nil
+}
+
+// allExist is nil when every path exists: an image dir is complete when its manifest
+// and the files it names are there.
+func allExist(paths ...string) error {
+	for _, p := range paths {
+		if _, err := os.Stat(p); err != nil {
+			return err
+		}
+	}
+	return nil
 }
 
 // ensureVmlinux extracts the bootable kernel (amd64: vmlinux) into kernelDir once.

@@ -76,6 +76,16 @@ type moduleSet struct {
 
 var moduleSuffixes = []string{".ko", ".ko.xz", ".ko.gz", ".ko.zst"}
 
+// modulesOf is what an initramfs holds to load the modules roots of the kernel whose
+// /lib/modules/VERSION is dir: them and their dependencies, in load order.
+func modulesOf(dir string, roots []string) ([]loadedModule, error) {
+	ms, err := openModules(dir)
+	if err != nil {
+		return nil, err
+	}
+	return ms.closure(roots)
+}
+
 func openModules(dir string) (*moduleSet, error) {
 	ms := &moduleSet{dir: dir, paths: map[string]string{}, builtin: map[string]bool{}}
 	err := filepath.WalkDir(filepath.Join(dir, "kernel"), func(p string, d fs.DirEntry, err error) error {

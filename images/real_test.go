@@ -32,13 +32,8 @@ func realImage(t *testing.T, server string) (*Image, string) {
 
 func TestModuleOrderRealKernel(t *testing.T) {
 	img, cache := realImage(t, DefaultSSHServer)
-	var kp Package
-	for _, p := range img.Manifest.Packages {
-		if strings.HasPrefix(p.Name, "linux-image-") {
-			kp = p
-		}
-	}
-	if kp.Name == "" {
+	kp, ok := kernelPackage(img.Manifest)
+	if !ok {
 		t.Skip("the image's kernel did not come from a package")
 	}
 	dir := filepath.Join(kernelPkgDir(cache, kp), "lib/modules", img.KernelVersion)

@@ -187,34 +187,32 @@ func Provision(ctx context.Context, g provision.Guest, nameOrDir string, opts Pr
 // Expose adds host programs to the VM's allow list, has the relay reload it (through
 // g's hostagent: g is a vm.Client) and provisions their stubs.
 func Expose(ctx context.Context, g provision.Guest, nameOrDir string, programs []string, as string, opts ProvisionOptions) ([]provision.Exposed, error) {
-	dir, err := vm.StateDirOf(nameOrDir)
-	if err != nil {
-		return nil, err
-	}
-	list, err := provision.LoadExposed(dir)
-	if err != nil {
-		return nil, err
-	}
-	list, added, err := provision.AddExposed(list, programs, as)
-	if err != nil {
-		return nil, err
-	}
-	for _, e := range added {
-		if err := wire.CheckStubName(e.Name); err != nil {
-			return nil, fmt.Errorf("machine: expose %s: %w (use --as NAME)", e.HostPath, err)
+	return editExposed(ctx, g, nameOrDir, opts, func(list []provision.Exposed) ([]provision.Exposed, []provision.Exposed, error) {
+		list, added, err := provision.AddExposed(list, programs, as)
+		if err != nil {
+			return nil, nil, err
 		}
-	}
-	if err := saveAndReload(ctx, g, dir, list); err != nil {
-		return nil, err
-	}
-	if _, err := Provision(ctx, g, dir, opts); err != nil {
-		return added, err
-	}
-	return added, nil
+		for _, e := range added {
+			if err := wire.CheckStubName(e.Name); err != nil {
+				return nil, nil, fmt.Errorf("machine: expose %s: %w (use --as NAME)", e.HostPath, err)
+			}
+		}
+		return list, added, nil
+	})
 }
 
 // Unexpose removes entries from the allow list and their stubs from the guest.
 func Unexpose(ctx context.Context, g provision.Guest, nameOrDir string, names []string, opts ProvisionOptions) ([]provision.Exposed, error) {
+	return editExposed(ctx, g, nameOrDir, opts, func(list []provision.Exposed) ([]provision.Exposed, []provision.Exposed, error) {
+		return provision.RemoveExposed(list, names)
+	})
+}
+
+// editExposed changes the VM's allow list by edit (which returns the new list and the
+// entries it added or removed), saves it, has the relay reload it and provisions the
+// stubs. It returns edit's entries, also when provisioning failed.
+func editExposed(ctx context.Context, g provision.Guest, nameOrDir string, opts ProvisionOptions,
+	edit func([]provision.Exposed) ([]provision.Exposed, []provision.Exposed, error)) ([]provision.Exposed, error) {
 	dir, err := vm.StateDirOf(nameOrDir)
 	if err != nil {
 		return nil, err
@@ -223,7 +221,7 @@ func Unexpose(ctx context.Context, g provision.Guest, nameOrDir string, names []
 	if err != nil {
 		return nil, err
 	}
-	list, removed, err := provision.RemoveExposed(list, names)
+	list, changed, err := edit(list)
 	if err != nil {
 		return nil, err
 	}
@@ -231,9 +229,9 @@ func Unexpose(ctx context.Context, g provision.Guest, nameOrDir string, names []
 		return nil, err
 	}
 	if _, err := Provision(ctx, g, dir, opts); err != nil {
-		return removed, err
+		return changed, err
 	}
-	return removed, nil
+	return changed, nil
 }
 
 // saveAndReload writes the allow list (it outlives the hostagent) and has the relay

@@ -5,8 +5,7 @@ import (
 	"bytes"
 	"context"
 	"crypto/rand"
-	"errors"
-	"fmt"
+	"io"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -29,16 +28,7 @@ var (
 	fixErr   error
 )
 
-func TestMain(m *testing.M) {
-	code := m.Run()
-	if err := shared.Close(); err != nil {
-		fmt.Fprintln(os.Stderr, err)
-		if code == 0 {
-			code = 1
-		}
-	}
-	os.Exit(code)
-}
+func TestMain(m *testing.M) { shared.Main(m) }
 
 // built returns the fixtures in the cache, building them once (no Wine needed for that).
 func built(t testing.TB) map[string]string {
@@ -74,26 +64,12 @@ type result struct {
 
 func run(t testing.TB, p *wineprefix.Prefix, dir string, stdin []byte, env []string, exe string, args ...string) result {
 	t.Helper()
-	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
-	defer cancel()
-	cmd := p.Command(ctx, exe, args...)
-	cmd.Dir = dir
-	cmd.Env = append(cmd.Env, env...)
+	var in io.Reader
 	if stdin != nil {
-		cmd.Stdin = bytes.NewReader(stdin)
+		in = bytes.NewReader(stdin)
 	}
-	var out, errb bytes.Buffer
-	cmd.Stdout, cmd.Stderr = &out, &errb
-	err := cmd.Run()
-	var ee *exec.ExitError
-	switch {
-	case errors.Is(err, exec.ErrWaitDelay):
-		t.Fatalf("%s %q: output pipes stayed open after the program exited (prefix not warm?)", filepath.Base(exe), args)
-	case errors.As(err, &ee):
-	case err != nil:
-		t.Fatalf("%s %q: %v", filepath.Base(exe), args, err)
-	}
-	return result{out.String(), errb.String(), cmd.ProcessState.ExitCode()}
+	out, errs, code := winetest.Run(t, p, dir, in, env, exe, args...)
+	return result{out, errs, code}
 }
 
 func TestBuildCached(t *testing.T) {
@@ -185,6 +161,14 @@ func TestCtrlC(t *testing.T) {
 	defer cancel()
 	cmd := p.Command(ctx, fx[pefixtures.WaitCtrlC])
 	cmd.Dir = p.DriveC()
+	checkCtrlC(t, cmd)
+}
+
+// checkCtrlC runs cmd, whose program (waitctrlc.exe's behaviour) says "ready", then
+// sends SIGINT to its process group, and checks that the program got CTRL_C_EVENT: it
+// says "got ctrl-c" and exits 42.
+func checkCtrlC(t *testing.T, cmd *exec.Cmd) {
+	t.Helper()
 	stdout, err := cmd.StdoutPipe()
 	if err != nil {
 		t.Fatal(err)
@@ -195,8 +179,7 @@ func TestCtrlC(t *testing.T) {
 		t.Fatal(err)
 	}
 	r := bufio.NewReader(stdout)
-	line, err := r.ReadString('\n')
-	if err != nil || line != "ready\n" {
+	if line, err := r.ReadString('\n'); err != nil || line != "ready\n" {
 		cmd.Cancel()
 		cmd.Wait()
 		t.Fatalf("first line %q, %v (stderr %q)", line, err, errb.String())

@@ -8,7 +8,6 @@ import (
 	"os/exec"
 	"path/filepath"
 	"strings"
-	"syscall"
 	"testing"
 	"time"
 
@@ -253,29 +252,7 @@ func TestLabRunCtrlC(t *testing.T) {
 	cmd := p.Command(ctx, launcher)
 	cmd.Dir = p.DriveC()
 	cmd.Env = append(cmd.Env, "LABRUN_PROGRAM="+win, `LABRUN_CMDLINE=waitctrlc.exe "q\"x"`)
-	stdout, err := cmd.StdoutPipe()
-	if err != nil {
-		t.Fatal(err)
-	}
-	var errb bytes.Buffer
-	cmd.Stderr = &errb
-	if err := cmd.Start(); err != nil {
-		t.Fatal(err)
-	}
-	r := bufio.NewReader(stdout)
-	if line, err := r.ReadString('\n'); err != nil || line != "ready\n" {
-		cmd.Cancel()
-		cmd.Wait()
-		t.Fatalf("first line %q, %v (stderr %q)", line, err, errb.String())
-	}
-	if err := syscall.Kill(-cmd.Process.Pid, syscall.SIGINT); err != nil {
-		t.Fatal(err)
-	}
-	rest, _ := r.ReadString(0)
-	err = cmd.Wait()
-	if rest != "got ctrl-c\n" || cmd.ProcessState.ExitCode() != 42 {
-		t.Errorf("after SIGINT: %q, exit %d (%v), stderr %q; want \"got ctrl-c\\n\", 42", rest, cmd.ProcessState.ExitCode(), err, errb.String())
-	}
+	checkCtrlC(t, cmd)
 }
 
 // xvfb starts an Xvfb server on a free display for the test and returns its DISPLAY value;

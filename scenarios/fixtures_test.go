@@ -8,6 +8,8 @@ import (
 	"runtime"
 	"strings"
 	"testing"
+
+	"lab/internal/labtest"
 )
 
 func TestBuildFixtures(t *testing.T) {
@@ -35,14 +37,8 @@ func TestBuildFixtures(t *testing.T) {
 	for _, tt := range tests {
 		cmd := exec.Command(f.Host[tt.name], tt.args...)
 		cmd.Stdin = strings.NewReader(tt.stdin)
-		out, err := cmd.Output()
-		code := 0
-		if ee, ok := err.(*exec.ExitError); ok {
-			code = ee.ExitCode()
-		} else if err != nil {
-			t.Fatalf("%s: %v", tt.name, err)
-		}
-		if string(out) != tt.want || code != tt.code {
+		out, _, code := labtest.Output(t, cmd)
+		if out != tt.want || code != tt.code {
 			t.Errorf("%s %q: %q status %d, want %q status %d", tt.name, tt.args, out, code, tt.want, tt.code)
 		}
 	}

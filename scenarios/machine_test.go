@@ -63,3 +63,23 @@ func TestMergeMachines(t *testing.T) {
 		}
 	}
 }
+
+// TestFailureLogs: a failing scenario's log, then the relay's and the guest's log lines
+// under their headings, in the live report and in TAP; a log that is empty has no heading.
+func TestFailureLogs(t *testing.T) {
+	r := Result{Name: "x", Status: Fail, Duration: 1500 * time.Millisecond, Log: "> exec lab\nFAIL: got 1\n",
+		RelayLog: []string{"level=INFO msg=launch"}, GuestLog: []string{"[ 1.0] binfmt", "[ 1.1] vsock"}}
+	var live bytes.Buffer
+	writeFailure(&live, r)
+	if want := "     | > exec lab\n     | FAIL: got 1\n     relay log:\n     | level=INFO msg=launch\n" +
+		"     guest log (dmesg):\n     | [ 1.0] binfmt\n     | [ 1.1] vsock\n"; live.String() != want {
+		t.Errorf("live report:\n%q\nwant\n%q", live.String(), want)
+	}
+	r.RelayLog = nil
+	var tap bytes.Buffer
+	(&Report{Results: []Result{r}}).WriteTAP(&tap)
+	if want := "TAP version 13\n1..1\nnot ok 1 - x\n  ---\n  duration_ms: 1500\n  log: |\n    > exec lab\n    FAIL: got 1\n" +
+		"  guest_log: |\n    [ 1.0] binfmt\n    [ 1.1] vsock\n  ...\n"; tap.String() != want {
+		t.Errorf("TAP:\n%q\nwant\n%q", tap.String(), want)
+	}
+}

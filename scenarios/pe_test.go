@@ -7,6 +7,8 @@ import (
 	"os/exec"
 	"path/filepath"
 	"testing"
+
+	"lab/internal/labtest"
 )
 
 func TestHelloPEStructure(t *testing.T) {
@@ -48,16 +50,8 @@ func TestHelloPEUnderWine(t *testing.T) {
 	}
 	cmd := exec.Command(wine, exe)
 	cmd.Env = append(os.Environ(), "WINEPREFIX="+filepath.Join(dir, "prefix"), "WINEDEBUG=-all", "WINEDLLOVERRIDES=mscoree,mshtml=")
-	var out, errb bytes.Buffer
-	cmd.Stdout, cmd.Stderr = &out, &errb
-	err = cmd.Run()
-	code := 0
-	if ee, ok := err.(*exec.ExitError); ok {
-		code = ee.ExitCode()
-	} else if err != nil {
-		t.Fatal(err)
-	}
-	if out.String() != "hello from the host\n" || code != 3 {
-		t.Errorf("wine hello.exe: stdout %q, status %d; stderr:\n%s", out.String(), code, errb.String())
+	out, errs, code := labtest.Output(t, cmd)
+	if out != "hello from the host\n" || code != 3 {
+		t.Errorf("wine hello.exe: stdout %q, status %d; stderr:\n%s", out, code, errs)
 	}
 }

@@ -15,20 +15,22 @@ import (
 // failing phase (the command, its output, the FAIL line with expected vs got), then the
 // relay's and the guest's log lines.
 func writeFailure(w io.Writer, r Result) {
-	for _, l := range splitLines(strings.TrimRight(r.Log, "\n")) {
-		fmt.Fprintf(w, "     | %s\n", l)
+	writeLines(w, "", "     | ", splitLines(strings.TrimRight(r.Log, "\n")))
+	writeLines(w, "     relay log:", "     | ", r.RelayLog)
+	writeLines(w, "     guest log (dmesg):", "     | ", r.GuestLog)
+}
+
+// writeLines writes lines, each after prefix, under heading (none when it is ""); nothing
+// when there are none.
+func writeLines(w io.Writer, heading, prefix string, lines []string) {
+	if len(lines) == 0 {
+		return
 	}
-	if len(r.RelayLog) > 0 {
-		fmt.Fprintf(w, "     relay log:\n")
-		for _, l := range r.RelayLog {
-			fmt.Fprintf(w, "     | %s\n", l)
-		}
+	if heading != "" {
+		fmt.Fprintln(w, heading)
 	}
-	if len(r.GuestLog) > 0 {
-		fmt.Fprintf(w, "     guest log (dmesg):\n")
-		for _, l := range r.GuestLog {
-			fmt.Fprintf(w, "     | %s\n", l)
-		}
+	for _, l := range lines {
+		fmt.Fprintf(w, "%s%s\n", prefix, l)
 	}
 }
 
@@ -65,21 +67,9 @@ func (r *Report) WriteTAP(w io.Writer) error {
 			fmt.Fprintf(w, "ok %d - %s # SKIP %s\n", i+1, x.Name, oneLine(lastLine(x.Log)))
 		default:
 			fmt.Fprintf(w, "not ok %d - %s\n  ---\n  duration_ms: %d\n  log: |\n", i+1, x.Name, x.Duration.Milliseconds())
-			for _, l := range splitLines(x.Log) {
-				fmt.Fprintf(w, "    %s\n", l)
-			}
-			if len(x.RelayLog) > 0 {
-				fmt.Fprintf(w, "  relay_log: |\n")
-				for _, l := range x.RelayLog {
-					fmt.Fprintf(w, "    %s\n", l)
-				}
-			}
-			if len(x.GuestLog) > 0 {
-				fmt.Fprintf(w, "  guest_log: |\n")
-				for _, l := range x.GuestLog {
-					fmt.Fprintf(w, "    %s\n", l)
-				}
-			}
+			writeLines(w, "", "    ", splitLines(x.Log))
+			writeLines(w, "  relay_log: |", "    ", x.RelayLog)
+			writeLines(w, "  guest_log: |", "    ", x.GuestLog)
 			fmt.Fprintf(w, "  ...\n")
 		}
 	}

@@ -150,6 +150,8 @@ func (h *Hostagent) Run(ctx context.Context) (err error) {
 	if log == nil {
 		log = slog.Default()
 	}
+	ctx, stopOwner := withOwner(ctx, log)
+	defer stopOwner()
 	pipe := h.eventPipe
 	if pipe == nil {
 		pipe = inheritedEventPipe(log)

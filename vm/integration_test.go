@@ -54,6 +54,12 @@ type sharedVM struct {
 }
 
 func TestMain(m *testing.M) {
+	if dir := os.Getenv(envKilledChild); dir != "" {
+		os.Exit(killedChild(dir))
+	}
+	if labtest.NohupSetup() {
+		os.Exit(m.Run()) // execs itself again at once: no tmpRoot to leave behind
+	}
 	var err error
 	tmpRoot, err = os.MkdirTemp("", "labvm")
 	if err != nil {
@@ -114,6 +120,17 @@ func labBinary(t testing.TB) string {
 	return labBin
 }
 
+// connect is a Client of the VM in dir, closed at the end of tb.
+func connect(ctx context.Context, tb testing.TB, dir string) *Client {
+	tb.Helper()
+	c, err := Connect(ctx, dir)
+	if err != nil {
+		tb.Fatal(err)
+	}
+	tb.Cleanup(func() { c.Close() })
+	return c
+}
+
 type result struct {
 	stdout, stderr string
 	code           int
@@ -139,15 +156,8 @@ func labUmask(t testing.TB, env []string, mask, stdin string, args ...string) re
 	}
 	cmd.Env = append(os.Environ(), env...)
 	cmd.Stdin = strings.NewReader(stdin)
-	var out, errb bytes.Buffer
-	cmd.Stdout, cmd.Stderr = &out, &errb
-	err := cmd.Run()
-	r := result{stdout: out.String(), stderr: errb.String()}
-	if ee, ok := err.(*exec.ExitError); ok {
-		r.code = ee.ExitCode()
-	} else if err != nil {
-		t.Fatalf("lab %v: %v", args, err)
-	}
+	var r result
+	r.stdout, r.stderr, r.code = labtest.Output(t, cmd)
 	return r
 }
 
@@ -217,11 +227,7 @@ func TestIntegrationExecSignal(t *testing.T) {
 	// A guard, not a timing assertion: a lost signal leaves the sleep running.
 	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
 	defer cancel()
-	c, err := Connect(ctx, s.dir)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer c.Close()
+	c := connect(ctx, t, s.dir)
 	pr, pw := io.Pipe()
 	sigs := make(chan ssh.Signal, 1)
 	rest := make(chan string, 1)
@@ -320,11 +326,7 @@ func TestIntegrationStatusQEMUStopped(t *testing.T) {
 func TestIntegrationSFTP(t *testing.T) {
 	s := sharedGuest(t)
 	ctx := context.Background()
-	c, err := Connect(ctx, s.dir)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer c.Close()
+	c := connect(ctx, t, s.dir)
 	sc, err := c.SFTP()
 	if err != nil {
 		t.Fatal(err)
@@ -372,11 +374,7 @@ func TestIntegrationSFTP(t *testing.T) {
 func TestIntegration9p(t *testing.T) {
 	s := sharedGuest(t)
 	ctx := context.Background()
-	c, err := Connect(ctx, s.dir)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer c.Close()
+	c := connect(ctx, t, s.dir)
 	if err := os.WriteFile(filepath.Join(s.hostShare, "from-host"), []byte("hello from the host\n"), 0o644); err != nil {
 		t.Fatal(err)
 	}
@@ -661,11 +659,7 @@ func BenchmarkExec(b *testing.B) {
 		b.ReportMetric(median(ms), "median-ms")
 	}
 	b.Run("kept-connection", func(b *testing.B) {
-		c, err := Connect(ctx, s.dir)
-		if err != nil {
-			b.Fatal(err)
-		}
-		defer c.Close()
+		c := connect(ctx, b, s.dir)
 		// Warm up: right after boot the guest is still busy.
 		for range 5 {
 			c.Run(ctx, "true", nil, nil, nil)
@@ -819,11 +813,7 @@ func TestIntegrationVsock(t *testing.T) {
 	}
 	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
 	defer cancel()
-	c, err := Connect(ctx, s.dir)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer c.Close()
+	c := connect(ctx, t, s.dir)
 
 	// Guest -> host: a connection to CID 2 port 1234 reaches "<dir>/vsock.sock_1234".
 	l, err := net.Listen("unix", filepath.Join(s.dir, FileVsockUDS+"_1234"))
@@ -919,11 +909,7 @@ func TestIntegrationReconnect(t *testing.T) {
 	s := sharedGuest(t)
 	ctx, cancel := context.WithTimeout(context.Background(), 3*time.Minute)
 	defer cancel()
-	c, err := Connect(ctx, s.dir)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer c.Close()
+	c := connect(ctx, t, s.dir)
 	ppid := func() string {
 		t.Helper()
 		out, err := c.Output(ctx, "echo $PPID")

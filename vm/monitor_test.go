@@ -50,6 +50,19 @@ func listenFakeQMP(t *testing.T, greet bool) (string, <-chan *fakeQMP) {
 	return sock, ch
 }
 
+// connectedFakeQMP is a monitor connected to a fake QEMU that greeted it; it is
+// closed at the end of the test.
+func connectedFakeQMP(t *testing.T) (*monitor, *fakeQMP) {
+	t.Helper()
+	sock, fc := listenFakeQMP(t, true)
+	m, err := connectMonitor(context.Background(), sock)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(m.close)
+	return m, <-fc
+}
+
 func (f *fakeQMP) send(line string) {
 	fmt.Fprintf(f.conn, "%s\r\n", line)
 }
@@ -71,13 +84,7 @@ func shortCtx(t *testing.T) context.Context {
 }
 
 func TestMonitorEventsDoNotBlockCalls(t *testing.T) {
-	sock, fc := listenFakeQMP(t, true)
-	m, err := connectMonitor(context.Background(), sock)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer m.close()
-	f := <-fc
+	m, f := connectedFakeQMP(t)
 	// go-qemu sends each event on an unbuffered channel: undrained, the reply behind
 	// them would never be read.
 	for i := range 100 {
@@ -101,13 +108,7 @@ func TestMonitorEventsDoNotBlockCalls(t *testing.T) {
 // the caller's ctx, and so does a later one (the first still holds the monitor); once
 // QEMU answers the first, the monitor serves again.
 func TestMonitorNotResponding(t *testing.T) {
-	sock, fc := listenFakeQMP(t, true)
-	m, err := connectMonitor(context.Background(), sock)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer m.close()
-	f := <-fc
+	m, f := connectedFakeQMP(t)
 	read := make(chan struct{})
 	go func() { f.expect("query-status"); close(read) }()
 	if _, err := m.queryStatus(shortCtx(t)); !errors.Is(err, ErrQEMUNotResponding) {

@@ -40,6 +40,7 @@ func TestQMPListener(t *testing.T) {
 	// The monitor's -chardev and -mon, on a machine with nothing else.
 	cmd := exec.Command(argv[0], append([]string{"-machine", "none", "-accel", "tcg", "-nodefaults", "-display", "none"}, argv[len(argv)-4:]...)...)
 	cmd.ExtraFiles = []*os.File{f}
+	cmd.SysProcAttr = &syscall.SysProcAttr{Pdeathsig: syscall.SIGKILL} // never outlive the test
 	var stderr bytes.Buffer
 	cmd.Stderr = &stderr
 	err = cmd.Start()

@@ -254,32 +254,7 @@ func fakeSession(ch ssh.Channel, reqs <-chan *ssh.Request, connID int) {
 // fake guest and drives it with Connect and Client.Run, as lab exec does.
 func TestProxyAgainstFakeGuest(t *testing.T) {
 	dir := t.TempDir()
-	ks, _, err := generateKeys(dir)
-	if err != nil {
-		t.Fatal(err)
-	}
-	addr := fakeGuest(t, ks.host, ks.client.PublicKey())
-	guest, err := dialReady(context.Background(), addr, ks.clientConfig())
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer guest.Close()
-	a := &agent{in: &Instance{Name: "t", StateDir: dir}, keys: ks, log: slog.New(slog.DiscardHandler),
-		ready: make(chan struct{}), guest: guest, health: Health{Phase: "ready", VsockOK: true}, reg: newRegistry()}
-	close(a.ready)
-	ctx, cancel := context.WithCancel(context.Background())
-	defer cancel()
-	srv, err := a.serve(ctx)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer srv.Close()
-
-	c, err := Connect(ctx, dir)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer c.Close()
+	ctx, a, c := servedFakeGuest(t, dir)
 	tests := []struct {
 		cmd            string
 		stdin          string
@@ -316,7 +291,7 @@ func TestProxyAgainstFakeGuest(t *testing.T) {
 		t.Errorf("Run(sleep) with a deadline = %v", err)
 	}
 	// Health over the same endpoint.
-	h, err := agentHealth(ctx, dir, ks)
+	h, err := agentHealth(ctx, dir, a.keys)
 	if err != nil || h.Phase != "ready" || !h.GuestSSH {
 		t.Errorf("health = %+v, %v", h, err)
 	}
@@ -352,7 +327,7 @@ func TestProxyAgainstFakeGuest(t *testing.T) {
 	// A stranger's key is refused.
 	other := t.TempDir()
 	oks, _, _ := generateKeys(other)
-	oks.host = ks.host
+	oks.host = a.keys.host
 	if _, err := dialAgent(ctx, dir, oks); err == nil {
 		t.Error("the endpoint accepted an unknown client key")
 	}
@@ -371,27 +346,8 @@ func TestExitStatus(t *testing.T) {
 // guest connection, a session started before keeps running on the old one, and the
 // old connection is closed once that session ends.
 func TestReconnectAgainstFakeGuest(t *testing.T) {
-	dir := t.TempDir()
-	ks, addr, port := keyedFakeGuest(t, dir)
-	guest, err := dialReady(context.Background(), addr, ks.clientConfig())
-	if err != nil {
-		t.Fatal(err)
-	}
-	a := &agent{in: &Instance{Name: "t", StateDir: dir, SSHPort: port}, keys: ks, log: slog.New(slog.DiscardHandler),
-		ready: make(chan struct{}), guest: guest, health: Health{Phase: "ready", VsockOK: true}, reg: newRegistry()}
-	close(a.ready)
-	ctx, cancel := context.WithCancel(context.Background())
-	defer cancel()
-	srv, err := a.serve(ctx)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer srv.Close()
-	c, err := Connect(ctx, dir)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer c.Close()
+	ctx, a, c := servedFakeGuest(t, t.TempDir())
+	guest := a.guest // the first connection
 
 	connID := func() string {
 		t.Helper()
@@ -459,6 +415,34 @@ func waitFor(t *testing.T, cond func() bool) {
 		}
 	}
 	t.Fatal("condition not met within 10s")
+}
+
+// servedFakeGuest is a ready agent (as after the boot) kept connected to a fake guest
+// and serving ha.sock in dir, and a Client connected to it; all end with the test.
+func servedFakeGuest(t *testing.T, dir string) (context.Context, *agent, *Client) {
+	t.Helper()
+	ks, addr, port := keyedFakeGuest(t, dir)
+	guest, err := dialReady(context.Background(), addr, ks.clientConfig())
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { guest.Close() })
+	a := &agent{in: &Instance{Name: "t", StateDir: dir, SSHPort: port}, keys: ks, log: slog.New(slog.DiscardHandler),
+		ready: make(chan struct{}), guest: guest, health: Health{Phase: "ready", VsockOK: true}, reg: newRegistry()}
+	close(a.ready)
+	ctx, cancel := context.WithCancel(context.Background())
+	t.Cleanup(cancel)
+	srv, err := a.serve(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { srv.Close() })
+	c, err := Connect(ctx, dir)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { c.Close() })
+	return ctx, a, c
 }
 
 // keyedFakeGuest makes an instance's keys in dir and a fake guest that takes them: the keys,

@@ -19,19 +19,26 @@ import (
 	"lab/wineprefix/winetest"
 )
 
+// agentPrefix is a prefix of the test's own for the agent's tests, with the context
+// that bounds the test's Wine work; at cleanup its agent and server are stopped.
+func agentPrefix(t *testing.T) (context.Context, *wineprefix.Prefix) {
+	t.Helper()
+	winetest.NeedWine(t)
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Minute)
+	t.Cleanup(cancel)
+	p, err := wineprefix.Ensure(ctx, wineprefix.Options{Dir: filepath.Join(t.TempDir(), "windows")})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { p.StopUnused(context.Background()); p.Shutdown(context.Background()) })
+	return ctx, p
+}
+
 // TestUseSharesOneServer: two users of one prefix share one agent and one wineserver; the
 // first one leaving (released, or killed) leaves the server to the other, and the last one
 // leaving stops it.
 func TestUseSharesOneServer(t *testing.T) {
-	winetest.NeedWine(t)
-	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Minute)
-	defer cancel()
-	dir := filepath.Join(t.TempDir(), "windows")
-	p, err := wineprefix.Ensure(ctx, wineprefix.Options{Dir: dir})
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { p.Shutdown(context.Background()) })
+	ctx, p := agentPrefix(t)
 	servers := func() []int { return labtest.Procs("wineserver", "WINEPREFIX="+p.Dir) }
 
 	first, err := p.Use(ctx)
@@ -116,15 +123,7 @@ func TestUseSharesOneServer(t *testing.T) {
 // the users' file exclusively) waits, then starts the next agent; StopUnused called then
 // waits for the stopping agent too instead of taking its lock for a user.
 func TestUseAfterStop(t *testing.T) {
-	winetest.NeedWine(t)
-	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Minute)
-	defer cancel()
-	dir := filepath.Join(t.TempDir(), "windows")
-	p, err := wineprefix.Ensure(ctx, wineprefix.Options{Dir: dir})
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { p.StopUnused(context.Background()); p.Shutdown(context.Background()) })
+	ctx, p := agentPrefix(t)
 	for i := range 2 {
 		lease, err := p.Use(ctx)
 		if err != nil {

@@ -3,8 +3,6 @@ package wineprefix_test
 import (
 	"bytes"
 	"context"
-	"errors"
-	"fmt"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -19,38 +17,12 @@ import (
 
 var shared winetest.Shared
 
-func TestMain(m *testing.M) {
-	code := m.Run()
-	if err := shared.Close(); err != nil {
-		fmt.Fprintln(os.Stderr, err)
-		if code == 0 {
-			code = 1
-		}
-	}
-	os.Exit(code)
-}
+func TestMain(m *testing.M) { shared.Main(m) }
 
-// run runs a PE program in p and returns stdout, stderr and the exit code. It fails the test
-// when the output drain timed out: a warm prefix must never leave a pipe open.
+// run runs a PE program in p (winetest.Run) and returns stdout, stderr and the exit code.
 func run(t testing.TB, p *wineprefix.Prefix, dir, stdin, program string, args ...string) (string, string, int) {
 	t.Helper()
-	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
-	defer cancel()
-	cmd := p.Command(ctx, program, args...)
-	cmd.Dir = dir
-	cmd.Stdin = strings.NewReader(stdin)
-	var out, errb bytes.Buffer
-	cmd.Stdout, cmd.Stderr = &out, &errb
-	err := cmd.Run()
-	var ee *exec.ExitError
-	switch {
-	case errors.Is(err, exec.ErrWaitDelay):
-		t.Fatalf("%s %q: output pipes stayed open after the program exited (prefix not warm?)", program, args)
-	case errors.As(err, &ee):
-	case err != nil:
-		t.Fatalf("%s %q: %v", program, args, err)
-	}
-	return out.String(), errb.String(), cmd.ProcessState.ExitCode()
+	return winetest.Run(t, p, dir, strings.NewReader(stdin), nil, program, args...)
 }
 
 func TestCmdEcho(t *testing.T) {

@@ -57,15 +57,8 @@ func TestIntegrationCLI(t *testing.T) {
 		t.Helper()
 		c := exec.Command(filepath.Join(bin, "lab"), args...)
 		c.Env = append(os.Environ(), env...)
-		var out, errb bytes.Buffer
-		c.Stdout, c.Stderr = &out, &errb
-		err := c.Run()
-		r := result{stdout: out.String(), stderr: errb.String()}
-		if ee, ok := err.(*exec.ExitError); ok {
-			r.code = ee.ExitCode()
-		} else if err != nil {
-			t.Fatalf("lab %v: %v", args, err)
-		}
+		var r result
+		r.stdout, r.stderr, r.code = labtest.Output(t, c)
 		return r
 	}
 	must := func(args ...string) result {

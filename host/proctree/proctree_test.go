@@ -2,7 +2,6 @@ package proctree
 
 import (
 	"bufio"
-	"bytes"
 	"fmt"
 	"io"
 	"log/slog"
@@ -13,6 +12,8 @@ import (
 	"syscall"
 	"testing"
 	"time"
+
+	"lab/internal/labtest"
 )
 
 // The test binary plays every process of the tests, chosen by $PROCTREE_TEST_ROLE:
@@ -86,48 +87,12 @@ func play(role string, args []string) int {
 }
 
 // withMarker lists the processes whose argv holds marker, other than this one.
-func withMarker(marker string) []int {
-	ents, _ := os.ReadDir("/proc")
-	var pids []int
-	for _, e := range ents {
-		pid, err := strconv.Atoi(e.Name())
-		if err != nil || pid == os.Getpid() {
-			continue
-		}
-		b, err := os.ReadFile("/proc/" + e.Name() + "/cmdline")
-		if err != nil {
-			continue
-		}
-		st, _ := os.ReadFile("/proc/" + e.Name() + "/stat")
-		if i := bytes.LastIndexByte(st, ')'); i > 0 && bytes.HasPrefix(st[i+1:], []byte(" Z")) {
-			continue // a zombie is dead
-		}
-		for _, a := range bytes.Split(b, []byte{0}) {
-			if string(a) == marker {
-				pids = append(pids, pid)
-			}
-		}
-	}
-	return pids
-}
+func withMarker(marker string) []int { return labtest.ProcsWithArg(marker) }
 
-// waitNone polls until no process holds marker (bounded: 20 s).
+// waitNone waits until no process holds marker (bounded: 20 s).
 func waitNone(t *testing.T, marker string) {
 	t.Helper()
-	deadline := time.Now().Add(20 * time.Second)
-	for {
-		pids := withMarker(marker)
-		if len(pids) == 0 {
-			return
-		}
-		if time.Now().After(deadline) {
-			for _, p := range pids {
-				syscall.Kill(p, syscall.SIGKILL)
-			}
-			t.Fatalf("processes %v of the tree are still running 20s later", pids)
-		}
-		time.Sleep(20 * time.Millisecond)
-	}
+	labtest.WaitNoProcs(t, "the tree's, marker "+marker, func() []int { return withMarker(marker) })
 }
 
 // startOwner starts an owner process with its tree and returns it with its watcher's pid

@@ -55,6 +55,11 @@ func Nohup(t *testing.T) map[string]uint64 {
 	return got
 }
 
+// NohupSetup reports whether this process is the first step of Nohup's child, which execs
+// the test binary again before any test runs: a TestMain makes nothing it would have to
+// clean up (the exec skips the cleanup).
+func NohupSetup() bool { return os.Getenv(nohupEnv) == "setup" }
+
 // InNohup reports whether this process is Nohup's child, having reported its own masks.
 // In the step before, it sets the signals up and execs the test binary again (execve keeps
 // ignored signals and the calling thread's mask): it does not return.

@@ -13,9 +13,12 @@ import (
 	"path/filepath"
 	"slices"
 	"strconv"
+	"strings"
 	"syscall"
 	"testing"
 	"time"
+
+	"golang.org/x/sys/unix"
 )
 
 // HostTree writes a host program that starts a daemon in a new session and a background
@@ -83,4 +86,80 @@ func Alive(pid int) bool {
 	}
 	i := bytes.LastIndexByte(st, ')')
 	return i > 0 && !bytes.HasPrefix(st[i+1:], []byte(" Z"))
+}
+
+// ProcsWithArg lists the live processes, other than this one, that have word as one whole
+// argument (a test's marker), but those whose argv[0] is one of except.
+func ProcsWithArg(word string, except ...string) []int {
+	ents, _ := os.ReadDir("/proc")
+	var pids []int
+	for _, e := range ents {
+		pid, err := strconv.Atoi(e.Name())
+		if err != nil || pid == os.Getpid() || !Alive(pid) {
+			continue
+		}
+		b, err := os.ReadFile("/proc/" + e.Name() + "/cmdline")
+		if err != nil {
+			continue
+		}
+		args := strings.Split(strings.TrimSuffix(string(b), "\x00"), "\x00")
+		if slices.Contains(args, word) && !slices.Contains(except, args[0]) {
+			pids = append(pids, pid)
+		}
+	}
+	return pids
+}
+
+// WaitNoProcs waits until procs lists no process, for 20 s at most; then it kills those
+// left and fails tb, saying they are what. It waits on pidfds, looking again after they all
+// exited (a process may have forked meanwhile).
+func WaitNoProcs(tb testing.TB, what string, procs func() []int) {
+	tb.Helper()
+	deadline := time.Now().Add(20 * time.Second)
+	for {
+		pids := procs()
+		if len(pids) == 0 {
+			return
+		}
+		if !waitExits(pids, deadline) {
+			for _, p := range pids {
+				syscall.Kill(p, syscall.SIGKILL)
+			}
+			tb.Fatalf("processes %v (%s) still run 20 s later", pids, what)
+		}
+	}
+}
+
+// waitExits reports whether every process of pids exited (zombies included) by deadline.
+func waitExits(pids []int, deadline time.Time) bool {
+	var fds []unix.PollFd
+	for _, p := range pids {
+		fd, err := unix.PidfdOpen(p, 0)
+		if err != nil {
+			continue // gone already
+		}
+		defer unix.Close(fd)
+		fds = append(fds, unix.PollFd{Fd: int32(fd), Events: unix.POLLIN})
+	}
+	for len(fds) > 0 {
+		ms := time.Until(deadline).Milliseconds()
+		if ms <= 0 {
+			return false
+		}
+		n, err := unix.Poll(fds, int(ms))
+		if err == unix.EINTR {
+			continue
+		}
+		if err != nil || n == 0 {
+			return false
+		}
+		running := fds[:0]
+		for _, f := range fds {
+			if f.Revents == 0 {
+				running = append(running, f)
+			}
+		}
+		fds = running
+	}
+	return true
 }

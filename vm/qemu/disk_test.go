@@ -2,10 +2,6 @@ package qemu
 
 import (
 	"errors"
-	"lab/internal/shell"
-	"os"
-	"path/filepath"
-	"strings"
 	"testing"
 )
 
@@ -23,20 +19,7 @@ func TestDiskGolden(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	got := strings.Join(argv, "\n") + "\n"
-	golden := filepath.Join("testdata", "lab-disk.golden")
-	if *update {
-		if err := os.WriteFile(golden, []byte(got), 0o644); err != nil {
-			t.Fatal(err)
-		}
-	}
-	want, err := os.ReadFile(golden)
-	if err != nil {
-		t.Fatalf("%v (run go test ./vm/qemu -update to create it)", err)
-	}
-	if got != string(want) {
-		t.Errorf("argv mismatch\n got: %s\nwant: %s", shell.Join(argv), strings.ReplaceAll(string(want), "\n", " "))
-	}
+	checkGolden(t, "lab-disk", argv)
 }
 
 func TestDiskErrors(t *testing.T) {

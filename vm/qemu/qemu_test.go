@@ -53,21 +53,27 @@ func TestCommandGolden(t *testing.T) {
 			if err != nil {
 				t.Fatalf("Command: %v", err)
 			}
-			got := strings.Join(argv, "\n") + "\n"
-			golden := filepath.Join("testdata", tt.name+".golden")
-			if *update {
-				if err := os.WriteFile(golden, []byte(got), 0o644); err != nil {
-					t.Fatal(err)
-				}
-			}
-			want, err := os.ReadFile(golden)
-			if err != nil {
-				t.Fatalf("%v (run go test ./vm/qemu -update to create it)", err)
-			}
-			if got != string(want) {
-				t.Errorf("argv mismatch for %s\n got: %s\nwant: %s", tt.name, shell.Join(argv), strings.ReplaceAll(string(want), "\n", " "))
-			}
+			checkGolden(t, tt.name, argv)
 		})
+	}
+}
+
+// checkGolden compares argv, one word a line, with testdata/NAME.golden (-update writes it).
+func checkGolden(t *testing.T, name string, argv []string) {
+	t.Helper()
+	got := strings.Join(argv, "\n") + "\n"
+	golden := filepath.Join("testdata", name+".golden")
+	if *update {
+		if err := os.WriteFile(golden, []byte(got), 0o644); err != nil {
+			t.Fatal(err)
+		}
+	}
+	want, err := os.ReadFile(golden)
+	if err != nil {
+		t.Fatalf("%v (run go test ./vm/qemu -update to create it)", err)
+	}
+	if got != string(want) {
+		t.Errorf("argv mismatch for %s\n got: %s\nwant: %s", name, shell.Join(argv), strings.ReplaceAll(string(want), "\n", " "))
 	}
 }
 

@@ -5,10 +5,13 @@
 package winetest
 
 import (
+	"bytes"
 	"context"
 	"errors"
 	"fmt"
+	"io"
 	"os"
+	"os/exec"
 	"path/filepath"
 	"sync"
 	"testing"
@@ -61,6 +64,45 @@ func (s *Shared) Get(tb testing.TB) *wineprefix.Prefix {
 		tb.Fatal(s.err)
 	}
 	return s.p
+}
+
+// Run runs program in p (in dir, with stdin when not nil and env added) and returns its
+// stdout, stderr and exit code. It fails tb when the output drain timed out: a warm prefix
+// must never leave a pipe open.
+func Run(tb testing.TB, p *wineprefix.Prefix, dir string, stdin io.Reader, env []string, program string, args ...string) (string, string, int) {
+	tb.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
+	defer cancel()
+	cmd := p.Command(ctx, program, args...)
+	cmd.Dir = dir
+	cmd.Env = append(cmd.Env, env...)
+	if stdin != nil {
+		cmd.Stdin = stdin
+	}
+	var out, errb bytes.Buffer
+	cmd.Stdout, cmd.Stderr = &out, &errb
+	err := cmd.Run()
+	var ee *exec.ExitError
+	switch {
+	case errors.Is(err, exec.ErrWaitDelay):
+		tb.Fatalf("%s %q: output pipes stayed open after the program exited (prefix not warm?)", filepath.Base(program), args)
+	case errors.As(err, &ee):
+	case err != nil:
+		tb.Fatalf("%s %q: %v", filepath.Base(program), args, err)
+	}
+	return out.String(), errb.String(), cmd.ProcessState.ExitCode()
+}
+
+// Main is a TestMain's body: m's tests, then Close; a failed Close fails the run.
+func (s *Shared) Main(m *testing.M) {
+	code := m.Run()
+	if err := s.Close(); err != nil {
+		fmt.Fprintln(os.Stderr, err)
+		if code == 0 {
+			code = 1
+		}
+	}
+	os.Exit(code)
 }
 
 // Close shuts the prefix down and removes it.
