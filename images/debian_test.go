@@ -242,6 +242,11 @@ func TestDebianSeedApplied(t *testing.T) {
 	if !strings.Contains(debianInit, "/run/lab/seed") || !strings.Contains(debianInit, "tmpfs /root/run") {
 		t.Errorf("lab's /init does not copy the seed onto the root's /run:\n%s", debianInit)
 	}
+	// Only where the disk's lab-instance applies it (a disk of an older image would keep
+	// the unapplied archive in memory): /init looks for the apply path in that script.
+	if !strings.Contains(debianInit, "grep -q "+DebianSeedApply[:len("/run/lab/seed")]+" /root/usr/local/lib/lab/instance") {
+		t.Errorf("lab's /init copies the seed whatever the disk's lab-instance does:\n%s", debianInit)
+	}
 	if !strings.Contains(debianFiles["usr/local/lib/lab/instance"], "s="+DebianSeedApply+"\n") {
 		t.Errorf("lab-instance does not run %s", DebianSeedApply)
 	}

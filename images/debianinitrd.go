@@ -60,8 +60,9 @@ done
 busybox mount -t ext4 -o rw,errors=remount-ro /dev/vda /root || { echo "lab-initrd: cannot mount /dev/vda"; exit 1; }
 # lab up's instance cpio (appended to this one) holds provisioning's seed in /run/lab/seed
 # (provision.SeedDisk): copy it to the new root's /run, a tmpfs mounted here that systemd
-# keeps; lab-instance.service applies it. switch_root frees the initramfs.
-if [ -d /run/lab/seed ]; then
+# keeps; lab-instance.service applies it. switch_root frees the initramfs. Not for a disk
+# made by an older image, whose lab-instance would leave it in memory unapplied.
+if [ -d /run/lab/seed ] && busybox grep -q /run/lab/seed /root/usr/local/lib/lab/instance 2>/dev/null; then
 	if busybox mount -t tmpfs -o mode=0755,nosuid,nodev,size=20% tmpfs /root/run; then
 		busybox mkdir -p /root/run/lab
 		busybox cp -a /run/lab/seed /root/run/lab/seed || {
