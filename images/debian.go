@@ -33,7 +33,7 @@ var Distros = []string{DistroInitramfs, DistroDebian}
 
 // debianRecipe names everything that changes what the Debian image holds; it is
 // part of the cache key.
-const debianRecipe = "debian-4"
+const debianRecipe = "debian-5"
 
 // debianSuite is Debian 12's code name: the host's apt sources for it are the ones
 // the image is built from.
@@ -110,6 +110,11 @@ const debianStatusWord = "systemd.show_status=error"
 // unpacks it before sshd starts. fw_cfg files are readable by root only in the guest.
 const FwCfgInstance = "opt/lab/instance.tar"
 
+// DebianSeedApply is provision.DiskSeedScriptPath (images does not import provision;
+// machine's tests hold them equal): the seed's script lab-instance.service runs when
+// lab's initrd copied a seed there from lab up's instance cpio.
+const DebianSeedApply = "/run/lab/seed/apply"
+
 // debianCustomize runs as mmdebstrap's customize hook with the root file system
 // in $1, after lab's files were synced in. It leaves the kernel, the initrd and
 // dpkg's status in /tmp/lab-out for a copy-out hook (mmdebstrap's cleanup then
@@ -155,16 +160,24 @@ var debianFiles = map[string]string{
 f=/sys/firmware/qemu_fw_cfg/by_name/` + FwCfgInstance + `/raw
 # lab's initrd loaded qemu_fw_cfg; modprobe is for an older initrd.
 [ -d /sys/firmware/qemu_fw_cfg ] || modprobe qemu_fw_cfg 2>/dev/null
-if [ ! -e "$f" ]; then
+if [ -e "$f" ]; then
+	tar -x -f "$f" -C / || exit 1
+	for d in /root/.ssh /home/lab/.ssh; do mkdir -p "$d" && chmod 700 "$d"; done
+	cp /root/.ssh/authorized_keys /home/lab/.ssh/authorized_keys
+	chown -R lab:lab /home/lab/.ssh
+	chmod 600 /root/.ssh/authorized_keys /home/lab/.ssh/authorized_keys /etc/ssh/ssh_host_ed25519_key
+	rm -rf /etc/dropbear
+else
 	echo "lab-instance: no $f: was this machine started by lab up?" >&2
-	exit 0
 fi
-tar -x -f "$f" -C / || exit 1
-for d in /root/.ssh /home/lab/.ssh; do mkdir -p "$d" && chmod 700 "$d"; done
-cp /root/.ssh/authorized_keys /home/lab/.ssh/authorized_keys
-chown -R lab:lab /home/lab/.ssh
-chmod 600 /root/.ssh/authorized_keys /home/lab/.ssh/authorized_keys /etc/ssh/ssh_host_ed25519_key
-rm -rf /etc/dropbear
+# Provisioning's head start (provision.SeedDisk), which lab's initrd copied from lab up's
+# instance cpio: before systemd-binfmt (it registers the seeded lab.conf) and sshd. A
+# failure leaves the provisioning after boot to do it all.
+s=` + DebianSeedApply + `
+if [ -x "$s" ]; then
+	"$s" || echo "lab-instance: $s failed ($?): lab up provisions without the seed" >&2
+fi
+exit 0
 `,
 	"usr/local/lib/lab/mounts": `#!/bin/sh
 # lab: mount the 9p shares lab up names on the kernel command line (lab.mount=TAG:DIR),
@@ -185,12 +198,13 @@ done
 exit 0
 `,
 	"etc/systemd/system/lab-instance.service": `[Unit]
-Description=lab: this boot's SSH keys (from lab up through fw_cfg)
+Description=lab: this boot's SSH keys (from lab up through fw_cfg) and provisioning seed
 # Early (beside sysinit, not after basic.target): sshd waits for it, and it needs
-# only the root file system, which lab's initrd mounted.
+# only the root file system, which lab's initrd mounted. Before systemd-binfmt: the
+# seed writes /etc/binfmt.d/lab.conf.
 DefaultDependencies=no
 After=local-fs.target
-Before=ssh.service shutdown.target
+Before=ssh.service systemd-binfmt.service shutdown.target
 Conflicts=shutdown.target
 
 [Service]

@@ -234,3 +234,31 @@ func TestDebianBootWaitsForNothing(t *testing.T) {
 		t.Errorf("udev's coldplug is not limited to input devices:\n%s", trig)
 	}
 }
+
+// The provisioning seed lab's initrd copies to /run/lab/seed is applied by
+// lab-instance.service before systemd-binfmt registers the seeded lab.conf and before
+// sshd reads the seeded SetEnv line.
+func TestDebianSeedApplied(t *testing.T) {
+	if !strings.Contains(debianInit, "/run/lab/seed") || !strings.Contains(debianInit, "tmpfs /root/run") {
+		t.Errorf("lab's /init does not copy the seed onto the root's /run:\n%s", debianInit)
+	}
+	// Only where the disk's lab-instance applies it (a disk of an older image would keep
+	// the unapplied archive in memory): /init looks for the apply path in that script.
+	if !strings.Contains(debianInit, "grep -q "+DebianSeedApply[:len("/run/lab/seed")]+" /root/usr/local/lib/lab/instance") {
+		t.Errorf("lab's /init copies the seed whatever the disk's lab-instance does:\n%s", debianInit)
+	}
+	if !strings.Contains(debianFiles["usr/local/lib/lab/instance"], "s="+DebianSeedApply+"\n") {
+		t.Errorf("lab-instance does not run %s", DebianSeedApply)
+	}
+	var before []string
+	for _, l := range strings.Split(debianFiles["etc/systemd/system/lab-instance.service"], "\n") {
+		if v, ok := strings.CutPrefix(l, "Before="); ok {
+			before = append(before, strings.Fields(v)...)
+		}
+	}
+	for _, u := range []string{"systemd-binfmt.service", "ssh.service"} {
+		if !contains(before, u) {
+			t.Errorf("lab-instance.service is not ordered before %s (Before=%v)", u, before)
+		}
+	}
+}

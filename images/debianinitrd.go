@@ -24,7 +24,7 @@ import (
 // initrd of Debian's (no initramfs-tools): a build makes this one before the image
 // is complete.
 
-const debianInitrdRecipe = "debian-initrd-2"
+const debianInitrdRecipe = "debian-initrd-3"
 
 // debianInitrdModules are what mounting an ext4 root on virtio-blk needs (their
 // dependencies follow from .modinfo; crc32c is a soft dependency that ext4 and jbd2
@@ -58,6 +58,19 @@ while [ ! -b /dev/vda ]; do
 	busybox usleep 50000
 done
 busybox mount -t ext4 -o rw,errors=remount-ro /dev/vda /root || { echo "lab-initrd: cannot mount /dev/vda"; exit 1; }
+# lab up's instance cpio (appended to this one) holds provisioning's seed in /run/lab/seed
+# (provision.SeedDisk): copy it to the new root's /run, a tmpfs mounted here that systemd
+# keeps; lab-instance.service applies it. switch_root frees the initramfs. Not for a disk
+# made by an older image, whose lab-instance would leave it in memory unapplied.
+if [ -d /run/lab/seed ] && busybox grep -q /run/lab/seed /root/usr/local/lib/lab/instance 2>/dev/null; then
+	if busybox mount -t tmpfs -o mode=0755,nosuid,nodev,size=20% tmpfs /root/run; then
+		busybox mkdir -p /root/run/lab
+		busybox cp -a /run/lab/seed /root/run/lab/seed || {
+			busybox rm -rf /root/run/lab/seed
+			echo "lab-initrd: cannot copy the provisioning seed; lab up provisions without it"
+		}
+	fi
+fi
 busybox umount /proc /sys
 busybox mount --move /dev /root/dev
 exec busybox switch_root /root /sbin/init

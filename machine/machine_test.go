@@ -7,10 +7,13 @@ import (
 	"errors"
 	"os"
 	"path/filepath"
+	"slices"
 	"strings"
 	"testing"
 
 	"lab/formats"
+	"lab/images"
+	"lab/provision"
 	"lab/vm"
 )
 
@@ -150,5 +153,46 @@ func TestMountsAt(t *testing.T) {
 		if got := mountsAt(tc.shares, vm.DefaultScratch); got != tc.want {
 			t.Errorf("mountsAt(%v) = %v, want %v", tc.shares, got, tc.want)
 		}
+	}
+}
+
+// lab up seeds a disk guest (Debian) with provision.SeedDisk's files under /run/lab/seed,
+// where lab's initrd copies them from and the image's lab-instance.service runs apply;
+// the initramfs guest gets provision.Seed's boot script.
+func TestSeedByDistro(t *testing.T) {
+	interp := filepath.Join(t.TempDir(), "lab-interop")
+	if err := os.WriteFile(interp, []byte("\x7fELF interpreter"), 0o755); err != nil {
+		t.Fatal(err)
+	}
+	for _, tc := range []struct {
+		disk string
+		want string // a file the seed must hold
+	}{
+		{"", provision.SeedScriptPath},
+		{"/data/m1/disk.qcow2", images.DebianSeedApply},
+	} {
+		dir := stoppedMachine(t)
+		in, err := Instance(dir)
+		if err != nil {
+			t.Fatal(err)
+		}
+		in.Disk, in.Arch = tc.disk, "amd64"
+		files, err := seed(in, ProvisionOptions{Interpreter: interp})
+		if err != nil {
+			t.Fatalf("disk %q: %v", tc.disk, err)
+		}
+		var paths []string
+		for _, f := range files {
+			paths = append(paths, f.Path)
+			if tc.disk != "" && !strings.HasPrefix(f.Path, provision.DiskSeedDir+"/") {
+				t.Errorf("disk guest's seed file %s is outside %s (lab's initrd copies only that)", f.Path, provision.DiskSeedDir)
+			}
+		}
+		if !slices.Contains(paths, tc.want) {
+			t.Errorf("disk %q: seed files %v, want %s among them", tc.disk, paths, tc.want)
+		}
+	}
+	if images.DebianSeedApply != provision.DiskSeedScriptPath {
+		t.Errorf("the image runs %s, the seed's script is %s", images.DebianSeedApply, provision.DiskSeedScriptPath)
 	}
 }

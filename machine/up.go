@@ -158,10 +158,10 @@ func mountsAt(shares []vm.Share, guestPath string) bool {
 	return false
 }
 
-// seed is the provisioning the guest gets at boot (provision.Seed): the interpreter, its
-// configuration, the token, the links and the rules are in place before sshd starts, so
-// the provisioning after boot is one round trip instead of an upload of megabytes and an
-// sshd restart.
+// seed is the provisioning the guest gets at boot (provision.Seed; provision.SeedDisk on
+// a disk guest): the interpreter, its configuration, the token, the links and the rules
+// are in place before sshd starts, so the provisioning after boot is one round trip
+// instead of an upload of megabytes and an sshd restart.
 func seed(in *vm.Instance, opts ProvisionOptions) ([]images.File, error) {
 	opts.Progress = nil // the provisioning after boot reports
 	cfg, err := Config(in.StateDir, opts)
@@ -172,7 +172,13 @@ func seed(in *vm.Instance, opts ProvisionOptions) ([]images.File, error) {
 	if err != nil {
 		return nil, err
 	}
-	seeded, err := provision.Seed(cfg, arch)
+	seedFn := provision.Seed
+	if in.Disk != "" {
+		// A disk guest (Debian): staged in /run/lab/seed, which lab's initrd copies onto
+		// the root's /run and lab-instance.service applies before systemd-binfmt and sshd.
+		seedFn = provision.SeedDisk
+	}
+	seeded, err := seedFn(cfg, arch)
 	if err != nil {
 		return nil, err
 	}

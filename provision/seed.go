@@ -115,11 +115,11 @@ func freshState(goarch string, shares []Share) *state {
 }
 
 // The seed of a disk guest (SeedDisk) is staged in /run/lab/seed, and DiskSeedScriptPath
-// is to run before systemd-binfmt and sshd. Not wired into lab up yet: through the
-// instance tar (fw_cfg) the boot hung, because the guest's qemu_fw_cfg driver reads a
-// file page by page and skips to each page's offset by port reads (quadratic: 1 MB took
-// 99 s under TCG, so the 4.5 MB interpreter would take half an hour); see DESIGN.md's
-// Debian section for the channel that fits (a per-instance cpio after lab's initrd).
+// runs before systemd-binfmt and sshd: lab up appends the files as a cpio to the image's
+// lab initrd, whose /init copies them onto the root's /run (a tmpfs it mounts, which
+// systemd keeps), and lab-instance.service runs the script. Not through the instance tar
+// (fw_cfg): the guest's qemu_fw_cfg driver reads a file page by page and skips to each
+// page's offset by port reads (quadratic: 1 MB took 99 s under TCG).
 const (
 	DiskSeedDir        = "/run/lab/seed"
 	DiskSeedScriptPath = DiskSeedDir + "/apply"
@@ -138,8 +138,8 @@ var guardWants = []string{
 }
 
 // SeedDisk is Seed for a guest on a disk of its own with systemd (the Debian image),
-// which may have been provisioned on an earlier boot: files for the instance tar the
-// image's lab-instance.service unpacks, a tar of what Provision would upload (the
+// which may have been provisioned on an earlier boot: files for /run/lab/seed (see
+// DiskSeedDir), a tar of what Provision would upload (the
 // interpreter, its config, the token, /etc/binfmt.d/lab.conf, the guard's unit, script
 // and apt hook, the profile.d files) and a script that, before systemd-binfmt and sshd
 // start, unpacks it over /, makes the links, the guard's enable links (and reloads

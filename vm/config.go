@@ -71,9 +71,11 @@ type Config struct {
 	// names that are not lab's own. Zero: none.
 	StateFiles map[string][]byte
 	// BootFiles, when set, is called once the instance record is written (state dir,
-	// shares with their tags, architecture) and returns files the initramfs guest gets in
-	// its instance cpio, after the keys: machine.Up seeds provisioning with it
-	// (provision.Seed). A disk image (Debian) boots without them. Zero: none.
+	// shares with their tags, architecture) and returns files the guest gets in its
+	// instance cpio, appended to the image's initrd (the initramfs guest's after its
+	// keys): machine.Up seeds provisioning with it (provision.Seed; provision.SeedDisk
+	// for a disk image, whose lab initrd copies /run/lab/seed onto the root's /run).
+	// Zero: none (a disk image then boots the image's initrd as it is).
 	BootFiles func(*Instance) ([]images.File, error)
 	// BootTimeout bounds boot-to-SSH-ready; zero: DefaultBootTimeout, or
 	// DefaultDiskBootTimeout for the Debian guest.

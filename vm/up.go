@@ -156,21 +156,28 @@ func Up(ctx context.Context, cfg Config) (*Instance, error) {
 		Kernel: img.Kernel, KernelVer: img.KernelVersion, BootTimeout: Duration(cfg.BootTimeout),
 		Distro: img.Distro, Disk: disk, ConsoleReady: img.Manifest.ConsoleReady(),
 	}
-	in.Argv, err = qemuArgv(qemuBin, in, img)
+	// The initramfs guest always boots the state dir's initrd (its keys are in it); a disk
+	// guest only when it gets BootFiles (its keys go through fw_cfg).
+	instanceInitrd := img.Disk == "" || cfg.BootFiles != nil
+	in.Argv, err = qemuArgv(qemuBin, in, img, instanceInitrd)
 	if err != nil {
 		return nil, err
 	}
 	if err := writeJSON(filepath.Join(cfg.StateDir, FileInstance), in); err != nil {
 		return nil, fmt.Errorf("vm: %w", err)
 	}
-	if img.Disk == "" {
+	if instanceInitrd {
 		var extra []images.File
 		if cfg.BootFiles != nil {
 			if extra, err = cfg.BootFiles(in); err != nil {
 				return nil, fmt.Errorf("vm: boot files: %w", err)
 			}
 		}
-		if err := writeInitrd(filepath.Join(cfg.StateDir, FileInitrd), img.Initrd, ks.client.PublicKey(), hostPriv, extra); err != nil {
+		files, err := instanceFiles(img, ks.client.PublicKey(), hostPriv, extra)
+		if err != nil {
+			return nil, err
+		}
+		if err := writeInitrd(filepath.Join(cfg.StateDir, FileInitrd), img.Initrd, files); err != nil {
 			return nil, err
 		}
 	}
@@ -273,12 +280,14 @@ func chooseVsock(want string) (string, error) {
 }
 
 // qemuArgv is the VM's QEMU command line.
-func qemuArgv(bin string, in *Instance, img *images.Image) ([]string, error) {
+// instanceInitrd: the state dir's initrd (the image's followed by this boot's files),
+// else the image's own.
+func qemuArgv(bin string, in *Instance, img *images.Image, instanceInitrd bool) ([]string, error) {
 	dir := in.StateDir
 	cmdline := strings.Fields(img.Cmdline)
 	initrd := filepath.Join(dir, FileInitrd)
-	if in.Disk != "" {
-		initrd = img.Initrd // the image's own; this boot's keys go through fw_cfg
+	if !instanceInitrd {
+		initrd = img.Initrd
 	}
 	fns := []qemu.Fn{
 		qemu.WithBinary(bin), qemu.WithArch(in.Arch), qemu.WithAccel(in.Accel), qemu.WithSMP(in.CPUs), qemu.WithMemory(in.MemoryMiB),
@@ -315,13 +324,22 @@ func qemuArgv(bin string, in *Instance, img *images.Image) ([]string, error) {
 	return argv, nil
 }
 
-// writeInitrd writes the base image's cpio followed by this VM's (keys, then extra).
-func writeInitrd(path, base string, authorized ssh.PublicKey, hostKey ed25519.PrivateKey, extra []images.File) error {
+// instanceFiles is this boot's cpio: the initramfs guest's keys, then extra (a disk
+// guest's keys go through fw_cfg: its initrd hands the root only the seed).
+func instanceFiles(img *images.Image, authorized ssh.PublicKey, hostKey ed25519.PrivateKey, extra []images.File) ([]images.File, error) {
+	if img.Disk != "" {
+		return extra, nil
+	}
 	files, err := images.InstanceFiles(authorized, hostKey)
 	if err != nil {
-		return fmt.Errorf("vm: %w", err)
+		return nil, fmt.Errorf("vm: %w", err)
 	}
-	files = append(files, extra...)
+	return append(files, extra...), nil
+}
+
+// writeInitrd writes the base image's cpio followed by this VM's (the initramfs guest's
+// keys, then the BootFiles).
+func writeInitrd(path, base string, files []images.File) error {
 	src, err := os.Open(base)
 	if err != nil {
 		return fmt.Errorf("vm: guest image: %w", err)
