@@ -95,7 +95,7 @@ func Up(ctx context.Context, opts Options) (*Machine, error) {
 		po.Progress = opts.Progress
 	}
 	if !opts.NoProvision && cfg.BootFiles == nil {
-		cfg.BootFiles = func(in *vm.Instance) ([]images.File, error) { return seed(in, po) }
+		cfg.BootFiles = SeedFiles(po)
 	}
 	t := time.Now()
 	in, err := vm.Up(ctx, cfg)
@@ -156,6 +156,12 @@ func mountsAt(shares []vm.Share, guestPath string) bool {
 		}
 	}
 	return false
+}
+
+// SeedFiles is the vm.Config.BootFiles that Up gives a machine it provisions: the guest's
+// provisioning at boot (see seed). Exported for the suites that boot through vm.Up.
+func SeedFiles(opts ProvisionOptions) func(*vm.Instance) ([]images.File, error) {
+	return func(in *vm.Instance) ([]images.File, error) { return seed(in, opts) }
 }
 
 // seed is the provisioning the guest gets at boot (provision.Seed; provision.SeedDisk on

@@ -17,6 +17,7 @@ import (
 	"lab/images"
 	"lab/internal/labtest"
 	"lab/machine"
+	"lab/provision"
 	"lab/scenarios"
 	"lab/scenarios/suite"
 	"lab/scenarios/suite/suitetest"
@@ -171,8 +172,19 @@ func TestIntegrationDebian(t *testing.T) {
 		}
 		c.Close()
 		g.Stop()
+		// This boot is seeded as lab up seeds it (provisioning through lab's initrd, applied
+		// by lab-instance before sshd). The state dir went with the stop, so the machine has
+		// a new token: only the seed can put it in the guest before the provisioning below.
+		cfg.BootFiles = machine.SeedFiles(machine.ProvisionOptions{Interpreter: interp})
 		g = suitetest.Boot(ctx, t, hostagentEnv, cfg)
 		c, bootSSH = g.Client, g.Took
+		token, err := provision.EnsureToken(stateDir)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if out, err := guest("cat " + provision.TokenPath); err != nil || out != string(token) {
+			t.Errorf("after a seeded boot, before provisioning: %s = %q, %v; want the state dir's token %q (the seed was not applied)", provision.TokenPath, out, err, token)
+		}
 		out, err := guest("cat /root/lab-persist")
 		if err != nil || out != "kept-across-down-up" {
 			t.Errorf("after down + up: /root/lab-persist = %q, %v", out, err)
