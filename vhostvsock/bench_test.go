@@ -99,18 +99,7 @@ func BenchmarkIntegrationThroughput(b *testing.B) {
 			ready := e.cmd("recvz 6010 1")
 			e.reply(b, ready, time.Minute)
 			b.StartTimer()
-			c, err := d.Dial(context.Background(), 6010)
-			if err != nil {
-				b.Fatal(err)
-			}
-			for n := 0; n < benchChunk; n += len(buf) {
-				if _, err := c.Write(buf); err != nil {
-					b.Fatal(err)
-				}
-			}
-			c.(*Conn).CloseWrite()
-			io.Copy(io.Discard, c) // the guest closes after reading everything
-			c.Close()
+			sendChunk(b, d, 6010, buf)
 			e.reply(b, ready, time.Minute)
 		}
 		b.SetBytes(benchChunk)
@@ -171,19 +160,7 @@ func h2gDial(b *testing.B, e *vmEnv, rbuf, sockbuf string) {
 	ready := e.cmd("recvraw 6012 %s %s", rbuf, sockbuf)
 	e.reply(b, ready, time.Minute)
 	b.StartTimer()
-	c, err := e.dev.Dial(context.Background(), 6012)
-	if err != nil {
-		b.Fatal(err)
-	}
-	buf := make([]byte, 256<<10)
-	for n := 0; n < benchChunk; n += len(buf) {
-		if _, err := c.Write(buf); err != nil {
-			b.Fatal(err)
-		}
-	}
-	c.(*Conn).CloseWrite()
-	io.Copy(io.Discard, c) // the guest closes after reading everything
-	c.Close()
+	sendChunk(b, e.dev, 6012, make([]byte, 256<<10))
 	if r := e.reply(b, ready, time.Minute); !strings.HasPrefix(r, fmt.Sprintf("OK %d ", benchChunk)) {
 		b.Fatalf("guest: %s", r)
 	}
@@ -336,4 +313,21 @@ func unixPair(b *testing.B) (net.Conn, net.Conn) {
 		b.Fatal(err)
 	}
 	return a, <-ch
+}
+
+// sendChunk dials the guest's port on d and writes benchChunk bytes in writes of
+// len(buf), then half-closes and waits for the guest to close after reading everything.
+func sendChunk(b *testing.B, d *Device, port uint32, buf []byte) {
+	c, err := d.Dial(context.Background(), port)
+	if err != nil {
+		b.Fatal(err)
+	}
+	for n := 0; n < benchChunk; n += len(buf) {
+		if _, err := c.Write(buf); err != nil {
+			b.Fatal(err)
+		}
+	}
+	c.(*Conn).CloseWrite()
+	io.Copy(io.Discard, c) // the guest closes after reading everything
+	c.Close()
 }

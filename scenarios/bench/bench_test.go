@@ -92,12 +92,7 @@ func TestBootAimByDistro(t *testing.T) {
 		r.Image.Distro, r.Image.Arch = tc.distro, tc.arch
 		r.Image.BuildSeconds, r.Image.FreshDiskMB = 130, 42
 		r.Boot.TotalSeconds = tc.total
-		var boot *Aim
-		for _, a := range r.aims() {
-			if a.Figure == "boot to first interop exec" {
-				boot = &a
-			}
-		}
+		boot := aimOf(r, "boot to first interop exec")
 		if boot == nil {
 			t.Fatal("no boot aim")
 		}
@@ -127,12 +122,7 @@ func TestPEBaselines(t *testing.T) {
 		r.Launch.PEInterop = Dist{N: 50, P50: 200, P99: 260}
 		r.Launch.PEHost = Dist{N: 50, P50: 171.5, P99: 210}
 		r.Launch.PEHostLoader = tc.loader
-		var pe *Aim
-		for _, a := range r.aims() {
-			if a.Figure == "PE launch through interop" {
-				pe = &a
-			}
-		}
+		pe := aimOf(r, "PE launch through interop")
 		if pe == nil {
 			t.Fatalf("%s: no PE aim", tc.name)
 		}
@@ -198,4 +188,14 @@ func TestReportOnly(t *testing.T) {
 			}
 		}
 	}
+}
+
+// aimOf is r's aim for figure, or nil.
+func aimOf(r Result, figure string) *Aim {
+	for _, a := range r.aims() {
+		if a.Figure == figure {
+			return &a
+		}
+	}
+	return nil
 }
